@@ -12,7 +12,6 @@ when on, a PDF failure is recorded on the document rather than failing it.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from lxml import etree
 
 from tools.documents import Document, Reference, SourceError
 from tools.http import HttpClient, HttpStatusError, host_key
-from tools.sources.common import SearchReport, join_paragraphs, squash_whitespace
+from tools.sources.common import SearchReport, join_paragraphs, pdf_text, squash_whitespace
 
 if TYPE_CHECKING:
     from arxiv import Result
@@ -117,24 +116,6 @@ def result_reference(result: Result) -> Reference:
         uri=f"https://arxiv.org/abs/{metadata['arxiv_id']}",
         metadata=metadata,
     )
-
-
-def pdf_text(content: bytes, max_pages: int, what: str) -> tuple[str, int]:
-    """(text, pages read) of a PDF with pypdf; a non-PDF or unreadable file raises `SourceError`."""
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
-    if not content.startswith(b"%PDF"):
-        raise SourceError(what, "not a PDF (no %PDF header)")
-    try:
-        reader = PdfReader(io.BytesIO(content))
-        pages = reader.pages[:max_pages]
-        text = "\n\n".join((page.extract_text() or "").strip() for page in pages)
-    except (PyPdfError, ValueError, KeyError, TypeError) as exc:
-        raise SourceError(what, f"unreadable PDF: {exc!r}") from None
-    if not text.strip():
-        raise SourceError(what, "PDF has no extractable text (scanned?)")
-    return text, len(pages)
 
 
 class ArxivSource:

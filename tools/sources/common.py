@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from tools.documents import SourceError
 
 
 @dataclass(frozen=True)
@@ -32,3 +35,21 @@ def squash_whitespace(text: str) -> str:
 def join_paragraphs(*parts: str) -> str:
     """Join non-empty parts with blank lines."""
     return "\n\n".join(part.strip() for part in parts if part and part.strip())
+
+
+def pdf_text(content: bytes, max_pages: int, what: str) -> tuple[str, int]:
+    """(text, pages read) of a PDF with pypdf; a non-PDF or unreadable file raises `SourceError`."""
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    if not content.startswith(b"%PDF"):
+        raise SourceError(what, "not a PDF (no %PDF header)")
+    try:
+        reader = PdfReader(io.BytesIO(content))
+        pages = reader.pages[:max_pages]
+        text = "\n\n".join((page.extract_text() or "").strip() for page in pages)
+    except (PyPdfError, ValueError, KeyError, TypeError) as exc:
+        raise SourceError(what, f"unreadable PDF: {exc!r}") from None
+    if not text.strip():
+        raise SourceError(what, "PDF has no extractable text (scanned?)")
+    return text, len(pages)
