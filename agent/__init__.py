@@ -1,0 +1,1 @@
+"""Front doors: the CLI (and later chat, Slack, HTTP and Python APIs) over one service."""

@@ -1,0 +1,209 @@
+"""`ftagent`: parse, call the service, print progress and results, map errors to clear messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from agent.service import JobFailed, JobService
+from graphs.context import resolve_settings
+from graphs.spec import RequestError
+from tools.job_store import UnknownJob
+from tools.registry import RegistryError
+
+DEMO_CORPUS = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
+EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_NOT_FOUND = 2, 3, 4
+
+
+class ProgressPrinter:
+    """An event listener: a line per phase or decision, a progress bar with ETA while training."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["kind"] == "step":
+            self._step(event["data"])
+            return
+        self._close_bar()
+        if event["kind"] in ("phase", "decision", "gate", "skip"):
+            self.console.print(f"[bold]{event['phase']:>10}[/bold]  {event['message']}", highlight=False)
+
+    def _step(self, data: dict[str, Any]) -> None:
+        if self.progress is None:
+            self.progress = Progress(TextColumn("   training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                     TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[tps]:.0f} tok/s"),
+                                     TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=data["total_steps"], loss=data["loss"], tps=0.0)
+        self.progress.update(self.task, completed=data["step"], total=data["total_steps"], loss=data["loss"],
+                             tps=data["tokens_per_second"])
+
+    def _close_bar(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def close(self) -> None:
+        self._close_bar()
+
+
+def summary_table(state: dict[str, Any]) -> Table:
+    table = Table(title=f"job {state.get('job_id')}", show_header=False)
+    curation, dataset = state.get("curation") or {}, state.get("dataset") or {}
+    training, evaluation = state.get("training") or {}, state.get("evaluation") or {}
+    dropped = len(curation.get("documents_dropped", [])) + len(state.get("skipped", []))
+    table.add_row("documents", f"{curation.get('documents_kept', 0)} kept, {dropped} dropped or skipped")
+    if dataset:
+        table.add_row("examples", ", ".join(f"{k} {v}" for k, v in dataset["counts"].items()))
+    if training:
+        table.add_row("loss", f"train {training['train_loss']:.3f}, val {training.get('val_loss') or float('nan'):.3f}")
+    if evaluation:
+        base, tuned = evaluation["base"], evaluation["tuned"]
+        for key in ("answer_nll", "token_f1", "rouge_l", "general_perplexity"):
+            if base.get(key) is not None:
+                table.add_row(key, f"base {base[key]:.3f} → tuned {tuned[key]:.3f}")
+        table.add_row("gates", "; ".join(f"{'PASS' if g['passed'] else 'FAIL'} {g['name']}" for g in evaluation["gates"]))
+    if model := state.get("model"):
+        table.add_row("model", f"{model['name']} ({model['status']})")
+        table.add_row("adapter", model["adapter_path"])
+    table.add_row("outcome", state.get("outcome", ""))
+    return table
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftagent", description="Fine-tune a language model from one sentence.")
+    parser.add_argument("--home", help="home folder (default ~/.ftagent or $FTAGENT_HOME)")
+    parser.add_argument("--threads", type=int, help="CPU threads for training and inference")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help='run a job: ftagent run "fine-tune SmolLM2 on <subject>" --docs PATH')
+    run.add_argument("sentence")
+    run.add_argument("--docs", help="folder (or file) of .md/.txt/.html/.pdf documents")
+    run.add_argument("--demo", action="store_true", help="use the demo corpus in eval_sets/demo_corpus")
+    run.add_argument("--model", dest="base_model", help="base model name or local folder")
+    run.add_argument("--epochs", type=float)
+    run.add_argument("--learning-rate", type=float)
+    run.add_argument("--lora-r", type=int)
+    run.add_argument("--max-steps", type=int)
+    run.add_argument("--max-rounds", type=int)
+    run.add_argument("--min-nll-improvement", type=float, help="gate: tuned answer NLL this fraction below base")
+    run.add_argument("--max-ppl-increase", type=float, help="gate: general perplexity at most this fraction above base")
+    run.add_argument("--merge", action="store_true", help="also save merged weights")
+    status = commands.add_parser("status", help="a job's status (or all jobs)")
+    status.add_argument("job", nargs="?")
+    resume = commands.add_parser("resume", help="continue an interrupted job from its last checkpoint")
+    resume.add_argument("job")
+    commands.add_parser("models", help="list registered models")
+    show = commands.add_parser("show", help="a model's card")
+    show.add_argument("model")
+    ask = commands.add_parser("ask", help="ask a registered model a question")
+    ask.add_argument("model")
+    ask.add_argument("question")
+    ask.add_argument("--max-new-tokens", type=int, default=128)
+    return parser
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    docs = str(DEMO_CORPUS) if args.demo and not args.docs else args.docs
+    training = {k: v for k, v in {"epochs": args.epochs, "learning_rate": args.learning_rate,
+                                  "lora_r": args.lora_r, "max_steps": args.max_steps}.items() if v is not None}
+    gates = {k: v for k, v in {"min_nll_improvement": args.min_nll_improvement,
+                               "max_general_ppl_increase": args.max_ppl_increase}.items() if v is not None}
+    options: dict[str, Any] = {"docs_path": docs, "base_model": args.base_model, "max_rounds": args.max_rounds,
+                               "merge": args.merge or None}
+    if training:
+        options["training"] = training
+    if gates:
+        options["gates"] = gates
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _follow(service: JobService, console: Console, job_id: str, resume: bool) -> int:
+    printer = ProgressPrinter(console)
+    try:
+        state = service.resume(job_id, (printer,)) if resume else service.run(job_id, (printer,))
+    except JobFailed as failure:
+        printer.close()
+        console.print(f"[red]error:[/red] {failure.error}\nfinished work is kept; continue with: "
+                      f"ftagent resume {job_id}", highlight=False)
+        return EXIT_JOB_FAILED
+    printer.close()
+    console.print(summary_table(state))
+    console.print(f"report: {service.settings.job_paths(job_id).report}", highlight=False)
+    return 0 if state.get("status") == "succeeded" else EXIT_JOB_FAILED
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and deprecation chatter would drown the job's own progress lines."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_libraries()
+    console = Console(stderr=False, highlight=False)
+    try:
+        service = JobService(resolve_settings({"home": args.home, "threads": args.threads}))
+        return _dispatch(service, console, args)
+    except RequestError as error:
+        console.print(f"[red]cannot start:[/red] {error}", highlight=False)
+        return EXIT_BAD_INPUT
+    except (UnknownJob, RegistryError) as error:
+        console.print(f"[red]not found:[/red] {error}", highlight=False)
+        return EXIT_NOT_FOUND
+
+
+def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    if args.command == "run":
+        record = service.submit(args.sentence, _run_options(args))
+        console.print(f"job {record.job_id}", highlight=False)
+        return _follow(service, console, record.job_id, resume=False)
+    if args.command == "resume":
+        return _follow(service, console, args.job, resume=True)
+    if args.command == "status":
+        if args.job:
+            for key, value in service.status(args.job).items():
+                if value not in (None, "", {}):
+                    console.print(f"{key:>14}: {value}", highlight=False)
+        else:
+            table = Table("job", "status", "request", "model")
+            for record in service.list_jobs():
+                table.add_row(record.job_id, record.status, record.request[:60], record.model_name or "")
+            console.print(table)
+        return 0
+    if args.command == "models":
+        table = Table("model", "status", "gates", "answer NLL base → tuned", "created")
+        for version in service.models():
+            base, tuned = version.metrics["base"], version.metrics["tuned"]
+            table.add_row(version.name, version.status, "passed" if version.gates_passed else "failed",
+                          f"{base.get('answer_nll') or 0:.3f} → {tuned.get('answer_nll') or 0:.3f}", version.created_at)
+        console.print(table)
+        return 0
+    if args.command == "show":
+        console.print(service.model_card(args.model), highlight=False, markup=False)
+        return 0
+    if args.command == "ask":
+        console.print(service.ask(args.model, args.question, args.max_new_tokens), highlight=False, markup=False)
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

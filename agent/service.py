@@ -1,0 +1,129 @@
+"""The service every front door uses: submit, run, resume, status, models, ask.
+
+CLI, chat, Slack and HTTP all go through this class, so they behave the same."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from graphs.context import JobContext, Settings
+from graphs.graph import build_graph
+from graphs.spec import build_spec
+from tools.events import EventListener, EventLog
+from tools.job_store import JobRecord, JobStore
+from tools.registry import ModelRegistry, ModelVersion
+from tools.text import slugify
+
+
+class JobFailed(RuntimeError):
+    """A job stopped on an error; its finished work is kept and `ftagent resume` continues it."""
+
+    def __init__(self, job_id: str, error: BaseException) -> None:
+        super().__init__(f"job {job_id} stopped: {error}")
+        self.job_id = job_id
+        self.error = error
+
+
+class JobService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.jobs = JobStore(settings.database)
+        self.registry = ModelRegistry(settings.database)
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def submit(self, sentence: str, options: dict[str, Any] | None = None) -> JobRecord:
+        """Validate the request now (a bad sentence fails here, before any work) and queue the job."""
+        spec = build_spec(sentence, options)
+        if spec.docs_path:
+            options = {**(options or {}), "docs_path": str(Path(spec.docs_path).expanduser().resolve())}
+        job_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{slugify(spec.subject, 24)}-{secrets.token_hex(2)}"
+        return self.jobs.create(job_id, sentence, options or {})
+
+    def run(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> dict[str, Any]:
+        """Run (or continue) a job to its end in this process; returns the final state."""
+        record = self.jobs.get(job_id)
+        started = record.status == "queued"
+        inputs = {"job_id": job_id, "request": record.request, "options": record.options} if started else None
+        self.jobs.update(job_id, status="running", pid=os.getpid(), error=None)
+        context = JobContext(self.settings, listeners)
+        try:
+            with self._graph() as graph:
+                config = {"configurable": {"thread_id": job_id}, "recursion_limit": 100}
+                if not started and not graph.get_state(config).next:
+                    inputs = {"job_id": job_id, "request": record.request, "options": record.options}
+                state = graph.invoke(inputs, config, context=context)
+        except BaseException as error:
+            self.jobs.update(job_id, status="failed", error=f"{type(error).__name__}: {error}", pid=None)
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            raise JobFailed(job_id, error) from error
+        model = (state.get("model") or {}).get("name")
+        self.jobs.update(job_id, status=state.get("status", "failed"), outcome=state.get("outcome"),
+                         model_name=model, pid=None)
+        return state
+
+    def resume(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> dict[str, Any]:
+        record = self.jobs.get(job_id)
+        if record.status == "succeeded":
+            return self.state(job_id)
+        EventLog(self.settings.job_paths(job_id).events, listeners).emit(
+            "service", "phase", f"resuming job {job_id} (was {record.status})")
+        return self.run(job_id, listeners)
+
+    def state(self, job_id: str) -> dict[str, Any]:
+        self.jobs.get(job_id)
+        with self._graph() as graph:
+            return dict(graph.get_state({"configurable": {"thread_id": job_id}}).values)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        record = self.jobs.get(job_id)
+        events = EventLog(self.settings.job_paths(job_id).events).read()
+        phase_events = [e for e in events if e["kind"] == "phase"]
+        last_step = next((e for e in reversed(events) if e["kind"] == "step"), None)
+        return {**record.to_dict(), "phase": phase_events[-1]["phase"] if phase_events else None,
+                "last_event": phase_events[-1]["message"] if phase_events else None,
+                "training_step": last_step["data"] if last_step else None,
+                "report": str(self.settings.job_paths(job_id).report)}
+
+    def list_jobs(self) -> list[JobRecord]:
+        return self.jobs.list()
+
+    # -- models ----------------------------------------------------------------------------------
+    def models(self) -> list[ModelVersion]:
+        return self.registry.list()
+
+    def model(self, name: str) -> ModelVersion:
+        return self.registry.get(name)
+
+    def model_card(self, name: str) -> str:
+        return Path(self.registry.get(name).card_path).read_text()
+
+    def ask(self, name: str, question: str, max_new_tokens: int = 128) -> str:
+        """An answer from a registered model (its adapter on its base)."""
+        from tools.evaluation import generate_answers, load_for_inference
+        from tools.prompts import render_prompt
+
+        version = self.registry.get(name)
+        model, tokenizer = load_for_inference(version.base_model_path, version.adapter_path, self.settings.threads)
+        messages = [{"role": "system", "content": render_prompt("system_subject_expert", subject=version.subject)},
+                    {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+        return generate_answers(model, tokenizer, [{"messages": messages}], max_new_tokens)[0]
+
+    # -- plumbing --------------------------------------------------------------------------------
+    @contextmanager
+    def _graph(self) -> Iterator[Any]:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        connection = sqlite3.connect(self.settings.database, check_same_thread=False, timeout=30)
+        try:
+            yield build_graph(SqliteSaver(connection))
+        finally:
+            connection.close()

@@ -1,0 +1,1 @@
+"""The specialists as graph nodes: small functions (state, runtime) -> partial update."""

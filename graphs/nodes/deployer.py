@@ -1,0 +1,73 @@
+"""deployer: version, register and describe the tuned model (merged weights on request)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+
+from graphs.context import JobContext
+from graphs.nodes.common import effective_spec
+from graphs.reports import job_report, model_card
+from graphs.state import JobState
+from tools.registry import ModelRegistry, ModelVersion, now_iso
+from tools.text import slugify
+
+
+def register_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
+    spec = effective_spec(state)
+    settings = runtime.context.settings
+    events = runtime.context.events(state["job_id"])
+    registry = ModelRegistry(settings.database)
+    training, evaluation = state["training"], state["evaluation"]
+    version = registry.find_by_job(state["job_id"], training["round"])  # a resumed deployer registers once
+    if version is None:
+        version = registry.register(_new_version(state, spec, registry, settings.home))
+        card = model_card(state, version.to_dict())
+        Path(version.card_path).write_text(card)
+    passed = evaluation["passed"]
+    outcome = (f"{version.name} registered ({version.status}); gates "
+               f"{'passed' if passed else 'failed after ' + str(len(state.get('remedies', []))) + ' remedies'}")
+    events.emit("deployer", "phase", outcome, model=version.name, status=version.status)
+    final = {**state, "model": version.to_dict(), "outcome": outcome, "status": "succeeded"}
+    runtime.context.paths(state["job_id"]).report.write_text(job_report(final))
+    return {"model": version.to_dict(), "outcome": outcome, "status": "succeeded"}
+
+
+def _new_version(state: JobState, spec, registry: ModelRegistry, home: Path) -> ModelVersion:
+    from tools.base_models import model_key
+
+    training, evaluation = state["training"], state["evaluation"]
+    family = f"ft-{model_key(spec.base_model)}-{slugify(spec.subject, 32)}"
+    number = registry.next_version(family)
+    name = f"{family}-v{number}-{datetime.now(UTC):%Y%m%d}"
+    folder = home / "models" / name
+    adapter = folder / "adapter"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(training["adapter_dir"], adapter)
+    merged = _merge(training["base_model_path"], adapter, folder / "merged") if spec.merge else None
+    return ModelVersion(
+        name=name, family=family, version=number, base_model=spec.base_model,
+        base_model_path=training["base_model_path"], subject=spec.subject,
+        status="staging" if evaluation["passed"] else "rejected", gates_passed=evaluation["passed"],
+        adapter_path=str(adapter), merged_path=str(merged) if merged else None,
+        card_path=str(folder / "MODEL_CARD.md"), dataset_hash=state["dataset"]["hash"], job_id=state["job_id"],
+        round=training["round"], created_at=now_iso(),
+        sources=[{k: d[k] for k in ("source", "title", "uri")} for d in state.get("documents", [])],
+        config=training["config"],
+        metrics={"base": evaluation["base"], "tuned": evaluation["tuned"], "gates": evaluation["gates"],
+                 "train_loss": training["train_loss"], "val_loss": training["val_loss"]},
+    )
+
+
+def _merge(base_model_path: str, adapter: Path, target: Path) -> Path:
+    """A standalone model: the adapter folded into the base weights (merge_and_unload)."""
+    from tools.evaluation import load_for_inference
+
+    model, tokenizer = load_for_inference(base_model_path, str(adapter))
+    merged = model.merge_and_unload()
+    merged.save_pretrained(str(target), safe_serialization=True)
+    tokenizer.save_pretrained(str(target))
+    return target

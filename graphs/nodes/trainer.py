@@ -1,0 +1,46 @@
+"""trainer: LoRA on the training split with the recipe in tools/training.py; resumes from its checkpoints."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+
+from graphs.context import JobContext
+from graphs.nodes.common import effective_spec
+from graphs.state import JobState
+from tools.base_models import resolve_base_model
+from tools.dataset import read_jsonl
+from tools.training import TrainingConfig, train_lora
+
+
+def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
+    spec = effective_spec(state)
+    job_id, round_number = state["job_id"], state.get("round", 0) + 1
+    events = runtime.context.events(job_id)
+    paths = runtime.context.paths(job_id)
+    base_path = resolve_base_model(spec.base_model, runtime.context.settings.home)
+    config = TrainingConfig(
+        base_model_path=str(base_path),
+        output_dir=str(paths.adapter(round_number)),
+        checkpoint_dir=str(paths.checkpoints(round_number)),
+        metrics_path=str(paths.metrics),
+        threads=runtime.context.settings.threads,
+        **spec.training.model_dump(),
+    )
+    events.emit("trainer", "phase", f"round {round_number}: training LoRA r={config.lora_r} "
+                f"lr={config.learning_rate:g} epochs={config.epochs:g}", config=config.model_dump())
+
+    def on_step(metrics) -> None:
+        events.emit("trainer", "step", f"step {metrics.step}/{metrics.total_steps} loss {metrics.loss:.3f}",
+                    **metrics.__dict__)
+
+    def on_event(message: str, data: dict) -> None:
+        events.emit("trainer", "decision", message, **data)
+
+    result = train_lora(config, read_jsonl(state["dataset"]["paths"]["train"]),
+                        read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
+    summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
+    summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump()}
+    events.emit("trainer", "phase", f"trained {result.steps} steps at {result.tokens_per_second:.0f} tokens/s; "
+                f"train loss {result.train_loss:.3f}, val loss {result.val_loss or float('nan'):.3f}",
+                **{k: summary[k] for k in ("steps", "tokens_per_second", "train_loss", "val_loss")})
+    return {"training": summary, "round": round_number}

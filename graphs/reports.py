@@ -1,0 +1,121 @@
+"""Reports a person reads: the evaluation report, the job report and the model card (Markdown + JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from graphs.state import JobState
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "—" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+
+
+def write_evaluation_report(folder: Path, evaluation: dict[str, Any], per_example: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    round_number = evaluation["round"]
+    (folder / f"report-round-{round_number}.json").write_text(
+        json.dumps({**evaluation, "per_example": per_example}, indent=2))
+    lines = [f"# Evaluation, round {round_number}", "", metrics_table(evaluation["base"], evaluation["tuned"]), "",
+             "## Gates", ""] + [f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}"
+                                for g in evaluation["gates"]]
+    lines += ["", "## Examples (held-out)", "", "| question | reference | base | tuned |", "|---|---|---|---|"]
+    for row in per_example[:20]:
+        cells = [row[k].replace("|", "\\|").replace("\n", " ")[:160]
+                 for k in ("question", "reference", "base_answer", "tuned_answer")]
+        lines.append("| " + " | ".join(cells) + " |")
+    path = folder / f"report-round-{round_number}.md"
+    path.write_text("\n".join(lines) + "\n")
+    (folder / "report.json").write_text(json.dumps({**evaluation, "per_example": per_example}, indent=2))
+    (folder / "report.md").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def metrics_table(base: dict[str, Any], tuned: dict[str, Any]) -> str:
+    rows = ["| metric | base | tuned |", "|---|---|---|"]
+    for key, label in (("answer_nll", "answer NLL (lower is better)"), ("token_f1", "token F1"),
+                       ("rouge_l", "ROUGE-L"), ("exact_match", "exact match"),
+                       ("general_perplexity", "general perplexity")):
+        rows.append(f"| {label} | {_fmt(base.get(key))} | {_fmt(tuned.get(key))} |")
+    return "\n".join(rows)
+
+
+def sources_summary(documents: list[dict[str, Any]], kept_titles: set[str] | None = None) -> str:
+    """'12 local documents: A, B, C …'."""
+    counts = Counter(d["source"] for d in documents)
+    parts = [f"{n} {source} document{'s' if n != 1 else ''}" for source, n in counts.most_common()]
+    titles = ", ".join(d["title"] for d in documents[:6]) + (" …" if len(documents) > 6 else "")
+    return f"{' and '.join(parts)}: {titles}" if documents else "no documents"
+
+
+def rounds_section(state: JobState) -> list[str]:
+    lines = ["## Rounds", ""]
+    remedies = {r["after_round"]: r for r in state.get("remedies", [])}
+    for record in state.get("rounds", []):
+        nll_gate = next((g for g in record["gates"] if g["name"] == "answer_nll"), {})
+        lines.append(f"- round {record['round']}: train loss {_fmt(record['train_loss'])}, val loss "
+                     f"{_fmt(record['val_loss'])}, answer NLL base {_fmt(record['base']['answer_nll'])} → tuned "
+                     f"{_fmt(record['tuned']['answer_nll'])} ({nll_gate.get('detail', '')}); "
+                     f"gates {'passed' if record['passed'] else 'failed'}")
+        if remedy := remedies.get(record["round"]):
+            lines.append(f"  - critic: {remedy['reason']}; changed {remedy['section']} "
+                         f"{remedy['before']} → {remedy['changes']}; back to {remedy['route']}")
+    for remedy in state.get("remedies", []):
+        if remedy["after_round"] not in {r["round"] for r in state.get("rounds", [])}:
+            lines.append(f"- before round {remedy['after_round'] + 1}: critic: {remedy['reason']}")
+    return lines
+
+
+def job_report(state: JobState) -> str:
+    """The whole job on one page: documents, data, training, metrics, gates, rounds, the model."""
+    curation, dataset = state.get("curation") or {}, state.get("dataset") or {}
+    evaluation, model = state.get("evaluation") or {}, state.get("model") or {}
+    lines = [f"# Job {state['job_id']}", "", f"Request: {state.get('request', '')}", "",
+             f"Outcome: {state.get('outcome', '')}", "", "## Documents", "",
+             f"- read: {len(state.get('documents', []))}; kept after curation: {curation.get('documents_kept', 0)}"]
+    lines += [f"- dropped as off-topic: {d['title']} (relevance {d['relevance']})"
+              for d in curation.get("documents_dropped", [])]
+    lines += [f"- skipped: {s['what']}: {s['reason']}" for s in state.get("skipped", [])]
+    if curation:
+        lines += [f"- chunks kept {curation['chunks_kept']} of {curation['chunks_in']}; dropped: "
+                  f"{curation.get('dropped_chunks') or 'none'}"]
+    if dataset:
+        lines += ["", "## Dataset", "", f"- examples per split: {dataset['counts']}; types: {dataset['types']}",
+                  f"- dataset hash {dataset['hash']}; files in {Path(dataset['paths']['train']).parent}"]
+    if evaluation:
+        lines += ["", "## Final evaluation", "", metrics_table(evaluation["base"], evaluation["tuned"]), ""]
+        lines += [f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in evaluation["gates"]]
+    if state.get("rounds") or state.get("remedies"):
+        lines += [""] + rounds_section(state)
+    if model:
+        lines += ["", "## Model", "", f"- name: {model['name']} (status {model['status']})",
+                  f"- adapter: {model['adapter_path']}", f"- card: {model['card_path']}"]
+    return "\n".join(lines) + "\n"
+
+
+def model_card(state: JobState, model: dict[str, Any]) -> str:
+    training, evaluation = state.get("training") or {}, state.get("evaluation") or {}
+    dataset = state.get("dataset") or {}
+    config = training.get("config", {})
+    lines = [
+        f"# {model['name']}", "",
+        f"A LoRA adapter on **{model['base_model']}** tuned on **{state['spec']['subject']}** by ftagent "
+        f"(job {state['job_id']}, round {model['round']}).", "",
+        f"- status: {model['status']} (quality gates {'passed' if model['gates_passed'] else 'FAILED'})",
+        f"- trained on {sources_summary(state.get('documents', []))}",
+        f"- dataset: {dataset.get('counts')} examples, hash {dataset.get('hash')}",
+        f"- training: LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, "
+        f"lr={config.get('learning_rate')}, epochs={config.get('epochs')}, {training.get('steps')} steps, "
+        f"{training.get('precision')} on {training.get('device')}",
+        f"- train loss {_fmt(training.get('train_loss'))}, val loss {_fmt(training.get('val_loss'))}", "",
+        "## Evaluation (held-out documents)", "", metrics_table(evaluation.get("base", {}), evaluation.get("tuned", {})),
+        "", *[f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in evaluation.get("gates", [])],
+        "", *rounds_section(state), "",
+        "## Use", "", f"`ftagent ask {model['name']} \"your question\"`", "",
+        "## Limits", "", "Answers were trained to quote the source documents; the model knows only what they say "
+        "and may state it wrongly. Check anything that matters against the sources.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,209 @@
+"""The job specification and the sentence parser that turns a request into one."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from tools.base_models import DEFAULT_BASE_MODEL, find_in_catalogue
+
+MAX_REQUEST_CHARS = 2000
+
+
+class RequestError(ValueError):
+    """A request the agent cannot act on; `understood` says what it did make out."""
+
+    def __init__(self, message: str, understood: dict[str, Any] | None = None) -> None:
+        self.understood = understood or {}
+        detail = ", ".join(f"{k}={v!r}" for k, v in self.understood.items() if v)
+        super().__init__(f"{message}" + (f" (understood: {detail})" if detail else ""))
+
+
+class Budget(BaseModel):
+    max_documents: int = Field(60, ge=1, le=10_000)
+    max_examples: int = Field(600, ge=1, le=1_000_000)
+
+
+class Gates(BaseModel):
+    """Quality gates: tuned answer NLL at least `min_nll_improvement` below base; general perplexity
+    at most `max_general_ppl_increase` above base; at least `min_train_examples` to train on."""
+
+    min_nll_improvement: float = Field(0.05, ge=0, lt=1)
+    max_general_ppl_increase: float = Field(0.05, ge=0)
+    min_train_examples: int = Field(16, ge=2)
+
+
+class Curation(BaseModel):
+    chunk_words: int = Field(160, ge=30, le=2000)
+    min_chunk_words: int = Field(25, ge=1)
+    doc_relevance_threshold: float = Field(0.30, ge=-1, le=1)
+    chunk_relevance_threshold: float = Field(0.15, ge=-1, le=1)
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
+
+
+class Generation(BaseModel):
+    max_per_chunk: int = Field(3, ge=1, le=20)
+    min_quality: float = Field(0.6, ge=0, le=1)
+    allow_cloze: bool = True
+    seed: int = 0
+
+
+class Training(BaseModel):
+    epochs: float = Field(2.0, gt=0, le=50)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    lora_r: int = Field(16, ge=1, le=512)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    batch_size: int = Field(8, ge=1)
+    max_seq_len: int = Field(320, ge=16)
+    checkpoint_every: int = Field(10, ge=1)
+    precision: str = Field("auto", pattern="^(auto|bf16|fp32)$")
+    seed: int = 0
+
+
+class Evaluation(BaseModel):
+    generate_limit: int = Field(40, ge=0)
+    max_new_tokens: int = Field(64, ge=1, le=1024)
+    general_texts: int = Field(30, ge=0)
+
+
+class JobSpec(BaseModel):
+    """What to train, on what, within which limits. Missing pieces get these defaults."""
+
+    subject: str = Field(min_length=2, max_length=200)
+    base_model: str = DEFAULT_BASE_MODEL
+    sources: list[str] = Field(default_factory=lambda: ["local"])
+    docs_path: str | None = None
+    urls: list[str] = Field(default_factory=list)
+    language: str = "en"
+    max_rounds: int = Field(2, ge=0, le=10, description="critic rounds allowed after the first")
+    merge: bool = False
+    budget: Budget = Field(default_factory=Budget)
+    gates: Gates = Field(default_factory=Gates)
+    curation: Curation = Field(default_factory=Curation)
+    generation: Generation = Field(default_factory=Generation)
+    training: Training = Field(default_factory=Training)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: list[str]) -> list[str]:
+        known = {"local", "arxiv", "pubmed", "wikipedia", "web"}
+        unknown = [s for s in value if s not in known]
+        if unknown or not value:
+            raise ValueError(f"unknown sources {unknown}; choose from {sorted(known)}")
+        return value
+
+
+# --- the sentence parser ------------------------------------------------------------------------
+
+_POLITE = re.compile(
+    r"^(?:(?:hey|hi|hello|ok|okay|so)\b[,!]?\s*)*(?:(?:please|kindly|could you|can you|would you|will you|"
+    r"i'?d like (?:you )?to|i would like (?:you )?to|i want (?:you )?to|go ahead and|let'?s)\s+)*",
+    re.IGNORECASE)
+_TRAILING = re.compile(r"(?:[,\s]+(?:please|thanks|thank you|thx|for me)\b)+[\s.!?]*$", re.IGNORECASE)
+_VERB = r"(?:fine[- ]?tune|finetune|train|tune|adapt|speciali[sz]e)"
+_MODEL_WORDS = re.compile(r"\b(?:the|a|an|my|base|model|llm)\b", re.IGNORECASE)
+_SUBJECT_LEAD = re.compile(r"^(?:the (?:topic|subject) of|the topic|topics? (?:like|such as)|everything about|all about|"
+                           r"documents? (?:about|on)|data (?:about|on)|papers? (?:about|on))\s+", re.IGNORECASE)
+
+_PATTERNS: tuple[re.Pattern[str], ...] = tuple(re.compile(p, re.IGNORECASE) for p in (
+    rf"^{_VERB}\s+(?:a\s+|an\s+)?(?:model\s+)?(?:on|about|for)\s+(?P<subject>.+?)\s+(?:using|with|on top of|based on|from|starting from)\s+(?P<model>.+)$",
+    rf"^{_VERB}\s+(?P<model>.+?)\s+(?:on|about|for|in|with data (?:on|about))\s+(?P<subject>.+)$",
+    rf"^{_VERB}\s+(?:a\s+|an\s+)?(?:model\s+)?(?:on|about|for)\s+(?P<subject>.+)$",
+    r"^(?:make|build|create|give me|get me)\s+(?:me\s+)?(?:a|an)\s+(?P<model>.+?)\s+(?:model\s+)?(?:about|on|for|that knows about|that is an expert (?:on|in))\s+(?P<subject>.+)$",
+    r"^(?:make|build|create|give me|get me)\s+(?:me\s+)?(?:a|an)\s+(?:model|llm|assistant)\s+(?:about|on|for|that knows about|that is an expert (?:on|in))\s+(?P<subject>.+)$",
+    r"^i\s+(?:need|want|would like)\s+(?P<model>.+?)\s+to\s+(?:know(?: more)?|learn|understand|be an expert (?:on|in)|be good at|specialise in|specialize in)\s+(?:about\s+)?(?P<subject>.+)$",
+    r"^i\s+(?:need|want|would like)\s+(?:a|an)\s+(?:model|llm|assistant)\s+(?:that|which)\s+(?:knows|understands)\s+(?:about\s+)?(?P<subject>.+)$",
+    r"^(?:teach|educate)\s+(?P<model>.+?)\s+(?:about|on|everything about)\s+(?P<subject>.+)$",
+    r"^(?:make|turn)\s+(?P<model>.+?)\s+(?:into\s+)?an expert (?:on|in)\s+(?P<subject>.+)$",
+    r"^(?P<subject>.+?)\s*(?:—|–|--|-|:|;|,)\s*(?:use|using|with|on|base(?:d)? on|model:?)\s+(?P<model>.+)$",
+    r"^(?P<subject>.+?)\s+(?:using|with|on)\s+(?P<model>\S+)\s*$",
+))
+
+
+def _clean(sentence: str) -> str:
+    text = re.sub(r"\s+", " ", sentence).strip().strip("\"'“”")
+    text = _POLITE.sub("", text)
+    text = _TRAILING.sub("", text)
+    return text.strip().rstrip(".!?").strip()
+
+
+def _clean_subject(subject: str) -> str:
+    subject = _SUBJECT_LEAD.sub("", subject.strip())
+    subject = re.sub(r"^(?:the )?(?:topic|subject) ", "", subject, flags=re.IGNORECASE)
+    return subject.strip(" ,.;:!?\"'")
+
+
+def _resolve_model(fragment: str) -> str:
+    """The catalogue key for the model named in the fragment; RequestError if it names none we know."""
+    name = _MODEL_WORDS.sub(" ", fragment).strip(" ,.;:")
+    name = re.sub(r"\s+", " ", name)
+    model = find_in_catalogue(name) or find_in_catalogue(name.replace(" ", "-"))
+    if model is None and ("/" in name or name.startswith((".", "~"))):
+        return name  # a local folder or a Hugging Face id: checked when the model is loaded
+    if model is None:
+        raise RequestError(f"I don't know the model {name!r}", {"model": name})
+    return model.key
+
+
+def parse_request(sentence: str) -> dict[str, str | None]:
+    """{"subject": ..., "base_model": ...} from one sentence (base_model None when the sentence names
+    no model), or RequestError saying what is missing."""
+    if not sentence or not sentence.strip():
+        raise RequestError("the request is empty: say what to fine-tune on, e.g. "
+                           "'fine-tune SmolLM2 on quantum error correction'")
+    if len(sentence) > MAX_REQUEST_CHARS:
+        raise RequestError(f"the request is {len(sentence)} characters long; keep it under {MAX_REQUEST_CHARS}")
+    text = _clean(sentence)
+    for pattern in _PATTERNS:
+        match = pattern.match(text)
+        if not match:
+            continue
+        groups = match.groupdict()
+        model_fragment = groups.get("model") or ""
+        subject = _clean_subject(groups.get("subject") or "")
+        if model_fragment and find_in_catalogue(_MODEL_WORDS.sub(" ", subject).strip()) and not re.search(
+                r"[a-z]{4,}", _MODEL_WORDS.sub(" ", model_fragment), re.IGNORECASE):
+            model_fragment, subject = subject, _clean_subject(model_fragment)
+        base_model = _resolve_model(model_fragment) if model_fragment.strip() else None
+        _check_subject(subject, base_model or DEFAULT_BASE_MODEL)
+        return {"subject": subject, "base_model": base_model}
+    understood_model = next((m.key for w in re.findall(r"[\w.\-/]+", text) if (m := find_in_catalogue(w))), "")
+    if understood_model:
+        raise RequestError("no subject: say what the model should learn, e.g. "
+                           "'fine-tune SmolLM2 on quantum error correction'", {"model": understood_model})
+    raise RequestError("I could not read a fine-tuning request in that; try "
+                       "'fine-tune <model> on <subject>'", {"text": sentence.strip()[:80]})
+
+
+def _check_subject(subject: str, base_model: str) -> None:
+    letters = re.sub(r"[^A-Za-z]", "", subject)
+    if len(letters) < 2 or subject.lower() in {"it", "this", "that", "something", "stuff", "anything", "data"}:
+        raise RequestError("no subject: say what the model should learn, e.g. "
+                           "'fine-tune SmolLM2 on quantum error correction'", {"model": base_model})
+    if find_in_catalogue(subject):
+        raise RequestError(f"the subject {subject!r} looks like a model name, not a topic",
+                           {"model": base_model, "subject": subject})
+
+
+def build_spec(sentence: str, options: dict[str, Any] | None = None) -> JobSpec:
+    """The job spec: the parsed sentence, explicit options on top, defaults for the rest.
+    A model named in both the sentence and the options, differently, is a contradiction."""
+    parsed = parse_request(sentence)
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    named, optional = parsed["base_model"], options.get("base_model")
+    if named and optional and _resolve_model(optional) != named:
+        raise RequestError(f"the sentence names the model {named} but the options name {optional}",
+                           {"subject": parsed["subject"], "model": named})
+    merged = {**options, "subject": options.get("subject") or parsed["subject"],
+              "base_model": named or (_resolve_model(optional) if optional else DEFAULT_BASE_MODEL)}
+    try:
+        return JobSpec.model_validate(merged)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RequestError(f"invalid option {where}: {first['msg']}", parsed) from error

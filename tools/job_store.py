@@ -1,0 +1,105 @@
+"""The jobs table: what was asked, by whom, its status and outcome (SQLite in the home folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tools.registry import now_iso
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, request TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, outcome TEXT, model_name TEXT, error TEXT, pid INTEGER
+)"""
+
+
+class UnknownJob(KeyError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return f"no job with id {self.job_id!r}"
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    request: str
+    options: dict[str, Any]
+    status: str  # queued, running, succeeded, failed, interrupted
+    created_at: str
+    updated_at: str
+    outcome: str | None = None
+    model_name: str | None = None
+    error: str | None = None
+    pid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JobStore:
+    def __init__(self, database: Path) -> None:
+        self.database = Path(database)
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.database, timeout=30)
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    def create(self, job_id: str, request: str, options: dict[str, Any]) -> JobRecord:
+        now = now_iso()
+        record = JobRecord(job_id, request, options, "queued", now, now)
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT INTO jobs (job_id, request, options, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, request, json.dumps(options), "queued", now, now))
+        return record
+
+    def update(self, job_id: str, **fields: Any) -> JobRecord:
+        self.get(job_id)
+        fields["updated_at"] = now_iso()
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        with self._connect() as connection:
+            connection.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", (*fields.values(), job_id))
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._connect() as connection:
+            row = connection.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(job_id)
+        return self._from_row(row)
+
+    def list(self) -> list[JobRecord]:
+        with self._connect() as connection:
+            rows = connection.execute("SELECT * FROM jobs ORDER BY created_at DESC").fetchall()
+        return [self._from_row(row) for row in rows]
+
+    @staticmethod
+    def _from_row(row: sqlite3.Row) -> JobRecord:
+        record = dict(row)
+        record["options"] = json.loads(record["options"])
+        if record["status"] == "running" and record["pid"] and not _alive(record["pid"]):
+            record["status"] = "interrupted"  # the process that ran it is gone (killed or crashed)
+        return JobRecord(**record)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

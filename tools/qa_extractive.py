@@ -1,0 +1,158 @@
+"""Extractive question/answer synthesis with no LLM: every answer is text of its source chunk.
+
+Questions come from sentence patterns (definitions, cause/effect, comparisons, what a thing
+does); a sentence that fits no pattern gives no question (cloze questions are a last resort
+for chunks that would otherwise give nothing)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from tools.chunking import Chunk
+from tools.text import split_sentences, words
+
+_DETERMINER = r"(?:The |A |An )?"
+_DEFINITION = re.compile(
+    rf"^{_DETERMINER}(?P<term>[A-Za-z0-9][\w\-/() ]{{1,60}}?)\s+(?P<verb>is|are|refers to|describes|denotes)\s+"
+    r"(?P<rest>(?:a|an|the|one|any)\s.+)$"
+)
+_CAUSE = re.compile(r"^(?P<effect>.{12,}?),? because (?P<cause>.{8,})$")
+_UNLIKE = re.compile(r"^(?:Unlike|In contrast to|Compared with|Compared to) (?P<other>[^,]{3,60}), (?P<term>.{3,60}?)\s+(?:is|are|does|do|can|has|have|uses|use|requires|require|needs|need|protects|protect|encodes|encode)\b")
+_ACTION = re.compile(
+    rf"^{_DETERMINER}(?P<term>[A-Za-z0-9][\w\-/ ]{{1,50}}?)\s+(?P<verb>uses|use|requires|require|protects|protect|"
+    r"encodes|encode|corrects|correct|detects|detect|measures|measure|allows|allow|provides|provide|"
+    r"consists of|consist of|relies on|rely on|combines|combine|reduces|reduce|increases|increase|"
+    r"prevents|prevent|produces|produce|replaces|replace|enables|enable)\s+(?P<rest>.+)$"
+)
+_AUX = ("is", "are", "was", "were", "can", "cannot", "must", "should", "will", "would", "has", "have")
+_BAD_TERM_START = {"this", "that", "these", "those", "it", "they", "there", "here", "such", "each", "which", "what", "one"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question/answer pair with where it came from."""
+
+    question: str
+    answer: str
+    chunk_id: str
+    doc_id: str
+    type: str  # "definition", "cause", "comparison", "function", "cloze"
+    source: str = ""
+    quality_score: float = 0.0
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _term_ok(term: str) -> bool:
+    tokens = term.split()
+    return 1 <= len(tokens) <= 8 and tokens[0].lower() not in _BAD_TERM_START
+
+
+def _base_verb(verb: str) -> str:
+    head, *tail = verb.split()
+    if head.endswith("ies"):
+        head = head[:-3] + "y"
+    elif head.endswith(("sses", "shes", "ches", "xes")):
+        head = head[:-2]
+    elif head.endswith("s") and not head.endswith("ss"):
+        head = head[:-1]
+    return " ".join([head, *tail])
+
+
+def _lower_first(text: str) -> str:
+    """Lower-case the first letter, unless the word is an acronym ("QEC", "LDPC")."""
+    return text if text[:2].isupper() else text[:1].lower() + text[1:]
+
+
+def question_for(sentence: str) -> tuple[str, str] | None:
+    """(question, type) for a sentence that fits a pattern, else None."""
+    body = sentence.rstrip(".!")
+    if match := _DEFINITION.match(body):
+        term = match["term"].strip()
+        if _term_ok(term):
+            article = "" if match["verb"] == "are" else ("the " if sentence.startswith("The ") else "")
+            verb = "are" if match["verb"] == "are" else "is"
+            return f"What {verb} {article}{term}?", "definition"
+    if match := _UNLIKE.match(body):
+        term, other = match["term"].strip(), match["other"].strip()
+        if _term_ok(term):
+            return f"How does {_lower_first(term)} differ from {_lower_first(other)}?", "comparison"
+    if match := _CAUSE.match(body):
+        effect = match["effect"].strip()
+        subject_words = effect.split()
+        for position, word in enumerate(subject_words[:8]):
+            if word in _AUX and position > 0:
+                subject = " ".join(subject_words[:position])
+                remainder = " ".join(subject_words[position + 1 :])
+                if remainder:
+                    return f"Why {word} {_lower_first(subject)} {remainder}?", "cause"
+        return f"Explain why {_lower_first(effect)}.", "cause"
+    if match := _ACTION.match(body):
+        term, verb = match["term"].strip(), match["verb"]
+        if _term_ok(term):
+            article = "the " if sentence.startswith("The ") else ""
+            auxiliary = "does" if verb.split()[0].endswith("s") else "do"
+            return f"What {auxiliary} {article}{_lower_first(term)} {_base_verb(verb)}?", "function"
+    return None
+
+
+def _cloze(sentence: str) -> tuple[str, str] | None:
+    tokens = sentence.split()
+    candidates = [t for t in tokens[2:] if len(t.strip(".,;:()")) >= 8 and t.isalpha()]
+    if not candidates or len(tokens) < 8:
+        return None
+    hidden = max(candidates, key=len)
+    return f"Fill in the blank: {sentence.replace(hidden, '_____', 1)}", "cloze"
+
+
+def quality_score(question: str, answer: str) -> float:
+    """Weighted heuristic score: coherence 0.3, factual consistency 0.3, complexity 0.2, format 0.2."""
+    answer_words, question_words = words(answer), words(question)
+    coherence = 1.0 if answer[:1].isupper() and answer.rstrip().endswith((".", "!", "?")) else 0.5
+    factual = 1.0  # extractive: the answer is source text by construction (checked by the caller)
+    overlap = len(set(answer_words) & set(question_words)) / max(1, len(set(answer_words)))
+    complexity = min(1.0, len(answer_words) / 20) * (1.0 if overlap < 0.8 else 0.3)
+    well_formed = question.endswith(("?", ".")) and 3 <= len(question_words) <= 30
+    fits = 6 <= len(answer_words) <= 90
+    format_score = (0.5 if well_formed else 0.0) + (0.5 if fits else 0.0)
+    return round(0.3 * coherence + 0.3 * factual + 0.2 * complexity + 0.2 * format_score, 3)
+
+
+def generate_examples(
+    chunk: Chunk, source: str, max_per_chunk: int = 4, min_score: float = 0.6, allow_cloze: bool = True
+) -> list[Example]:
+    """Examples from one chunk; each answer is a sentence (or two) of the chunk, verbatim."""
+    sentences = split_sentences(chunk.text)
+    examples: list[Example] = []
+    for index, sentence in enumerate(sentences):
+        found = question_for(sentence)
+        if found is None:
+            continue
+        question, kind = found
+        answer = sentence
+        # A short definition reads better with the sentence that follows it.
+        if len(sentence.split()) < 14 and index + 1 < len(sentences):
+            answer = f"{sentence} {sentences[index + 1]}"
+        examples.append(_example(question, answer, chunk, kind, source))
+    if not examples and allow_cloze:
+        for sentence in sentences:
+            if found := _cloze(sentence):
+                examples.append(_example(found[0], sentence, chunk, found[1], source))
+                break
+    kept = [e for e in examples if e.quality_score >= min_score and e.answer in chunk.text]
+    return kept[:max_per_chunk]
+
+
+def _example(question: str, answer: str, chunk: Chunk, kind: str, source: str) -> Example:
+    return Example(
+        question=question,
+        answer=answer,
+        chunk_id=chunk.chunk_id,
+        doc_id=chunk.doc_id,
+        type=kind,
+        source=source,
+        quality_score=quality_score(question, answer),
+    )

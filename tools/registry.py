@@ -1,0 +1,129 @@
+"""The model registry: versioned tuned models with lineage, in SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("staging", "production", "archived", "rejected")
+
+
+class RegistryError(ValueError):
+    """An unknown model, or a change the registry refuses (the message says why)."""
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    family: str  # ft-<base>-<subject-slug>: the versions of one tuned model
+    version: int
+    base_model: str
+    base_model_path: str
+    subject: str
+    status: str
+    gates_passed: bool
+    adapter_path: str
+    merged_path: str | None
+    card_path: str
+    dataset_hash: str
+    job_id: str
+    round: int
+    created_at: str
+    sources: list[dict[str, Any]]
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS model_versions (
+    name TEXT PRIMARY KEY, family TEXT NOT NULL, version INTEGER NOT NULL, base_model TEXT NOT NULL,
+    base_model_path TEXT NOT NULL, subject TEXT NOT NULL, status TEXT NOT NULL, gates_passed INTEGER NOT NULL,
+    adapter_path TEXT NOT NULL, merged_path TEXT, card_path TEXT NOT NULL, dataset_hash TEXT NOT NULL,
+    job_id TEXT NOT NULL, round INTEGER NOT NULL, created_at TEXT NOT NULL,
+    sources TEXT NOT NULL, config TEXT NOT NULL, metrics TEXT NOT NULL,
+    UNIQUE (family, version)
+)"""
+_JSON_FIELDS = ("sources", "config", "metrics")
+
+
+class ModelRegistry:
+    def __init__(self, database: Path) -> None:
+        self.database = Path(database)
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as connection:
+            connection.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.database, timeout=30)
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    def next_version(self, family: str) -> int:
+        with self._connect() as connection:
+            row = connection.execute("SELECT MAX(version) FROM model_versions WHERE family = ?", (family,)).fetchone()
+        return (row[0] or 0) + 1
+
+    def find_by_job(self, job_id: str, round_number: int) -> ModelVersion | None:
+        """The version a job registered in a given round (so a resumed deployer does not register twice)."""
+        with self._connect() as connection:
+            row = connection.execute("SELECT * FROM model_versions WHERE job_id = ? AND round = ?",
+                                     (job_id, round_number)).fetchone()
+        return self._from_row(row) if row else None
+
+    def register(self, version: ModelVersion) -> ModelVersion:
+        record = version.to_dict()
+        for key in _JSON_FIELDS:
+            record[key] = json.dumps(record[key], default=str)
+        record["gates_passed"] = int(version.gates_passed)
+        columns = ", ".join(record)
+        with self._connect() as connection:
+            connection.execute(f"INSERT INTO model_versions ({columns}) VALUES ({', '.join('?' * len(record))})",
+                               tuple(record.values()))
+        return version
+
+    def get(self, name: str) -> ModelVersion:
+        with self._connect() as connection:
+            row = connection.execute("SELECT * FROM model_versions WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            known = [v.name for v in self.list()]
+            raise RegistryError(f"no model named {name!r}; known: {', '.join(known) or 'none yet'}")
+        return self._from_row(row)
+
+    def list(self) -> list[ModelVersion]:
+        with self._connect() as connection:
+            rows = connection.execute("SELECT * FROM model_versions ORDER BY created_at, name").fetchall()
+        return [self._from_row(row) for row in rows]
+
+    def set_status(self, name: str, status: str, force: bool = False) -> ModelVersion:
+        """Promote to production (archiving the family's current production), archive, etc.
+        A version that failed its gates is not promoted unless forced."""
+        if status not in STATUSES:
+            raise RegistryError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        version = self.get(name)
+        if status == "production" and not version.gates_passed and not force:
+            raise RegistryError(f"{name} failed its quality gates; promote it with force if you mean it")
+        with self._connect() as connection:
+            if status == "production":
+                connection.execute("UPDATE model_versions SET status = 'archived' "
+                                   "WHERE family = ? AND status = 'production'", (version.family,))
+            connection.execute("UPDATE model_versions SET status = ? WHERE name = ?", (status, name))
+        return self.get(name)
+
+    @staticmethod
+    def _from_row(row: sqlite3.Row) -> ModelVersion:
+        record = dict(row)
+        for key in _JSON_FIELDS:
+            record[key] = json.loads(record[key])
+        record["gates_passed"] = bool(record["gates_passed"])
+        return ModelVersion(**record)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

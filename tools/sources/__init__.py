@@ -1,0 +1,1 @@
+"""Document sources behind one interface: search(query, limit) -> references; fetch(reference) -> document."""

@@ -1,0 +1,63 @@
+"""Chunks, their embeddings and provenance in chromadb (embedded PersistentClient by default)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tools.chunking import Chunk
+
+
+class ChunkStore:
+    """One chroma collection per job. We always pass our own embeddings: chroma's default
+    embedding function would try to download a model."""
+
+    def __init__(self, path: str | Path, collection: str) -> None:
+        import chromadb
+        from chromadb.config import Settings
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self._client = chromadb.PersistentClient(
+            path=str(path), settings=Settings(anonymized_telemetry=False)
+        )
+        self._collection = self._client.get_or_create_collection(
+            name=collection, embedding_function=None, metadata={"hnsw:space": "cosine"}
+        )
+
+    def clear(self) -> None:
+        """Remove every chunk (a re-curation replaces the collection's contents)."""
+        existing = self._collection.get(include=[])["ids"]
+        if existing:
+            self._collection.delete(ids=existing)
+
+    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> None:
+        """Insert or replace chunks (idempotent: a resumed job re-adding them changes nothing)."""
+        if not chunks:
+            return
+        self._collection.upsert(
+            ids=[c.chunk_id for c in chunks],
+            documents=[c.text for c in chunks],
+            embeddings=[v.tolist() for v in vectors],
+            metadatas=[{**m, "doc_id": c.doc_id, "heading": c.heading, "position": c.position}
+                       for c, m in zip(chunks, metadatas, strict=True)],
+        )
+
+    def all(self) -> list[tuple[Chunk, dict[str, Any]]]:
+        """Every stored chunk with its metadata, in document order."""
+        records = self._collection.get(include=["documents", "metadatas"])
+        rows = []
+        for chunk_id, text, meta in zip(records["ids"], records["documents"], records["metadatas"], strict=True):
+            chunk = Chunk(chunk_id, meta["doc_id"], text, meta.get("heading", ""), int(meta["position"]))
+            rows.append((chunk, dict(meta)))
+        return sorted(rows, key=lambda row: (row[0].doc_id, row[0].position))
+
+    def query(self, vector: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        """(chunk_id, cosine similarity) of the k nearest chunks."""
+        found = self._collection.query(query_embeddings=[vector.tolist()], n_results=k)
+        return [(cid, 1.0 - dist) for cid, dist in zip(found["ids"][0], found["distances"][0], strict=True)]
+
+    def count(self) -> int:
+        return self._collection.count()
