@@ -1,0 +1,182 @@
+"""The OpenAI-compatible server over a real socket, called by the official openai client and by
+langchain-openai: a tiny base model with two random LoRA adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tools.serving import ABSplit, create_app, serve_in_background
+
+ADAPTERS = ("ft-tiny-alpha-v1", "ft-tiny-beta-v1")
+
+
+def _random_adapter(base_dir: Path, target: Path, seed: int) -> Path:
+    """A LoRA adapter whose weights are random (not the identity), so it visibly changes answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    config = LoraConfig(r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(target))
+    return target
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir: Path, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("adapters")
+    adapters = {name: str(_random_adapter(tiny_model_dir, folder / name, seed))
+                for seed, name in enumerate(ADAPTERS)}
+    log = folder / "assignments.jsonl"
+    app = create_app(str(tiny_model_dir), adapters, base_name="tiny-base", default_max_tokens=16,
+                     ab_splits={"ft-tiny-ab": {ADAPTERS[0]: 0.5, ADAPTERS[1]: 0.5}},
+                     aliases={"ft-tiny-alpha": ADAPTERS[0]}, assignment_log=log)
+    with serve_in_background(app) as base_url:
+        yield {"url": base_url, "log": log}
+
+
+@pytest.fixture(scope="module")
+def client(served: dict):
+    from openai import OpenAI
+
+    return OpenAI(base_url=served["url"], api_key="x", max_retries=0, timeout=30)
+
+
+QUESTION = [{"role": "user", "content": "What is a stabilizer code?"}]
+
+
+def _greedy(client, model: str) -> str:
+    reply = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=12)
+    return reply.choices[0].message.content
+
+
+def test_models_lists_base_adapters_alias_and_split(client) -> None:
+    names = [m.id for m in client.models.list().data]
+    assert names == ["tiny-base", *ADAPTERS, "ft-tiny-alpha", "ft-tiny-ab"]
+
+
+def test_health(served: dict) -> None:
+    health = httpx.get(served["url"].removesuffix("/v1") + "/health").json()
+    assert health["status"] == "ok" and health["context_length"] == 1024
+
+
+def test_plain_completion_with_openai_client(client) -> None:
+    reply = client.chat.completions.create(model=ADAPTERS[0], messages=QUESTION, temperature=0, max_tokens=8)
+    assert reply.model == ADAPTERS[0]
+    assert reply.choices[0].message.role == "assistant"
+    assert 1 <= reply.usage.completion_tokens <= 8
+    assert reply.usage.prompt_tokens > 5
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_greedy_is_repeatable_and_adapters_change_the_answer(client) -> None:
+    answers = {name: _greedy(client, name) for name in ("tiny-base", *ADAPTERS)}
+    assert _greedy(client, ADAPTERS[0]) == answers[ADAPTERS[0]]
+    assert len(set(answers.values())) == 3, answers  # base and both adapters differ: set_adapter works
+    assert _greedy(client, "tiny-base") == answers["tiny-base"]  # disabling adapters restores the base
+    assert _greedy(client, "ft-tiny-alpha") == answers[ADAPTERS[0]]  # the alias answers as its version
+
+
+def test_sampling_with_seed_is_repeatable(client) -> None:
+    def sample(seed: int) -> str:
+        return client.chat.completions.create(model="tiny-base", messages=QUESTION, temperature=1.5,
+                                              top_p=0.95, max_tokens=12, seed=seed).choices[0].message.content
+    assert sample(1) == sample(1)
+    assert len({sample(s) for s in range(4)}) > 1
+
+
+def test_stream_with_openai_client_matches_plain_answer(client) -> None:
+    stream = client.chat.completions.create(model=ADAPTERS[1], messages=QUESTION, temperature=0, max_tokens=12,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == _greedy(client, ADAPTERS[1])
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert chunks[-1].usage.completion_tokens >= 1
+
+
+def test_raw_stream_ends_with_done(served: dict) -> None:
+    body = {"model": "tiny-base", "messages": QUESTION, "stream": True, "max_tokens": 4, "temperature": 0}
+    with httpx.stream("POST", served["url"] + "/chat/completions", json=body, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    assert json.loads(lines[0].removeprefix("data: "))["object"] == "chat.completion.chunk"
+
+
+def test_langchain_chat_openai_plain_and_stream(served: dict, client) -> None:
+    from langchain_openai import ChatOpenAI
+
+    chat = ChatOpenAI(base_url=served["url"], api_key="x", model=ADAPTERS[0], temperature=0, max_tokens=12,
+                      max_retries=0)
+    answer = chat.invoke("What is a stabilizer code?")
+    assert answer.content == _greedy(client, ADAPTERS[0])
+    assert answer.response_metadata["model_name"] == ADAPTERS[0]
+    streamed = "".join(chunk.content for chunk in chat.stream("What is a stabilizer code?"))
+    assert streamed == answer.content
+
+
+def test_unknown_model_is_404_listing_available_models(client) -> None:
+    from openai import NotFoundError
+
+    with pytest.raises(NotFoundError) as caught:
+        client.chat.completions.create(model="ft-nope", messages=QUESTION)
+    error = caught.value.body
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+    assert set(error["available"]) >= {"tiny-base", *ADAPTERS}
+    assert "ft-tiny-alpha-v1" in error["message"]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"model": "tiny-base", "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+    ({"model": "tiny-base", "messages": [{"role": "user"}]}, "messages.0.content"),
+    ({"model": "tiny-base", "messages": []}, "messages"),
+    ({"model": "tiny-base", "messages": QUESTION, "temperature": 7}, "temperature"),
+    ({"messages": QUESTION}, "model"),
+])
+def test_malformed_request_is_422_naming_the_field(served: dict, body: dict, field: str) -> None:
+    response = httpx.post(served["url"] + "/chat/completions", json=body, timeout=30)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["param"] == field and field in error["message"]
+
+
+def test_prompt_longer_than_context_is_400(client) -> None:
+    from openai import BadRequestError
+
+    long_text = " ".join(f"word{i}" for i in range(3000))
+    with pytest.raises(BadRequestError) as caught:
+        client.chat.completions.create(model="tiny-base", messages=[{"role": "user", "content": long_text}])
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert "context of 1024 tokens" in caught.value.body["message"]
+
+
+def test_ab_split_is_deterministic_by_user_and_logged(client, served: dict) -> None:
+    def arm(user: str) -> str:
+        return client.chat.completions.create(model="ft-tiny-ab", messages=QUESTION, max_tokens=1,
+                                              user=user).model
+    users = [f"user-{i}" for i in range(12)]
+    first = {u: arm(u) for u in users}
+    assert {u: arm(u) for u in users[:4]} == {u: first[u] for u in users[:4]}
+    assert set(first.values()) == set(ADAPTERS)  # both arms get traffic
+    split = ABSplit("ft-tiny-ab", ((ADAPTERS[0], 0.5), (ADAPTERS[1], 0.5)))
+    assert all(split.choose(u) == first[u] for u in users)
+    by_header = client.chat.completions.create(model="ft-tiny-ab", messages=QUESTION, max_tokens=1,
+                                               user="user-0", extra_headers={"X-Request-ID": "req-42"}).model
+    assert by_header == split.choose("req-42")  # the header wins over the user field
+    logged = [json.loads(line) for line in served["log"].read_text().splitlines()]
+    assert {"split": "ft-tiny-ab", "request_id": "user-3", "version": first["user-3"]}.items() <= logged[3].items()
+    assert len(logged) == 17
+
+
+def test_ab_split_weights_are_respected() -> None:
+    split = ABSplit("s", (("a", 0.9), ("b", 0.1)))
+    share = sum(split.choose(str(i)) == "a" for i in range(2000)) / 2000
+    assert 0.86 < share < 0.94
