@@ -70,18 +70,29 @@ class Evaluation(BaseModel):
     general_texts: int = Field(30, ge=0)
 
 
+class Research(BaseModel):
+    """How the researcher searches remote sources. The critic widens it (more queries, more sources)."""
+
+    max_queries: int = Field(3, ge=1, le=20, description="queries per source, from expand_queries")
+    extra_queries: list[str] = Field(default_factory=list)
+    extra_sources: list[str] = Field(default_factory=list)
+    arxiv_full_text: bool = False  # also download and extract arXiv PDFs (slow: arXiv asks 3 s between calls)
+
+
 class JobSpec(BaseModel):
     """What to train, on what, within which limits. Missing pieces get these defaults."""
 
     subject: str = Field(min_length=2, max_length=200)
     base_model: str = DEFAULT_BASE_MODEL
-    sources: list[str] = Field(default_factory=lambda: ["local"])
+    # empty: the researcher decides (local with docs_path, web with urls, else choose_sources(subject))
+    sources: list[str] = Field(default_factory=list)
     docs_path: str | None = None
     urls: list[str] = Field(default_factory=list)
     language: str = "en"
     max_rounds: int = Field(2, ge=0, le=10, description="critic rounds allowed after the first")
     merge: bool = False
     budget: Budget = Field(default_factory=Budget)
+    research: Research = Field(default_factory=Research)
     gates: Gates = Field(default_factory=Gates)
     curation: Curation = Field(default_factory=Curation)
     generation: Generation = Field(default_factory=Generation)
@@ -93,7 +104,7 @@ class JobSpec(BaseModel):
     def _known_sources(cls, value: list[str]) -> list[str]:
         known = {"local", "arxiv", "pubmed", "wikipedia", "web"}
         unknown = [s for s in value if s not in known]
-        if unknown or not value:
+        if unknown:
             raise ValueError(f"unknown sources {unknown}; choose from {sorted(known)}")
         return value
 
@@ -138,13 +149,18 @@ def _clean_subject(subject: str) -> str:
     return subject.strip(" ,.;:!?\"'")
 
 
-def _resolve_model(fragment: str) -> str:
-    """The catalogue key for the model named in the fragment; RequestError if it names none we know."""
+def _resolve_model(fragment: str) -> str | None:
+    """The catalogue key for the model named in the fragment (None when it names no model, as in
+    "a model"); RequestError if it names one we do not know."""
+    if fragment.strip().startswith(("/", "./", "../", "~")):
+        return fragment.strip()  # a local folder: checked when the model is loaded
     name = _MODEL_WORDS.sub(" ", fragment).strip(" ,.;:")
     name = re.sub(r"\s+", " ", name)
+    if not name:
+        return None
     model = find_in_catalogue(name) or find_in_catalogue(name.replace(" ", "-"))
-    if model is None and ("/" in name or name.startswith((".", "~"))):
-        return name  # a local folder or a Hugging Face id: checked when the model is loaded
+    if model is None and "/" in name:
+        return name  # a Hugging Face id: checked (in the local cache) when the model is loaded
     if model is None:
         raise RequestError(f"I don't know the model {name!r}", {"model": name})
     return model.key
@@ -169,7 +185,7 @@ def parse_request(sentence: str) -> dict[str, str | None]:
         if model_fragment and find_in_catalogue(_MODEL_WORDS.sub(" ", subject).strip()) and not re.search(
                 r"[a-z]{4,}", _MODEL_WORDS.sub(" ", model_fragment), re.IGNORECASE):
             model_fragment, subject = subject, _clean_subject(model_fragment)
-        base_model = _resolve_model(model_fragment) if model_fragment.strip() else None
+        base_model = _resolve_model(model_fragment)
         _check_subject(subject, base_model or DEFAULT_BASE_MODEL)
         return {"subject": subject, "base_model": base_model}
     understood_model = next((m.key for w in re.findall(r"[\w.\-/]+", text) if (m := find_in_catalogue(w))), "")

@@ -15,10 +15,13 @@ from tools.text import split_sentences, words
 _DETERMINER = r"(?:The |A |An )?"
 _DEFINITION = re.compile(
     rf"^{_DETERMINER}(?P<term>[A-Za-z0-9][\w\-/() ]{{1,60}}?)\s+(?P<verb>is|are|refers to|describes|denotes)\s+"
-    r"(?P<rest>(?:a|an|the|one|any)\s.+)$"
+    r"(?P<rest>.+)$"
 )
+_ARTICLE = re.compile(r"^(?:a|an|the|one|any)\s")
+_NOT_A_NOUN = re.compile(r"^(?:\w+ed|\w+ly|not|also|very|more|less|often|usually|able|used|important|"
+                         r"essential|necessary|possible|difficult|easy|common|rare|typically)\b")
 _CAUSE = re.compile(r"^(?P<effect>.{12,}?),? because (?P<cause>.{8,})$")
-_UNLIKE = re.compile(r"^(?:Unlike|In contrast to|Compared with|Compared to) (?P<other>[^,]{3,60}), (?P<term>.{3,60}?)\s+(?:is|are|does|do|can|has|have|uses|use|requires|require|needs|need|protects|protect|encodes|encode)\b")
+_UNLIKE = re.compile(r"^(?:Unlike|In contrast to|Compared with|Compared to) (?P<other>[^,]{3,60}), (?P<term>.{3,60}?)\s+(?:is|are|does|do|can|cannot|must|has|have|uses|use|requires|require|needs|need|protects|protect|encodes|encode)\b")
 _ACTION = re.compile(
     rf"^{_DETERMINER}(?P<term>[A-Za-z0-9][\w\-/ ]{{1,50}}?)\s+(?P<verb>uses|use|requires|require|protects|protect|"
     r"encodes|encode|corrects|correct|detects|detect|measures|measure|allows|allow|provides|provide|"
@@ -63,23 +66,17 @@ def _base_verb(verb: str) -> str:
 
 
 def _lower_first(text: str) -> str:
-    """Lower-case the first letter, unless the word is an acronym ("QEC", "LDPC")."""
-    return text if text[:2].isupper() else text[:1].lower() + text[1:]
+    """Lower-case a sentence-initial capital, unless the first word is an acronym ("QEC") or a
+    name in the possessive ("Shor's algorithm")."""
+    first = text.split(" ", 1)[0]
+    if text[:2].isupper() or first.endswith(("'s", "’s")):
+        return text
+    return text[:1].lower() + text[1:]
 
 
 def question_for(sentence: str) -> tuple[str, str] | None:
     """(question, type) for a sentence that fits a pattern, else None."""
     body = sentence.rstrip(".!")
-    if match := _DEFINITION.match(body):
-        term = match["term"].strip()
-        if _term_ok(term):
-            article = "" if match["verb"] == "are" else ("the " if sentence.startswith("The ") else "")
-            verb = "are" if match["verb"] == "are" else "is"
-            return f"What {verb} {article}{term}?", "definition"
-    if match := _UNLIKE.match(body):
-        term, other = match["term"].strip(), match["other"].strip()
-        if _term_ok(term):
-            return f"How does {_lower_first(term)} differ from {_lower_first(other)}?", "comparison"
     if match := _CAUSE.match(body):
         effect = match["effect"].strip()
         subject_words = effect.split()
@@ -90,6 +87,17 @@ def question_for(sentence: str) -> tuple[str, str] | None:
                 if remainder:
                     return f"Why {word} {_lower_first(subject)} {remainder}?", "cause"
         return f"Explain why {_lower_first(effect)}.", "cause"
+    if match := _DEFINITION.match(body):
+        term = match["term"].strip()
+        # "X is a/the ..." defines X; "X are <anything>" defines a plural; "X is important" does not.
+        plural = match["verb"] == "are" and not _NOT_A_NOUN.match(match["rest"])
+        if _term_ok(term) and (plural or _ARTICLE.match(match["rest"])):
+            article = "" if plural else ("the " if sentence.startswith("The ") else "")
+            return f"What {'are' if plural else 'is'} {article}{_lower_first(term)}?", "definition"
+    if match := _UNLIKE.match(body):
+        term, other = match["term"].strip(), match["other"].strip()
+        if _term_ok(term):
+            return f"What distinguishes {_lower_first(term)} from {_lower_first(other)}?", "comparison"
     if match := _ACTION.match(body):
         term, verb = match["term"].strip(), match["verb"]
         if _term_ok(term):

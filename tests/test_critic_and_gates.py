@@ -1,0 +1,44 @@
+"""Gates and the critic's policy: each failed gate maps to a stated remedy."""
+
+from graphs.critic import remedy_for_gates, remedy_for_too_little_data
+from graphs.gates import check_gates
+from graphs.spec import Gates, JobSpec
+
+SPEC = JobSpec(subject="quantum error correction")
+
+
+def test_gates_pass_and_fail_on_thresholds():
+    base = {"answer_nll": 2.0, "general_perplexity": 20.0}
+    good = check_gates(base, {"answer_nll": 1.8, "general_perplexity": 20.5}, Gates())
+    assert [g["passed"] for g in good] == [True, True]
+    bad = check_gates(base, {"answer_nll": 1.95, "general_perplexity": 22.0}, Gates())
+    assert [g["passed"] for g in bad] == [False, False]
+    assert "needs at least 5% lower" in bad[0]["detail"]
+
+
+def test_no_held_out_examples_fails_the_nll_gate():
+    results = check_gates({"answer_nll": None}, {"answer_nll": None}, Gates())
+    assert results[0]["passed"] is False and "no held-out" in results[0]["detail"]
+
+
+def test_general_regression_lowers_learning_rate_first():
+    remedy = remedy_for_gates(SPEC, [{"name": "general_perplexity"}, {"name": "answer_nll"}], {})
+    assert remedy.route == "trainer" and remedy.changes["learning_rate"] == SPEC.training.learning_rate / 2
+
+
+def test_underfit_doubles_epochs_then_learning_rate():
+    remedy = remedy_for_gates(SPEC, [{"name": "answer_nll"}], {"val_history": [2.0, 1.9]})
+    assert remedy.changes == {"epochs": SPEC.training.epochs * 2}
+    capped = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"epochs": 8.0})})
+    assert "learning_rate" in remedy_for_gates(capped, [{"name": "answer_nll"}], {}).changes
+
+
+def test_overfit_cuts_epochs_and_adds_dropout():
+    remedy = remedy_for_gates(SPEC, [{"name": "answer_nll"}], {"val_history": [1.5, 1.7]})
+    assert remedy.changes["epochs"] < SPEC.training.epochs and "overfit" in remedy.reason
+
+
+def test_too_little_data_widens_curation():
+    remedy = remedy_for_too_little_data(SPEC, 3)
+    assert remedy.route == "curator"
+    assert remedy.changes["doc_relevance_threshold"] < SPEC.curation.doc_relevance_threshold

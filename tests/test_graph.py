@@ -1,0 +1,118 @@
+"""The whole graph, end to end, with a tiny model and real components (MiniLM, chromadb, SQLite)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from graphs.context import JobContext, Settings
+from graphs.graph import build_graph
+from tools.registry import ModelRegistry
+
+DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
+OFF_TOPIC = {"sourdough-baking.md", "medieval-castle-architecture.md", "cricket-rules.txt"}
+
+
+def tiny_options(model_dir: Path, **overrides) -> dict:
+    options = {
+        "base_model": str(model_dir), "docs_path": str(DEMO),
+        "training": {"max_steps": 4, "batch_size": 8, "precision": "fp32", "checkpoint_every": 2},
+        "evaluation": {"generate_limit": 2, "max_new_tokens": 6, "general_texts": 4},
+    }
+    for key, value in overrides.items():
+        options[key] = {**options.get(key, {}), **value} if isinstance(value, dict) else value
+    return options
+
+
+def run_job(home: Path, job_id: str, options: dict, request: str = "fine-tune a model on quantum error correction"):
+    graph = build_graph(InMemorySaver())
+    context = JobContext(Settings(home=home))
+    config = {"configurable": {"thread_id": job_id}, "recursion_limit": 60}
+    return graph.invoke({"job_id": job_id, "request": request, "options": options}, config, context=context)
+
+
+@pytest.fixture(scope="module")
+def passing_job(tiny_model_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0})
+    return home, run_job(home, "job-pass", options)
+
+
+def test_job_trains_evaluates_and_registers(passing_job):
+    home, state = passing_job
+    assert state["status"] == "succeeded"
+    assert state["evaluation"]["passed"] and len(state["rounds"]) == 1 and not state["remedies"]
+    version = ModelRegistry(home / "ftagent.sqlite").get(state["model"]["name"])
+    assert version.name.startswith("ft-tiny-model") and version.name.split("-v1-")[1].isdigit()
+    assert Path(version.adapter_path, "adapter_config.json").exists()
+    assert "quantum error correction" in Path(version.card_path).read_text()
+    assert version.dataset_hash == state["dataset"]["hash"]
+
+
+def test_curator_drops_the_off_topic_documents(passing_job):
+    _, state = passing_job
+    dropped = {Path(d["title"]).name for d in state["curation"]["documents_dropped"]}
+    read = {Path(d["uri"]).name: d["title"] for d in state["documents"]}
+    assert {read[name] for name in OFF_TOPIC} == dropped
+    assert state["curation"]["documents_kept"] == len(read) - len(OFF_TOPIC)
+
+
+def test_dataset_is_chat_jsonl_split_by_document(passing_job):
+    _, state = passing_job
+    owners = {}
+    for split, path in state["dataset"]["paths"].items():
+        records = [json.loads(line) for line in Path(path).read_text().splitlines()]
+        assert records, split
+        for record in records:
+            assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant"]
+            assert set(record["metadata"]) >= {"source", "chunk_id", "type", "quality_score"}
+        owners[split] = {r["metadata"]["doc_id"] for r in records}
+    assert not (owners["train"] & owners["test"]) and not (owners["train"] & owners["val"])
+
+
+def test_events_record_every_phase(passing_job):
+    home, state = passing_job
+    events = [json.loads(line) for line in (home / "jobs" / "job-pass" / "events.jsonl").read_text().splitlines()]
+    phases = {e["phase"] for e in events if e["kind"] == "phase"}
+    assert {"intake", "researcher", "curator", "generator", "trainer", "evaluator", "deployer"} <= phases
+    assert any(e["kind"] == "step" for e in events)
+    assert (home / "jobs" / "job-pass" / "report.md").read_text().count("PASS") >= 2
+
+
+def test_failing_gate_goes_through_the_critic_and_back(tiny_model_dir, tmp_path):
+    options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.99}, max_rounds=1)
+    state = run_job(tmp_path, "job-critic", options)
+    assert [r["round"] for r in state["rounds"]] == [1, 2]
+    assert len(state["remedies"]) == 1 and state["remedies"][0]["route"] == "trainer"
+    assert state["rounds"][1]["config"]["epochs"] == state["rounds"][0]["config"]["epochs"] * 2
+    assert state["model"]["status"] == "rejected" and not state["model"]["gates_passed"]
+    report = (tmp_path / "jobs" / "job-critic" / "report.md").read_text()
+    assert "round 1" in report and "round 2" in report and "critic:" in report
+
+
+def test_no_documents_stops_with_a_reason(tiny_model_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    state = run_job(tmp_path, "job-empty", tiny_options(tiny_model_dir, docs_path=str(empty)))
+    assert state["status"] == "failed" and "no documents" in state["outcome"]
+    assert "--docs" in state["outcome"]
+
+
+def test_bad_files_are_skipped_and_listed(tiny_model_dir, tmp_path):
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    for name in ("surface-code.md", "shor-code.md", "stabilizer-formalism.html", "threshold-theorem.pdf",
+                 "logical-qubits-and-code-distance.txt"):
+        (corpus / name).write_bytes((DEMO / name).read_bytes())
+    corrupt = Path(__file__).resolve().parents[1] / "eval_sets" / "corrupt"
+    for name in ("broken.pdf", "empty.txt", "binary.md"):
+        (corpus / name).write_bytes((corrupt / name).read_bytes())
+    options = tiny_options(tiny_model_dir, docs_path=str(corpus), gates={"min_train_examples": 4,
+                           "min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0})
+    state = run_job(tmp_path, "job-bad-files", options)
+    skipped = {Path(s["what"]).name: s["reason"] for s in state["skipped"]}
+    assert set(skipped) == {"broken.pdf", "empty.txt", "binary.md"}
+    assert state["status"] == "succeeded" and len(state["documents"]) == 5
+    report = (tmp_path / "jobs" / "job-bad-files" / "report.md").read_text()
+    assert "broken.pdf" in report and "corrupt PDF" in report

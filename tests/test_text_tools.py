@@ -1,0 +1,100 @@
+"""Extraction, chunking, dedup, extractive QA and splits on real files."""
+
+from pathlib import Path
+
+import pytest
+
+from tools.chunking import chunk_document
+from tools.dataset import split_by_document
+from tools.dedup import find_duplicates
+from tools.documents import Document, SourceError
+from tools.qa_extractive import generate_examples, question_for
+from tools.sources.local import LocalFolderSource
+from tools.text_extraction import extract_file
+
+REPO = Path(__file__).resolve().parents[1]
+CORRUPT = REPO / "eval_sets" / "corrupt"
+DEMO = REPO / "eval_sets" / "demo_corpus"
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("broken.pdf", "corrupt PDF"), ("empty.txt", "no text"), ("binary.md", "binary content"),
+])
+def test_bad_files_raise_with_a_reason(name, reason):
+    with pytest.raises(SourceError, match=reason):
+        extract_file(CORRUPT / name)
+
+
+def test_latin1_text_is_decoded():
+    text, _ = extract_file(CORRUPT / "latin1.txt")
+    assert "é" in text or "ñ" in text or "ü" in text
+
+
+def test_pdf_and_html_give_clean_text():
+    pdf_text, _ = extract_file(DEMO / "threshold-theorem.pdf")
+    assert "threshold theorem" in pdf_text.lower()
+    html_text, title = extract_file(next(DEMO.glob("*.html")))
+    assert title and "cookie" not in html_text.lower()  # footer boilerplate dropped
+
+
+def test_local_source_reads_every_supported_file(tmp_path):
+    source = LocalFolderSource(DEMO)
+    references = source.search("anything", 100)
+    assert len(references) == len([p for p in DEMO.iterdir() if p.is_file()])
+    with pytest.raises(SourceError, match="no such file or folder"):
+        LocalFolderSource(tmp_path / "missing").search("x", 10)
+
+
+def _document(name: str) -> Document:
+    text, title = extract_file(DEMO / name)
+    return Document(source="local", native_id=name, title=title, text=text, uri=name)
+
+
+def test_chunks_respect_size_and_keep_headings():
+    chunks = chunk_document(_document("surface-code.md"), max_words=160)
+    assert len(chunks) > 3
+    assert all(len(c.text.split()) <= 200 for c in chunks)
+    assert any(c.heading for c in chunks)
+
+
+def test_extractive_answers_are_verbatim_source_text():
+    examples = []
+    for path in sorted(DEMO.glob("*.md")):
+        for chunk in chunk_document(_document(path.name)):
+            for example in generate_examples(chunk, path.name):
+                assert example.answer in chunk.text
+                examples.append(example)
+    assert len(examples) > 40
+    assert {"definition", "function"} <= {e.type for e in examples}
+
+
+@pytest.mark.parametrize(("sentence", "question"), [
+    ("The surface code is a topological stabilizer code on a square lattice.", "What is the surface code?"),
+    ("Logical qubits are qubits encoded in many physical qubits.", "What are logical qubits?"),
+    ("Decoders are needed because syndromes alone do not say which error happened.",
+     "Why are decoders needed?"),
+    ("Unlike classical bits, qubits cannot be copied.", "What distinguishes qubits from classical bits?"),
+    ("The decoder uses the syndrome history to infer errors.", "What does the decoder use?"),
+])
+def test_question_patterns(sentence, question):
+    assert question_for(sentence)[0] == question
+
+
+def test_near_duplicates_found():
+    text = ("The surface code protects logical qubits by measuring stabilizers on a lattice of physical qubits. "
+            "Each round of measurement yields a syndrome, and a decoder infers the most likely error from the "
+            "history of syndromes. The code distance grows with the size of the lattice, and the logical error "
+            "rate falls exponentially with distance when the physical error rate is below threshold.")
+    found = find_duplicates([text, text.upper(), text.replace("lattice", "grid", 1), "Something else entirely here."],
+                            threshold=0.7)
+    assert found[1] == (0, "exact") and found[2][1] == "near" and 3 not in found
+
+
+def test_splits_never_share_a_document():
+    docs = [_document(p.name) for p in sorted(DEMO.glob("*.md"))]
+    examples = [e for d in docs for c in chunk_document(d) for e in generate_examples(c, d.title)]
+    splits = split_by_document(examples)
+    owners = {name: {e.doc_id for e in split} for name, split in splits.items()}
+    assert owners["test"] and owners["val"]
+    assert not (owners["train"] & owners["test"]) and not (owners["train"] & owners["val"])
+    assert not (owners["val"] & owners["test"])
