@@ -15,7 +15,7 @@ from agent.service import JobFailed, JobService
 from graphs.context import resolve_settings
 from graphs.spec import RequestError
 from tools.job_store import UnknownJob
-from tools.registry import RegistryError
+from tools.registry import RegistryError, RegistryRefusal
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
 EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_NOT_FOUND = 2, 3, 4
@@ -108,7 +108,24 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("model")
     ask.add_argument("question")
     ask.add_argument("--max-new-tokens", type=int, default=128)
+    _add_registry_commands(commands)
     return parser
+
+
+def _add_registry_commands(commands: Any) -> None:
+    promote = commands.add_parser("promote", help="put a model version in production (archives the current one)")
+    promote.add_argument("model")
+    promote.add_argument("--force", action="store_true", help="promote even if it failed its quality gates")
+    rollback = commands.add_parser("rollback", help="production goes back to the family's previous version")
+    rollback.add_argument("family_or_model")
+    delete = commands.add_parser("delete", help="remove a model version and its folder under <home>/models")
+    delete.add_argument("model")
+    delete.add_argument("--force", action="store_true", help="delete even the production version")
+    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server for registered models")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", dest="models", action="append", metavar="NAME",
+                       help="serve this version (repeatable; default: production and staging versions)")
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except RequestError as error:
         console.print(f"[red]cannot start:[/red] {error}", highlight=False)
         return EXIT_BAD_INPUT
+    except RegistryRefusal as error:
+        console.print(f"[red]refused:[/red] {error}", highlight=False)
+        return EXIT_BAD_INPUT
     except (UnknownJob, RegistryError) as error:
         console.print(f"[red]not found:[/red] {error}", highlight=False)
         return EXIT_NOT_FOUND
@@ -202,7 +222,38 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
     if args.command == "ask":
         console.print(service.ask(args.model, args.question, args.max_new_tokens), highlight=False, markup=False)
         return 0
+    if args.command in ("promote", "rollback", "delete"):
+        return _registry_change(service, console, args)
+    if args.command == "serve":
+        return _serve(service, console, args)
     raise AssertionError(args.command)
+
+
+def _registry_change(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    if args.command == "promote":
+        version = service.promote(args.model, force=args.force)
+        console.print(f"{version.name} is now in production", highlight=False)
+    elif args.command == "rollback":
+        demoted, restored = service.rollback(args.family_or_model)
+        console.print(f"{restored.name} is back in production; {demoted.name} archived", highlight=False)
+    else:
+        version = service.delete_model(args.model, force=args.force)
+        console.print(f"deleted {version.name} ({version.status})", highlight=False)
+    return 0
+
+
+def _serve(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    from tools.serving import ServingError
+
+    try:
+        app = service.serving_app(tuple(args.models or ()))
+    except ServingError as error:
+        console.print(f"[red]cannot serve:[/red] {error}", highlight=False)
+        return EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_INPUT
+    console.print(f"serving {', '.join(app.state.server.available())} at http://{args.host}:{args.port}/v1",
+                  highlight=False)
+    service.serve(args.host, args.port, app=app)
+    return 0
 
 
 if __name__ == "__main__":

@@ -117,6 +117,42 @@ class JobService:
                     {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
         return generate_answers(model, tokenizer, [{"messages": messages}], max_new_tokens)[0]
 
+    # -- registry changes and serving ------------------------------------------------------------
+    def promote(self, name: str, force: bool = False) -> ModelVersion:
+        """Put a version in production, archiving the family's current one. A version that failed its
+        gates raises RegistryRefusal unless forced."""
+        return self.registry.set_status(name, "production", force=force)
+
+    def rollback(self, family_or_model: str) -> tuple[ModelVersion, ModelVersion]:
+        """Production goes back to the family's previous (archived) version; returns (demoted, restored)."""
+        return self.registry.rollback(family_or_model)
+
+    def delete_model(self, name: str, force: bool = False) -> ModelVersion:
+        """Remove a version from the registry and its folder <home>/models/<name>; production is refused
+        unless forced. Files outside <home>/models are never removed."""
+        import shutil
+
+        version = self.registry.delete(name, force=force)
+        models = (self.settings.home / "models").resolve()
+        folder = (models / name).resolve()
+        if folder.parent == models and folder.is_dir():
+            shutil.rmtree(folder)
+        return version
+
+    def serving_app(self, names: tuple[str, ...] = (), **options: Any) -> Any:
+        """The OpenAI-compatible app over the named versions (default: production and staging)."""
+        from tools.serving import app_for_registry
+
+        return app_for_registry(self.registry, self.settings.home, names, threads=self.settings.threads,
+                                **options)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, names: tuple[str, ...] = (),
+              app: Any = None) -> None:
+        """Serve registered models (or an app from `serving_app`) over HTTP until interrupted."""
+        from tools.serving import serve_forever
+
+        serve_forever(app if app is not None else self.serving_app(names), host, port)
+
     # -- plumbing --------------------------------------------------------------------------------
     @contextmanager
     def _graph(self) -> Iterator[Any]:

@@ -16,6 +16,11 @@ class RegistryError(ValueError):
     """An unknown model, or a change the registry refuses (the message says why)."""
 
 
+class RegistryRefusal(RegistryError):
+    """A change the registry refuses without force: promoting a version that failed its gates,
+    deleting the production version, rolling back with nothing to go back to."""
+
+
 @dataclass
 class ModelVersion:
     name: str
@@ -108,13 +113,53 @@ class ModelRegistry:
             raise RegistryError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
         version = self.get(name)
         if status == "production" and not version.gates_passed and not force:
-            raise RegistryError(f"{name} failed its quality gates; promote it with force if you mean it")
+            raise RegistryRefusal(f"{name} failed its quality gates; promote it with force if you mean it")
         with self._connect() as connection:
             if status == "production":
                 connection.execute("UPDATE model_versions SET status = 'archived' "
                                    "WHERE family = ? AND status = 'production'", (version.family,))
             connection.execute("UPDATE model_versions SET status = ? WHERE name = ?", (status, name))
         return self.get(name)
+
+    def family_of(self, family_or_model: str) -> str:
+        """The family a model name belongs to, or the name itself when it is a family."""
+        versions = self.list()
+        for version in versions:
+            if family_or_model in (version.name, version.family):
+                return version.family
+        families = sorted({v.family for v in versions})
+        raise RegistryError(f"no model or family named {family_or_model!r}; families: "
+                            f"{', '.join(families) or 'none yet'}")
+
+    def rollback(self, family_or_model: str) -> tuple[ModelVersion, ModelVersion]:
+        """Put the family's previous version back in production: the newest archived version older
+        than the current production one (archived is where a replaced production version goes).
+        The current production version is archived. Returns (demoted, restored)."""
+        family = self.family_of(family_or_model)
+        versions = [v for v in self.list() if v.family == family]
+        current = next((v for v in versions if v.status == "production"), None)
+        if current is None:
+            raise RegistryRefusal(f"{family} has no production version to roll back")
+        earlier = sorted((v for v in versions if v.status == "archived" and v.version < current.version),
+                         key=lambda v: v.version)
+        if not earlier:
+            raise RegistryRefusal(f"{current.name} is the oldest production candidate of {family}; "
+                                  "there is no earlier archived version to go back to")
+        with self._connect() as connection:
+            connection.execute("UPDATE model_versions SET status = 'archived' WHERE name = ?", (current.name,))
+            connection.execute("UPDATE model_versions SET status = 'production' WHERE name = ?",
+                               (earlier[-1].name,))
+        return self.get(current.name), self.get(earlier[-1].name)
+
+    def delete(self, name: str, force: bool = False) -> ModelVersion:
+        """Remove a version's row (its files are the caller's); production is refused unless forced."""
+        version = self.get(name)
+        if version.status == "production" and not force:
+            raise RegistryRefusal(f"{name} is in production; roll back or promote another version first, "
+                                  "or delete it with force")
+        with self._connect() as connection:
+            connection.execute("DELETE FROM model_versions WHERE name = ?", (name,))
+        return version
 
     @staticmethod
     def _from_row(row: sqlite3.Row) -> ModelVersion:

@@ -1,0 +1,131 @@
+"""`ftagent promote / rollback / delete / serve` on a real registry with real folders in a temporary home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import EXIT_BAD_INPUT, EXIT_NOT_FOUND, main
+from tools.registry import ModelRegistry, ModelVersion, now_iso
+
+FAMILY = "ft-tiny-qec"
+OTHER = "ft-tiny-botany"
+
+
+def _register(home: Path, family: str, number: int, status: str, gates_passed: bool = True) -> ModelVersion:
+    """A registered version with its folder (adapter config and card) under <home>/models."""
+    name = f"{family}-v{number}-20250101"
+    folder = home / "models" / name
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_config.json").write_text("{}")
+    (folder / "MODEL_CARD.md").write_text(f"# {name}\n")
+    version = ModelVersion(
+        name=name, family=family, version=number, base_model="tiny", base_model_path=str(home / "base"),
+        subject="quantum error correction", status=status, gates_passed=gates_passed,
+        adapter_path=str(folder / "adapter"), merged_path=None, card_path=str(folder / "MODEL_CARD.md"),
+        dataset_hash="abc", job_id=f"job-{family}-{number}", round=1, created_at=now_iso(), sources=[],
+        config={}, metrics={"base": {"answer_nll": 2.0}, "tuned": {"answer_nll": 1.5}})
+    return _registry(home).register(version)
+
+
+def _registry(home: Path) -> ModelRegistry:
+    return ModelRegistry(home / "ftagent.sqlite")
+
+
+def _statuses(home: Path) -> dict[str, str]:
+    return {v.name: v.status for v in _registry(home).list()}
+
+
+def _run(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, " ".join(capsys.readouterr().out.split())  # undo the console's line wrapping
+
+
+def test_promote_refuses_a_version_that_failed_its_gates_unless_forced(home: Path, capsys) -> None:
+    rejected = _register(home, FAMILY, 1, "rejected", gates_passed=False)
+    code, out = _run(capsys, "promote", rejected.name)
+    assert code == EXIT_BAD_INPUT
+    assert "failed its quality gates" in out and "force" in out
+    assert _statuses(home)[rejected.name] == "rejected"
+    code, out = _run(capsys, "promote", rejected.name, "--force")
+    assert code == 0 and f"{rejected.name} is now in production" in out
+    assert _statuses(home)[rejected.name] == "production"
+
+
+def test_promotion_archives_the_previous_production_of_the_same_family_only(home: Path, capsys) -> None:
+    first = _register(home, FAMILY, 1, "production")
+    second = _register(home, FAMILY, 2, "staging")
+    other = _register(home, OTHER, 1, "production")
+    code, _ = _run(capsys, "promote", second.name)
+    assert code == 0
+    assert _statuses(home) == {first.name: "archived", second.name: "production", other.name: "production"}
+
+
+def test_promote_unknown_model_is_not_found(home: Path, capsys) -> None:
+    _register(home, FAMILY, 1, "staging")
+    code, out = _run(capsys, "promote", "ft-nope-v1")
+    assert code == EXIT_NOT_FOUND and f"{FAMILY}-v1-20250101" in out  # the message lists known models
+
+
+def test_rollback_restores_the_previous_version_step_by_step(home: Path, capsys) -> None:
+    versions = [_register(home, FAMILY, n, "staging") for n in (1, 2, 3)]
+    for version in versions:
+        assert _run(capsys, "promote", version.name)[0] == 0
+    code, out = _run(capsys, "rollback", FAMILY)
+    assert code == 0 and f"{versions[1].name} is back in production" in out
+    assert _statuses(home) == {versions[0].name: "archived", versions[1].name: "production",
+                               versions[2].name: "archived"}
+    code, _ = _run(capsys, "rollback", versions[1].name)  # a model name means its family
+    assert code == 0 and _statuses(home)[versions[0].name] == "production"
+    code, out = _run(capsys, "rollback", FAMILY)
+    assert code == EXIT_BAD_INPUT and "no earlier archived version" in out
+    assert _statuses(home)[versions[0].name] == "production"
+
+
+def test_rollback_needs_a_production_version_and_a_known_family(home: Path, capsys) -> None:
+    _register(home, FAMILY, 1, "staging")
+    code, out = _run(capsys, "rollback", FAMILY)
+    assert code == EXIT_BAD_INPUT and "no production version" in out
+    code, out = _run(capsys, "rollback", "ft-unknown")
+    assert code == EXIT_NOT_FOUND and FAMILY in out
+
+
+def test_delete_removes_the_row_and_its_folder(home: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # the models table must not wrap names
+    kept = _register(home, FAMILY, 1, "production")
+    gone = _register(home, FAMILY, 2, "staging")
+    code, out = _run(capsys, "delete", gone.name)
+    assert code == 0 and f"deleted {gone.name}" in out
+    assert not (home / "models" / gone.name).exists()
+    assert (home / "models" / kept.name / "adapter").is_dir()
+    code, out = _run(capsys, "models")
+    assert kept.name in out and gone.name not in out
+
+
+def test_delete_refuses_production_unless_forced(home: Path, capsys) -> None:
+    production = _register(home, FAMILY, 1, "production")
+    code, out = _run(capsys, "delete", production.name)
+    assert code == EXIT_BAD_INPUT and "in production" in out
+    assert (home / "models" / production.name).is_dir() and production.name in _statuses(home)
+    code, _ = _run(capsys, "delete", production.name, "--force")
+    assert code == 0 and _statuses(home) == {}
+    assert not (home / "models" / production.name).exists()
+
+
+def test_delete_leaves_files_outside_the_models_folder(home: Path, tmp_path: Path, capsys) -> None:
+    version = _register(home, FAMILY, 1, "staging")
+    outside = tmp_path / "elsewhere" / "adapter"
+    outside.mkdir(parents=True)
+    with _registry(home)._connect() as connection:
+        connection.execute("UPDATE model_versions SET name = '../../elsewhere' WHERE name = ?", (version.name,))
+    assert _run(capsys, "delete", "../../elsewhere")[0] == 0
+    assert outside.is_dir() and _statuses(home) == {}
+
+
+@pytest.mark.parametrize("argv", [["serve"], ["serve", "--model", "ft-nope-v1"]])
+def test_serve_with_nothing_to_serve_says_so(home: Path, capsys, argv: list[str]) -> None:
+    _register(home, FAMILY, 1, "rejected", gates_passed=False)
+    code, out = _run(capsys, *argv)
+    assert code == EXIT_NOT_FOUND
+    assert ("nothing to serve" in out) if len(argv) == 1 else ("no model named 'ft-nope-v1'" in out)
