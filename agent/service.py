@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,7 +18,8 @@ from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
 from graphs.spec import build_spec
 from tools.events import EventListener, EventLog
-from tools.job_store import JobRecord, JobStore
+from tools.feedback import Feedback, FeedbackStore, corrections_as_examples, write_jsonl
+from tools.job_store import TERMINAL_STATUSES, JobRecord, JobStore
 from tools.registry import ModelRegistry, ModelVersion
 from tools.text import slugify
 
@@ -31,21 +33,30 @@ class JobFailed(RuntimeError):
         self.error = error
 
 
+class NotOwner(PermissionError):
+    """Someone asked to change a job that another user submitted."""
+
+    def __init__(self, job_id: str, user: str | None) -> None:
+        super().__init__(f"job {job_id} belongs to another user; {user or 'an anonymous user'} cannot change it")
+        self.job_id = job_id
+
+
 class JobService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.jobs = JobStore(settings.database)
         self.registry = ModelRegistry(settings.database)
+        self.feedback_store = FeedbackStore(settings.database)
 
     # -- jobs ------------------------------------------------------------------------------------
-    def submit(self, sentence: str, options: dict[str, Any] | None = None) -> JobRecord:
+    def submit(self, sentence: str, options: dict[str, Any] | None = None, owner: str | None = None) -> JobRecord:
         """Validate the request now (a bad sentence fails here, before any work) and queue the job."""
         spec = build_spec(sentence, options)
         if spec.docs_path:
             options = {**(options or {}), "docs_path": str(Path(spec.docs_path).expanduser().resolve())}
         job_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{slugify(spec.subject, 24)}-{secrets.token_hex(2)}"
-        return self.jobs.create(job_id, sentence, options or {})
+        return self.jobs.create(job_id, sentence, options or {}, owner=owner)
 
     def run(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> dict[str, Any]:
         """Run (or continue) a job to its end in this process; returns the final state."""
@@ -95,6 +106,59 @@ class JobService:
 
     def list_jobs(self) -> list[JobRecord]:
         return self.jobs.list()
+
+    # -- cancel, events, feedback ----------------------------------------------------------------
+    def cancel(self, job_id: str, user: str | None = None) -> JobRecord:
+        """Cancel a job: a queued one at once; a running one at its next event (the runner checks the flag).
+        Only the job's owner may cancel it (jobs without an owner can be cancelled by anyone)."""
+        record = self.jobs.get(job_id)
+        if record.owner and user != record.owner:
+            raise NotOwner(job_id, user)
+        if record.status in TERMINAL_STATUSES:
+            return record
+        log = EventLog(self.settings.job_paths(job_id).events)
+        if record.status == "queued":
+            log.emit("service", "cancelled", f"job {job_id} cancelled before it started (by {user or 'anonymous'})")
+            return self.jobs.update(job_id, status="cancelled", cancel_requested=1, outcome="cancelled before start")
+        log.emit("service", "cancel", f"cancel requested by {user or 'anonymous'}; stopping at the next step")
+        return self.jobs.update(job_id, cancel_requested=1)
+
+    def read_events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """The job's events after the first `after`, each with `seq` (its 1-based line number in events.jsonl)."""
+        self.jobs.get(job_id)
+        events = EventLog(self.settings.job_paths(job_id).events).read()
+        return [{**event, "seq": seq} for seq, event in enumerate(events, start=1) if seq > after]
+
+    def events(self, job_id: str, after: int = 0, follow: bool = False, poll_seconds: float = 0.25,
+               timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """The job's events after `after`; with `follow`, keep waiting for new ones until the job ends
+        (succeeded, failed or cancelled) or `timeout` seconds pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            finished = self.jobs.get(job_id).status in TERMINAL_STATUSES  # read before the events: none is missed
+            for event in self.read_events(job_id, after):
+                after = event["seq"]
+                yield event
+            if not follow or finished or (deadline is not None and time.monotonic() > deadline):
+                return
+            time.sleep(poll_seconds)
+
+    def feedback(self, model: str, question: str, answer: str, rating: int, correction: str | None = None,
+                 user: str | None = None) -> Feedback:
+        """Record feedback on a registered model's answer. Corrections become training examples for the
+        model's next version (see `export_corrections`)."""
+        self.registry.get(model)  # RegistryError for an unknown model
+        return self.feedback_store.add(model, question, answer, rating, correction, user)
+
+    def export_corrections(self, model: str, path: Path | None = None) -> Path:
+        """Write the model's corrected answers as chat JSONL training examples (default
+        <home>/feedback/<model>.jsonl) for the next version's training data."""
+        from tools.prompts import render_prompt
+
+        version = self.registry.get(model)
+        system = render_prompt("system_subject_expert", subject=version.subject)
+        examples = corrections_as_examples(self.feedback_store.list(model), system)
+        return write_jsonl(examples, path or self.settings.home / "feedback" / f"{model}.jsonl")
 
     # -- models ----------------------------------------------------------------------------------
     def models(self) -> list[ModelVersion]:

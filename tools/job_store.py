@@ -16,6 +16,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, request TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL, outcome TEXT, model_name TEXT, error TEXT, pid INTEGER
 )"""
+# Columns added after the first release: (name, SQL type and default), added to older databases on open.
+_ADDED_COLUMNS = (("owner", "TEXT"), ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"))
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class UnknownJob(KeyError):
@@ -32,13 +35,15 @@ class JobRecord:
     job_id: str
     request: str
     options: dict[str, Any]
-    status: str  # queued, running, succeeded, failed, interrupted
+    status: str  # queued, running, succeeded, failed, interrupted, cancelled
     created_at: str
     updated_at: str
     outcome: str | None = None
     model_name: str | None = None
     error: str | None = None
     pid: int | None = None
+    owner: str | None = None  # who submitted it (Slack user id, API user, OS user); only they may cancel
+    cancel_requested: bool = False  # set by cancel(); the runner stops at the next event
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,20 +56,37 @@ class JobStore:
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(_SCHEMA)
+            present = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
+            for name, definition in _ADDED_COLUMNS:
+                if name not in present:
+                    connection.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.database, timeout=30)
         connection.row_factory = sqlite3.Row
         return connection
 
-    def create(self, job_id: str, request: str, options: dict[str, Any]) -> JobRecord:
+    def create(self, job_id: str, request: str, options: dict[str, Any], owner: str | None = None) -> JobRecord:
         now = now_iso()
-        record = JobRecord(job_id, request, options, "queued", now, now)
+        record = JobRecord(job_id, request, options, "queued", now, now, owner=owner)
         with self._connect() as connection:
             connection.execute(
-                "INSERT INTO jobs (job_id, request, options, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, request, json.dumps(options), "queued", now, now))
+                "INSERT INTO jobs (job_id, request, options, status, created_at, updated_at, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (job_id, request, json.dumps(options), "queued", now, now, owner))
         return record
+
+    def claim_next(self, pid: int) -> JobRecord | None:
+        """Atomically mark the oldest queued job as running under `pid` and return it (None if none is queued),
+        so two workers never take the same job."""
+        with self._connect() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            row = connection.execute(
+                "SELECT job_id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1").fetchone()
+            if row is None:
+                return None
+            connection.execute("UPDATE jobs SET status = 'running', pid = ?, updated_at = ? WHERE job_id = ?",
+                               (pid, now_iso(), row["job_id"]))
+        return self.get(row["job_id"])
 
     def update(self, job_id: str, **fields: Any) -> JobRecord:
         self.get(job_id)
@@ -90,6 +112,7 @@ class JobStore:
     def _from_row(row: sqlite3.Row) -> JobRecord:
         record = dict(row)
         record["options"] = json.loads(record["options"])
+        record["cancel_requested"] = bool(record.get("cancel_requested"))
         if record["status"] == "running" and record["pid"] and not _alive(record["pid"]):
             record["status"] = "interrupted"  # the process that ran it is gone (killed or crashed)
         return JobRecord(**record)
