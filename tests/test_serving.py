@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tools.serving import ABSplit, create_app, serve_in_background
+from tools.registry import ModelRegistry, ModelVersion, now_iso
+from tools.serving import ABSplit, app_for_registry, create_app, serve_in_background
 
 ADAPTERS = ("ft-tiny-alpha-v1", "ft-tiny-beta-v1")
 
@@ -38,7 +39,7 @@ def served(tiny_model_dir: Path, tmp_path_factory) -> dict:
                      ab_splits={"ft-tiny-ab": {ADAPTERS[0]: 0.5, ADAPTERS[1]: 0.5}},
                      aliases={"ft-tiny-alpha": ADAPTERS[0]}, assignment_log=log)
     with serve_in_background(app) as base_url:
-        yield {"url": base_url, "log": log}
+        yield {"url": base_url, "log": log, "adapters": adapters}
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +181,32 @@ def test_ab_split_weights_are_respected() -> None:
     split = ABSplit("s", (("a", 0.9), ("b", 0.1)))
     share = sum(split.choose(str(i)) == "a" for i in range(2000)) / 2000
     assert 0.86 < share < 0.94
+
+
+def _version(family: str, number: int, status: str, adapter: str, base_dir: Path) -> ModelVersion:
+    return ModelVersion(
+        name=f"{family}-v{number}", family=family, version=number, base_model="tiny",
+        base_model_path=str(base_dir), subject="quantum error correction", status=status,
+        gates_passed=status != "rejected", adapter_path=adapter, merged_path=None, card_path="",
+        dataset_hash="h", job_id=f"job-{number}", round=1, created_at=now_iso(), sources=[], config={}, metrics={})
+
+
+def test_registry_app_serves_production_and_staging_with_the_family_as_alias(
+        served: dict, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from openai import OpenAI
+
+    registry = ModelRegistry(tmp_path / "ftagent.sqlite")
+    alpha, beta = (served["adapters"][name] for name in ADAPTERS)
+    for number, status, adapter in ((1, "production", alpha), (2, "staging", beta), (3, "rejected", alpha)):
+        registry.register(_version("ft-tiny-qec", number, status, adapter, tiny_model_dir))
+    with serve_in_background(app_for_registry(registry, tmp_path)) as url:
+        client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=30)
+        assert [m.id for m in client.models.list().data] == ["tiny", "ft-tiny-qec-v1", "ft-tiny-qec-v2",
+                                                             "ft-tiny-qec"]
+        def reply(messages: list[dict]):
+            return client.chat.completions.create(model="ft-tiny-qec", messages=messages, max_tokens=1)
+        plain = reply(QUESTION)
+        own_system = reply([{"role": "system", "content": "Hi."}, *QUESTION])
+    assert plain.model == "ft-tiny-qec-v1"  # the family name answers with its production version
+    # the version's training-time system prompt is added only when the request brings none
+    assert plain.usage.prompt_tokens > own_system.usage.prompt_tokens + 10
