@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("sentence")
     run.add_argument("--docs", help="folder (or file) of .md/.txt/.html/.pdf documents")
     run.add_argument("--demo", action="store_true", help="use the demo corpus in eval_sets/demo_corpus")
+    run.add_argument("--sources", help="comma-separated: arxiv,pubmed,wikipedia,web,local "
+                     "(default: local with --docs, web with --url, else chosen from the subject)")
+    run.add_argument("--url", dest="urls", action="append", metavar="URL", help="a web page or PDF to read (repeatable)")
     run.add_argument("--model", dest="base_model", help="base model name or local folder")
     run.add_argument("--epochs", type=float)
     run.add_argument("--learning-rate", type=float)
@@ -136,6 +139,10 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
                                "max_general_ppl_increase": args.max_ppl_increase}.items() if v is not None}
     options: dict[str, Any] = {"docs_path": docs, "base_model": args.base_model, "max_rounds": args.max_rounds,
                                "merge": args.merge or None}
+    if args.sources:
+        options["sources"] = [name.strip() for name in args.sources.split(",") if name.strip()]
+    if args.urls:
+        options["urls"] = args.urls
     if training:
         options["training"] = training
     if gates:

@@ -24,6 +24,15 @@ _ENVIRONMENT = {
     "chat_base_url": "FTAGENT_CHAT_BASE_URL",
     "chat_api_key": "FTAGENT_CHAT_API_KEY",
     "embedding_model": "FTAGENT_EMBEDDING_MODEL",
+    "network": "FTAGENT_NETWORK",
+    "http_contact": "FTAGENT_HTTP_CONTACT",
+    "http_timeout_s": "FTAGENT_HTTP_TIMEOUT",
+    "http_retries": "FTAGENT_HTTP_RETRIES",
+    "ncbi_email": "FTAGENT_NCBI_EMAIL",
+    "ncbi_api_key": "FTAGENT_NCBI_API_KEY",
+    "arxiv_url": "FTAGENT_ARXIV_URL",
+    "pubmed_url": "FTAGENT_PUBMED_URL",
+    "wikipedia_url": "FTAGENT_WIKIPEDIA_URL",
 }
 
 
@@ -34,10 +43,27 @@ class Settings(BaseModel):
     chat_base_url: str | None = None
     chat_api_key: str | None = None
     embedding_model: str | None = None  # a sentence-transformers folder; None = the embedded MiniLM
+    # Remote sources (arXiv, PubMed, Wikipedia, web). network=False: never try them (air-gapped machines).
+    network: bool = True
+    http_contact: str | None = None  # User-Agent contact (URL or e-mail); None = the project URL
+    http_timeout_s: float = 30.0
+    http_retries: int = 3  # extra attempts after the first, on 429/5xx/timeouts
+    http_backoff_s: float = 1.0  # first retry wait; doubles each retry unless Retry-After says
+    http_min_interval_s: float | None = None  # None = each service's own pace (arXiv 3 s, PubMed 1/3 s)
+    ncbi_email: str | None = None  # NCBI asks E-utilities clients for a contact address
+    ncbi_api_key: str | None = None  # raises PubMed's rate limit from 3/s to 10/s; never logged
+    arxiv_url: str | None = None  # base URL overrides (mirrors, proxies, tests); None = the public API
+    pubmed_url: str | None = None
+    wikipedia_url: str | None = None
 
     @property
     def database(self) -> Path:
         return self.home / "ftagent.sqlite"
+
+    @property
+    def http_cache(self) -> Path:
+        """Where every job's HTTP answers are cached, so a repeated job downloads nothing twice."""
+        return self.home / "http-cache"
 
     def job_paths(self, job_id: str) -> JobPaths:
         return JobPaths(self.home / "jobs" / job_id)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from graphs.spec import JobSpec
+from graphs.spec import Curation, JobSpec
 
 MAX_EPOCHS = 8.0
+MAX_RESEARCH_QUERIES = 12
+REMOTE_SOURCES = frozenset({"arxiv", "pubmed", "wikipedia", "web"})
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,25 @@ class Remedy:
         return asdict(self)
 
 
+def searches_remote_sources(spec: JobSpec) -> bool:
+    """Whether the researcher searches remote sources: named ones, or chosen by subject (no docs, no URLs)."""
+    return bool(REMOTE_SOURCES & set(spec.sources)) or not (spec.sources or spec.docs_path or spec.urls)
+
+
 def remedy_for_too_little_data(spec: JobSpec, train_examples: int) -> Remedy:
-    """Widen curation: lower relevance thresholds so more chunks reach the generator."""
+    """Widen curation first (cheap, offline): lower relevance thresholds so more chunks reach the generator.
+    When curation is already widened and the job searches remote sources, widen the research instead:
+    twice the queries per source, and Wikipedia added when the job named sources without it."""
+    widened = spec.curation.doc_relevance_threshold < Curation().doc_relevance_threshold
+    research = spec.research
+    if widened and searches_remote_sources(spec) and research.max_queries < MAX_RESEARCH_QUERIES:
+        extra = research.extra_sources + (["wikipedia"] if spec.sources and "wikipedia" not in
+                                          [*spec.sources, *research.extra_sources] else [])
+        return Remedy(
+            route="researcher", section="research",
+            changes={"max_queries": min(MAX_RESEARCH_QUERIES, research.max_queries * 2), "extra_sources": extra},
+            reason=f"too little data: {train_examples} training examples, the gate needs "
+                   f"{spec.gates.min_train_examples}, and curation is already widened; searching more widely")
     return Remedy(
         route="curator", section="curation",
         changes={"doc_relevance_threshold": round(spec.curation.doc_relevance_threshold - 0.1, 3),

@@ -43,10 +43,17 @@ def metrics_table(base: dict[str, Any], tuned: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+_SOURCE_NOUNS = {"pubmed": ("PubMed abstract", "PubMed abstracts"), "arxiv": ("arXiv paper", "arXiv papers"),
+                 "wikipedia": ("Wikipedia article", "Wikipedia articles"), "web": ("web page", "web pages"),
+                 "local": ("local document", "local documents")}
+
+
 def sources_summary(documents: list[dict[str, Any]], kept_titles: set[str] | None = None) -> str:
-    """'12 local documents: A, B, C …'."""
+    """'42 PubMed abstracts, 17 arXiv papers and 3 Wikipedia articles: A, B, C …'."""
     counts = Counter(d["source"] for d in documents)
-    parts = [f"{n} {source} document{'s' if n != 1 else ''}" for source, n in counts.most_common()]
+    parts = [f"{n} {_SOURCE_NOUNS.get(source, (source + ' document', source + ' documents'))[n != 1]}"
+             for source, n in counts.most_common()]
+    parts = [", ".join(parts[:-1]) + " and " + parts[-1]] if len(parts) > 1 else parts
     titles = ", ".join(d["title"] for d in documents[:6]) + (" …" if len(documents) > 6 else "")
     return f"{' and '.join(parts)}: {titles}" if documents else "no documents"
 
@@ -69,6 +76,16 @@ def rounds_section(state: JobState) -> list[str]:
     return lines
 
 
+def research_lines(research: dict[str, Any]) -> list[str]:
+    """Which sources were searched and why, with what queries, and how much came from the HTTP cache."""
+    lines = [f"- {s['source']}: {s['documents']} of {s['quota']} documents ({s['reason']}); queries: "
+             + (", ".join(repr(q["query"]) for q in s["searches"]) or "none") for s in research.get("sources", [])]
+    if http := research.get("http"):
+        lines.append(f"- HTTP: {http['cache_hits']} answers from the cache, {http['network_requests']} "
+                     f"network requests (cache in {research.get('cache')})")
+    return lines
+
+
 def job_report(state: JobState) -> str:
     """The whole job on one page: documents, data, training, metrics, gates, rounds, the model."""
     curation, dataset = state.get("curation") or {}, state.get("dataset") or {}
@@ -79,6 +96,7 @@ def job_report(state: JobState) -> str:
     lines += [f"- dropped as off-topic: {d['title']} (relevance {d['relevance']})"
               for d in curation.get("documents_dropped", [])]
     lines += [f"- skipped: {s['what']}: {s['reason']}" for s in state.get("skipped", [])]
+    lines += research_lines(state.get("research") or {})
     if curation:
         lines += [f"- chunks kept {curation['chunks_kept']} of {curation['chunks_in']}; dropped: "
                   f"{curation.get('dropped_chunks') or 'none'}"]

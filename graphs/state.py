@@ -18,6 +18,7 @@ class JobState(TypedDict, total=False):
     round: int  # training rounds started; the cap is spec.max_rounds (+1 for the first)
     documents: Annotated[list[dict[str, Any]], operator.add]  # kept documents' provenance + file path
     skipped: Annotated[list[dict[str, Any]], operator.add]  # per-item failures: {what, reason, phase}
+    research: dict[str, Any]  # the last research pass: sources and why, queries, HTTP cache hits/misses
     curation: dict[str, Any]
     dataset: dict[str, Any]
     adjustments: dict[str, Any]  # the critic's changes to curation/generation/training, applied on top of spec
