@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,3 +48,84 @@ def detect_hardware() -> Hardware:
     bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
     note = "no GPU; CPU " + ("with native bf16 (avx512_bf16/amx): bf16 autocast" if bf16 else "without native bf16: fp32")
     return Hardware("cpu", bf16, threads, memory, note)
+
+
+def available_memory_bytes() -> int:
+    """Memory this process can still use (psutil's "available": free plus reclaimable caches)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def process_rss_mb() -> float:
+    """Resident memory of this process in MiB, for the per-step metrics."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the activation estimate needs to know about a decoder-only transformer."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    vocab: int
+    parameters: int
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    micro_batch: int
+    gradient_accumulation: int
+    gradient_checkpointing: bool
+    estimated_bytes: int
+    budget_bytes: int
+    note: str
+
+    @property
+    def fits(self) -> bool:
+        """Whether the estimate stays within the budget."""
+        return self.estimated_bytes <= self.budget_bytes
+
+
+def activation_bytes_per_token(shape: ModelShape, seq_len: int, checkpointing: bool) -> int:
+    """Rough fp32 bytes kept for the backward pass per token in LoRA training.
+
+    Per layer a Llama-style block keeps ~20 hidden-sized and ~6 intermediate-sized tensors (norm inputs,
+    q/k/v/o, LoRA dropout copies, gate/up/act/product) plus the attention weights of the math SDPA path
+    (heads x seq). With checkpointing only each layer's input stays, plus one layer recomputed at a time.
+    The loss head keeps logits, softmax and their gradient (~3 x vocab) for the supervised tokens."""
+    per_layer = 20 * shape.hidden + 6 * shape.intermediate + shape.heads * seq_len
+    kept = shape.layers * shape.hidden + per_layer if checkpointing else shape.layers * per_layer
+    return 4 * (kept + 3 * shape.vocab)
+
+
+def plan_memory(shape: ModelShape, seq_len: int, batch_size: int, available: int,
+                accumulation: int | None = None, checkpointing: bool | None = None,
+                fraction: float = 0.6) -> MemoryPlan:
+    """Micro-batch, gradient accumulation and checkpointing that fit `fraction` of the available memory.
+
+    The optimizer-step batch stays `batch_size` examples (split into micro-batches); checkpointing is
+    turned on only when even one example per micro-batch would not fit without it. Explicit
+    `accumulation` / `checkpointing` values are kept as given."""
+    budget = int(fraction * available) - 4 * shape.parameters  # fp32 weights stay resident
+    options = [checkpointing] if checkpointing is not None else [False, True]
+    for use_checkpointing in options:
+        per_example = activation_bytes_per_token(shape, seq_len, use_checkpointing) * seq_len
+        steps = [accumulation] if accumulation else [a for a in range(1, batch_size + 1) if batch_size % a == 0
+                                                     or a == batch_size]
+        for accum in steps:
+            micro = math.ceil(batch_size / accum)
+            if micro * per_example <= budget or (accumulation and use_checkpointing == options[-1]):
+                note = (f"{micro} x {accum} accumulation for {batch_size} examples of <= {seq_len} tokens: "
+                        f"~{micro * per_example / 2**30:.1f} GiB of activations within a "
+                        f"{max(budget, 0) / 2**30:.1f} GiB budget"
+                        + ("; gradient checkpointing on to fit" if use_checkpointing else ""))
+                return MemoryPlan(micro, accum, use_checkpointing, micro * per_example, budget, note)
+    per_example = activation_bytes_per_token(shape, seq_len, True) * seq_len
+    return MemoryPlan(1, batch_size, True, per_example, budget,
+                      f"even one example of {seq_len} tokens (~{per_example / 2**30:.1f} GiB) exceeds the "
+                      f"{max(budget, 0) / 2**30:.1f} GiB budget")

@@ -1,11 +1,14 @@
 """The LoRA training recipe: a validated config in, a typed result out.
 
-setup (model, adapter, data) -> train (length-grouped batches, loss on the assistant's tokens only)
--> checkpoint (every N steps and at each epoch end, atomically, last K kept) -> cleanup.
-A resumed run continues from the newest checkpoint with the same data order and RNG state."""
+setup (model, adapter, data, memory plan) -> train (length-grouped micro-batches with gradient
+accumulation, loss on the assistant's tokens only, anomaly watch with rollback) -> checkpoint (every N
+steps and at each epoch end, atomically, last K kept) -> cleanup (best adapter, loss-curve PNG).
+A resumed run continues from the newest checkpoint with the same data order and RNG state, so its
+loss history matches an uninterrupted run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -18,7 +21,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from tools.hardware import detect_hardware
+from tools.hardware import (
+    Hardware,
+    ModelShape,
+    available_memory_bytes,
+    detect_hardware,
+    plan_memory,
+    process_rss_mb,
+)
 
 
 class TrainingError(RuntimeError):
@@ -32,6 +42,9 @@ class TrainingConfig(BaseModel):
     output_dir: str
     checkpoint_dir: str
     metrics_path: str | None = None
+    plot_path: str | None = None  # loss-curve PNG; default: loss_curve.png next to metrics_path
+    backend: Literal["auto", "peft", "unsloth"] = "auto"
+    qlora: bool = False  # 4-bit base weights via bitsandbytes; CUDA only
     epochs: float = Field(2.0, gt=0, le=50)
     max_steps: int | None = Field(None, ge=1)
     learning_rate: float = Field(2e-4, gt=0, lt=1)
@@ -39,7 +52,9 @@ class TrainingConfig(BaseModel):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1)  # examples per optimizer step
+    gradient_accumulation: int | None = Field(None, ge=1)  # None: from free memory and sequence length
+    gradient_checkpointing: bool | None = None  # None: only when memory needs it
     max_seq_len: int = Field(384, ge=16)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = 0.0
@@ -50,6 +65,12 @@ class TrainingConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     threads: int | None = None
     seed: int = 0
+    max_rollbacks: int = Field(2, ge=0)
+    spike_factor: float = Field(3.0, gt=1)  # loss above this x its moving average is an anomaly
+    grad_spike_factor: float = Field(10.0, gt=1)  # grad norm above this x its moving average too
+    anomaly_warmup_steps: int = Field(10, ge=1)  # moving averages settle before spikes count
+    rollback_lr_factor: float = Field(0.5, gt=0, lt=1)
+    inject_nan_at_step: int | None = Field(None, ge=1)  # test hook: NaN loss once at this step
 
     @field_validator("target_modules")
     @classmethod
@@ -69,6 +90,7 @@ class StepMetrics:
     grad_norm: float
     tokens_per_second: float
     elapsed_seconds: float
+    rss_mb: float = 0.0
 
 
 @dataclass
@@ -88,6 +110,13 @@ class TrainingResult:
     device: str
     truncated_examples: int
     loss_history: list[float] = field(default_factory=list)
+    backend: str = "peft"
+    rollbacks: int = 0
+    micro_batch: int = 0
+    gradient_accumulation: int = 1
+    gradient_checkpointing: bool = False
+    plot_path: str | None = None
+    peak_rss_mb: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,6 +126,34 @@ class TrainingResult:
 class EncodedExample:
     input_ids: list[int]
     labels: list[int]
+
+
+@dataclass
+class Progress:
+    """Everything about a run's position that a checkpoint must carry for an exact resume."""
+
+    loss_history: list[float] = field(default_factory=list)
+    val_history: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    best_val: float | None = None
+    bad_epochs: int = 0
+    train_tokens: int = 0
+    best_adapter: dict | None = None
+    stopped_early: bool = False
+    rollbacks: int = 0
+    lr_scale: float = 1.0
+    loss_ema: float | None = None
+    grad_ema: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Progress:
+        """Read a checkpoint's progress (older checkpoints lack the newer keys)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class TrainingAnomaly(Exception):
+    """A step went wrong (non-finite or spiking loss, exploding gradients); the run rolls back."""
 
 
 def encode_chat(tokenizer, messages: Sequence[dict], max_seq_len: int) -> tuple[EncodedExample, bool]:
@@ -128,8 +185,43 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -
     return batches
 
 
+def write_loss_plot(path: Path, history: Sequence[float], val_steps: Sequence[int],
+                    val_history: Sequence[float]) -> Path:
+    """A PNG of the training loss per step and the validation loss at epoch ends (Agg, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(range(1, len(history) + 1), history, label="train loss", linewidth=1)
+    if val_history:
+        axes.plot(val_steps[-len(val_history):], val_history, "o-", label="val loss")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss per assistant token")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".partial.png")
+    figure.savefig(str(staging))
+    staging.replace(path)
+    return path
+
+
+def model_shape(model) -> ModelShape:
+    """Sizes of a transformers causal LM, for the memory plan."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    return ModelShape(hidden=hidden, intermediate=int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden),
+                      layers=int(getattr(config, "num_hidden_layers", 1) or 1),
+                      heads=int(getattr(config, "num_attention_heads", 1) or 1),
+                      vocab=int(getattr(config, "vocab_size", 0) or 0),
+                      parameters=sum(p.numel() for p in model.parameters()))
+
+
 class LoraRecipe:
-    """peft + transformers LoRA on CPU, MPS or CUDA."""
+    """peft + transformers LoRA on CPU, MPS or CUDA (QLoRA on CUDA)."""
 
     name = "peft"
 
@@ -138,12 +230,14 @@ class LoraRecipe:
         self.config = config
         self.on_step = on_step or (lambda metrics: None)
         self.on_event = on_event or (lambda message, data: None)
+        self._nan_injected = False
+        self._initial_state: dict | None = None
+        self.peak_rss_mb = 0.0
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, train: Sequence[dict], val: Sequence[dict]) -> None:
+        """Load the base model, attach the adapter, encode the data, plan memory, build the optimizer."""
         import torch
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         cfg = self.config
         if len(train) < 2:
@@ -151,33 +245,72 @@ class LoraRecipe:
         hardware = detect_hardware()
         self.device = hardware.device
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and hardware.bf16)
-        torch.set_num_threads(cfg.threads or hardware.cpu_threads)
-        self.on_event("training setup", {"device": hardware.device, "bf16": self.bf16, "why": hardware.note})
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(cfg.base_model_path)
-            model = AutoModelForCausalLM.from_pretrained(cfg.base_model_path, dtype=torch.float32)
-        except (OSError, ValueError) as error:
-            raise TrainingError(f"cannot load the base model at {cfg.base_model_path}: {error}") from error
-        if not getattr(model, "can_generate", lambda: False)():
-            raise TrainingError(f"{cfg.base_model_path} is not a causal language model")
+        threads = cfg.threads or hardware.cpu_threads
+        torch.set_num_threads(threads)
+        self.on_event("training setup", {"device": hardware.device, "bf16": self.bf16, "threads": threads,
+                                         "why": hardware.note})
+        self.tokenizer, model = self._load_base_model(hardware)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._check_targets(model)
+        self.model = self._attach_adapter(model)
+        self._encode_data(train, val)
+        self._apply_memory_plan(model)
+        torch.manual_seed(cfg.seed)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
+        self.batches_per_epoch = self.steps_per_epoch  # optimizer steps per epoch (older name)
+        self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
+        self._build_optimizer()
+        self._initial_state = self._state_snapshot()
+
+    def _load_base_model(self, hardware: Hardware):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = self.config.base_model_path
+        extra = self._quantization_kwargs(hardware)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
+        except ValueError as error:
+            if "Unrecognized configuration class" in str(error):
+                raise TrainingError(f"{path} is not a causal language model "
+                                    f"(AutoModelForCausalLM cannot load it): {str(error)[:200]}") from error
+            raise TrainingError(f"cannot load the base model at {path}: {error}") from error
+        except OSError as error:
+            raise TrainingError(f"cannot load the base model at {path}: {error}") from error
+        if not getattr(model, "can_generate", lambda: False)():
+            raise TrainingError(f"{path} is not a causal language model")
+        return tokenizer, model
+
+    def _quantization_kwargs(self, hardware: Hardware) -> dict:
+        """QLoRA: 4-bit NF4 base weights through bitsandbytes, imported only when asked for on CUDA."""
+        if not self.config.qlora:
+            return {}
+        if hardware.device != "cuda":
+            raise TrainingError(f"QLoRA needs a CUDA GPU with bitsandbytes; this machine has {hardware.device}")
+        try:
+            import bitsandbytes  # noqa: F401 - presence check; transformers drives it
+            import torch
+            from transformers import BitsAndBytesConfig
+        except ImportError as error:
+            raise TrainingError(f"QLoRA needs bitsandbytes: {error}") from error
+        return {"quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if hardware.bf16 else torch.float16)}
+
+    def _attach_adapter(self, model):
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.config
+        if cfg.qlora:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=cfg.target_modules, task_type="CAUSAL_LM")
-        self.model = get_peft_model(model, lora).to(self.device)
-        self.train_set, truncated_train = self._encode(train)
-        self.val_set, truncated_val = self._encode(val)
-        self.truncated = truncated_train + truncated_val
-        torch.manual_seed(cfg.seed)
-        self.batches_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
-        self.total_steps = cfg.max_steps or max(1, math.ceil(self.batches_per_epoch * cfg.epochs))
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        from transformers import get_cosine_schedule_with_warmup
-
-        self.scheduler = get_cosine_schedule_with_warmup(
-            self.optimizer, math.ceil(cfg.warmup_ratio * self.total_steps), self.total_steps)
+        peft_model = get_peft_model(model, lora)
+        return peft_model if cfg.qlora else peft_model.to(self.device)
 
     def _check_targets(self, model) -> None:
         targets = self.config.target_modules
@@ -189,6 +322,15 @@ class LoraRecipe:
             raise TrainingError(f"target modules {missing} do not exist in the model (it has e.g. "
                                 f"{sorted(n for n in names if n.endswith('proj'))[:8]})")
 
+    def _encode_data(self, train: Sequence[dict], val: Sequence[dict]) -> None:
+        self.train_set, truncated_train = self._encode(train)
+        self.val_set, truncated_val = self._encode(val)
+        self.truncated = truncated_train + truncated_val
+        if self.truncated:
+            self.on_event("examples truncated", {"count": self.truncated, "max_seq_len": self.config.max_seq_len})
+        if len(self.train_set) < 2:
+            raise TrainingError(f"need at least 2 training examples with assistant tokens, got {len(self.train_set)}")
+
     def _encode(self, records: Sequence[dict]) -> tuple[list[EncodedExample], int]:
         encoded, truncated = [], 0
         for record in records:
@@ -197,6 +339,34 @@ class LoraRecipe:
             if any(label != -100 for label in example.labels):
                 encoded.append(example)
         return encoded, truncated
+
+    def _apply_memory_plan(self, model) -> None:
+        """Split the step's batch into micro-batches that fit, and checkpoint activations only if needed."""
+        cfg = self.config
+        longest = max(len(e.input_ids) for e in self.train_set)
+        plan = plan_memory(model_shape(model), longest, cfg.batch_size, available_memory_bytes(),
+                           cfg.gradient_accumulation, cfg.gradient_checkpointing)
+        if not plan.fits and cfg.gradient_accumulation is None:
+            raise TrainingError(f"not enough memory to train: {plan.note}")
+        self.micro_batch, self.accumulation = plan.micro_batch, plan.gradient_accumulation
+        self.checkpointing = plan.gradient_checkpointing
+        if self.checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.on_event("memory plan", {"micro_batch": plan.micro_batch, "gradient_accumulation": plan.gradient_accumulation,
+                                      "gradient_checkpointing": plan.gradient_checkpointing, "why": plan.note})
+
+    def _build_optimizer(self) -> None:
+        import torch
+        from transformers import get_cosine_schedule_with_warmup
+
+        cfg = self.config
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.trainable = parameters
+        # foreach: one kernel per op over all LoRA tensors instead of a Python loop per tensor
+        self.optimizer = torch.optim.AdamW(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           foreach=True)
+        self.scheduler = get_cosine_schedule_with_warmup(
+            self.optimizer, math.ceil(cfg.warmup_ratio * self.total_steps), self.total_steps)
 
     # -- batches ---------------------------------------------------------------------------------
     def _collate(self, examples: Sequence[EncodedExample]):
@@ -215,17 +385,47 @@ class LoraRecipe:
         return ids.to(self.device), mask.to(self.device), labels.to(self.device)
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's optimizer-step batches (a function of seed and epoch only)."""
         lengths = [len(e.input_ids) for e in self.train_set]
         return length_grouped_batches(lengths, self.config.batch_size, self.config.seed + epoch)
 
-    def _autocast(self):
-        import contextlib
+    def _micro_batches(self, batch: list[int]) -> list[list[EncodedExample]]:
+        """One step's examples sorted by length and split into micro-batches (little padding each)."""
+        ordered = sorted(batch, key=lambda i: len(self.train_set[i].input_ids))
+        return [[self.train_set[i] for i in ordered[k : k + self.micro_batch]]
+                for k in range(0, len(ordered), self.micro_batch)]
 
+    def _autocast(self):
         import torch
 
         if self.bf16:
             return torch.autocast(device_type=self.device if self.device != "mps" else "cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    # -- loss ------------------------------------------------------------------------------------
+    def _loss_sum(self, ids, mask, labels):
+        """Summed cross-entropy over the supervised tokens.
+
+        The vocabulary projection runs only on positions whose next token is supervised: for a
+        49k-token vocabulary that head is a fifth of the model's FLOPs, and prompt positions need none."""
+        import torch.nn.functional as F
+
+        causal_lm = self.model.get_base_model()
+        decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
+        if decoder is None or head is None or getattr(causal_lm.config, "final_logit_softcapping", None):
+            return self._loss_sum_full(ids, mask, labels)
+        with self._autocast():
+            hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            targets = labels[:, 1:]
+            supervised = targets != -100
+            logits = head(hidden[:, :-1][supervised])
+        return F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+
+    def _loss_sum_full(self, ids, mask, labels):
+        """Fallback through the model's own loss (mean) for heads we should not bypass."""
+        with self._autocast():
+            loss = self.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+        return loss * int((labels[:, 1:] != -100).sum())
 
     def evaluate_loss(self, examples: Sequence[EncodedExample]) -> float | None:
         """Mean loss per assistant token over a set (None when the set is empty)."""
@@ -235,13 +435,12 @@ class LoraRecipe:
             return None
         self.model.eval()
         total, count = 0.0, 0
+        ordered = sorted(examples, key=lambda e: len(e.input_ids))
         with torch.no_grad():
-            for start in range(0, len(examples), self.config.batch_size):
-                ids, mask, labels = self._collate(examples[start : start + self.config.batch_size])
-                with self._autocast():
-                    loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                tokens = int((labels[:, 1:] != -100).sum())
-                total, count = total + float(loss) * tokens, count + tokens
+            for start in range(0, len(ordered), self.micro_batch):
+                ids, mask, labels = self._collate(ordered[start : start + self.micro_batch])
+                total += float(self._loss_sum(ids, mask, labels))
+                count += int((labels[:, 1:] != -100).sum())
         self.model.train()
         return total / max(1, count)
 
@@ -250,7 +449,19 @@ class LoraRecipe:
         root = Path(self.config.checkpoint_dir)
         return sorted(p for p in root.glob("step-*") if (p / "state.pt").exists()) if root.exists() else []
 
-    def save_checkpoint(self, step: int, progress: dict) -> Path:
+    def _state_snapshot(self) -> dict:
+        import copy
+
+        import torch
+        from peft import get_peft_model_state_dict
+
+        return {"adapter": {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(), "step": 0, "progress": asdict(Progress())}
+
+    def save_checkpoint(self, step: int, progress: Progress | dict) -> Path:
+        """Write adapter, optimizer, scheduler, RNG states and progress to step-N, atomically."""
         import torch
         from peft import get_peft_model_state_dict
 
@@ -267,7 +478,7 @@ class LoraRecipe:
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
             "step": step,
-            "progress": progress,
+            "progress": asdict(progress) if isinstance(progress, Progress) else progress,
         }, staging / "state.pt")
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
@@ -275,9 +486,22 @@ class LoraRecipe:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def load_latest_checkpoint(self) -> tuple[int, dict]:
+    def _restore(self, state: dict) -> tuple[int, Progress]:
         import torch
         from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, state["adapter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        progress = Progress.from_dict(state["progress"])
+        self._scale_learning_rate(progress.lr_scale)
+        return int(state["step"]), progress
+
+    def load_latest_checkpoint(self) -> tuple[int, Progress]:
+        """Restore the newest readable checkpoint; (0, fresh progress) when there is none."""
+        import torch
 
         for checkpoint in reversed(self._checkpoints()):
             try:
@@ -285,86 +509,149 @@ class LoraRecipe:
             except (OSError, RuntimeError, EOFError) as error:
                 self.on_event("unreadable checkpoint skipped", {"path": str(checkpoint), "reason": str(error)})
                 continue
-            set_peft_model_state_dict(self.model, state["adapter"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
-            random.setstate(state["python_rng"])
-            return int(state["step"]), state["progress"]
-        return 0, {}
+            return self._restore(state)
+        return 0, Progress()
+
+    def _scale_learning_rate(self, scale: float) -> None:
+        """Scale the schedule's peak LR (after a rollback) and the current LR with it."""
+        self.scheduler.base_lrs = [self.config.learning_rate * scale for _ in self.scheduler.base_lrs]
+        for group, base, schedule in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                         self.scheduler.lr_lambdas):
+            group["lr"] = base * schedule(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    # -- anomaly watch ---------------------------------------------------------------------------
+    def _check_step(self, step: int, loss: float, grad_norm: float, progress: Progress) -> None:
+        """Raise TrainingAnomaly for a non-finite loss, a loss spike or exploding gradients."""
+        cfg = self.config
+        if not math.isfinite(loss):
+            raise TrainingAnomaly(f"loss became {loss} at step {step}")
+        if not math.isfinite(grad_norm):
+            raise TrainingAnomaly(f"gradient norm became {grad_norm} at step {step}")
+        settled = len(progress.loss_history) >= cfg.anomaly_warmup_steps
+        if settled and progress.loss_ema and loss > cfg.spike_factor * progress.loss_ema:
+            raise TrainingAnomaly(f"loss spiked to {loss:.3f} at step {step} "
+                                  f"(> {cfg.spike_factor:g} x moving average {progress.loss_ema:.3f})")
+        if settled and progress.grad_ema and grad_norm > cfg.grad_spike_factor * progress.grad_ema:
+            raise TrainingAnomaly(f"gradient norm exploded to {grad_norm:.3g} at step {step} "
+                                  f"(> {cfg.grad_spike_factor:g} x moving average {progress.grad_ema:.3g})")
+
+    @staticmethod
+    def _update_averages(progress: Progress, loss: float, grad_norm: float, decay: float = 0.9) -> None:
+        progress.loss_ema = loss if progress.loss_ema is None else decay * progress.loss_ema + (1 - decay) * loss
+        progress.grad_ema = (grad_norm if progress.grad_ema is None
+                             else decay * progress.grad_ema + (1 - decay) * grad_norm)
+
+    def _roll_back(self, anomaly: TrainingAnomaly, progress: Progress) -> tuple[int, Progress]:
+        """Back to the newest checkpoint (or the initial state) with a lower LR, or give up after the cap."""
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        rollbacks = progress.rollbacks + 1
+        if rollbacks > cfg.max_rollbacks:
+            self.on_event("training failed", {"reason": str(anomaly), "rollbacks": progress.rollbacks})
+            raise TrainingError(f"{anomaly}; gave up after {cfg.max_rollbacks} rollbacks")
+        step, restored = self.load_latest_checkpoint()
+        if not step:
+            step, restored = self._restore(self._initial_state)
+        restored.rollbacks = rollbacks
+        restored.lr_scale = progress.lr_scale * cfg.rollback_lr_factor
+        self._scale_learning_rate(restored.lr_scale)
+        self.on_event("rolled back", {"reason": str(anomaly), "to_step": step, "rollback": rollbacks,
+                                      "max_rollbacks": cfg.max_rollbacks, "lr_scale": restored.lr_scale})
+        return step, restored
 
     # -- train -----------------------------------------------------------------------------------
-    def train(self) -> TrainingResult:
+    def _train_step(self, step: int, batch: list[int]) -> tuple[float, float, int]:
+        """Forward/backward over the step's micro-batches, clip, update. Returns (loss, grad_norm, tokens)."""
         import torch
 
+        micro_batches = [self._collate(examples) for examples in self._micro_batches(batch)]
+        supervised = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in micro_batches)
+        loss_total, tokens = 0.0, 0
+        for ids, mask, labels in micro_batches:
+            loss = self._loss_sum(ids, mask, labels) / supervised
+            if self.config.inject_nan_at_step == step and not self._nan_injected:
+                self._nan_injected = True
+                loss = loss * float("nan")
+            if not torch.isfinite(loss):
+                return float(loss.detach()), float("nan"), tokens
+            loss.backward()
+            loss_total += float(loss.detach())
+            tokens += int(mask.sum())
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
+        return loss_total, grad_norm, tokens
+
+    def _apply_update(self) -> None:
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train(self) -> TrainingResult:
+        """Run from the newest checkpoint (or the start) to the last step or an early stop."""
         cfg = self.config
         start_step, progress = self.load_latest_checkpoint()
         if start_step:
             self.on_event("resumed from checkpoint", {"step": start_step})
-        history: list[float] = progress.get("loss_history", [])
-        val_history: list[float] = progress.get("val_history", [])
-        best_val: float | None = progress.get("best_val")
-        bad_epochs: int = progress.get("bad_epochs", 0)
-        trained_tokens: int = progress.get("train_tokens", 0)
-        best_adapter = progress.get("best_adapter")
-        stopped_early = progress.get("stopped_early", False)
         started, session_tokens = time.monotonic(), 0
         self.model.train()
-        metrics_file = Path(cfg.metrics_path).open("a") if cfg.metrics_path else None
-        step = start_step
-        batches: list[list[int]] = []
-        try:
-            while step < self.total_steps and not stopped_early:
-                epoch, position = divmod(step, self.batches_per_epoch)
-                if position == 0 or not batches:
-                    batches = self._epoch_batches(epoch)
-                ids, mask, labels = self._collate([self.train_set[i] for i in batches[position]])
-                with self._autocast():
-                    loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"loss became {float(loss)} at step {step + 1}")
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                    [p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm))
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
+        step, epoch_cached, batches = start_step, -1, []
+        with contextlib.ExitStack() as stack:
+            metrics_file = stack.enter_context(Path(cfg.metrics_path).open("a")) if cfg.metrics_path else None
+            while step < self.total_steps and not progress.stopped_early:
+                epoch, position = divmod(step, self.steps_per_epoch)
+                if epoch != epoch_cached:
+                    batches, epoch_cached = self._epoch_batches(epoch), epoch
+                loss, grad_norm, tokens = self._train_step(step + 1, batches[position])
+                try:
+                    self._check_step(step + 1, loss, grad_norm, progress)
+                except TrainingAnomaly as anomaly:
+                    step, progress = self._roll_back(anomaly, progress)
+                    continue
+                self._apply_update()
                 step += 1
-                tokens = int(mask.sum())
+                self._update_averages(progress, loss, grad_norm)
                 session_tokens += tokens
-                trained_tokens += tokens
-                history.append(float(loss.detach()))
-                elapsed = time.monotonic() - started
-                metrics = StepMetrics(step, self.total_steps, step / self.batches_per_epoch, history[-1],
-                                      self.scheduler.get_last_lr()[0], grad_norm,
-                                      session_tokens / max(elapsed, 1e-9), elapsed)
-                self.on_step(metrics)
-                if metrics_file:
-                    metrics_file.write(json.dumps(asdict(metrics)) + "\n")
-                    metrics_file.flush()
-                epoch_end = step % self.batches_per_epoch == 0 or step == self.total_steps
-                if epoch_end:
-                    val_loss = self.evaluate_loss(self.val_set)
-                    if val_loss is not None:
-                        val_history.append(val_loss)
-                        if best_val is None or val_loss < best_val - 1e-4:
-                            best_val, bad_epochs = val_loss, 0
-                            best_adapter = self._adapter_copy()
-                        else:
-                            bad_epochs += 1
-                            stopped_early = bad_epochs >= cfg.early_stopping_patience
-                        self.on_event("epoch end", {"step": step, "val_loss": round(val_loss, 4),
-                                                    "stopped_early": stopped_early})
-                if epoch_end or step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint(step, {
-                        "loss_history": history, "val_history": val_history, "best_val": best_val,
-                        "bad_epochs": bad_epochs, "train_tokens": trained_tokens,
-                        "best_adapter": best_adapter, "stopped_early": stopped_early})
-        finally:
-            if metrics_file:
-                metrics_file.close()
-        return self.cleanup(step, start_step, history, val_history, best_val, best_adapter,
-                            trained_tokens, session_tokens, time.monotonic() - started, stopped_early)
+                progress.train_tokens += tokens
+                progress.loss_history.append(loss)
+                self._report_step(step, progress, grad_norm, session_tokens, started, metrics_file)
+                self._end_of_step(step, progress)
+        return self.cleanup(step, start_step, progress, session_tokens, time.monotonic() - started)
+
+    def _report_step(self, step: int, progress: Progress, grad_norm: float, session_tokens: int,
+                     started: float, metrics_file) -> None:
+        elapsed = time.monotonic() - started
+        rss = process_rss_mb()
+        self.peak_rss_mb = max(self.peak_rss_mb, rss)
+        metrics = StepMetrics(step, self.total_steps, step / self.steps_per_epoch, progress.loss_history[-1],
+                              self.scheduler.get_last_lr()[0], grad_norm,
+                              session_tokens / max(elapsed, 1e-9), elapsed, round(rss, 1))
+        self.on_step(metrics)
+        if metrics_file:
+            metrics_file.write(json.dumps(asdict(metrics)) + "\n")
+            metrics_file.flush()
+
+    def _end_of_step(self, step: int, progress: Progress) -> None:
+        """Validation and early stopping at an epoch end; a checkpoint then and every N steps."""
+        epoch_end = step % self.steps_per_epoch == 0 or step == self.total_steps
+        if epoch_end:
+            self._validate(step, progress)
+        if epoch_end or step % self.config.checkpoint_every == 0:
+            self.save_checkpoint(step, progress)
+
+    def _validate(self, step: int, progress: Progress) -> None:
+        val_loss = self.evaluate_loss(self.val_set)
+        if val_loss is None:
+            return
+        progress.val_history.append(val_loss)
+        progress.val_steps.append(step)
+        if progress.best_val is None or val_loss < progress.best_val - 1e-4:
+            progress.best_val, progress.bad_epochs = val_loss, 0
+            progress.best_adapter = self._adapter_copy()
+        else:
+            progress.bad_epochs += 1
+            progress.stopped_early = progress.bad_epochs >= self.config.early_stopping_patience
+        self.on_event("epoch end", {"step": step, "val_loss": round(val_loss, 4),
+                                    "stopped_early": progress.stopped_early})
 
     def _adapter_copy(self) -> dict:
         from peft import get_peft_model_state_dict
@@ -372,12 +659,19 @@ class LoraRecipe:
         return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
 
     # -- cleanup ---------------------------------------------------------------------------------
-    def cleanup(self, step, start_step, history, val_history, best_val, best_adapter,
-                trained_tokens, session_tokens, wall, stopped_early) -> TrainingResult:
+    def _plot_path(self) -> Path | None:
+        cfg = self.config
+        if cfg.plot_path:
+            return Path(cfg.plot_path)
+        return Path(cfg.metrics_path).with_name("loss_curve.png") if cfg.metrics_path else None
+
+    def cleanup(self, step: int, start_step: int, progress: Progress, session_tokens: int,
+                wall: float) -> TrainingResult:
+        """Keep the best epoch's adapter, save it atomically with its config, draw the loss curve."""
         from peft import set_peft_model_state_dict
 
-        if best_adapter is not None:
-            set_peft_model_state_dict(self.model, best_adapter)  # keep the epoch with the best val loss
+        if progress.best_adapter is not None:
+            set_peft_model_state_dict(self.model, progress.best_adapter)  # keep the epoch with the best val loss
         output = Path(self.config.output_dir)
         staging = output.with_name(output.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -386,21 +680,34 @@ class LoraRecipe:
         (staging / "training_config.json").write_text(self.config.model_dump_json(indent=2))
         shutil.rmtree(output, ignore_errors=True)
         staging.rename(output)
-        tail = history[-max(1, self.batches_per_epoch):]
+        plot = self._plot_path()
+        if plot and progress.loss_history:
+            write_loss_plot(plot, progress.loss_history, progress.val_steps, progress.val_history)
+        history = progress.loss_history
+        tail = history[-max(1, self.steps_per_epoch):]
         return TrainingResult(
             adapter_dir=str(output), steps=step, total_steps=self.total_steps,
-            train_loss=sum(tail) / len(tail) if tail else float("nan"), val_loss=best_val,
-            val_history=val_history, train_tokens=trained_tokens,
+            train_loss=sum(tail) / len(tail) if tail else float("nan"), val_loss=progress.best_val,
+            val_history=progress.val_history, train_tokens=progress.train_tokens,
             tokens_per_second=session_tokens / max(wall, 1e-9), wall_seconds=wall,
-            resumed_from_step=start_step, stopped_early=stopped_early,
+            resumed_from_step=start_step, stopped_early=progress.stopped_early,
             precision="bf16" if self.bf16 else "fp32", device=self.device,
-            truncated_examples=self.truncated, loss_history=history)
+            truncated_examples=self.truncated, loss_history=history, backend=self.name,
+            rollbacks=progress.rollbacks, micro_batch=self.micro_batch,
+            gradient_accumulation=self.accumulation, gradient_checkpointing=self.checkpointing,
+            plot_path=str(plot) if plot and history else None, peak_rss_mb=round(self.peak_rss_mb, 1))
 
 
 def train_lora(config: TrainingConfig, train: Sequence[dict], val: Sequence[dict],
                on_step: Callable[[StepMetrics], None] | None = None,
                on_event: Callable[[str, dict], None] | None = None) -> TrainingResult:
-    """Run the recipe end to end (resuming from checkpoints in `config.checkpoint_dir` if any)."""
-    recipe = LoraRecipe(config, on_step, on_event)
+    """Run the recipe end to end (resuming from checkpoints in `config.checkpoint_dir` if any) on the
+    backend `config.backend` asks for; the choice and its reason go to `on_event`."""
+    from tools.training_backends import choose_backend, recipe_for
+
+    choice = choose_backend(config.backend)
+    if on_event:
+        on_event("training backend", {"backend": choice.name, "requested": config.backend, "why": choice.reason})
+    recipe = recipe_for(choice.name)(config, on_step, on_event)
     recipe.setup(train, val)
     return recipe.train()
