@@ -112,7 +112,20 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--max-new-tokens", type=int, default=128)
     _add_registry_commands(commands)
+    _add_door_commands(commands)
     return parser
+
+
+def _add_door_commands(commands: Any) -> None:
+    api = commands.add_parser("api", help="HTTP jobs API (and the queue worker) at /api/v1/fine-tuning, docs at /docs")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8321)
+    api.add_argument("--token", help="bearer token (default $FTAGENT_API_TOKEN, else <home>/api_token)")
+    api.add_argument("--no-worker", action="store_true", help="only queue jobs; an `ftagent worker` runs them")
+    worker = commands.add_parser("worker", help="run queued jobs one at a time (resumes interrupted ones first)")
+    worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    chat = commands.add_parser("chat", help="talk to the agent: start, follow and stop jobs, ask models")
+    chat.add_argument("--user", help="your name as the jobs' owner (default: the OS user)")
 
 
 def _add_registry_commands(commands: Any) -> None:
@@ -233,7 +246,42 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
         return _registry_change(service, console, args)
     if args.command == "serve":
         return _serve(service, console, args)
+    if args.command in ("api", "worker", "chat"):
+        return _door(service, console, args)
     raise AssertionError(args.command)
+
+
+def _door(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    """The long-running front doors: the HTTP API, the queue worker, the terminal chat."""
+    if args.command == "api":
+        from agent.api import serve
+
+        console.print(f"jobs API at http://{args.host}:{args.port}/api/v1/fine-tuning (docs at /docs)",
+                      highlight=False)
+        serve(service, args.host, args.port, args.token, with_worker=not args.no_worker)
+        return 0
+    if args.command == "worker":
+        from agent.queue import Worker, WorkerBusy
+
+        worker = Worker(service, listeners=(ProgressPrinter(console),))
+        try:
+            worker.acquire()
+        except WorkerBusy as busy:
+            console.print(f"[red]cannot start:[/red] {busy}", highlight=False)
+            return EXIT_BAD_INPUT
+        if args.once:
+            try:
+                results = worker.drain()
+            finally:
+                worker.release()
+            console.print(f"ran {len(results)} job(s)", highlight=False)
+            return 0
+        worker.release()
+        worker.serve_forever()
+        return 0
+    from agent.chat import run_terminal_chat
+
+    return run_terminal_chat(service, console, args.user)
 
 
 def _registry_change(service: JobService, console: Console, args: argparse.Namespace) -> int:

@@ -6,11 +6,11 @@ import json
 import subprocess
 
 import pytest
+from tiny_job import SUBJECT_SENTENCE, small_corpus, tiny_job_options
 
 from agent.queue import Worker, WorkerBusy, run_job
 from agent.service import JobService, NotOwner
 from graphs.context import resolve_settings
-from tiny_job import SUBJECT_SENTENCE, small_corpus, tiny_job_options
 from tools.feedback import FeedbackError
 from tools.registry import RegistryError
 
