@@ -1,0 +1,240 @@
+"""Benchmark: ftagent's LoRA recipe vs TRL's SFTTrainer on the embedded SmolLM2-135M, same data, same LoRA.
+
+Each trainer runs in its own child process (so peak RSS is its own) for the same number of optimizer
+steps of 8 examples; prints JSON lines: the machine's load and matmul rates, one line per trainer, and a
+comparison line. Effective tokens are non-padding tokens. Model FLOPs per token for LoRA training are
+taken as 4 x params (forward 2N + activation gradients 2N, no weight gradients for frozen weights)
++ 8 x layers x mean_seq_len x hidden (attention scores and values, forward and backward).
+
+    .venv/bin/python bench/bench_trainer.py [--steps 20] [--home /tmp/ftagent-bench] [--dataset train.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SYSTEM_PROMPT = "You answer questions about the documents you were trained on, precisely and briefly."
+
+
+def matmul_gflops(dtype_name: str, threads: int, size: int = 1024, seconds: float = 1.5) -> float:
+    """Measured GFLOP/s of a square matmul at this thread count."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        runs += 1
+    return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
+
+
+def corpus_records(tokenizer, count: int, seed: int = 0) -> list[dict]:
+    """Chat examples of 50-400 tokens from eval_sets/demo_corpus: extractive QA, half of them with the
+    source passage in the user turn (so lengths vary like a real job's)."""
+    from tools.chunking import chunk_document
+    from tools.dataset import to_chat_record
+    from tools.documents import Document
+    from tools.qa_extractive import generate_examples
+
+    records = []
+    for path in sorted((REPO / "eval_sets" / "demo_corpus").glob("*")):
+        if path.suffix not in {".md", ".txt"}:
+            continue
+        document = Document(source="local", native_id=path.name, title=path.stem, text=path.read_text(), uri=str(path))
+        for chunk in chunk_document(document):
+            for index, example in enumerate(generate_examples(chunk, "local")):
+                record = to_chat_record(example, SYSTEM_PROMPT)
+                if index % 2:
+                    record["messages"][1]["content"] = f"Passage: {chunk.text}\n\nQuestion: {example.question}"
+                records.append(record)
+    keep = [r for r in records if 50 <= len(tokenizer.apply_chat_template(r["messages"], tokenize=True)) <= 400]
+    random.Random(seed).shuffle(keep)
+    while len(keep) < count:  # a small corpus: repeat (the bench measures speed, not generalisation)
+        keep += keep[: count - len(keep)]
+    return keep[:count]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def supervised_val_loss(model, tokenizer, records: list[dict], max_len: int) -> float:
+    """Loss per assistant token on the validation records (the same measure for both trainers)."""
+    import torch
+    import torch.nn.functional as F
+
+    from tools.training import encode_chat
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for record in records:
+            example, _ = encode_chat(tokenizer, record["messages"], max_len)
+            ids = torch.tensor([example.input_ids])
+            labels = torch.tensor([example.labels])
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            total += float(F.cross_entropy(logits, labels[0, 1:], ignore_index=-100, reduction="sum"))
+            count += int((labels[0, 1:] != -100).sum())
+    return total / count
+
+
+def run_ours(base: Path, train: list[dict], val: list[dict], args) -> dict:
+    from tools.training import TrainingConfig, train_lora
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ours-"))
+    config = TrainingConfig(base_model_path=str(base), output_dir=str(work / "adapter"),
+                            checkpoint_dir=str(work / "ck"), max_steps=args.steps, batch_size=args.batch,
+                            max_seq_len=args.max_length, lora_r=16, lora_alpha=32, lora_dropout=0.05,
+                            target_modules="all-linear", checkpoint_every=10_000, precision=args.precision,
+                            threads=args.threads, warmup_ratio=0.03, learning_rate=2e-4)
+    steps = []
+    result = train_lora(config, train, val, on_step=steps.append)
+    last = steps[-1]
+    return {"trainer": "ftagent", "steps": result.steps, "effective_tokens": result.train_tokens,
+            "train_seconds": round(last.elapsed_seconds, 2),
+            "effective_tokens_per_s": round(result.train_tokens / last.elapsed_seconds, 1),
+            "val_loss": round(result.val_loss, 4), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "precision": result.precision, "micro_batch": result.micro_batch,
+            "gradient_accumulation": result.gradient_accumulation,
+            "gradient_checkpointing": result.gradient_checkpointing}
+
+
+def run_trl(base: Path, train: list[dict], val: list[dict], args) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    marks: dict[str, float] = {}
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            marks["start"] = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            marks["end"] = time.perf_counter()
+
+    extra = {} if args.trl_bf16 == "default" else {"bf16": args.trl_bf16 == "on"}
+    sft = SFTConfig(output_dir=tempfile.mkdtemp(prefix="bench-trl-"), per_device_train_batch_size=args.batch,
+                    max_length=args.max_length, max_steps=args.steps, logging_steps=1, save_strategy="no",
+                    report_to=[], seed=0, dataloader_num_workers=0, **extra)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=sft, train_dataset=Dataset.from_list([{"messages": r["messages"]}
+                                                                                  for r in train]),
+                         processing_class=tokenizer, peft_config=lora, callbacks=[Clock()])
+    trainer.train()
+    seconds = marks["end"] - marks["start"]
+    tokens = int(trainer._total_train_tokens)
+    return {"trainer": "trl-sft", "steps": args.steps, "effective_tokens": tokens,
+            "train_seconds": round(seconds, 2), "effective_tokens_per_s": round(tokens / seconds, 1),
+            "val_loss": round(supervised_val_loss(trainer.model, tokenizer, val, args.max_length), 4),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "bf16": sft.bf16,
+            "gradient_checkpointing": sft.gradient_checkpointing, "padding_free": sft.padding_free,
+            "assistant_only_loss": sft.assistant_only_loss}
+
+
+def worker(args) -> None:
+    """Child process: one trainer, one JSON line on stdout."""
+    from transformers import AutoTokenizer
+
+    base = Path(args.base)
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    if args.dataset:
+        records = [json.loads(line) for line in Path(args.dataset).read_text().splitlines() if line.strip()]
+        random.Random(0).shuffle(records)
+        train, val = records[: args.steps * args.batch], records[-args.val:]
+    else:
+        records = corpus_records(tokenizer, args.steps * args.batch + args.val)
+        train, val = records[: args.steps * args.batch], records[-args.val:]
+    runner = run_ours if args.worker == "ours" else run_trl
+    print(json.dumps(runner(base, train, val, args)), flush=True)
+
+
+def model_flops_per_token(base: Path, mean_len: float) -> float:
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(base))
+    params = 0
+    for file in base.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as handle:
+            params += sum(_numel(handle.get_slice(key).get_shape()) for key in handle)
+    return 4 * params + 8 * config.num_hidden_layers * mean_len * config.hidden_size
+
+
+def _numel(shape) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", default="/tmp/ftagent-bench")
+    parser.add_argument("--dataset", default=None, help="a job's dataset/train.jsonl instead of the demo corpus")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--val", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--trl-bf16", default="default", choices=["default", "on", "off"],
+                        help="TRL's SFTConfig bf16 (default: TRL's own default)")
+    parser.add_argument("--only", default="both", choices=["both", "ours", "trl"])
+    parser.add_argument("--worker", default=None, choices=["ours", "trl"])
+    parser.add_argument("--base", default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.worker:
+        worker(args)
+        return
+    from tools.base_models import resolve_base_model
+
+    base = resolve_base_model("smollm2-135m", Path(args.home))
+    print(json.dumps({"event": "machine", "load_avg": [round(x, 2) for x in os.getloadavg()],
+                      "threads": args.threads, "fp32_matmul_gflops": round(matmul_gflops("float32", args.threads), 1),
+                      "bf16_matmul_gflops": round(matmul_gflops("bfloat16", args.threads, size=512), 1)}), flush=True)
+    results = {}
+    machine_flops = matmul_gflops("float32", args.threads) * 1e9
+    for name in (["ours", "trl"] if args.only == "both" else [args.only]):
+        command = [sys.executable, __file__, "--worker", name, "--base", str(base)] + sys.argv[1:]
+        output = subprocess.run(command, check=False, capture_output=True, text=True, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        if output.returncode:
+            print(json.dumps({"trainer": name, "error": output.stderr[-2000:]}), flush=True)
+            continue
+        results[name] = json.loads(output.stdout.strip().splitlines()[-1])
+        results[name]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+        mean_len = results[name]["effective_tokens"] / (results[name]["steps"] * args.batch)
+        flops = model_flops_per_token(base, mean_len)
+        results[name]["model_gflops_per_token"] = round(flops / 1e9, 3)
+        results[name]["fraction_of_fp32_matmul"] = round(results[name]["effective_tokens_per_s"] * flops
+                                                         / machine_flops, 3)
+        print(json.dumps(results[name]), flush=True)
+    if len(results) == 2:
+        print(json.dumps({"event": "comparison",
+                          "tokens_per_s_ratio": round(results["ours"]["effective_tokens_per_s"]
+                                                      / results["trl"]["effective_tokens_per_s"], 2),
+                          "val_loss_ours_minus_trl": round(results["ours"]["val_loss"] - results["trl"]["val_loss"], 4)}))
+
+
+if __name__ == "__main__":
+    main()
