@@ -1,0 +1,168 @@
+"""Serving throughput on loopback, printed as JSON lines.
+
+The real server (`tools.serving`, uvicorn on 127.0.0.1, a free port) serves a base model with one
+LoRA adapter (random weights, r=8, all linear layers: the same compute as a tuned adapter); the
+official `openai` client sends a fixed number of greedy chat requests from 1 and then 4 concurrent
+clients. One line for the same generation called directly (no HTTP: the floor), one per concurrency
+level (requests/s, generated tokens/s, latencies), one for streaming time to first token. Each line
+carries the 1-minute load average, because on a shared machine it explains most of the spread. The model is the embedded SmolLM2-135M when
+`resolve_base_model("smollm2-135m", home)` works (the first run converts the GGUF into the home,
+~45 s), else the tiny random test model; the `model` field says which.
+
+Generation holds one lock (one shared model), so 4 clients queue rather than batch: the 4-client
+line shows the queueing cost, not parallel speed-up.
+
+Run: `.venv/bin/python bench/bench_serving.py [--home DIR] [--requests 8] [--max-tokens 48]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tools.serving import create_app, serve_in_background
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = (
+    "What is a stabilizer code?",
+    "Explain the surface code in two sentences.",
+    "Why do qubits need error correction?",
+    "What is a logical qubit?",
+    "How does a syndrome measurement work?",
+    "Name one decoder for the surface code.",
+)
+
+
+def _tiny_model(folder: Path) -> Path:
+    """The tests' tiny random Llama, loaded from its file (tests/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("tiny_model", REPO / "tests" / "tiny_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_tiny_model(folder / "tiny")
+
+
+def base_model(home: Path, scratch: Path) -> tuple[Path, str]:
+    """(model folder, label): the embedded SmolLM2 if it can be had, else the tiny model."""
+    from tools.base_models import resolve_base_model
+
+    try:
+        return resolve_base_model("smollm2-135m", home), "smollm2-135m (embedded GGUF, fp32 safetensors)"
+    except Exception as error:  # noqa: BLE001 - any failure means "fall back", and the label says why
+        return _tiny_model(scratch), f"tiny-random-llama (SmolLM2 unavailable: {type(error).__name__})"
+
+
+def random_adapter(base_dir: Path, target: Path) -> Path:
+    """A LoRA adapter with random (non-identity) weights on every linear layer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(str(target))
+    return target
+
+
+def _one_request(client: Any, model: str, index: int, max_tokens: int) -> tuple[float, int]:
+    started = time.perf_counter()
+    reply = client.chat.completions.create(
+        model=model, temperature=0, max_tokens=max_tokens,
+        messages=[{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}])
+    return time.perf_counter() - started, reply.usage.completion_tokens
+
+
+def run_level(client: Any, model: str, concurrency: int, requests: int, max_tokens: int) -> dict[str, Any]:
+    """A fixed number of requests from `concurrency` client threads."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(lambda i: _one_request(client, model, i, max_tokens), range(requests)))
+    seconds = time.perf_counter() - started
+    latencies, tokens = [r[0] for r in results], sum(r[1] for r in results)
+    return {"concurrency": concurrency, "requests": requests, "seconds": round(seconds, 2),
+            "requests_per_s": round(requests / seconds, 3), "generated_tokens": tokens,
+            "generated_tokens_per_s": round(tokens / seconds, 1),
+            "latency_p50_s": round(statistics.median(latencies), 3), "latency_max_s": round(max(latencies), 3)}
+
+
+def time_to_first_token(client: Any, model: str, max_tokens: int, repeats: int = 3) -> dict[str, Any]:
+    """Streaming: seconds until the first content chunk, and the whole stream."""
+    first, total = [], []
+    for index in range(repeats):
+        started, first_at = time.perf_counter(), None
+        stream = client.chat.completions.create(
+            model=model, temperature=0, max_tokens=max_tokens, stream=True,
+            messages=[{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}])
+        for chunk in stream:
+            if first_at is None and chunk.choices and chunk.choices[0].delta.content:
+                first_at = time.perf_counter() - started
+        first.append(first_at or float("nan"))
+        total.append(time.perf_counter() - started)
+    return {"stream": True, "requests": repeats, "ttft_median_s": round(statistics.median(first), 3),
+            "stream_median_s": round(statistics.median(total), 3)}
+
+
+def direct_generation(base: Path, adapter: Path, max_tokens: int, repeats: int = 3) -> dict[str, Any]:
+    """The same greedy generation without HTTP, lock or streaming: the floor the server adds to."""
+    import torch
+
+    from tools.evaluation import load_for_inference
+
+    model, tokenizer = load_for_inference(str(base), str(adapter))
+    started, tokens = time.perf_counter(), 0
+    for index in range(repeats):
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[index]}], tokenize=False,
+                                               add_generation_prompt=True)
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                    max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id)
+        tokens += output.shape[1] - ids.shape[1]
+    seconds = time.perf_counter() - started
+    return {"direct": True, "requests": repeats, "seconds": round(seconds, 2), "generated_tokens": tokens,
+            "generated_tokens_per_s": round(tokens / seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", default=os.environ.get("FTAGENT_HOME", "/tmp/ftagent-bench"),
+                        help="ftagent home holding (or receiving) the converted SmolLM2")
+    parser.add_argument("--requests", type=int, default=8, help="requests per concurrency level")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    import torch
+    from openai import OpenAI
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as scratch:
+        base, label = base_model(Path(args.home), Path(scratch))
+        adapter = random_adapter(base, Path(scratch) / "adapter")
+        common = {"bench": "serving", "model": label, "served": "bench-adapter (LoRA r=8 on the base)",
+                  "max_tokens": args.max_tokens, "torch_threads": torch.get_num_threads(),
+                  "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
+        print(json.dumps({**common, **direct_generation(base, adapter, args.max_tokens)}), flush=True)
+        app = create_app(str(base), {"bench-adapter": str(adapter)}, base_name="base")
+        with serve_in_background(app) as url:
+            client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=300)
+            _one_request(client, "bench-adapter", 0, 4)  # warm-up
+            for concurrency in (1, 4):
+                level = run_level(client, "bench-adapter", concurrency, args.requests, args.max_tokens)
+                common["load_average_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared
+                print(json.dumps({**common, **level}), flush=True)
+            print(json.dumps({**common, **time_to_first_token(client, "bench-adapter", args.max_tokens)}),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
