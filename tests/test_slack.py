@@ -1,0 +1,127 @@
+"""The Slack bot fed the real recorded Slack payloads, signed; its Web API calls go to a local recorder."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import slack_sdk.signature
+from fastapi.testclient import TestClient
+from slack_bolt.request import BoltRequest
+from slack_replay import (
+    VECTOR,
+    SlackApiRecorder,
+    fixture_text,
+    mention_body,
+    sign,
+    slash_command_body,
+)
+from slack_sdk import WebClient
+
+from agent.service import JobService
+from agent.slack_bot import SlackDoor, create_asgi_app, create_slack_app
+from graphs.context import resolve_settings
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture()
+def slack_api():
+    with SlackApiRecorder() as recorder:
+        yield recorder
+
+
+@pytest.fixture()
+def door(home, tmp_path) -> SlackDoor:
+    return SlackDoor(JobService(resolve_settings({"home": str(home)})), options={"docs_path": str(tmp_path)},
+                     poll_seconds=0.05)
+
+
+@pytest.fixture()
+def app(door, slack_api):
+    return create_slack_app(door, VECTOR["signing_secret"], "xoxb-test",
+                            WebClient(token="xoxb-test", base_url=slack_api.base_url))
+
+
+def _dispatch(app, body: str, content_type: dict[str, str], timestamp: str | None = None):
+    headers = {**content_type, **sign(body, timestamp or str(int(time.time())))}
+    return app.dispatch(BoltRequest(body=body, headers=headers))
+
+
+def _wait_for(predicate, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_published_signature_vector_is_accepted_and_stale_or_forged_requests_are_not(app, monkeypatch):
+    body = fixture_text(VECTOR["body_file"])
+    assert body == VECTOR["body"]
+    headers = {**FORM, "x-slack-request-timestamp": VECTOR["X-Slack-Request-Timestamp"],
+               "x-slack-signature": VECTOR["expected_X-Slack-Signature"]}
+    stale = app.dispatch(BoltRequest(body=body, headers=headers))
+    assert stale.status == 401  # five years old
+    monkeypatch.setattr(slack_sdk.signature.Clock, "now", lambda self: float(VECTOR["X-Slack-Request-Timestamp"]))
+    accepted = app.dispatch(BoltRequest(body=body, headers=headers))
+    assert accepted.status == 404  # signature fine; /webhook-collect is not our command
+    forged = app.dispatch(BoltRequest(body=body.replace("roadrunner", "coyote"), headers=headers))
+    assert forged.status == 401
+    unsigned = app.dispatch(BoltRequest(body=body, headers=FORM))
+    assert unsigned.status == 401
+
+
+def test_finetune_command_acks_fast_then_posts_and_updates_a_progress_message(app, door, slack_api):
+    started = time.monotonic()
+    response = _dispatch(app, slash_command_body("/finetune", "SmolLM2 on quantum error correction"), FORM)
+    assert time.monotonic() - started < 3
+    assert response.status == 200
+    text = json.loads(response.body)["text"]
+    assert text.startswith("Queued job") and "'quantum error correction'" in text
+    job_id = text.split("`")[1]
+    record = door.service.jobs.get(job_id)
+    assert record.owner == "W111" and record.request == "fine-tune SmolLM2 on quantum error correction"
+    _wait_for(lambda: "chat.postMessage" in slack_api.methods())
+    door.service.cancel(job_id, "W111")  # the job ends, so the follower writes its last update and stops
+    door.followers[-1].join(10)
+    updates = [args["text"] for method, args in slack_api.calls if method == "chat.update"]
+    assert updates[-1].startswith(f"Job `{job_id}` cancelled")
+    assert slack_api.methods()[0] == "auth.test"
+
+
+def test_status_and_owner_only_cancel_commands(app, door):
+    job_id = door.handle_text("fine-tune on quantum error correction", "W111").job_id
+    status = json.loads(_dispatch(app, slash_command_body("/finetune", "status"), FORM).body)["text"]
+    assert status == f"Job `{job_id}` is queued."
+    refused = json.loads(_dispatch(app, slash_command_body("/finetune", f"cancel {job_id}", "W999"), FORM).body)
+    assert "belongs to another user" in refused["text"]
+    done = json.loads(_dispatch(app, slash_command_body("/finetune", "cancel"), FORM).body)["text"]
+    assert done == f"Job `{job_id}` is cancelled."
+
+
+def test_a_request_without_subject_gets_a_question(app):
+    reply = json.loads(_dispatch(app, slash_command_body("/finetune", "SmolLM2 please"), FORM).body)["text"]
+    assert reply.startswith("What should")
+
+
+def test_mentions_reply_in_thread_and_can_start_a_job(app, door, slack_api):
+    assert _dispatch(app, mention_body(), JSON).status == 200  # "<@W111> Hi there!" as recorded
+    _wait_for(lambda: "chat.postMessage" in slack_api.methods())
+    first = next(args for method, args in slack_api.calls if method == "chat.postMessage")
+    assert first["channel"] == "C111" and first["thread_ts"] == "1595926230.009600"
+    assert "fine-tune" in first["text"]  # a question back with an example, not a job
+    assert door.service.list_jobs() == []
+    _dispatch(app, mention_body("fine-tune on quantum error correction"), JSON)
+    _wait_for(lambda: len(door.service.list_jobs()) == 1)
+    assert door.service.list_jobs()[0].owner == "W222"
+    door.service.cancel(door.service.list_jobs()[0].job_id, "W222")
+
+
+def test_http_mode_rejects_unsigned_requests_and_serves_signed_ones(app):
+    client = TestClient(create_asgi_app(app))
+    body = slash_command_body("/finetune", "help")
+    assert client.post("/slack/events", content=body, headers=FORM).status_code == 401
+    signed = client.post("/slack/events", content=body, headers={**FORM, **sign(body, str(int(time.time())))})
+    assert signed.status_code == 200 and signed.json()["text"].startswith("Usage")
