@@ -253,10 +253,11 @@ class LoraRecipe:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._check_targets(model)
+        torch.manual_seed(cfg.seed)  # before the adapter: LoRA's A matrices are drawn from this RNG
+        random.seed(cfg.seed)
         self.model = self._attach_adapter(model)
         self._encode_data(train, val)
         self._apply_memory_plan(model)
-        torch.manual_seed(cfg.seed)
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.batches_per_epoch = self.steps_per_epoch  # optimizer steps per epoch (older name)
         self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))

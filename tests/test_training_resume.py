@@ -1,0 +1,75 @@
+"""Exact resume: a training process killed with SIGKILL after its first checkpoint, resumed in a new
+process, ends with the same per-step losses as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+RUNNER = """
+import json, sys, time
+from tools.training import TrainingConfig, train_lora
+
+model, work, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
+records = [{"messages": [{"role": "user", "content": f"Which code protects qubit group {i}?"},
+                         {"role": "assistant", "content": f"Group {i} uses a surface code of distance {i % 5 + 3}."}]}
+           for i in range(28)]
+config = TrainingConfig(base_model_path=model, output_dir=work + "/adapter", checkpoint_dir=work + "/checkpoints",
+                        precision="fp32", batch_size=4, max_steps=12, checkpoint_every=4, threads=1,
+                        lora_dropout=0.1, early_stopping_patience=100, seed=3)
+result = train_lora(config, records[:24], records[24:], on_step=lambda metrics: time.sleep(pause))
+with open(work + "/result.json", "w") as handle:
+    json.dump(result.to_dict(), handle)
+"""
+
+
+def start(model: Path, work: Path, pause: float) -> subprocess.Popen:
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen([sys.executable, "-c", RUNNER, str(model), str(work), str(pause)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for_checkpoint(process: subprocess.Popen, folder: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if folder.exists() and any(folder.glob("step-*/state.pt")):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before its first checkpoint: {process.stderr.read()[-1500:]}")
+        time.sleep(0.01)
+    raise AssertionError("no checkpoint appeared")
+
+
+def finish(process: subprocess.Popen, work: Path) -> dict:
+    _, stderr = process.communicate(timeout=90)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    return json.loads((work / "result.json").read_text())
+
+
+def test_killed_run_resumes_to_the_same_losses(tiny_model_dir, tmp_path) -> None:
+    uninterrupted = start(tiny_model_dir, tmp_path / "straight", pause=0.0)
+    victim_dir = tmp_path / "killed"
+    victim = start(tiny_model_dir, victim_dir, pause=0.1)  # slow steps so the kill lands mid-run
+    wait_for_checkpoint(victim, victim_dir / "checkpoints")
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=30)
+    assert victim.returncode == -signal.SIGKILL
+    assert not (victim_dir / "result.json").exists()
+
+    resumed = finish(start(tiny_model_dir, victim_dir, pause=0.0), victim_dir)
+    straight = finish(uninterrupted, tmp_path / "straight")
+
+    assert resumed["resumed_from_step"] >= 4 and resumed["steps"] == straight["steps"] == 12
+    assert len(resumed["loss_history"]) == len(straight["loss_history"]) == 12
+    for step, (a, b) in enumerate(zip(resumed["loss_history"], straight["loss_history"]), start=1):
+        assert abs(a - b) <= 1e-4 * abs(b), f"step {step}: resumed {a} vs uninterrupted {b}"
+    for a, b in zip(resumed["val_history"], straight["val_history"], strict=True):
+        assert abs(a - b) <= 1e-4 * abs(b)
