@@ -14,6 +14,7 @@ SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackClientError
 
 from agent.clarify import clarifying_question
 from agent.service import JobService, NotOwner
@@ -31,6 +33,7 @@ from tools.job_store import TERMINAL_STATUSES, JobRecord, UnknownJob
 USAGE = ("Usage: `/finetune <what to learn>` (e.g. `/finetune SmolLM2 on marine biology`), "
          "`/finetune status [job]`, `/finetune cancel [job]`.")
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,6 +114,12 @@ class SlackDoor:
         return thread
 
     def _follow(self, client: WebClient, channel: str, job_id: str, thread_ts: str | None) -> None:
+        try:
+            self._post_progress(client, channel, job_id, thread_ts)
+        except (SlackClientError, OSError) as error:  # Slack unreachable: the job goes on, only the updates stop
+            log.warning("stopped posting progress of job %s to Slack: %s", job_id, error)
+
+    def _post_progress(self, client: WebClient, channel: str, job_id: str, thread_ts: str | None) -> None:
         posted = client.chat_postMessage(channel=channel, text=f"Job `{job_id}`: queued", thread_ts=thread_ts)
         ts = posted["ts"]
         for event in self.service.events(job_id, follow=True, poll_seconds=self.poll_seconds):

@@ -34,9 +34,14 @@ def slack_api():
 
 
 @pytest.fixture()
-def door(home, tmp_path) -> SlackDoor:
-    return SlackDoor(JobService(resolve_settings({"home": str(home)})), options={"docs_path": str(tmp_path)},
+def door(home, tmp_path, slack_api):
+    door = SlackDoor(JobService(resolve_settings({"home": str(home)})), options={"docs_path": str(tmp_path)},
                      poll_seconds=0.05)
+    yield door
+    for record in door.service.list_jobs():  # end every job so each progress follower finishes
+        door.service.cancel(record.job_id, record.owner)
+    for follower in door.followers:
+        follower.join(10)
 
 
 @pytest.fixture()
