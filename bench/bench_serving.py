@@ -60,15 +60,17 @@ def base_model(home: Path, scratch: Path) -> tuple[Path, str]:
 
 
 def random_adapter(base_dir: Path, target: Path) -> Path:
-    """A LoRA adapter with random (non-identity) weights on every linear layer."""
+    """A LoRA adapter with random (non-identity) weights on every linear layer, saved with its
+    tokenizer as the trainer saves adapters."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir))
     config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
     get_peft_model(model, config).save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(target))
     return target
 
 
