@@ -41,9 +41,10 @@ def matmul_gflops(dtype_name: str, threads: int, size: int = 1024, seconds: floa
     return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
 
 
-def corpus_records(tokenizer, count: int, seed: int = 0) -> list[dict]:
-    """Chat examples of 50-400 tokens from eval_sets/demo_corpus: extractive QA, half of them with the
-    source passage in the user turn (so lengths vary like a real job's)."""
+def corpus_records(tokenizer, train_count: int, val_count: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, val) chat examples of 50-400 tokens from eval_sets/demo_corpus: every extractive QA pair
+    twice, once bare and once with its source passage in the user turn (so lengths vary like a real
+    job's). Validation examples are distinct from training ones; a small corpus repeats in training."""
     from tools.chunking import chunk_document
     from tools.dataset import to_chat_record
     from tools.documents import Document
@@ -55,16 +56,24 @@ def corpus_records(tokenizer, count: int, seed: int = 0) -> list[dict]:
             continue
         document = Document(source="local", native_id=path.name, title=path.stem, text=path.read_text(), uri=str(path))
         for chunk in chunk_document(document):
-            for index, example in enumerate(generate_examples(chunk, "local")):
-                record = to_chat_record(example, SYSTEM_PROMPT)
-                if index % 2:
-                    record["messages"][1]["content"] = f"Passage: {chunk.text}\n\nQuestion: {example.question}"
-                records.append(record)
-    keep = [r for r in records if 50 <= len(tokenizer.apply_chat_template(r["messages"], tokenize=True)) <= 400]
+            for example in generate_examples(chunk, "local"):
+                records.append(to_chat_record(example, SYSTEM_PROMPT))
+                with_passage = to_chat_record(example, SYSTEM_PROMPT)
+                with_passage["messages"][1]["content"] = f"Passage: {chunk.text}\n\nQuestion: {example.question}"
+                records.append(with_passage)
+
+    def length(record: dict) -> int:
+        text = tokenizer.apply_chat_template(record["messages"], tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    keep = [r for r in records if 50 <= length(r) <= 400]
+    if len(keep) <= val_count:
+        raise SystemExit(f"only {len(keep)} examples of 50-400 tokens in the demo corpus")
     random.Random(seed).shuffle(keep)
-    while len(keep) < count:  # a small corpus: repeat (the bench measures speed, not generalisation)
-        keep += keep[: count - len(keep)]
-    return keep[:count]
+    val, train = keep[:val_count], keep[val_count:]
+    while len(train) < train_count:
+        train += train[: train_count - len(train)]
+    return train[:train_count], val
 
 
 def peak_rss_mb() -> float:
@@ -161,8 +170,7 @@ def worker(args) -> None:
         random.Random(0).shuffle(records)
         train, val = records[: args.steps * args.batch], records[-args.val:]
     else:
-        records = corpus_records(tokenizer, args.steps * args.batch + args.val)
-        train, val = records[: args.steps * args.batch], records[-args.val:]
+        train, val = corpus_records(tokenizer, args.steps * args.batch, args.val)
     runner = run_ours if args.worker == "ours" else run_trl
     print(json.dumps(runner(base, train, val, args)), flush=True)
 
