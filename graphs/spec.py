@@ -36,17 +36,38 @@ class Gates(BaseModel):
 
 
 class Curation(BaseModel):
-    chunk_words: int = Field(160, ge=30, le=2000)
+    """Chunk sizes are in the embedding model's tokens (its window is 256 for MiniLM)."""
+
+    chunk_tokens: int = Field(200, ge=32, le=4000)
+    overlap_tokens: int = Field(32, ge=0, le=1000)
     min_chunk_words: int = Field(25, ge=1)
+    language: str | None = Field(None, description="ISO 639-1 code to keep; None = the job's language")
+    min_language_probability: float = Field(0.5, ge=0, le=1)
     doc_relevance_threshold: float = Field(0.30, ge=-1, le=1)
     chunk_relevance_threshold: float = Field(0.15, ge=-1, le=1)
+    max_chunks: int = Field(5000, ge=1, description="top-k: the most relevant chunks kept")
+    max_queries: int = Field(6, ge=1, le=20, description="expanded queries relevance is scored against")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
+    max_symbol_ratio: float = Field(0.25, gt=0, le=1)
+    max_garbage_ratio: float = Field(0.2, gt=0, le=1)
 
 
 class Generation(BaseModel):
+    """Which generator writes examples, and the quality gate every example passes."""
+
+    generator: str = Field("extractive", pattern="^(extractive|llm|local)$")
     max_per_chunk: int = Field(3, ge=1, le=20)
-    min_quality: float = Field(0.6, ge=0, le=1)
+    max_chunks: int | None = Field(None, ge=1, description="chunks drawn (for coverage); None = all")
+    min_quality: float = Field(0.6, ge=0, le=1, description="the gate's review score")
+    keep_quality: float = Field(0.75, ge=0, le=1, description="kept without extra checks at this score")
+    min_lexical_support: float = Field(0.6, ge=0, le=1)
+    min_semantic_support: float = Field(0.45, ge=-1, le=1)
+    max_answer_words: int = Field(150, ge=5)
+    max_type_share: float = Field(0.6, gt=0, le=1, description="cap on one question type / difficulty")
     allow_cloze: bool = True
+    llm_retries: int = Field(2, ge=0, le=10)
+    llm_timeout_s: float = Field(60.0, gt=0)
+    local_max_new_tokens: int = Field(256, ge=16, le=2048)
     seed: int = 0
 
 

@@ -45,8 +45,37 @@ def to_chat_record(example: Example, system_prompt: str) -> dict:
             "doc_id": example.doc_id,
             "type": example.type,
             "quality_score": example.quality_score,
+            **example.metadata,
         },
     }
+
+
+def to_alpaca_record(example: Example, system_prompt: str) -> dict:
+    """Alpaca format: instruction / input / output (the system prompt as `system`)."""
+    return {"instruction": example.question, "input": "", "output": example.answer, "system": system_prompt}
+
+
+def to_sharegpt_record(example: Example, system_prompt: str) -> dict:
+    """ShareGPT format: {"conversations": [{"from": "system"|"human"|"gpt", "value": ...}]}."""
+    return {"conversations": [{"from": "system", "value": system_prompt},
+                              {"from": "human", "value": example.question},
+                              {"from": "gpt", "value": example.answer}]}
+
+
+EXPORTS = {"alpaca": to_alpaca_record, "sharegpt": to_sharegpt_record}
+
+
+def write_splits(folder: Path, splits: dict[str, list[Example]], system_prompt: str) -> dict[str, dict[str, Path]]:
+    """Every split in the job format (<split>.jsonl) and next to it in Alpaca and ShareGPT
+    (<split>.alpaca.jsonl, <split>.sharegpt.jsonl). Returns {format: {split: path}}."""
+    written: dict[str, dict[str, Path]] = {"chat": {}, **{name: {} for name in EXPORTS}}
+    for split in SPLITS:
+        written["chat"][split] = folder / f"{split}.jsonl"
+        write_jsonl(written["chat"][split], [to_chat_record(e, system_prompt) for e in splits[split]])
+        for name, convert in EXPORTS.items():
+            written[name][split] = folder / f"{split}.{name}.jsonl"
+            write_jsonl(written[name][split], [convert(e, system_prompt) for e in splits[split]])
+    return written
 
 
 def write_jsonl(path: Path, records: Sequence[dict]) -> None:

@@ -28,6 +28,16 @@ _ACTION = re.compile(
     r"consists of|consist of|relies on|rely on|combines|combine|reduces|reduce|increases|increase|"
     r"prevents|prevent|produces|produce|replaces|replace|enables|enable)\s+(?P<rest>.+)$"
 )
+_LEADS_TO = re.compile(
+    rf"^{_DETERMINER}(?P<term>[A-Za-z0-9][\w\-/() ]{{1,60}}?)\s+(?:leads? to|led to|results? in|resulted in|causes|"
+    r"caused|induces|induced|triggers|triggered)\s+(?P<rest>.{8,})$")
+_ASSOCIATED = re.compile(
+    rf"^{_DETERMINER}(?P<term>[A-Za-z0-9][\w\-/() ]{{1,60}}?)\s+(?P<aux>is|are|was|were)\s+(?:\w+ly\s+)?"
+    r"(?:associated|correlated|linked)\s+with\s+(?P<rest>.{5,})$")
+_THAN = re.compile(
+    rf"^{_DETERMINER}(?P<term>[A-Za-z0-9][\w\-/() ]{{1,60}}?)\s+(?P<aux>is|are|was|were)\s+(?:\w+ly\s+)?"
+    r"(?:more|less|higher|lower|better|worse|greater|smaller|faster|slower)\b[\w\- ]{0,30}?\s+than\s+"
+    r"(?P<other>[^,;]{3,60}?)(?:[,;].*)?$")
 _AUX = ("is", "are", "was", "were", "can", "cannot", "must", "should", "will", "would", "has", "have")
 _BAD_TERM_START = {"this", "that", "these", "those", "it", "they", "there", "here", "such", "each", "which", "what", "one"}
 
@@ -94,6 +104,13 @@ def question_for(sentence: str) -> tuple[str, str] | None:
         if _term_ok(term) and (plural or _ARTICLE.match(match["rest"])):
             article = "" if plural else ("the " if sentence.startswith("The ") else "")
             return f"What {'are' if plural else 'is'} {article}{_lower_first(term)}?", "definition"
+    if (match := _LEADS_TO.match(body)) and _term_ok(match["term"].strip()):
+        return f"What does {_lower_first(match['term'].strip())} lead to?", "cause"
+    if (match := _ASSOCIATED.match(body)) and _term_ok(match["term"].strip()):
+        return f"What {match['aux']} {_lower_first(match['term'].strip())} associated with?", "function"
+    if (match := _THAN.match(body)) and _term_ok(match["term"].strip()):
+        return (f"How {'does' if match['aux'] in ('is', 'was') else 'do'} {_lower_first(match['term'].strip())} "
+                f"compare with {_lower_first(match['other'].strip())}?"), "comparison"
     if match := _UNLIKE.match(body):
         term, other = match["term"].strip(), match["other"].strip()
         if _term_ok(term):

@@ -1,54 +1,120 @@
-"""generator: extractive question/answer examples from the stored chunks, split by source document,
-written as chat-messages JSONL."""
+"""generator: draw the stored chunks for coverage (subtopic clusters × documents), write examples with
+the chosen generator (extractive | llm | local), pass each through the quality gate, split by source
+document, and write chat JSONL (+ Alpaca, ShareGPT) and the dataset card."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
+import numpy as np
 from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
+from graphs.spec import JobSpec
 from graphs.state import JobState
-from tools.dataset import SPLITS, dataset_hash, split_by_document, to_chat_record, write_jsonl
-from tools.dedup import find_duplicates
+from tools.chunking import Chunk
+from tools.coverage import coverage_order, stored_vectors
+from tools.dataset import SPLITS, dataset_hash, split_by_document, write_splits
+from tools.dataset_card import write_dataset_card
+from tools.generators import Generator, GeneratorUnavailable, make_generator
 from tools.prompts import render_prompt
-from tools.qa_extractive import Example, generate_examples
+from tools.qa_extractive import Example
+from tools.quality import GateConfig, gate_examples
 from tools.vector_store import ChunkStore
+
+
+def gate_config(spec: JobSpec) -> GateConfig:
+    g = spec.generation
+    return GateConfig(min_lexical_support=g.min_lexical_support, min_semantic_support=g.min_semantic_support,
+                      keep_score=g.keep_quality, review_score=g.min_quality, max_answer_words=g.max_answer_words)
+
+
+def choose_generator(spec: JobSpec, runtime: Runtime[JobContext]) -> tuple[Generator, str]:
+    """The spec's generator, or the extractive one (with the reason) when it cannot run here."""
+    settings, g = runtime.context.settings, spec.generation
+    local_path = None
+    if g.generator == "local":
+        from tools.base_models import resolve_base_model
+
+        local_path = str(resolve_base_model(spec.base_model, settings.home))
+    try:
+        return make_generator(g.generator, subject=spec.subject, min_quality=g.min_quality,
+                              allow_cloze=g.allow_cloze, chat_model=settings.chat_model,
+                              chat_base_url=settings.chat_base_url, chat_api_key=settings.chat_api_key,
+                              retries=g.llm_retries, timeout_s=g.llm_timeout_s, local_model_path=local_path,
+                              max_new_tokens=g.local_max_new_tokens), ""
+    except GeneratorUnavailable as error:
+        return make_generator("extractive", subject=spec.subject, min_quality=g.min_quality,
+                              allow_cloze=g.allow_cloze), f"{error}; used the extractive generator"
+
+
+def draw_chunks(rows: list[tuple[Chunk, dict]], vectors: np.ndarray, spec: JobSpec) -> list[int]:
+    """Indices of the chunks to generate from, in coverage order (a prefix when max_chunks is set)."""
+    order = coverage_order([c.doc_id for c, _ in rows], vectors, [float(m.get("relevance", 0)) for _, m in rows],
+                           seed=spec.generation.seed)
+    return order[: spec.generation.max_chunks] if spec.generation.max_chunks else order
+
+
+def synthesise(generator: Generator, chunks: list[tuple[Chunk, str]], max_per_chunk: int) -> list[Example]:
+    """Run the generator over (chunk, source title) pairs in the given order."""
+    return [e for chunk, title in chunks for e in generator.generate(chunk, title, max_per_chunk)]
+
+
+def answer_support(embedder: Any, examples: list[Example], chunk_vectors: dict[str, np.ndarray]) -> np.ndarray:
+    """Cosine of each answer's embedding with its chunk's stored embedding."""
+    if not examples:
+        return np.zeros(0)
+    answers = embedder.embed([e.answer for e in examples])
+    return np.einsum("ij,ij->i", answers, np.stack([chunk_vectors[e.chunk_id] for e in examples]))
 
 
 def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
     spec = effective_spec(state)
     events = runtime.context.events(state["job_id"])
-    store = ChunkStore(runtime.context.settings.home / "chroma", state["curation"]["collection"])
-    examples: list[Example] = []
-    chunks_without_questions = 0
-    for chunk, meta in store.all():
-        made = generate_examples(chunk, meta.get("title", ""), spec.generation.max_per_chunk,
-                                 spec.generation.min_quality, spec.generation.allow_cloze)
-        chunks_without_questions += not made
-        examples += made
-    generated = len(examples)
-    duplicates = find_duplicates([f"{e.question} {e.answer}" for e in examples], threshold=0.9)
-    examples = [e for i, e in enumerate(examples) if i not in duplicates][: spec.budget.max_examples]
-    splits = split_by_document(examples, seed=spec.generation.seed)
+    collection = state["curation"]["collection"]
+    rows = ChunkStore(runtime.context.settings.home / "chroma", collection).all()
+    vectors = stored_vectors(runtime.context.settings.home / "chroma", collection, [c.chunk_id for c, _ in rows])
+    drawn = draw_chunks(rows, vectors, spec) if rows else []
+    generator, fallback = choose_generator(spec, runtime)
+    if fallback:
+        events.emit("generator", "decision", fallback)
+    examples = synthesise(generator, [(rows[i][0], rows[i][1].get("title", "")) for i in drawn],
+                          spec.generation.max_per_chunk)
+    chunk_vectors = {rows[i][0].chunk_id: vectors[i] for i in drawn}
+    sources = {rows[i][0].chunk_id: rows[i][0].text for i in drawn}
+    kept, dropped = gate_examples(examples, sources, answer_support(runtime.context.embedder, examples, chunk_vectors),
+                                  gate_config(spec), max_share=spec.generation.max_type_share)
+    if len(kept) > spec.budget.max_examples:
+        dropped["over the example budget"] += len(kept) - spec.budget.max_examples
+        kept = kept[: spec.budget.max_examples]  # coverage order: the prefix is still spread out
+    summary = _write(state, runtime, spec, kept, {
+        "generator": generator.name, "generator_fallback": fallback, "chunks_available": len(rows),
+        "chunks_drawn": len(drawn), "generated": len(examples), "dropped_examples": dict(dropped),
+        "generator_stats": dict(generator.stats), "yield": round(len(kept) / len(examples), 3) if examples else 0.0})
+    events.emit("generator", "phase", "examples: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()),
+                types=summary["types"], dropped_examples=summary["dropped_examples"], generator=generator.name)
+    return {"dataset": summary}
+
+
+def _write(state: JobState, runtime: Runtime[JobContext], spec: JobSpec, kept: list[Example],
+           summary: dict[str, Any]) -> dict[str, Any]:
+    """Split by document, write every format and the card; the summary the state keeps."""
+    splits = split_by_document(kept, seed=spec.generation.seed)
     system_prompt = render_prompt("system_subject_expert", subject=spec.subject)
     folder = runtime.context.paths(state["job_id"]).dataset
-    paths = {}
-    for name in SPLITS:
-        paths[name] = folder / f"{name}.jsonl"
-        write_jsonl(paths[name], [to_chat_record(e, system_prompt) for e in splits[name]])
+    written = write_splits(folder, splits, system_prompt)
     summary = {
-        "paths": {k: str(v) for k, v in paths.items()},
+        **summary,
+        "paths": {k: str(v) for k, v in written["chat"].items()},
+        "exports": {fmt: {k: str(v) for k, v in paths.items()} for fmt, paths in written.items() if fmt != "chat"},
         "counts": {k: len(v) for k, v in splits.items()},
         "documents_per_split": {k: len({e.doc_id for e in v}) for k, v in splits.items()},
-        "types": dict(Counter(e.type for e in examples)),
-        "generated": generated,
-        "duplicates_removed": len(duplicates),
-        "chunks_without_questions": chunks_without_questions,
-        "hash": dataset_hash(list(paths.values())),
+        "types": dict(Counter(e.type for e in kept)),
+        "difficulty": dict(Counter(e.metadata.get("difficulty") for e in kept)),
+        "hash": dataset_hash([written["chat"][name] for name in SPLITS]),
         "system_prompt": system_prompt,
     }
-    events.emit("generator", "phase", "examples: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()),
-                types=summary["types"], duplicates_removed=len(duplicates))
-    return {"dataset": summary}
+    summary["card"] = str(write_dataset_card(folder, spec.subject, splits, summary, spec.generation.seed))
+    return summary
