@@ -103,6 +103,10 @@ def job_report(state: JobState) -> str:
     if dataset:
         lines += ["", "## Dataset", "", f"- examples per split: {dataset['counts']}; types: {dataset['types']}",
                   f"- dataset hash {dataset['hash']}; files in {Path(dataset['paths']['train']).parent}"]
+        if "generator" in dataset:
+            lines.append(f"- generator {dataset['generator']}: {dataset['generated']} written, kept "
+                         f"{sum(dataset['counts'].values())}; dropped: {dataset.get('dropped_examples') or 'none'}; "
+                         f"failures: {dataset.get('generator_stats') or 'none'}; card: {dataset.get('card')}")
     if evaluation:
         lines += ["", "## Final evaluation", "", metrics_table(evaluation["base"], evaluation["tuned"]), ""]
         lines += [f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in evaluation["gates"]]
