@@ -141,6 +141,8 @@ def run_trl(base: Path, train: list[dict], val: list[dict], args) -> dict:
             marks["end"] = time.perf_counter()
 
     extra = {} if args.trl_bf16 == "default" else {"bf16": args.trl_bf16 == "on"}
+    if not torch.cuda.is_available():
+        extra["use_cpu"] = True  # TRL's default config refuses to start on a CPU without it
     sft = SFTConfig(output_dir=tempfile.mkdtemp(prefix="bench-trl-"), per_device_train_batch_size=args.batch,
                     max_length=args.max_length, max_steps=args.steps, logging_steps=1, save_strategy="no",
                     report_to=[], seed=0, dataloader_num_workers=0, **extra)
@@ -183,7 +185,7 @@ def model_flops_per_token(base: Path, mean_len: float) -> float:
     params = 0
     for file in base.glob("*.safetensors"):
         with safe_open(str(file), "pt") as handle:
-            params += sum(_numel(handle.get_slice(key).get_shape()) for key in handle)
+            params += sum(_numel(handle.get_slice(key).get_shape()) for key in handle.keys())  # noqa: SIM118 - safe_open is not iterable
     return 4 * params + 8 * config.num_hidden_layers * mean_len * config.hidden_size
 
 
