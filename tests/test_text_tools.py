@@ -75,9 +75,21 @@ def test_extractive_answers_are_verbatim_source_text():
      "Why are decoders needed?"),
     ("Unlike classical bits, qubits cannot be copied.", "What distinguishes qubits from classical bits?"),
     ("The decoder uses the syndrome history to infer errors.", "What does the decoder use?"),
+    ("The Shor code is a degenerate code.", "What is the Shor code?"),
+    ("A fault-tolerant circuit is a circuit in which one fault causes at most one error.",
+     "What is a fault-tolerant circuit?"),
+    ("A code of distance d can correct up to d - 1 erasures.", "What can a code of distance d correct?"),
 ])
 def test_question_patterns(sentence, question):
     assert question_for(sentence)[0] == question
+
+
+@pytest.mark.parametrize("sentence", [
+    "The GKP code is designed to correct small displacements in phase space.",
+    "When p is smaller than p_th, the ratio is less than one.",
+])
+def test_clauses_are_not_taken_for_terms(sentence):
+    assert question_for(sentence) is None
 
 
 def test_near_duplicates_found():

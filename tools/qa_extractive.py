@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from tools.chunking import Chunk
 from tools.text import split_sentences, words
 
-_DETERMINER = r"(?:The |A |An )?"
+_DETERMINER = r"(?P<det>The |A |An )?"
 _DEFINITION = re.compile(
     rf"^{_DETERMINER}(?P<term>[A-Za-z0-9][\w\-/() ]{{1,60}}?)\s+(?P<verb>is|are|refers to|describes|denotes)\s+"
     r"(?P<rest>.+)$"
@@ -39,6 +39,10 @@ _THAN = re.compile(
     r"(?:more|less|higher|lower|better|worse|greater|smaller|faster|slower)\b[\w\- ]{0,30}?\s+than\s+"
     r"(?P<other>[^,;]{3,60}?)(?:[,;].*)?$")
 _AUX = ("is", "are", "was", "were", "can", "cannot", "must", "should", "will", "would", "has", "have")
+_MODALS = {"can", "cannot", "must", "may", "might", "will", "would", "should", "could"}
+# A noun phrase never holds these; a "term" that does is a clause the pattern cut in the wrong place.
+_NOT_IN_TERM = _MODALS | {"is", "are", "was", "were", "be", "been", "being", "to", "when", "if", "while",
+                          "although", "since", "as", "because", "where", "whereas", "so", "than", "and", "but"}
 _BAD_TERM_START = {"this", "that", "these", "those", "it", "they", "there", "here", "such", "each", "which", "what", "one"}
 
 
@@ -60,8 +64,15 @@ class Example:
 
 
 def _term_ok(term: str) -> bool:
-    tokens = term.split()
-    return 1 <= len(tokens) <= 8 and tokens[0].lower() not in _BAD_TERM_START
+    tokens = [t.lower() for t in term.split()]
+    return 1 <= len(tokens) <= 8 and tokens[0] not in _BAD_TERM_START and not _NOT_IN_TERM & set(tokens)
+
+
+def _phrase(match: re.Match[str]) -> str:
+    """The matched term as it reads mid-sentence: its determiner kept ("a code of distance d",
+    "the Shor code"), a sentence-initial capital dropped when there was none ("magic state distillation")."""
+    term, determiner = match["term"].strip(), (match["det"] or "").strip().lower()
+    return f"{determiner} {term}" if determiner else _lower_first(term)
 
 
 def _base_verb(verb: str) -> str:
@@ -102,26 +113,36 @@ def question_for(sentence: str) -> tuple[str, str] | None:
         # "X is a/the ..." defines X; "X are <anything>" defines a plural; "X is important" does not.
         plural = match["verb"] == "are" and not _NOT_A_NOUN.match(match["rest"])
         if _term_ok(term) and (plural or _ARTICLE.match(match["rest"])):
-            article = "" if plural else ("the " if sentence.startswith("The ") else "")
-            return f"What {'are' if plural else 'is'} {article}{_lower_first(term)}?", "definition"
+            return f"What {'are' if plural else 'is'} {_phrase(match)}?", "definition"
     if (match := _LEADS_TO.match(body)) and _term_ok(match["term"].strip()):
-        return f"What does {_lower_first(match['term'].strip())} lead to?", "cause"
+        return f"What does {_phrase(match)} lead to?", "cause"
     if (match := _ASSOCIATED.match(body)) and _term_ok(match["term"].strip()):
-        return f"What {match['aux']} {_lower_first(match['term'].strip())} associated with?", "function"
+        return f"What {match['aux']} {_phrase(match)} associated with?", "function"
     if (match := _THAN.match(body)) and _term_ok(match["term"].strip()):
-        return (f"How {'does' if match['aux'] in ('is', 'was') else 'do'} {_lower_first(match['term'].strip())} "
+        return (f"How {'does' if match['aux'] in ('is', 'was') else 'do'} {_phrase(match)} "
                 f"compare with {_lower_first(match['other'].strip())}?"), "comparison"
     if match := _UNLIKE.match(body):
         term, other = match["term"].strip(), match["other"].strip()
         if _term_ok(term):
             return f"What distinguishes {_lower_first(term)} from {_lower_first(other)}?", "comparison"
     if match := _ACTION.match(body):
-        term, verb = match["term"].strip(), match["verb"]
-        if _term_ok(term):
-            article = "the " if sentence.startswith("The ") else ""
-            auxiliary = "does" if verb.split()[0].endswith("s") else "do"
-            return f"What {auxiliary} {article}{_lower_first(term)} {_base_verb(verb)}?", "function"
+        return _action_question(match)
     return None
+
+
+def _action_question(match: re.Match[str]) -> tuple[str, str] | None:
+    """'The decoder uses X' -> 'What does the decoder use?'; 'A code of distance d can correct X'
+    -> 'What can a code of distance d correct?'."""
+    term, verb = match["term"].strip(), match["verb"]
+    *head, last = term.split()
+    if last.lower() in _MODALS and head and _term_ok(" ".join(head)):
+        determiner = (match["det"] or "").strip().lower()
+        subject = " ".join(head) if determiner else _lower_first(" ".join(head))
+        return f"What {last.lower()} {(determiner + ' ') if determiner else ''}{subject} {verb}?", "function"
+    if not _term_ok(term):
+        return None
+    auxiliary = "does" if verb.split()[0].endswith("s") else "do"
+    return f"What {auxiliary} {_phrase(match)} {_base_verb(verb)}?", "function"
 
 
 def _cloze(sentence: str) -> tuple[str, str] | None:
