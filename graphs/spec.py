@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -239,8 +240,22 @@ def build_spec(sentence: str, options: dict[str, Any] | None = None) -> JobSpec:
     merged = {**options, "subject": options.get("subject") or parsed["subject"],
               "base_model": named or (_resolve_model(optional) if optional else DEFAULT_BASE_MODEL)}
     try:
-        return JobSpec.model_validate(merged)
+        spec = JobSpec.model_validate(merged)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise RequestError(f"invalid option {where}: {first['msg']}", parsed) from error
+    _check_paths(spec)
+    return spec
+
+
+def _check_paths(spec: JobSpec) -> None:
+    """Folders the user named must exist now, not fail minutes into the job."""
+    understood = {"subject": spec.subject, "model": spec.base_model}
+    if spec.docs_path and not Path(spec.docs_path).expanduser().exists():
+        raise RequestError(f"the documents folder {spec.docs_path} does not exist", understood)
+    if spec.base_model.startswith(("/", "./", "../", "~")):
+        folder = Path(spec.base_model).expanduser()
+        if not (folder / "config.json").exists():
+            raise RequestError(f"the base model folder {spec.base_model} "
+                               f"{'has no config.json' if folder.exists() else 'does not exist'}", understood)

@@ -60,7 +60,7 @@ def test_error_says_what_was_understood():
 
 
 def test_spec_defaults_and_options():
-    spec = build_spec("fine-tune SmolLM2 on quantum error correction", {"docs_path": "/tmp/d", "training": {"epochs": 3}})
+    spec = build_spec("fine-tune SmolLM2 on quantum error correction", {"docs_path": "/tmp", "training": {"epochs": 3}})
     assert spec.subject == "quantum error correction"
     assert spec.base_model == "smollm2-135m"
     assert spec.training.epochs == 3 and spec.training.lora_r == 16
@@ -68,7 +68,7 @@ def test_spec_defaults_and_options():
 
 
 def test_spec_model_from_options_when_sentence_names_none():
-    assert build_spec("fine-tune on soil science", {"base_model": "/models/tiny"}).base_model == "/models/tiny"
+    assert build_spec("fine-tune on soil science", {"base_model": "qwen2.5-0.5b"}).base_model == "qwen2.5-0.5b"
 
 
 def test_contradicting_models_are_an_error():
@@ -81,3 +81,13 @@ def test_invalid_option_names_the_field():
         build_spec("fine-tune SmolLM2 on soil science", {"training": {"learning_rate": -1}})
     with pytest.raises(RequestError, match="sources"):
         build_spec("fine-tune SmolLM2 on soil science", {"sources": ["myspace"]})
+
+
+def test_missing_docs_folder_and_model_folder_are_refused_before_any_work(tmp_path):
+    with pytest.raises(RequestError, match="documents folder .* does not exist"):
+        build_spec("fine-tune SmolLM2 on soil science", {"docs_path": str(tmp_path / "nowhere")})
+    with pytest.raises(RequestError, match="base model folder .* does not exist"):
+        build_spec("fine-tune on soil science", {"base_model": str(tmp_path / "no-model")})
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(RequestError, match="has no config.json"):
+        build_spec("fine-tune on soil science", {"base_model": str(tmp_path / "not-a-model")})
