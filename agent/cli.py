@@ -14,11 +14,12 @@ from rich.table import Table
 from agent.service import JobFailed, JobService
 from graphs.context import resolve_settings
 from graphs.spec import RequestError
+from tools.base_models import BaseModelError
 from tools.job_store import UnknownJob
 from tools.registry import RegistryError, RegistryRefusal
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
-EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_NOT_FOUND = 2, 3, 4
+EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_ENVIRONMENT = 2, 3, 4, 5
 
 
 class ProgressPrinter:
@@ -208,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownJob, RegistryError) as error:
         console.print(f"[red]not found:[/red] {error}", highlight=False)
         return EXIT_NOT_FOUND
+    except BaseModelError as error:
+        console.print(f"[red]base model:[/red] {error}", highlight=False)
+        return EXIT_ENVIRONMENT
+    except OSError as error:  # the home folder cannot be written, a disk is full, ...
+        console.print(f"[red]cannot read or write files:[/red] {error}", highlight=False)
+        return EXIT_ENVIRONMENT
 
 
 def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -> int:
