@@ -9,12 +9,12 @@ the useful part: `corrections_as_examples` turns them into chat training example
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tools.registry import now_iso
+from tools.sqlite_table import SqliteTable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -43,19 +43,10 @@ class Feedback:
         return asdict(self)
 
 
-class FeedbackStore:
+class FeedbackStore(SqliteTable):
     """The feedback table: one row per rated answer."""
 
-    def __init__(self, database: Path) -> None:
-        self.database = Path(database)
-        self.database.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
-            connection.execute(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.database, timeout=30)
-        connection.row_factory = sqlite3.Row
-        return connection
+    schema = _SCHEMA
 
     def add(self, model: str, question: str, answer: str, rating: int, correction: str | None = None,
             user: str | None = None) -> Feedback:

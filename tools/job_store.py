@@ -6,10 +6,10 @@ import json
 import os
 import sqlite3
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from tools.registry import now_iso
+from tools.sqlite_table import SqliteTable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -49,22 +49,14 @@ class JobRecord:
         return asdict(self)
 
 
-class JobStore:
-    def __init__(self, database: Path) -> None:
-        self.database = Path(database)
-        self.database.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(_SCHEMA)
-            present = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
-            for name, definition in _ADDED_COLUMNS:
-                if name not in present:
-                    connection.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+class JobStore(SqliteTable):
+    schema = _SCHEMA
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.database, timeout=30)
-        connection.row_factory = sqlite3.Row
-        return connection
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        present = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_COLUMNS:
+            if name not in present:
+                connection.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def create(self, job_id: str, request: str, options: dict[str, Any], owner: str | None = None) -> JobRecord:
         now = now_iso()

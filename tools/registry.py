@@ -6,8 +6,9 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+
+from tools.sqlite_table import SqliteTable
 
 STATUSES = ("staging", "production", "archived", "rejected")
 
@@ -58,17 +59,8 @@ CREATE TABLE IF NOT EXISTS model_versions (
 _JSON_FIELDS = ("sources", "config", "metrics")
 
 
-class ModelRegistry:
-    def __init__(self, database: Path) -> None:
-        self.database = Path(database)
-        self.database.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
-            connection.execute(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.database, timeout=30)
-        connection.row_factory = sqlite3.Row
-        return connection
+class ModelRegistry(SqliteTable):
+    schema = _SCHEMA
 
     def next_version(self, family: str) -> int:
         with self._connect() as connection:
