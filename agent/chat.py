@@ -5,8 +5,11 @@ what models do I have, ask the new model: …); when a request misses something 
 for it instead of guessing, and the next message answers the question. Jobs run in a queue worker thread
 of the chat process (or in an `ftagent worker`/`ftagent api` already running on the same home).
 
-Decision: no chat-model intent extraction yet; the deterministic parser is the only path, so the chat
-behaves the same with or without a configured model.
+Decision: with a configured chat model (FTAGENT_CHAT_MODEL) each message is read by the model as a
+structured `ChatIntent` (prompts/chat_intent.txt); without one, or when it fails, the deterministic parser
+reads it. Either way the same handlers act on the intent, and a fine-tune request is submitted as a
+sentence that goes through `graphs.spec.build_spec` (the user's own sentence when the parser can read it,
+else "fine-tune <model> on <subject>" from the model's fields), so the JobSpec is the one any door makes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Literal
 from agent.clarify import clarifying_question
 from agent.service import JobService, NotOwner
 from graphs.spec import RequestError, parse_request
+from tools.chat_model import ChatIntent, chat_model_from, structured_decision
 from tools.job_store import TERMINAL_STATUSES, UnknownJob
 from tools.registry import RegistryError
 
@@ -78,6 +82,41 @@ def parse_intent(message: str) -> Intent:
     return Intent("fine_tune", text)
 
 
+def intent_from_model(model: Any, message: str, awaiting_subject: bool = False) -> tuple[Intent | None, str]:
+    """The chat model's reading of the message as an Intent (None when there is no model or it failed),
+    and how it was read."""
+    decision = structured_decision(model, ChatIntent, "chat_intent", 1, message=message,
+                                   awaiting_subject="yes" if awaiting_subject else "no")
+    if not decision.ok:
+        return None, decision.reason
+    return to_intent(decision.value, message), decision.reason
+
+
+def to_intent(found: ChatIntent, message: str) -> Intent:
+    """The chat model's ChatIntent as the Intent the handlers take."""
+    if found.kind == "fine_tune":
+        return Intent("fine_tune", request_sentence(found, message))
+    if found.kind == "set_sources":
+        return Intent("sources", sources=tuple(dict.fromkeys(found.sources))) if found.sources else Intent("other", message)
+    if found.kind == "ask":
+        return Intent("ask", found.question.strip() or message, model=found.model.strip())
+    return Intent(found.kind, message if found.kind == "other" else "")
+
+
+def request_sentence(found: ChatIntent, message: str) -> str:
+    """The sentence submitted for a fine-tune intent: the user's own when the request parser reads it,
+    else one built from the model's subject and base model (both still parsed by build_spec)."""
+    try:
+        parse_request(message)
+        return message.strip()
+    except RequestError:
+        pass
+    if not found.subject.strip():
+        return message.strip()
+    model = f"{found.base_model.strip()} " if found.base_model.strip() else ""
+    return f"fine-tune {model}on {found.subject.strip()}"
+
+
 def _mentions_fine_tuning(text: str) -> bool:
     return bool(re.search(r"\b(?:fine[- ]?tune|finetune|train|teach|speciali[sz]e|adapt)\b", text, re.IGNORECASE))
 
@@ -92,10 +131,24 @@ class ChatSession:
     job_id: str | None = None
     pending_model: str | None = None  # set while waiting for a subject ("what should it learn?")
     awaiting_subject: bool = False
+    use_chat_model: bool = True  # read messages with the configured chat model, if there is one
+    last_intent: Intent | None = None
+    intent_path: str = ""  # how the last message was read, and why
+
+    def read(self, message: str) -> Intent:
+        """The message's intent: the chat model's when configured and it answers well, else the parser's."""
+        model = chat_model_from(self.service.settings) if self.use_chat_model else None
+        intent, why = intent_from_model(model, message, self.awaiting_subject)
+        if intent is None:
+            intent, why = parse_intent(message), f"deterministic parser ({why})"
+        else:
+            why = f"chat model ({why})"
+        self.last_intent, self.intent_path = intent, why
+        return intent
 
     def reply(self, message: str) -> str:
         """The agent's answer to one message."""
-        intent = parse_intent(message)
+        intent = self.read(message)
         if self.awaiting_subject and intent.kind in ("other", "fine_tune"):
             return self._start(self._with_subject(message))
         handler = getattr(self, f"_on_{intent.kind}")
@@ -223,5 +276,5 @@ def run_terminal_chat(service: JobService, console: Any, user: str | None = None
         if not message.strip():
             continue
         console.print(f"agent> {session.reply(message)}", highlight=False, markup=False)
-        if parse_intent(message).kind == "quit":
+        if session.last_intent and session.last_intent.kind == "quit":
             return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from graphs.spec import Curation, JobSpec
+from graphs.spec import Curation, JobSpec, Training
+from tools.chat_model import remedy_choice_schema, structured_decision
 
 MAX_EPOCHS = 8.0
 MAX_RESEARCH_QUERIES = 12
@@ -33,15 +34,26 @@ def remedy_for_too_little_data(spec: JobSpec, train_examples: int) -> Remedy:
     When curation is already widened and the job searches remote sources, widen the research instead:
     twice the queries per source, and Wikipedia added when the job named sources without it."""
     widened = spec.curation.doc_relevance_threshold < Curation().doc_relevance_threshold
+    research = widen_research(spec, train_examples)
+    return research if widened and research else widen_curation(spec, train_examples)
+
+
+def widen_research(spec: JobSpec, train_examples: int) -> Remedy | None:
+    """More queries per source (+ Wikipedia when named sources lack it); None when not possible."""
     research = spec.research
-    if widened and searches_remote_sources(spec) and research.max_queries < MAX_RESEARCH_QUERIES:
-        extra = research.extra_sources + (["wikipedia"] if spec.sources and "wikipedia" not in
-                                          [*spec.sources, *research.extra_sources] else [])
-        return Remedy(
-            route="researcher", section="research",
-            changes={"max_queries": min(MAX_RESEARCH_QUERIES, research.max_queries * 2), "extra_sources": extra},
-            reason=f"too little data: {train_examples} training examples, the gate needs "
-                   f"{spec.gates.min_train_examples}, and curation is already widened; searching more widely")
+    if not (searches_remote_sources(spec) and research.max_queries < MAX_RESEARCH_QUERIES):
+        return None
+    extra = research.extra_sources + (["wikipedia"] if spec.sources and "wikipedia" not in
+                                      [*spec.sources, *research.extra_sources] else [])
+    return Remedy(
+        route="researcher", section="research",
+        changes={"max_queries": min(MAX_RESEARCH_QUERIES, research.max_queries * 2), "extra_sources": extra},
+        reason=f"too little data: {train_examples} training examples, the gate needs "
+               f"{spec.gates.min_train_examples}, and curation is already widened; searching more widely")
+
+
+def widen_curation(spec: JobSpec, train_examples: int) -> Remedy:
+    """Lower both relevance thresholds by 0.1 so more chunks reach the generator."""
     return Remedy(
         route="curator", section="curation",
         changes={"doc_relevance_threshold": round(spec.curation.doc_relevance_threshold - 0.1, 3),
@@ -55,16 +67,86 @@ def remedy_for_gates(spec: JobSpec, failed: list[dict[str, Any]], training: dict
     names = {g["name"] for g in failed}
     cfg = spec.training
     if "general_perplexity" in names:
-        return Remedy("trainer", "training", {"learning_rate": cfg.learning_rate / 2, "lora_r": max(4, cfg.lora_r // 2)},
-                      "general regression: halving the learning rate and the LoRA rank")
+        return gentler_training(cfg)
+    if is_overfit(training):
+        return shorter_training(cfg)
+    return longer_training(cfg) if cfg.epochs < MAX_EPOCHS else faster_training(cfg)
+
+
+def is_overfit(training: dict[str, Any]) -> bool:
+    """Validation loss rising at the end of training."""
     val_history = training.get("val_history") or []
-    overfit = len(val_history) >= 2 and val_history[-1] > min(val_history) + 1e-3
-    if overfit:
-        return Remedy("trainer", "training",
-                      {"epochs": max(1.0, cfg.epochs / 2), "lora_dropout": min(0.3, cfg.lora_dropout + 0.1)},
-                      "overfit (validation loss rising): fewer epochs, more dropout")
-    if cfg.epochs < MAX_EPOCHS:
-        return Remedy("trainer", "training", {"epochs": min(MAX_EPOCHS, cfg.epochs * 2)},
-                      "underfit (answer NLL not low enough): doubling the epochs")
+    return len(val_history) >= 2 and val_history[-1] > min(val_history) + 1e-3
+
+
+def gentler_training(cfg: Training) -> Remedy:
+    return Remedy("trainer", "training", {"learning_rate": cfg.learning_rate / 2, "lora_r": max(4, cfg.lora_r // 2)},
+                  "general regression: halving the learning rate and the LoRA rank")
+
+
+def shorter_training(cfg: Training) -> Remedy:
+    return Remedy("trainer", "training",
+                  {"epochs": max(1.0, cfg.epochs / 2), "lora_dropout": min(0.3, cfg.lora_dropout + 0.1)},
+                  "overfit (validation loss rising): fewer epochs, more dropout")
+
+
+def longer_training(cfg: Training) -> Remedy:
+    return Remedy("trainer", "training", {"epochs": min(MAX_EPOCHS, cfg.epochs * 2)},
+                  "underfit (answer NLL not low enough): doubling the epochs")
+
+
+def faster_training(cfg: Training) -> Remedy:
     return Remedy("trainer", "training", {"learning_rate": min(1e-3, cfg.learning_rate * 2)},
                   "underfit at the epoch cap: doubling the learning rate")
+
+
+# -- the menu a chat model may choose from --------------------------------------------------------
+
+def remedy_menu(spec: JobSpec, failed: list[dict[str, Any]], training: dict[str, Any],
+                train_examples: int) -> dict[str, Remedy]:
+    """Every remedy the policy allows for this situation, by id, each within the policy's bounds.
+    Too little data: the data remedies; failed gates: the training remedies that still change something."""
+    if train_examples < spec.gates.min_train_examples:
+        menu = {"widen_curation": widen_curation(spec, train_examples),
+                "widen_research": widen_research(spec, train_examples)}
+    else:
+        cfg = spec.training
+        menu = {"gentler_training": gentler_training(cfg),
+                "shorter_training": shorter_training(cfg) if cfg.epochs > 1 or cfg.lora_dropout < 0.3 else None,
+                "longer_training": longer_training(cfg) if cfg.epochs < MAX_EPOCHS else None,
+                "faster_training": faster_training(cfg) if cfg.learning_rate < 1e-3 else None}
+    return {key: remedy for key, remedy in menu.items() if remedy is not None}
+
+
+def describe_menu(menu: dict[str, Remedy]) -> str:
+    """One line per remedy for the prompt: id, route, changes and the policy's reason."""
+    return "\n".join(f"- {key}: back to {r.route}, {r.section} changes {r.changes}; {r.reason}"
+                     for key, r in menu.items())
+
+
+def describe_situation(metrics: dict[str, Any], training: dict[str, Any]) -> str:
+    """Numbers and gate names only (no text from documents or model outputs) for the prompt."""
+    lines = [f"{key}: {value}" for key, value in metrics.items() if not isinstance(value, dict)]
+    lines += [f"{side} model: {_numbers(metrics.get(side))}" for side in ("base", "tuned") if metrics.get(side)]
+    lines += [f"validation loss by evaluation: {[round(v, 4) for v in training.get('val_history') or []]}"]
+    return "\n".join(lines)
+
+
+def _numbers(scores: dict[str, Any] | None) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in (scores or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def pick_remedy(model: Any, menu: dict[str, Remedy], default: Remedy, situation: str) -> tuple[Remedy, dict[str, Any]]:
+    """The chat model's pick from the menu when it answers well; the policy's `default` otherwise.
+    Returns the remedy and how it was chosen ({"chosen_by", "choice_reason"})."""
+    default_id = next((key for key, remedy in menu.items() if remedy == default), "policy_remedy")
+    menu = {**menu, default_id: default}
+    if len(menu) < 2:
+        return default, {"chosen_by": "policy", "choice_reason": "only one remedy applies"}
+    decision = structured_decision(model, remedy_choice_schema(list(menu)), "choose_remedy", 1,
+                                   situation=situation, candidates=describe_menu(menu), default=default_id)
+    if not decision.ok:
+        return default, {"chosen_by": "policy", "choice_reason": decision.reason}
+    choice = decision.value
+    return menu[choice.choice], {"chosen_by": "chat model", "choice_reason": choice.reason or decision.reason,
+                                 "policy_choice": default_id}

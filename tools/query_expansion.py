@@ -273,3 +273,11 @@ def _dedupe(items: Iterable[str]) -> list[str]:
             seen.add(key)
             kept.append(item.strip())
     return kept
+
+
+def arrange_queries(subject: str, proposed: Sequence[str], *, mesh_terms: Sequence[str] = (),
+                    max_queries: int = 8) -> list[str]:
+    """Queries proposed elsewhere (the chat model's) in a fixed order: the cleaned subject, the first
+    proposal, the MeSH terms, the other proposals; de-duplicated and capped like `expand_queries`."""
+    head = [clean_subject(subject), *proposed[:1]]
+    return _dedupe(q for q in [*head, *mesh_terms, *proposed[1:]] if q.strip())[:max_queries]

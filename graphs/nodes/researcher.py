@@ -2,7 +2,9 @@
 
 Which sources: the ones the spec names; with none named, local files when a folder was given,
 the web source when URLs were given, and otherwise `choose_sources(subject)` (keyword policy,
-with its shares of the document budget and its reason). Remote sources share one HTTP client
+with its shares of the document budget and its reason). Queries come from `expand_queries(subject)`, or
+from the configured chat model (`plan_queries`: only the user's subject reaches it; any failure falls
+back to expand_queries, and an event says which path was taken and why). Remote sources share one HTTP client
 whose cache lives in `<home>/http-cache/`, so a repeated job makes no network request.
 
 Crawled text is data: nothing here reads a document's text to decide anything (no link
@@ -12,7 +14,7 @@ following, no instructions taken from it); the text is only measured and written
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ from graphs.context import JobContext, Settings
 from graphs.nodes.common import effective_spec
 from graphs.spec import JobSpec
 from graphs.state import JobState
+from tools.chat_model import chat_model_from, expand_queries_with_model
 from tools.documents import Document, Reference, SourceError
 from tools.events import EventLog
 from tools.http import HttpSettings, NetworkUnavailable, host_key
-from tools.query_expansion import choose_sources, expand_queries
+from tools.query_expansion import arrange_queries, choose_sources, expand_queries
 from tools.sources.arxiv_source import ArxivSettings
 from tools.sources.base import Source
 from tools.sources.pubmed_source import PubMedSettings, PubMedSource
@@ -45,6 +48,7 @@ class SourcePlan:
     name: str
     quota: int
     reason: str
+    queries: tuple[str, ...] = ()  # the chat model's queries; empty = expand_queries(subject)
 
 
 @dataclass
@@ -96,8 +100,9 @@ def sources_settings(settings: Settings, spec: JobSpec) -> SourcesSettings:
                            local_path=Path(spec.docs_path) if spec.docs_path else None)
 
 
-def queries_for(source: Source, spec: JobSpec, harvest: Harvest) -> list[str]:
-    """Search queries for one source: the expanded subject (with PubMed's MeSH terms for PubMed)."""
+def queries_for(source: Source, spec: JobSpec, harvest: Harvest, planned: tuple[str, ...] = ()) -> list[str]:
+    """Search queries for one source: the expanded subject, or the chat model's `planned` queries
+    (with PubMed's MeSH terms for PubMed)."""
     mesh: list[str] = []
     if isinstance(source, PubMedSource):
         try:
@@ -106,7 +111,8 @@ def queries_for(source: Source, spec: JobSpec, harvest: Harvest) -> list[str]:
             raise
         except SourceError as error:  # MeSH only sharpens the queries; go on without it
             harvest.skipped.append(_skip(error.what, f"MeSH translation failed: {error.reason}"))
-    queries = expand_queries(spec.subject, mesh_terms=mesh, max_queries=spec.research.max_queries)
+    queries = (arrange_queries(spec.subject, planned, mesh_terms=mesh, max_queries=spec.research.max_queries)
+               if planned else expand_queries(spec.subject, mesh_terms=mesh, max_queries=spec.research.max_queries))
     return list(dict.fromkeys([*queries, *spec.research.extra_queries]))
 
 
@@ -122,7 +128,7 @@ def harvest_source(source: Source, plan: SourcePlan, spec: JobSpec, known: set[s
     """Search one source query by query until its quota is met; every failure is recorded, not raised."""
     harvest = Harvest()
     try:
-        queries = queries_for(source, spec, harvest) if source.name in REMOTE - {"web"} else [spec.subject]
+        queries = queries_for(source, spec, harvest, plan.queries) if source.name in REMOTE - {"web"} else [spec.subject]
         for query in queries:
             if len(harvest.documents) >= plan.quota:
                 break
@@ -211,13 +217,31 @@ def no_network_notice(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
     return _skip("no network", f"cannot reach {names} ({unreachable[0]['unreachable']}); {NO_NETWORK_HINT}")
 
 
+def plan_queries(plans: list[SourcePlan], spec: JobSpec, settings: Settings, events: EventLog) -> list[SourcePlan]:
+    """The chat model's queries on the plans of searched sources when one is configured and answers well;
+    the plans unchanged (expand_queries) otherwise. Only the user's subject reaches the model. Which path
+    was taken, and why, is an event."""
+    searched = {p.name for p in plans if p.name in REMOTE - {"web"}} if settings.network else set()
+    if not searched:
+        return plans
+    decision = expand_queries_with_model(chat_model_from(settings), spec.subject, spec.research.max_queries)
+    if not decision.ok:
+        events.emit("researcher", "decision", f"queries: deterministic expansion ({decision.reason})",
+                    query_path="deterministic", query_reason=decision.reason)
+        return plans
+    queries = tuple(arrange_queries(spec.subject, decision.value.queries, max_queries=spec.research.max_queries))
+    events.emit("researcher", "decision", f"queries: chat model ({decision.reason}): {'; '.join(queries)}",
+                query_path="chat model", query_reason=decision.value.reason, queries=list(queries))
+    return [replace(p, queries=queries) if p.name in searched else p for p in plans]
+
+
 def gather_documents(state: JobState, runtime: Runtime[JobContext]) -> dict:
     """The researcher node: plan sources, harvest each within its quota, record provenance and cache use."""
     spec, settings = effective_spec(state), runtime.context.settings
     events = runtime.context.events(state["job_id"])
     folder = runtime.context.paths(state["job_id"]).documents
     folder.mkdir(parents=True, exist_ok=True)
-    plans = plan_sources(spec)
+    plans = plan_queries(plan_sources(spec), spec, settings, events)
     events.emit("researcher", "decision", "sources: " + "; ".join(
         f"{p.name} ({p.quota} documents: {p.reason})" for p in plans), sources=[vars(p) for p in plans])
     offline = [] if settings.network else [p for p in plans if p.name in REMOTE]
