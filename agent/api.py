@@ -1,5 +1,5 @@
 """The HTTP jobs API (FastAPI), a thin door over `JobService`: submit, status, events (SSE), cancel,
-models, feedback. Bearer-token auth on every /api route; OpenAPI docs at /docs.
+models, evaluations, feedback. Bearer-token auth on every /api route; OpenAPI docs at /docs.
 
 Who is asking: the token proves the caller may use the API; the `X-Ftagent-User` header names the person
 on whose behalf it calls (default "api"), and only that user may cancel the jobs they submitted.
@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -29,6 +29,7 @@ from agent.clarify import clarifying_question
 from agent.queue import is_finished
 from agent.service import JobService, NotOwner
 from graphs.spec import RequestError
+from tools.evaluation import QASetError
 from tools.feedback import FeedbackError
 from tools.job_store import UnknownJob
 from tools.registry import RegistryError
@@ -36,6 +37,8 @@ from tools.registry import RegistryError
 PREFIX = "/api/v1/fine-tuning"
 TOKEN_ENV = "FTAGENT_API_TOKEN"
 USER_HEADER = "X-Ftagent-User"
+EVAL_SETS = Path(__file__).resolve().parents[1] / "eval_sets"
+MAX_EVAL_EXAMPLES = 500
 log = logging.getLogger(__name__)
 
 
@@ -59,9 +62,24 @@ class FeedbackRequest(BaseModel):
 
 
 class EvaluationRequest(BaseModel):
+    """Evaluate a model (tuned vs its base) on question/answer pairs: either `examples` inline
+    ({"question","answer"} or {"messages": [...]}) or `dataset_path`, a JSONL file that must lie inside the
+    ftagent home (e.g. a job's dataset/test.jsonl) or the repo's eval_sets/ (the API never reads other files).
+    `model` is a registered model name or `base` (model folders are only for the CLI and Python API)."""
+
     model_config = ConfigDict(extra="forbid")
-    model: str
-    dataset_path: str
+    model: str = Field(min_length=1, examples=["base"])
+    dataset_path: str | None = None
+    examples: list[dict[str, Any]] | None = Field(None, min_length=1, max_length=MAX_EVAL_EXAMPLES)
+    limit: int | None = Field(None, ge=1, le=MAX_EVAL_EXAMPLES)
+    generate_limit: int | None = Field(None, ge=0, le=100, description="answers generated per model")
+    max_new_tokens: int | None = Field(None, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluationRequest:
+        if (self.dataset_path is None) == (self.examples is None):
+            raise ValueError("give exactly one of 'dataset_path' and 'examples'")
+        return self
 
 
 class ApiError(Exception):
@@ -167,11 +185,17 @@ def _models_router(service: JobService) -> APIRouter:
     def get_model(name: str) -> dict[str, Any]:
         return {**service.model(name).to_dict(), "card": service.model_card(name)}
 
-    @router.post("/evaluations", status_code=501, summary="Evaluate a model on a data set (not built yet)")
+    @router.post("/evaluations", summary="Evaluate a model (tuned vs its base) on question/answer pairs")
     def create_evaluation(body: EvaluationRequest) -> dict[str, Any]:
-        service.model(body.model)
-        raise ApiError(501, "evaluating a model on an arbitrary data set is not built yet; each job's "
-                            "evaluation report is linked from GET /jobs/{id} (report) and the model card")
+        """Runs synchronously (bounded by `limit` and `generate_limit`); returns the numbers and the report path."""
+        path = _allowed_eval_path(service, body.dataset_path) if body.dataset_path else None
+        overrides = {k: v for k, v in {"generate_limit": body.generate_limit,
+                                       "max_new_tokens": body.max_new_tokens}.items() if v is not None}
+        try:
+            return service.evaluate(body.model, path, body.examples, body.limit or MAX_EVAL_EXAMPLES, overrides,
+                                    allow_folders=False)
+        except QASetError as error:
+            raise ApiError(422, f"invalid evaluation set: {error}") from error
 
     @router.post("/feedback", status_code=201, summary="Rate an answer; corrections train the next version")
     def create_feedback(body: FeedbackRequest, user: str = Depends(_user)) -> dict[str, Any]:
@@ -179,6 +203,16 @@ def _models_router(service: JobService) -> APIRouter:
         return stored.to_dict()
 
     return router
+
+
+def _allowed_eval_path(service: JobService, given: str) -> Path:
+    """The resolved path when it lies inside the home or the repo's eval_sets/ (422 otherwise)."""
+    path = Path(given).expanduser()
+    path = (path if path.is_absolute() else service.settings.home / path).resolve()
+    roots = (service.settings.home.resolve(), EVAL_SETS.resolve())
+    if not any(path.is_relative_to(root) for root in roots):
+        raise ApiError(422, f"dataset_path must be inside {roots[0]} or {roots[1]} (or send 'examples' inline)")
+    return path
 
 
 def _validation_message(error: RequestValidationError) -> str:

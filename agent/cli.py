@@ -112,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("model")
     ask.add_argument("question")
     ask.add_argument("--max-new-tokens", type=int, default=128)
+    evaluate = commands.add_parser("eval", help="evaluate a model (tuned vs its base) on a JSONL question/answer set")
+    evaluate.add_argument("model", help="a registered model, 'base', or a local adapter/model folder")
+    evaluate.add_argument("--set", dest="set_path", required=True, metavar="FILE",
+                          help='JSONL: {"question", "answer"} per line, or chat records {"messages": [...]}')
+    evaluate.add_argument("--limit", type=int, help="at most this many examples")
+    evaluate.add_argument("--generate", type=int, help="answers generated for ROUGE-L/F1/format (default 40)")
+    evaluate.add_argument("--max-new-tokens", type=int)
+    evaluate.add_argument("--no-general", action="store_true", help="skip the general-capability regression check")
     _add_registry_commands(commands)
     _add_door_commands(commands)
     return parser
@@ -249,6 +257,8 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
     if args.command == "ask":
         console.print(service.ask(args.model, args.question, args.max_new_tokens), highlight=False, markup=False)
         return 0
+    if args.command == "eval":
+        return _evaluate(service, console, args)
     if args.command in ("promote", "rollback", "delete"):
         return _registry_change(service, console, args)
     if args.command == "serve":
@@ -289,6 +299,38 @@ def _door(service: JobService, console: Console, args: argparse.Namespace) -> in
     from agent.chat import run_terminal_chat
 
     return run_terminal_chat(service, console, args.user)
+
+
+EVAL_ROWS = (("answer_nll", "answer NLL (lower is better)"), ("token_f1", "token F1"), ("rouge_l", "ROUGE-L"),
+             ("exact_match", "exact match"), ("format_compliance", "format compliance"),
+             ("general_qa_f1", "general QA token F1"), ("general_perplexity", "general perplexity"))
+
+
+def evaluation_table(result: dict[str, Any]) -> Table:
+    """Base vs tuned, one row per metric (tuned is blank when the model had no adapter)."""
+    base, tuned = result["base"], result.get("tuned") or {}
+    table = Table("metric", "base", "tuned", title=f"{result['model']} on {result['examples']} examples")
+    for key, label in EVAL_ROWS:
+        if base.get(key) is not None:
+            table.add_row(label, f"{base[key]:.3f}", "" if tuned.get(key) is None else f"{tuned[key]:.3f}")
+    return table
+
+
+def _evaluate(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    from tools.evaluation import QASetError
+
+    overrides = {k: v for k, v in {"generate_limit": args.generate, "max_new_tokens": args.max_new_tokens}.items()
+                 if v is not None} | ({"general_texts": 0, "general_qa": 0} if args.no_general else {})
+    try:
+        result = service.evaluate(args.model, args.set_path, limit=args.limit, evaluation=overrides)
+    except QASetError as error:
+        console.print(f"[red]bad evaluation set:[/red] {error}", highlight=False)
+        return EXIT_BAD_INPUT
+    console.print(evaluation_table(result))
+    for gate in result["gates"]:
+        console.print(f"{'PASS' if gate['passed'] else 'FAIL'} {gate['name']}: {gate['detail']}", highlight=False)
+    console.print(f"report: {result['report']}", highlight=False)
+    return 0
 
 
 def _registry_change(service: JobService, console: Console, args: argparse.Namespace) -> int:

@@ -181,6 +181,57 @@ class JobService:
                     {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
         return generate_answers(model, tokenizer, [{"messages": messages}], max_new_tokens)[0]
 
+    # -- evaluation on any question/answer set ----------------------------------------------------
+    def evaluate(self, model: str, set_path: Path | str | None = None, examples: list[dict] | None = None,
+                 limit: int | None = None, evaluation: dict[str, Any] | None = None,
+                 allow_folders: bool = True) -> dict[str, Any]:
+        """Evaluate a registered model (its adapter vs its base), `base` (the default base model alone) or a
+        local folder (an adapter folder vs its base, or a plain model alone) on a JSONL file of
+        {"question","answer"} pairs or chat records, or on the same rows given inline as `examples`; at most
+        `limit` examples. `evaluation` overrides spec.evaluation (generate_limit, max_new_tokens,
+        general_texts, general_qa). Writes <home>/evaluations/<id>/report.{json,md} + plots and returns the
+        numbers. Unknown model: RegistryError; unreadable set: QASetError. Without `allow_folders` (the HTTP
+        API) only registered names and `base` are accepted."""
+        from graphs.nodes.evaluator import evaluate_on_set
+        from graphs.spec import Evaluation, Gates
+        from tools.evaluation import qa_records, read_qa_set
+        from tools.prompts import render_prompt
+
+        base_path, adapter, subject = self._evaluation_target(model, allow_folders)
+        system = (render_prompt("system_subject_expert", subject=subject) if subject
+                  else render_prompt("system_general"))
+        records = (read_qa_set(Path(set_path).expanduser(), system, limit) if set_path is not None
+                   else qa_records(examples or [], system, limit))
+        folder = self.settings.home / "evaluations" / (
+            f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{slugify(Path(model).name, 40)}-{secrets.token_hex(2)}")
+        result = evaluate_on_set(str(base_path), adapter, records, folder, Evaluation(**(evaluation or {})),
+                                 Gates(), self.settings.threads, f"Evaluation of {model} on "
+                                 f"{Path(set_path).name if set_path is not None else 'inline examples'}")
+        return {"model": model, "base_model_path": str(base_path), "adapter": adapter,
+                "set": str(set_path) if set_path is not None else None, "examples": len(records), **result}
+
+    def _evaluation_target(self, model: str, allow_folders: bool) -> tuple[Path, str | None, str | None]:
+        """(base model folder, adapter folder or None, subject or None) for a model name or folder."""
+        import json
+
+        from tools.base_models import DEFAULT_BASE_MODEL, resolve_base_model
+
+        if model == "base":
+            return resolve_base_model(DEFAULT_BASE_MODEL, self.settings.home), None, None
+        folder = Path(model).expanduser()
+        if not allow_folders:
+            return self._registered_target(model)
+        if folder.is_dir() and (folder / "adapter_config.json").exists():
+            base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+            return resolve_base_model(base, self.settings.home), str(folder.resolve()), None
+        if folder.is_dir() and (folder / "config.json").exists():
+            return folder.resolve(), None, None
+        return self._registered_target(model)
+
+    def _registered_target(self, model: str) -> tuple[Path, str | None, str | None]:
+        version = self.registry.get(model)  # RegistryError: neither registered nor a model folder
+        return Path(version.base_model_path), version.adapter_path, version.subject
+
     # -- registry changes and serving ------------------------------------------------------------
     def promote(self, name: str, force: bool = False) -> ModelVersion:
         """Put a version in production, archiving the family's current one. A version that failed its

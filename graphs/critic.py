@@ -9,6 +9,8 @@ from graphs.spec import Curation, JobSpec, Training
 from tools.chat_model import remedy_choice_schema, structured_decision
 
 MAX_EPOCHS = 8.0
+MAX_REPLAY = 0.3  # general examples mixed into training, as a fraction of the training split
+MAX_MIN_QUALITY = 0.95
 MAX_RESEARCH_QUERIES = 12
 REMOTE_SOURCES = frozenset({"arxiv", "pubmed", "wikipedia", "web"})
 
@@ -68,6 +70,8 @@ def remedy_for_gates(spec: JobSpec, failed: list[dict[str, Any]], training: dict
     cfg = spec.training
     if "general_perplexity" in names:
         return gentler_training(cfg)
+    if "answer_rouge_l" in names and "answer_nll" not in names and spec.generation.min_quality < MAX_MIN_QUALITY:
+        return stricter_generation(spec)
     if is_overfit(training):
         return shorter_training(cfg)
     return longer_training(cfg) if cfg.epochs < MAX_EPOCHS else faster_training(cfg)
@@ -80,8 +84,25 @@ def is_overfit(training: dict[str, Any]) -> bool:
 
 
 def gentler_training(cfg: Training) -> Remedy:
-    return Remedy("trainer", "training", {"learning_rate": cfg.learning_rate / 2, "lora_r": max(4, cfg.lora_r // 2)},
-                  "general regression: halving the learning rate and the LoRA rank")
+    """General regression: the first time, half the learning rate and replay 10% general data; after that
+    also half the LoRA rank and twice the replay (at most MAX_REPLAY)."""
+    if cfg.replay_general <= 0:
+        return Remedy("trainer", "training", {"learning_rate": cfg.learning_rate / 2, "replay_general": 0.1},
+                      "general regression: halving the learning rate and replaying general examples (10%)")
+    replay = min(MAX_REPLAY, round(cfg.replay_general * 2, 3))
+    return Remedy("trainer", "training", {"learning_rate": cfg.learning_rate / 2, "lora_r": max(4, cfg.lora_r // 2),
+                                          "replay_general": replay},
+                  f"general regression again: halving the learning rate and the LoRA rank, replaying {replay:.0%}")
+
+
+def stricter_generation(spec: JobSpec) -> Remedy:
+    """Weak grounding (answers far from the references while the NLL gate passed): regenerate the data with
+    a stricter example gate, so the model learns answers its sources support."""
+    gen = spec.generation
+    return Remedy("generator", "generation",
+                  {"min_quality": round(min(MAX_MIN_QUALITY, gen.min_quality + 0.1), 3),
+                   "min_lexical_support": round(min(MAX_MIN_QUALITY, gen.min_lexical_support + 0.1), 3)},
+                  "weak grounding (tuned answers far from the references, NLL fine): stricter example gate")
 
 
 def shorter_training(cfg: Training) -> Remedy:
@@ -114,7 +135,9 @@ def remedy_menu(spec: JobSpec, failed: list[dict[str, Any]], training: dict[str,
         menu = {"gentler_training": gentler_training(cfg),
                 "shorter_training": shorter_training(cfg) if cfg.epochs > 1 or cfg.lora_dropout < 0.3 else None,
                 "longer_training": longer_training(cfg) if cfg.epochs < MAX_EPOCHS else None,
-                "faster_training": faster_training(cfg) if cfg.learning_rate < 1e-3 else None}
+                "faster_training": faster_training(cfg) if cfg.learning_rate < 1e-3 else None,
+                "stricter_generation": stricter_generation(spec)
+                if spec.generation.min_quality < MAX_MIN_QUALITY else None}
     return {key: remedy for key, remedy in menu.items() if remedy is not None}
 
 

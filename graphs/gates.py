@@ -28,4 +28,10 @@ def check_gates(base: dict[str, Any], tuned: dict[str, Any], gates: Gates) -> li
             "detail": f"general perplexity {tuned['general_perplexity']:.2f} vs base "
                       f"{base['general_perplexity']:.2f} ({increase:+.1%}; at most "
                       f"{gates.max_general_ppl_increase:+.0%})"})
+    if gates.min_rouge_l > 0 and tuned.get("rouge_l") is not None:
+        results.append({
+            "name": "answer_rouge_l", "passed": tuned["rouge_l"] >= gates.min_rouge_l,
+            "value": round(tuned["rouge_l"], 4), "threshold": gates.min_rouge_l,
+            "detail": f"tuned answers' ROUGE-L vs the references {tuned['rouge_l']:.3f} (base "
+                      f"{base.get('rouge_l') or 0:.3f}; needs at least {gates.min_rouge_l:.2f})"})
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,31 +15,61 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "—" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
 
-def write_evaluation_report(folder: Path, evaluation: dict[str, Any], per_example: list[dict]) -> Path:
+def write_evaluation_report(folder: Path, evaluation: dict[str, Any], per_example: list[dict],
+                            plots: Sequence[Path] = (), general_per_example: Sequence[dict] = (),
+                            stem: str | None = None, title: str | None = None) -> Path:
+    """`<stem>.json` + `<stem>.md` (default stem report-round-N, also copied to report.json/.md): metrics,
+    gates, linked plots (PNG files in the same folder), the per-example tables (held-out and general)."""
     folder.mkdir(parents=True, exist_ok=True)
     round_number = evaluation["round"]
-    (folder / f"report-round-{round_number}.json").write_text(
-        json.dumps({**evaluation, "per_example": per_example}, indent=2))
-    lines = [f"# Evaluation, round {round_number}", "", metrics_table(evaluation["base"], evaluation["tuned"]), "",
+    stem = stem or f"report-round-{round_number}"
+    data = json.dumps({**evaluation, "per_example": per_example, "general_per_example": list(general_per_example),
+                       "plots": [Path(p).name for p in plots]}, indent=2)
+    lines = [f"# {title or f'Evaluation, round {round_number}'}", "",
+             metrics_table(evaluation["base"], evaluation.get("tuned") or {}), "",
              "## Gates", ""] + [f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}"
                                 for g in evaluation["gates"]]
-    lines += ["", "## Examples (held-out)", "", "| question | reference | base | tuned |", "|---|---|---|---|"]
-    for row in per_example[:20]:
-        cells = [row[k].replace("|", "\\|").replace("\n", " ")[:160]
-                 for k in ("question", "reference", "base_answer", "tuned_answer")]
-        lines.append("| " + " | ".join(cells) + " |")
-    path = folder / f"report-round-{round_number}.md"
-    path.write_text("\n".join(lines) + "\n")
-    (folder / "report.json").write_text(json.dumps({**evaluation, "per_example": per_example}, indent=2))
-    (folder / "report.md").write_text("\n".join(lines) + "\n")
-    return path
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    lines += ["", "## Examples (held-out)", ""] + example_table(per_example)
+    if general_per_example:
+        lines += ["", "## General questions (regression check)", ""] + example_table(general_per_example)
+    text = "\n".join(lines) + "\n"
+    (folder / f"{stem}.json").write_text(data)
+    (folder / f"{stem}.md").write_text(text)
+    if stem.startswith("report-round-"):
+        (folder / "report.json").write_text(data)
+        (folder / "report.md").write_text(text)
+    return folder / f"{stem}.md"
+
+
+def example_table(rows: Sequence[dict]) -> list[str]:
+    """Markdown rows: question, reference, base and tuned answers with their ROUGE-L and format problems."""
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")[:160]
+
+    def answer(row: dict, who: str) -> str:
+        if f"{who}_answer" not in row:
+            return "—"
+        problems = "; ".join(row.get(f"{who}_format") or [])
+        return (f"{cell(row[f'{who}_answer'])} (R-L {_fmt(row.get(f'{who}_rouge_l'), 2)}"
+                + (f"; format: {problems}" if problems else "") + ")")
+
+    lines = ["| question | reference | base | tuned |", "|---|---|---|---|"]
+    lines += [f"| {cell(row['question'])} | {cell(row['reference'])} | {answer(row, 'base')} | "
+              f"{answer(row, 'tuned')} |" for row in rows[:20]]
+    return lines
 
 
 def metrics_table(base: dict[str, Any], tuned: dict[str, Any]) -> str:
     rows = ["| metric | base | tuned |", "|---|---|---|"]
     for key, label in (("answer_nll", "answer NLL (lower is better)"), ("token_f1", "token F1"),
                        ("rouge_l", "ROUGE-L"), ("exact_match", "exact match"),
+                       ("format_compliance", "format compliance"), ("general_qa_f1", "general QA token F1"),
+                       ("general_qa_rouge_l", "general QA ROUGE-L"),
                        ("general_perplexity", "general perplexity")):
+        if key not in base and key not in tuned and key.startswith(("format", "general_qa")):
+            continue
         rows.append(f"| {label} | {_fmt(base.get(key))} | {_fmt(tuned.get(key))} |")
     return "\n".join(rows)
 

@@ -34,6 +34,9 @@ class Gates(BaseModel):
     min_nll_improvement: float = Field(0.05, ge=0, lt=1)
     max_general_ppl_increase: float = Field(0.05, ge=0)
     min_train_examples: int = Field(16, ge=2)
+    # grounding: tuned ROUGE-L vs the references at least this (0 = gate off; the critic then makes the
+    # generator stricter when the NLL gate passes but answers stay ungrounded)
+    min_rouge_l: float = Field(0.0, ge=0, le=1)
 
 
 class Curation(BaseModel):
@@ -84,12 +87,14 @@ class Training(BaseModel):
     checkpoint_every: int = Field(10, ge=1)
     precision: str = Field("auto", pattern="^(auto|bf16|fp32)$")
     seed: int = 0
+    replay_general: float = Field(0.0, ge=0, le=1, description="general examples mixed in, x train size")
 
 
 class Evaluation(BaseModel):
     generate_limit: int = Field(40, ge=0)
     max_new_tokens: int = Field(64, ge=1, le=1024)
     general_texts: int = Field(30, ge=0)
+    general_qa: int = Field(8, ge=0, description="general questions answered by base and tuned (regression)")
 
 
 class Research(BaseModel):

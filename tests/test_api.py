@@ -156,7 +156,7 @@ def _check_model_routes(base: str, model: str) -> None:
     detail = httpx.get(f"{base}/models/{model}", headers=AUTH, timeout=10).json()
     assert detail["subject"] == "quantum error correction" and detail["card"]
     evaluation = httpx.post(f"{base}/evaluations", json={"model": model, "dataset_path": "x.jsonl"}, headers=AUTH)
-    assert evaluation.status_code == 501 and "not built yet" in evaluation.json()["error"]
+    assert evaluation.status_code == 422 and "no such file" in evaluation.json()["error"]  # home/x.jsonl
     feedback = httpx.post(f"{base}/feedback", headers=AUTH, json={
         "model": model, "question": "What is a logical qubit?", "answer": "?", "rating": -1,
         "correction": "A qubit encoded across many physical qubits."})

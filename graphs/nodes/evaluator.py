@@ -1,9 +1,10 @@
-"""evaluator: tuned vs base on the held-out test split and on general text; applies the gates."""
+"""evaluator: tuned vs base on the held-out test split, general text and general questions; applies the
+gates; writes the report (JSON + Markdown) with its plots next to it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 from langgraph.runtime import Runtime
 
@@ -11,17 +12,28 @@ from graphs.context import JobContext
 from graphs.gates import check_gates
 from graphs.nodes.common import effective_spec
 from graphs.reports import write_evaluation_report
+from graphs.spec import Evaluation, Gates, JobSpec
 from graphs.state import JobState
 from tools.dataset import read_jsonl
-from tools.evaluation import compare_with_base
+from tools.eval_plots import write_plots
+from tools.evaluation import Comparison, compare_with_base, general_qa, general_texts
+from tools.prompts import render_prompt
 
-GENERAL_TEXTS = Path(__file__).resolve().parents[2] / "eval_sets" / "general" / "general_text.jsonl"
+
+def compare(spec: JobSpec, training: dict[str, Any], test: list[dict], threads: int | None) -> Comparison:
+    """The job's comparison within spec.evaluation's limits (generation is the expensive part)."""
+    questions = general_qa(render_prompt("system_general"), spec.evaluation.general_qa)
+    return compare_with_base(
+        training["base_model_path"], training["adapter_dir"], test, general_texts(spec.evaluation.general_texts),
+        spec.evaluation.max_new_tokens, spec.evaluation.generate_limit, threads, questions,
+        spec.generation.max_answer_words)
 
 
-def general_texts(limit: int) -> list[str]:
-    if limit <= 0 or not GENERAL_TEXTS.exists():
-        return []
-    return [json.loads(line)["text"] for line in GENERAL_TEXTS.read_text().splitlines() if line.strip()][:limit]
+def write_report(folder: Path, evaluation: dict[str, Any], comparison: Comparison) -> Path:
+    """Plots, then the report that links them."""
+    stem = f"round-{evaluation['round']}"
+    plots = write_plots(folder, stem, evaluation["base"], evaluation["tuned"], comparison.per_example)
+    return write_evaluation_report(folder, evaluation, comparison.per_example, plots, comparison.general_per_example)
 
 
 def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
@@ -30,20 +42,37 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     training = state["training"]
     test = read_jsonl(state["dataset"]["paths"]["test"])
     events.emit("evaluator", "phase", f"round {training['round']}: comparing tuned and base on "
-                f"{len(test)} held-out examples")
-    comparison = compare_with_base(
-        training["base_model_path"], training["adapter_dir"], test, general_texts(spec.evaluation.general_texts),
-        spec.evaluation.max_new_tokens, spec.evaluation.generate_limit, runtime.context.settings.threads)
-    base, tuned = comparison.base.to_dict(), comparison.tuned.to_dict()
+                f"{len(test)} held-out examples and {spec.evaluation.general_qa} general questions")
+    comparison = compare(spec, training, test, runtime.context.settings.threads)
+    base, tuned = comparison.base.to_dict(), comparison.tuned.to_dict() if comparison.tuned else {}
     gates = check_gates(base, tuned, spec.gates)
     passed = all(g["passed"] for g in gates)
     evaluation = {"round": training["round"], "base": base, "tuned": tuned, "gates": gates, "passed": passed}
-    report = write_evaluation_report(runtime.context.paths(state["job_id"]).eval, evaluation,
-                                     comparison.per_example)
-    evaluation["report"] = str(report)
+    evaluation["report"] = str(write_report(runtime.context.paths(state["job_id"]).eval, evaluation, comparison))
     for gate in gates:
         events.emit("evaluator", "gate", f"{'PASS' if gate['passed'] else 'FAIL'} {gate['name']}: {gate['detail']}",
                     **gate)
     round_record = {"round": training["round"], "config": training["config"], "train_loss": training["train_loss"],
                     "val_loss": training["val_loss"], "base": base, "tuned": tuned, "gates": gates, "passed": passed}
     return {"evaluation": evaluation, "rounds": [round_record]}
+
+
+def evaluate_on_set(base_model_path: str, adapter_dir: str | None, records: list[dict], folder: Path,
+                    settings: Evaluation, gates: Gates, threads: int | None = None,
+                    title: str = "Evaluation", max_answer_words: int = 150) -> dict[str, Any]:
+    """Any model (adapter on its base, or a plain model) on any question/answer records: the same
+    comparison, gates and report as a job's evaluator, written to `folder` (report.json/.md + plots)."""
+    questions = general_qa(render_prompt("system_general"), settings.general_qa)
+    comparison = compare_with_base(base_model_path, adapter_dir, records, general_texts(settings.general_texts),
+                                   settings.max_new_tokens, settings.generate_limit, threads, questions,
+                                   max_answer_words)
+    base, tuned = comparison.base.to_dict(), comparison.tuned.to_dict() if comparison.tuned else None
+    checked = check_gates(base, tuned, gates) if tuned else []
+    evaluation = {"round": 0, "base": base, "tuned": tuned, "gates": checked,
+                  "passed": all(g["passed"] for g in checked) if checked else None}
+    plots = write_plots(folder, "eval", base, tuned, comparison.per_example)
+    report = write_evaluation_report(folder, evaluation, comparison.per_example, plots,
+                                     comparison.general_per_example, stem="report", title=title)
+    return {**evaluation, "report": str(report), "report_json": str(folder / "report.json"),
+            "plots": [str(p) for p in plots], "per_example": comparison.per_example,
+            "general_per_example": comparison.general_per_example}

@@ -9,6 +9,8 @@ from graphs.nodes.common import effective_spec
 from graphs.state import JobState
 from tools.base_models import resolve_base_model
 from tools.dataset import read_jsonl
+from tools.evaluation import general_qa, mix_replay
+from tools.prompts import render_prompt
 from tools.training import TrainingConfig, train_lora
 
 
@@ -36,8 +38,14 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
     def on_event(message: str, data: dict) -> None:
         events.emit("trainer", "decision", message, **data)
 
-    result = train_lora(config, read_jsonl(state["dataset"]["paths"]["train"]),
-                        read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
+    train = read_jsonl(state["dataset"]["paths"]["train"])
+    if spec.training.replay_general > 0:  # the critic's remedy for a general regression
+        mixed = mix_replay(train, general_qa(render_prompt("system_general"), 10_000, replay=True),
+                           spec.training.replay_general, spec.training.seed)
+        events.emit("trainer", "decision", f"replaying {len(mixed) - len(train)} general examples "
+                    f"({spec.training.replay_general:.0%} of {len(train)})", replayed=len(mixed) - len(train))
+        train = mixed
+    result = train_lora(config, train, read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
     summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
     summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump()}
     events.emit("trainer", "phase", f"trained {result.steps} steps at {result.tokens_per_second:.0f} tokens/s; "

@@ -1,0 +1,221 @@
+"""Evaluation: metrics incl. format compliance, QA sets and replay, plots, `ftagent eval`, the HTTP
+evaluation endpoint, and the critic's grounding / general-regression remedies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from agent.api import PREFIX, create_app
+from agent.cli import EXIT_BAD_INPUT, EXIT_NOT_FOUND, main
+from agent.service import JobService
+from graphs.context import resolve_settings
+from graphs.critic import remedy_for_gates
+from graphs.gates import check_gates
+from graphs.spec import Gates, JobSpec
+from tools.eval_plots import write_plots
+from tools.evaluation import QASetError, general_qa, mix_replay, qa_records, read_qa_set
+from tools.metrics import exact_match, format_compliance, format_problems, rouge_l, token_f1
+from tools.registry import ModelRegistry, ModelVersion, now_iso
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TOKEN = "test-token"
+SPEC = JobSpec(subject="quantum error correction")
+FAST = ["--generate", "2", "--max-new-tokens", "4"]
+QA = [{"question": "What does a stabilizer code measure?", "answer": "It measures stabilizer operators."},
+      {"question": "What is a logical qubit?", "answer": "A qubit encoded across many physical qubits."},
+      {"messages": [{"role": "user", "content": "What is a syndrome?"},
+                    {"role": "assistant", "content": "The outcome of stabilizer measurements."}]}]
+
+
+@pytest.mark.parametrize(("answer", "problems"), [
+    ("Paris is the capital of France.", []),
+    ("", ["empty"]),
+    ("   ", ["empty"]),
+    ("Paris is the capital of", ["does not end cleanly"]),
+    ("Paris.<|im_end|>", ["template tokens leaked: <|im_end|>"]),
+    ("Paris. [INST] and more.", ["template tokens leaked: [INST]"]),
+    ("Paris.\nuser: and what about Rome?", ["role marker leaked"]),
+    ("Paris.\nassistant\nIt is Paris.", ["role marker leaked"]),
+    ("word " * 200 + "end.", ["longer than 150 words"]),
+])
+def test_format_problems(answer: str, problems: list[str]) -> None:
+    assert format_problems(answer) == problems
+    assert format_compliance(answer) == float(not problems)
+
+
+def test_answer_metrics() -> None:
+    assert token_f1("the cat sat", "the cat sat") == 1.0 and token_f1("dog", "cat") == 0.0
+    assert 0 < token_f1("the cat", "the cat sat") < 1
+    assert rouge_l("stabilizers are measured", "stabilizers are measured") == pytest.approx(1.0)
+    assert exact_match("The Cat.", "the cat") == 1.0 and exact_match("cat", "dog") == 0.0
+    assert format_compliance("Short.", max_words=1) == 1.0 and format_compliance("Two words.", max_words=1) == 0.0
+
+
+def test_qa_sets_read_both_formats_and_name_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in QA) + "\n\n")
+    records = read_qa_set(path, "SYSTEM")
+    assert [r["messages"][0]["content"] for r in records[:2]] == ["SYSTEM", "SYSTEM"]
+    assert records[2]["messages"][-1]["content"] == "The outcome of stabilizer measurements."
+    assert len(read_qa_set(path, "S", limit=2)) == 2
+    path.write_text(json.dumps(QA[0]) + "\n{broken\n")
+    with pytest.raises(QASetError, match=r"set.jsonl:2: not JSON"):
+        read_qa_set(path, "S")
+    with pytest.raises(QASetError, match="example 1"):
+        qa_records([{"question": "q"}], "S")
+    with pytest.raises(QASetError, match="no such file"):
+        read_qa_set(tmp_path / "missing.jsonl", "S")
+
+
+def test_replay_mixes_general_examples_disjoint_from_the_evaluated_ones() -> None:
+    evaluated, replayed = general_qa("S", 100), general_qa("S", 100, replay=True)
+    assert evaluated and replayed
+    assert not {r["messages"][1]["content"] for r in evaluated} & {r["messages"][1]["content"] for r in replayed}
+    train = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a."}]}
+             for i in range(20)]
+    mixed = mix_replay(train, replayed, 0.25, seed=1)
+    assert len(mixed) == 25 and sum(1 for r in mixed if r.get("metadata", {}).get("replay")) == 5
+    assert mix_replay(train, replayed, 0.0) == train
+
+
+def test_plots_are_valid_pngs(tmp_path: Path) -> None:
+    base = {"answer_nll": 2.0, "rouge_l": 0.2, "format_compliance": 0.5, "general_perplexity": 20.0}
+    tuned = {"answer_nll": 1.5, "rouge_l": 0.4, "format_compliance": 1.0, "general_perplexity": 21.0}
+    rows = [{"base_rouge_l": i / 10, "tuned_rouge_l": min(1.0, i / 8)} for i in range(10)]
+    plots = write_plots(tmp_path, "eval", base, tuned, rows)
+    assert [p.name for p in plots] == ["eval-metrics.png", "eval-rouge.png"]
+    for plot in plots:
+        assert plot.read_bytes()[:8] == PNG_SIGNATURE and plot.stat().st_size > 2000
+    assert [p.name for p in write_plots(tmp_path, "base-only", base, None, [{"base_rouge_l": 0.1}])] == [
+        "base-only-metrics.png"]
+
+
+# -- gates and critic table ---------------------------------------------------------------------
+
+def _spec(**sections) -> JobSpec:
+    return SPEC.model_copy(update={k: getattr(SPEC, k).model_copy(update=v) for k, v in sections.items()})
+
+
+@pytest.mark.parametrize(("spec", "failed", "route", "expected"), [
+    (SPEC, ["general_perplexity"], "trainer", {"learning_rate": 1e-4, "replay_general": 0.1}),
+    (_spec(training={"replay_general": 0.1}), ["general_perplexity"], "trainer",
+     {"learning_rate": 1e-4, "lora_r": 8, "replay_general": 0.2}),
+    (_spec(training={"replay_general": 0.3}), ["general_perplexity", "answer_rouge_l"], "trainer",
+     {"learning_rate": 1e-4, "lora_r": 8, "replay_general": 0.3}),
+    (SPEC, ["answer_rouge_l"], "generator", {"min_quality": 0.7, "min_lexical_support": 0.7}),
+    (_spec(generation={"min_quality": 0.95, "min_lexical_support": 0.95}), ["answer_rouge_l"], "trainer",
+     {"epochs": 4.0}),
+    (SPEC, ["answer_nll", "answer_rouge_l"], "trainer", {"epochs": 4.0}),
+])
+def test_critic_remedies_for_regression_and_weak_grounding(spec, failed, route, expected) -> None:
+    remedy = remedy_for_gates(spec, [{"name": name} for name in failed], {})
+    assert remedy.route == route
+    assert {k: pytest.approx(v) for k, v in remedy.changes.items()} == expected
+
+
+def test_grounding_gate_is_off_by_default_and_checks_rouge_when_set() -> None:
+    base, tuned = {"answer_nll": 2.0, "rouge_l": 0.1}, {"answer_nll": 1.0, "rouge_l": 0.15}
+    assert [g["name"] for g in check_gates(base, tuned, Gates())] == ["answer_nll"]
+    gates = check_gates(base, tuned, Gates(min_rouge_l=0.2))
+    assert [(g["name"], g["passed"]) for g in gates] == [("answer_nll", True), ("answer_rouge_l", False)]
+
+
+# -- ftagent eval and the HTTP endpoint on a tiny model + adapter ------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_model_dir: Path, tmp_path_factory) -> Path:
+    """A LoRA adapter with random (non-zero) weights on the tiny model, so tuned differs from base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    folder = tmp_path_factory.mktemp("adapter")
+    get_peft_model(model, config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture()
+def qa_file(tmp_path: Path) -> Path:
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in QA) + "\n")
+    return path
+
+
+def _run(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, " ".join(capsys.readouterr().out.split())
+
+
+def test_cli_eval_on_an_adapter_folder_prints_a_table_and_writes_the_report(
+        home: Path, tiny_adapter: Path, qa_file: Path, capsys) -> None:
+    code, out = _run(capsys, "eval", str(tiny_adapter), "--set", str(qa_file), "--limit", "2", *FAST)
+    assert code == 0, out
+    assert "answer NLL" in out and "format compliance" in out and "general QA token F1" in out
+    assert "PASS answer_nll" in out or "FAIL answer_nll" in out
+    reports = list((home / "evaluations").glob("*/report.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    assert report["base"]["examples"] == 2 and report["tuned"]["generated"] == 2
+    assert report["base"]["answer_nll"] != report["tuned"]["answer_nll"]
+    assert len(report["per_example"]) == 2 and {"tuned_format", "base_format"} <= set(report["per_example"][0])
+    markdown = (reports[0].parent / "report.md").read_text()
+    assert "![eval-metrics](eval-metrics.png)" in markdown and "![eval-rouge](eval-rouge.png)" in markdown
+    assert (reports[0].parent / "eval-rouge.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_cli_eval_errors(home: Path, tiny_model_dir: Path, qa_file: Path, tmp_path: Path, capsys) -> None:
+    code, out = _run(capsys, "eval", "no-such-model", "--set", str(qa_file))
+    assert code == EXIT_NOT_FOUND and "no model named 'no-such-model'" in out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "only a question"}\n')
+    code, out = _run(capsys, "eval", str(tiny_model_dir), "--set", str(bad))
+    assert code == EXIT_BAD_INPUT and "bad.jsonl:1" in out
+    code, out = _run(capsys, "eval", str(tiny_model_dir), "--set", str(qa_file), "--limit", "1", "--no-general", *FAST)
+    assert code == 0 and "answer NLL" in out  # a plain model folder: base only
+
+
+def _register(home: Path, base: Path, adapter: Path) -> str:
+    name = "ft-tiny-qec-v1-20250101"
+    card = home / "models" / name / "MODEL_CARD.md"
+    card.parent.mkdir(parents=True)
+    card.write_text(f"# {name}\n")
+    ModelRegistry(home / "ftagent.sqlite").register(ModelVersion(
+        name=name, family="ft-tiny-qec", version=1, base_model="tiny", base_model_path=str(base),
+        subject="quantum error correction", status="staging", gates_passed=True, adapter_path=str(adapter),
+        merged_path=None, card_path=str(card), dataset_hash="abc", job_id="job-1", round=1, created_at=now_iso(),
+        sources=[], config={}, metrics={"base": {}, "tuned": {}}))
+    return name
+
+
+def test_api_evaluation_endpoint(home: Path, tiny_model_dir: Path, tiny_adapter: Path, tmp_path: Path) -> None:
+    service = JobService(resolve_settings({"home": str(home)}))
+    name = _register(home, tiny_model_dir, tiny_adapter)
+    client = TestClient(create_app(service, TOKEN))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"{PREFIX}/evaluations"
+    fast = {"generate_limit": 1, "max_new_tokens": 4}
+    assert client.post(url, json={"model": name, "examples": QA}).status_code == 401
+    answer = client.post(url, json={"model": name, "examples": QA, "limit": 2, **fast}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["examples"] == 2 and body["tuned"]["answer_nll"] is not None and Path(body["report"]).exists()
+    inside = home / "sets" / "qa.jsonl"
+    inside.parent.mkdir()
+    inside.write_text(json.dumps(QA[0]) + "\n")
+    assert client.post(url, json={"model": name, "dataset_path": "sets/qa.jsonl", **fast},
+                       headers=auth).status_code == 200
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text(json.dumps(QA[0]) + "\n")
+    refused = client.post(url, json={"model": name, "dataset_path": str(outside)}, headers=auth)
+    assert refused.status_code == 422 and "must be inside" in refused.json()["error"]
+    assert client.post(url, json={"model": "nope", "examples": QA}, headers=auth).status_code == 404
+    assert client.post(url, json={"model": str(tiny_adapter), "examples": QA}, headers=auth).status_code == 404
+    assert client.post(url, json={"model": name}, headers=auth).status_code == 422
+    assert client.post(url, json={"model": name, "examples": [{"question": "q"}]}, headers=auth).status_code == 422
