@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -36,7 +37,9 @@ class ProgressPrinter:
             return
         self._close_bar()
         if event["kind"] in ("phase", "decision", "gate", "skip"):
-            self.console.print(f"[bold]{event['phase']:>10}[/bold]  {event['message']}", highlight=False)
+            why = event.get("data", {}).get("why")
+            message = f"{event['message']}: {why}" if why and why not in event["message"] else event["message"]
+            self.console.print(f"[bold]{event['phase']:>10}[/bold]  {escape(message)}", highlight=False)
 
     def _step(self, data: dict[str, Any]) -> None:
         if self.progress is None:
@@ -194,6 +197,7 @@ def _quiet_libraries() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the one-time GGUF conversion's tqdm bar
     warnings.filterwarnings("ignore", category=FutureWarning)
     from transformers.utils import logging as hf_logging
 
