@@ -110,3 +110,16 @@ def test_splits_never_share_a_document():
     assert owners["test"] and owners["val"]
     assert not (owners["train"] & owners["test"]) and not (owners["train"] & owners["val"])
     assert not (owners["val"] & owners["test"])
+
+
+@pytest.mark.parametrize(("sentence", "question"), [
+    ("The aim of this study was to evaluate statins after stroke.", 'What was the aim of the study "Statins and stroke"?'),
+    ("To assess outcomes of patients with carcinoma.", 'What was the aim of the study "Statins and stroke"?'),
+    ("We conducted a population-based case-referent study.", 'How was the study "Statins and stroke" carried out?'),
+    ("These results suggest that statins improve outcome.", 'What did the study "Statins and stroke" conclude?'),
+])
+def test_abstract_sentences_give_questions_about_the_study(sentence, question):
+    from tools.qa_extractive import study_question_for
+
+    assert study_question_for(sentence, "Statins and stroke")[0] == question
+    assert study_question_for("The weather was fine on the day.", "Statins and stroke") is None

@@ -46,6 +46,38 @@ _NOT_IN_TERM = _MODALS | {"is", "are", "was", "were", "be", "been", "being", "to
 _BAD_TERM_START = {"this", "that", "these", "those", "it", "they", "there", "here", "such", "each", "which", "what", "one"}
 
 
+# Research abstracts: aims, methods and conclusions read as sentences about "the study"; the question
+# names the study by its title so it can be answered without the text.
+_STUDY_AIM = re.compile(
+    r"^(?:(?:The|Our) (?:main |primary )?(?:aims?|purposes?|objectives?|goals?) of (?:this|the|our|the present|the current) "
+    r"(?:study|paper|work|trial|review|analysis|survey|investigation) (?:was|were|is|are) to|"
+    r"(?:This|The present|The current|Our) (?:study|paper|work|trial|review|analysis) (?:aimed|aims|sought|seeks) to|"
+    r"We (?:aimed|sought|set out) to|To (?:assess|evaluate|determine|investigate|examine|compare|describe|"
+    r"identify|explore|estimate|test|analy[sz]e)\b)", re.IGNORECASE)
+_STUDY_CONCLUSION = re.compile(
+    r"^(?:In conclusion|To conclude|Overall|Taken together|In summary)\b|^(?:These|Our|The|This) (?:results?|findings?|"
+    r"data|study|analysis|observations?) (?:suggests?|indicates?|shows?|demonstrates?|supports?|confirms?|imply|implies)\b|"
+    r"^We conclude\b", re.IGNORECASE)
+_STUDY_METHOD = re.compile(
+    r"^We (?:retrospectively |prospectively )?(?:performed|conducted|analy[sz]ed|reviewed|studied|enrolled|recruited|"
+    r"surveyed|compared|measured|used|included|examined|evaluated)\b|^(?:A|This) (?:retrospective|prospective|"
+    r"randomi[sz]ed|cross-sectional|cohort|case-control|population-based)\b", re.IGNORECASE)
+
+
+def study_question_for(sentence: str, title: str) -> tuple[str, str] | None:
+    """(question, "study") for an aim, method or conclusion sentence of a research abstract."""
+    title = title.strip().rstrip(".?")
+    if not title or len(title.split()) > 30:
+        return None
+    if _STUDY_AIM.match(sentence):
+        return f'What was the aim of the study "{title}"?', "study"
+    if _STUDY_CONCLUSION.match(sentence):
+        return f'What did the study "{title}" conclude?', "study"
+    if _STUDY_METHOD.match(sentence):
+        return f'How was the study "{title}" carried out?', "study"
+    return None
+
+
 @dataclass(frozen=True)
 class Example:
     """One question/answer pair with where it came from."""
@@ -174,7 +206,7 @@ def generate_examples(
     sentences = split_sentences(chunk.text)
     examples: list[Example] = []
     for index, sentence in enumerate(sentences):
-        found = question_for(sentence)
+        found = question_for(sentence) or study_question_for(sentence, source)
         if found is None:
             continue
         question, kind = found
