@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from tools.base_models import DEFAULT_BASE_MODEL, find_in_catalogue
+from tools.training import LoraHyperparameters
 
 MAX_REQUEST_CHARS = 2000
 
@@ -75,18 +76,11 @@ class Generation(BaseModel):
     seed: int = 0
 
 
-class Training(BaseModel):
-    epochs: float = Field(2.0, gt=0, le=50)
-    max_steps: int | None = Field(None, ge=1)
-    learning_rate: float = Field(2e-4, gt=0, lt=1)
-    lora_r: int = Field(16, ge=1, le=512)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    batch_size: int = Field(8, ge=1)
+class Training(LoraHyperparameters):
+    """The trainer's hyperparameters with this job's defaults (shorter sequences, denser checkpoints)."""
+
     max_seq_len: int = Field(320, ge=16)
     checkpoint_every: int = Field(10, ge=1)
-    precision: str = Field("auto", pattern="^(auto|bf16|fp32)$")
-    seed: int = 0
     replay_general: float = Field(0.0, ge=0, le=1, description="general examples mixed in, x train size")
 
 

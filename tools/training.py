@@ -35,7 +35,23 @@ class TrainingError(RuntimeError):
     """Training cannot start or go on; the message says why, before any work is lost."""
 
 
-class TrainingConfig(BaseModel):
+class LoraHyperparameters(BaseModel):
+    """The knobs a job sets (the job spec's `training` section is this, with job defaults)."""
+
+    epochs: float = Field(2.0, gt=0, le=50)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    lora_r: int = Field(16, ge=1, le=512)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    batch_size: int = Field(8, ge=1)  # examples per optimizer step
+    max_seq_len: int = Field(384, ge=16)
+    checkpoint_every: int = Field(20, ge=1)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    seed: int = 0
+
+
+class TrainingConfig(LoraHyperparameters):
     """Everything one training run needs; saved next to the adapter."""
 
     base_model_path: str
@@ -45,26 +61,15 @@ class TrainingConfig(BaseModel):
     plot_path: str | None = None  # loss-curve PNG; default: loss_curve.png next to metrics_path
     backend: Literal["auto", "peft", "unsloth"] = "auto"
     qlora: bool = False  # 4-bit base weights via bitsandbytes; CUDA only
-    epochs: float = Field(2.0, gt=0, le=50)
-    max_steps: int | None = Field(None, ge=1)
-    learning_rate: float = Field(2e-4, gt=0, lt=1)
-    lora_r: int = Field(16, ge=1, le=512)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    batch_size: int = Field(8, ge=1)  # examples per optimizer step
     gradient_accumulation: int | None = Field(None, ge=1)  # None: from free memory and sequence length
     gradient_checkpointing: bool | None = None  # None: only when memory needs it
-    max_seq_len: int = Field(384, ge=16)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    checkpoint_every: int = Field(20, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping_patience: int = Field(2, ge=1)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
     threads: int | None = None
-    seed: int = 0
     max_rollbacks: int = Field(2, ge=0)
     spike_factor: float = Field(3.0, gt=1)  # loss above this x its moving average is an anomaly
     grad_spike_factor: float = Field(10.0, gt=1)  # grad norm above this x its moving average too
