@@ -116,3 +116,17 @@ def test_bad_files_are_skipped_and_listed(tiny_model_dir, tmp_path):
     assert state["status"] == "succeeded" and len(state["documents"]) == 5
     report = (tmp_path / "jobs" / "job-bad-files" / "report.md").read_text()
     assert "broken.pdf" in report and "corrupt PDF" in report
+
+
+def test_feedback_corrections_train_the_next_version(passing_job, tiny_model_dir):
+    from tools.feedback import FeedbackStore
+
+    home, first = passing_job
+    FeedbackStore(home / "ftagent.sqlite").add(first["model"]["name"], "What is the surface code?", "No idea.", -1,
+                                               correction="The surface code is a topological stabilizer code.")
+    options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0})
+    second = run_job(home, "job-next-version", options)
+    assert second["training"]["feedback_examples"] == 1
+    assert second["model"]["name"].split("-v")[-1].startswith("2-")  # the family's next version
+    events = (home / "jobs" / "job-next-version" / "events.jsonl").read_text()
+    assert "adding 1 feedback corrections" in events

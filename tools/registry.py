@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tools.base_models import model_key
 from tools.sqlite_table import SqliteTable
+from tools.text import slugify
 
 STATUSES = ("staging", "production", "archived", "rejected")
 
@@ -160,6 +162,11 @@ class ModelRegistry(SqliteTable):
             record[key] = json.loads(record[key])
         record["gates_passed"] = bool(record["gates_passed"])
         return ModelVersion(**record)
+
+
+def family_name(base_model: str, subject: str) -> str:
+    """The name every version of one tuned model shares: ft-<base>-<subject-slug>."""
+    return f"ft-{model_key(base_model)}-{slugify(subject, 32)}"
 
 
 def now_iso() -> str:

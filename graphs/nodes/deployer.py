@@ -12,8 +12,7 @@ from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
 from graphs.reports import job_report, model_card
 from graphs.state import JobState
-from tools.registry import ModelRegistry, ModelVersion, now_iso
-from tools.text import slugify
+from tools.registry import ModelRegistry, ModelVersion, family_name, now_iso
 
 
 def register_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
@@ -37,10 +36,8 @@ def register_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
 
 
 def _new_version(state: JobState, spec, registry: ModelRegistry, home: Path) -> ModelVersion:
-    from tools.base_models import model_key
-
     training, evaluation = state["training"], state["evaluation"]
-    family = f"ft-{model_key(spec.base_model)}-{slugify(spec.subject, 32)}"
+    family = family_name(spec.base_model, spec.subject)
     number = registry.next_version(family)
     name = f"{family}-v{number}-{datetime.now(UTC):%Y%m%d}"
     folder = home / "models" / name

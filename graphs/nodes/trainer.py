@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
@@ -10,8 +12,22 @@ from graphs.state import JobState
 from tools.base_models import resolve_base_model
 from tools.dataset import read_jsonl
 from tools.evaluation import general_qa, mix_replay
+from tools.feedback import FeedbackStore, corrections_as_examples
 from tools.prompts import render_prompt
+from tools.registry import ModelRegistry, family_name
 from tools.training import TrainingConfig, train_lora
+
+
+def feedback_corrections(spec, database: Path) -> list[dict]:
+    """Corrected answers people gave to earlier versions of this model (same base, same subject),
+    as chat training examples for the next version."""
+    family = family_name(spec.base_model, spec.subject)
+    names = [v.name for v in ModelRegistry(database).list() if v.family == family]
+    if not names:
+        return []
+    store = FeedbackStore(database)
+    system_prompt = render_prompt("system_subject_expert", subject=spec.subject)
+    return corrections_as_examples([item for name in names for item in store.list(name)], system_prompt)
 
 
 def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
@@ -45,9 +61,15 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
         events.emit("trainer", "decision", f"replaying {len(mixed) - len(train)} general examples "
                     f"({spec.training.replay_general:.0%} of {len(train)})", replayed=len(mixed) - len(train))
         train = mixed
+    corrections = feedback_corrections(spec, runtime.context.settings.database)
+    if corrections:  # what people corrected in earlier versions of this model
+        events.emit("trainer", "decision", f"adding {len(corrections)} feedback corrections to the training set",
+                    feedback_examples=len(corrections))
+        train = train + corrections
     result = train_lora(config, train, read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
     summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
-    summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump()}
+    summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump(),
+                "feedback_examples": len(corrections)}
     events.emit("trainer", "phase", f"trained {result.steps} steps at {result.tokens_per_second:.0f} tokens/s; "
                 f"train loss {result.train_loss:.3f}, val loss {result.val_loss or float('nan'):.3f}",
                 **{k: summary[k] for k in ("steps", "tokens_per_second", "train_loss", "val_loss")})
