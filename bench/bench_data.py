@@ -59,6 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--abstracts", type=int, default=60)
     parser.add_argument("--llm-chunks", type=int, default=4)
+    parser.add_argument("--model", help="a model folder for the llm and local generators (default: the tests' "
+                        "tiny random model), e.g. <home>/models/base/smollm2-135m")
+    parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     embedder = Embedder()
     count = tokenizer_counter(str(embedder.model_path))
@@ -72,13 +75,14 @@ def main() -> None:
     from tools.serving import create_app, serve_in_background
 
     with tempfile.TemporaryDirectory() as folder:
-        tiny = _tiny_model(Path(folder))
+        model = args.model or str(_tiny_model(Path(folder)))
+        label = args.model or "tiny random (tests)"
         few = chunks[: args.llm_chunks]
-        with serve_in_background(create_app(str(tiny), {}, base_name="tiny")) as base_url:
-            llm = LLMGenerator("tiny", base_url, None, "biomedicine", retries=0, max_tokens=64)
-            print(json.dumps({**_yield(llm, few, vectors, embedder), "model": "tiny random (tests)"}))
-        local = LocalGenerator(str(tiny), "biomedicine", max_new_tokens=64)
-        print(json.dumps({**_yield(local, few, vectors, embedder), "model": "tiny random (tests)"}))
+        with serve_in_background(create_app(model, {}, base_name="bench")) as base_url:
+            llm = LLMGenerator("bench", base_url, None, "biomedicine", retries=0, max_tokens=args.max_tokens)
+            print(json.dumps({**_yield(llm, few, vectors, embedder), "model": label}))
+        local = LocalGenerator(model, "biomedicine", max_new_tokens=args.max_tokens)
+        print(json.dumps({**_yield(local, few, vectors, embedder), "model": label}))
 
 
 if __name__ == "__main__":
