@@ -205,6 +205,18 @@ class ReplayServer:
         self.__exit__(None, None, None)
 
 
+def fast_http(tmp_path: Path, server: ReplayServer, pace: float | None = 0.0, **settings: object):
+    """Our HTTP client set up for tests against the replay server: a cache in tmp_path, quick
+    retries and backoff, and (unless pace is None) the server's host paced at `pace` seconds."""
+    from tools.http import HttpClient, HttpSettings
+
+    values: dict[str, object] = {"cache_dir": tmp_path / "cache", "max_retries": 2, "backoff_base_s": 0.01,
+                                 "max_backoff_s": 0.1, "timeout_s": 2.0}
+    if pace is not None:
+        values["per_host_min_interval"] = {server.netloc: pace}
+    return HttpClient(HttpSettings(**{**values, **settings}))  # type: ignore[arg-type]
+
+
 def unused_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
     import socket

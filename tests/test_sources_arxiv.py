@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from replay_server import ReplayServer, Reply, fixture_bytes, tiny_pdf
+from replay_server import ReplayServer, Reply, fast_http, fixture_bytes, tiny_pdf
 
 from tools.documents import Reference, SourceError
-from tools.http import HttpClient, HttpSettings
+from tools.http import HttpClient
 from tools.sources.arxiv_source import ArxivSettings, ArxivSource, to_search_query
 
 API = "/api/query"
@@ -29,15 +29,7 @@ def server() -> Iterator[ReplayServer]:
 def make_source(
     server: ReplayServer, tmp_path: Path, **overrides: object
 ) -> tuple[ArxivSource, HttpClient]:
-    http = HttpClient(
-        HttpSettings(
-            cache_dir=tmp_path / "cache",
-            max_retries=2,
-            backoff_base_s=0.01,
-            max_backoff_s=0.1,
-            timeout_s=2.0,
-        )
-    )
+    http = fast_http(tmp_path, server, pace=None)
     values: dict[str, object] = {
         "api_url": f"{server.url}{API}",
         "pdf_url_template": f"{server.url}/pdf/{{id}}",

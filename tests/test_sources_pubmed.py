@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from replay_server import ReplayServer, Reply, fixture_bytes
+from replay_server import ReplayServer, Reply, fast_http, fixture_bytes
 
 from tools.documents import Reference, SourceError
 from tools.http import HttpClient, HttpSettings
@@ -37,16 +37,7 @@ def server() -> Iterator[ReplayServer]:
 def make_source(
     server: ReplayServer, tmp_path: Path, pace: float = 0.0, **overrides: object
 ) -> tuple[PubMedSource, HttpClient]:
-    http = HttpClient(
-        HttpSettings(
-            cache_dir=tmp_path / "cache",
-            max_retries=2,
-            backoff_base_s=0.01,
-            max_backoff_s=1.0,
-            timeout_s=2.0,
-            per_host_min_interval={server.netloc: pace},
-        )
-    )
+    http = fast_http(tmp_path, server, pace=pace, max_backoff_s=1.0)
     values: dict[str, object] = {
         "base_url": f"{server.url}/entrez/eutils/",
         "email": "dev@example.org",

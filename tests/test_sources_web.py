@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from replay_server import ReplayServer, Reply, tiny_pdf
+from replay_server import ReplayServer, Reply, fast_http, tiny_pdf
 
 from tools.documents import Document, Reference, SourceError
 from tools.http import HttpClient, HttpSettings
@@ -38,16 +38,7 @@ def server() -> Iterator[ReplayServer]:
 
 
 def make_source(server: ReplayServer, tmp_path: Path, **overrides: object) -> WebSource:
-    http = HttpClient(
-        HttpSettings(
-            cache_dir=tmp_path / "cache",
-            max_retries=1,
-            backoff_base_s=0.01,
-            max_backoff_s=0.1,
-            timeout_s=2.0,
-            per_host_min_interval={server.netloc: 0},
-        )
-    )
+    http = fast_http(tmp_path, server, max_retries=1)
     return WebSource(http, WebSettings(**overrides))  # type: ignore[arg-type]
 
 

@@ -6,7 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from replay_server import ReplayServer, Reply, fixture_bytes, goldsmith_call, goldsmith_response
+from replay_server import (
+    ReplayServer,
+    Reply,
+    fast_http,
+    fixture_bytes,
+    goldsmith_call,
+    goldsmith_response,
+)
 
 from tools.documents import Reference, SourceError
 from tools.http import HttpClient, HttpSettings
@@ -30,16 +37,7 @@ def server() -> Iterator[ReplayServer]:
 def make_source(
     server: ReplayServer, tmp_path: Path, **overrides: object
 ) -> tuple[WikipediaSource, HttpClient]:
-    http = HttpClient(
-        HttpSettings(
-            cache_dir=tmp_path / "cache",
-            max_retries=2,
-            backoff_base_s=0.01,
-            max_backoff_s=0.1,
-            timeout_s=2.0,
-            per_host_min_interval={server.netloc: 0},
-        )
-    )
+    http = fast_http(tmp_path, server)
     values: dict[str, object] = {"api_url": f"{server.url}{API}"}
     values.update(overrides)
     return WikipediaSource(http, WikipediaSettings(**values)), http  # type: ignore[arg-type]
