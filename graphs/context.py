@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tools.events import EventListener, EventLog
 
@@ -23,6 +23,7 @@ _ENVIRONMENT = {
     "chat_model": "FTAGENT_CHAT_MODEL",
     "chat_base_url": "FTAGENT_CHAT_BASE_URL",
     "chat_api_key": "FTAGENT_CHAT_API_KEY",
+    "chat_timeout_s": "FTAGENT_CHAT_TIMEOUT",
     "embedding_model": "FTAGENT_EMBEDDING_MODEL",
     "network": "FTAGENT_NETWORK",
     "http_contact": "FTAGENT_HTTP_CONTACT",
@@ -42,6 +43,8 @@ class Settings(BaseModel):
     chat_model: str | None = None  # any OpenAI-compatible chat model; None = deterministic policies
     chat_base_url: str | None = None
     chat_api_key: str | None = None
+    # seconds one chat-model request (a decision, a judge grade) may take before it counts as "timeout"
+    chat_timeout_s: float = Field(30.0, gt=0)
     embedding_model: str | None = None  # a sentence-transformers folder; None = the embedded MiniLM
     # Remote sources (arXiv, PubMed, Wikipedia, web). network=False: never try them (air-gapped machines).
     network: bool = True

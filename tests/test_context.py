@@ -20,3 +20,19 @@ def test_precedence(tmp_path):
 
 def test_default_home_is_in_the_user_folder():
     assert resolve_settings({}, {}).home == Path("~/.ftagent").expanduser()
+
+
+def test_chat_timeout_is_a_setting(tmp_path):
+    import pytest
+    from pydantic import ValidationError
+
+    home = tmp_path / "home"
+    home.mkdir()
+    assert resolve_settings({}, {"FTAGENT_HOME": str(home)}).chat_timeout_s == 30.0
+    (home / "config.yaml").write_text("chat_timeout_s: 12\n")
+    assert resolve_settings({}, {"FTAGENT_HOME": str(home)}).chat_timeout_s == 12.0
+    env = {"FTAGENT_HOME": str(home), "FTAGENT_CHAT_TIMEOUT": "4.5"}
+    assert resolve_settings({}, env).chat_timeout_s == 4.5
+    assert resolve_settings({"chat_timeout_s": 2}, env).chat_timeout_s == 2.0
+    with pytest.raises(ValidationError, match="chat_timeout_s"):
+        resolve_settings({}, {"FTAGENT_HOME": str(home), "FTAGENT_CHAT_TIMEOUT": "0"})

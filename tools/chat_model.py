@@ -33,7 +33,6 @@ from tools.prompts import PromptError, render_prompt
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
 
-DECISION_TIMEOUT_S = 30.0
 DECISION_MAX_TOKENS = 512
 NO_MODEL = "no chat model configured"
 T = TypeVar("T", bound=BaseModel)
@@ -45,9 +44,10 @@ class ChatSettings(Protocol):
     chat_model: str | None
     chat_base_url: str | None
     chat_api_key: str | None
+    chat_timeout_s: float
 
 
-def build_chat(model: str, base_url: str | None, api_key: str | None, *, timeout_s: float = DECISION_TIMEOUT_S,
+def build_chat(model: str, base_url: str | None, api_key: str | None, *, timeout_s: float,
                temperature: float = 0.0, max_tokens: int = DECISION_MAX_TOKENS) -> ChatOpenAI:
     """A ChatOpenAI client for an OpenAI-compatible endpoint, with a timeout and no silent retries."""
     from langchain_openai import ChatOpenAI
@@ -56,13 +56,13 @@ def build_chat(model: str, base_url: str | None, api_key: str | None, *, timeout
                       max_retries=0, temperature=temperature, max_tokens=max_tokens)
 
 
-def chat_model_from(settings: ChatSettings, *, timeout_s: float = DECISION_TIMEOUT_S,
-                    max_tokens: int = DECISION_MAX_TOKENS) -> ChatOpenAI | None:
-    """The configured chat model for decisions, or None when none is configured."""
+def chat_model_from(settings: ChatSettings, *, max_tokens: int = DECISION_MAX_TOKENS) -> ChatOpenAI | None:
+    """The configured chat model for decisions, or None when none is configured. Each request may take
+    `settings.chat_timeout_s` seconds (FTAGENT_CHAT_TIMEOUT, config.yaml chat_timeout_s, default 30)."""
     if not getattr(settings, "chat_model", None):
         return None
     return build_chat(settings.chat_model, settings.chat_base_url, settings.chat_api_key,
-                      timeout_s=timeout_s, max_tokens=max_tokens)
+                      timeout_s=settings.chat_timeout_s, max_tokens=max_tokens)
 
 
 @dataclass(frozen=True)
