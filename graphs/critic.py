@@ -13,6 +13,8 @@ MAX_REPLAY = 0.3  # general examples mixed into training, as a fraction of the t
 MAX_MIN_QUALITY = 0.95
 MAX_RESEARCH_QUERIES = 12
 REMOTE_SOURCES = frozenset({"arxiv", "pubmed", "wikipedia", "web"})
+# gates whose failure (with the NLL gate passing) means answers the sources do not support: stricter generation
+GROUNDING_GATES = frozenset({"answer_rouge_l", "judge_win_rate"})
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def remedy_for_gates(spec: JobSpec, failed: list[dict[str, Any]], training: dict
     cfg = spec.training
     if "general_perplexity" in names:
         return gentler_training(cfg)
-    if "answer_rouge_l" in names and "answer_nll" not in names and spec.generation.min_quality < MAX_MIN_QUALITY:
+    if names & GROUNDING_GATES and "answer_nll" not in names and spec.generation.min_quality < MAX_MIN_QUALITY:
         return stricter_generation(spec)
     if is_overfit(training):
         return shorter_training(cfg)

@@ -35,3 +35,17 @@ def check_gates(base: dict[str, Any], tuned: dict[str, Any], gates: Gates) -> li
             "detail": f"tuned answers' ROUGE-L vs the references {tuned['rouge_l']:.3f} (base "
                       f"{base.get('rouge_l') or 0:.3f}; needs at least {gates.min_rouge_l:.2f})"})
     return results
+
+
+def judge_gates(judge: dict[str, Any], gates: Gates) -> list[dict[str, Any]]:
+    """The LLM-judge gate, when it is on (min_judge_win_rate > 0) and the judge compared tuned with base on
+    at least one example; no result otherwise (an absent or failed judge neither passes nor fails a job)."""
+    pairs = judge.get("pairwise")
+    if gates.min_judge_win_rate <= 0 or not pairs:
+        return []
+    rate = pairs["win_rate"]
+    return [{"name": "judge_win_rate", "passed": rate >= gates.min_judge_win_rate, "value": rate,
+             "threshold": gates.min_judge_win_rate,
+             "detail": f"the judge preferred tuned in {pairs['wins']} of {pairs['pairs']} examples, tied "
+                       f"{pairs['ties']} (win rate {rate:.0%}, ties half; needs at least "
+                       f"{gates.min_judge_win_rate:.0%})"}]

@@ -38,6 +38,9 @@ class Gates(BaseModel):
     # grounding: tuned ROUGE-L vs the references at least this (0 = gate off; the critic then makes the
     # generator stricter when the NLL gate passes but answers stay ungrounded)
     min_rouge_l: float = Field(0.0, ge=0, le=1)
+    # LLM judge: tuned answers' win rate over base (ties count half) at least this; 0 = off. Applies only
+    # when a chat model judged some examples; a failure is treated as weak grounding.
+    min_judge_win_rate: float = Field(0.0, ge=0, le=1)
 
 
 class Curation(BaseModel):
@@ -89,6 +92,7 @@ class Evaluation(BaseModel):
     max_new_tokens: int = Field(64, ge=1, le=1024)
     general_texts: int = Field(30, ge=0)
     general_qa: int = Field(8, ge=0, description="general questions answered by base and tuned (regression)")
+    judge: bool = Field(True, description="grade generated answers with the chat model when one is configured")
 
 
 class Research(BaseModel):
