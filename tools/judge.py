@@ -45,7 +45,7 @@ class AnswerGrade(BaseModel):
 
     correctness: int = Field(ge=1, le=5, description="1-5: agreement with the reference answer")
     grounding: int = Field(ge=1, le=5, description="1-5: claims supported by the source passage")
-    reason: str = Field("", max_length=300, description="one short sentence")
+    reason: str = Field("", max_length=500, description="one short sentence")
 
     @property
     def score(self) -> float:
@@ -66,6 +66,7 @@ class ExampleVerdict:
     grades: dict[str, AnswerGrade] = field(default_factory=dict)
     failures: tuple[str, ...] = ()
     error: str | None = None
+    asked: bool = True  # False: skipped after repeated failures
 
 
 def delimit(text: str, limit: int = MAX_TEXT_CHARS) -> str:
@@ -106,7 +107,8 @@ def judge_rows(model: ChatOpenAI, rows: Sequence[dict[str, Any]],
     failed_in_a_row = 0
     for index, row in enumerate(rows):
         if failed_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-            verdicts.append(ExampleVerdict(error=f"not asked: the judge failed {failed_in_a_row} examples in a row"))
+            verdicts.append(ExampleVerdict(error=f"not asked: the judge failed {failed_in_a_row} examples in a row",
+                                           asked=False))
             continue
         passage = passages[index] if index < len(passages) else None
         verdict = judge_example(model, index, row["question"], row["reference"], passage, example_answers(row))
@@ -121,10 +123,6 @@ class Judgement:
 
     summary: dict[str, Any]
     verdicts: list[ExampleVerdict] = field(default_factory=list)
-
-    @property
-    def judged(self) -> bool:
-        return bool(self.summary.get("judged"))
 
     def annotate(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The per-example rows with judge columns: judge_<model>_correctness/_grounding, judge_reason, or
@@ -170,7 +168,7 @@ def summarise(verdicts: Sequence[ExampleVerdict], model_name: str | None = None)
     summary: dict[str, Any] = {
         "status": "judged" if judged else "failed", "model": model_name, "rubric": RUBRIC,
         "examples": len(verdicts), "judged": len(judged), "unjudged": unjudged, "failures": dict(failures),
-        "not_asked": sum(1 for v in verdicts if (v.error or "").startswith("not asked")),
+        "not_asked": sum(1 for v in verdicts if not v.asked),
         "scores": {who: mean_grades([v.grades[who] for v in judged if who in v.grades]) for who in MODELS
                    if any(who in v.grades for v in judged)},
         "pairwise": pairwise([v.grades for v in judged if set(MODELS) <= v.grades.keys()]),
