@@ -123,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--generate", type=int, help="answers generated for ROUGE-L/F1/format (default 40)")
     evaluate.add_argument("--max-new-tokens", type=int)
     evaluate.add_argument("--no-general", action="store_true", help="skip the general-capability regression check")
+    evaluate.add_argument("--no-judge", action="store_true",
+                          help="do not grade answers with the configured chat model (LLM judge)")
     _add_registry_commands(commands)
     _add_door_commands(commands)
     return parser
@@ -317,7 +319,18 @@ def evaluation_table(result: dict[str, Any]) -> Table:
     for key, label in EVAL_ROWS:
         if base.get(key) is not None:
             table.add_row(label, f"{base[key]:.3f}", "" if tuned.get(key) is None else f"{tuned[key]:.3f}")
+    add_judge_rows(table, result.get("judge") or {})
     return table
+
+
+def add_judge_rows(table: Table, judge: dict[str, Any]) -> None:
+    """The LLM judge's mean score per model and tuned's wins/ties/losses, when it graded anything."""
+    scores = judge.get("scores") or {}
+    if "base" in scores:
+        tuned = scores.get("tuned", {}).get("score")
+        table.add_row("judge score (1-5)", f"{scores['base']['score']:.2f}", "" if tuned is None else f"{tuned:.2f}")
+    if pairs := judge.get("pairwise"):
+        table.add_row("judge: tuned wins/ties/losses", "", f"{pairs['wins']}/{pairs['ties']}/{pairs['losses']}")
 
 
 def _evaluate(service: JobService, console: Console, args: argparse.Namespace) -> int:
@@ -325,12 +338,15 @@ def _evaluate(service: JobService, console: Console, args: argparse.Namespace) -
 
     overrides = {k: v for k, v in {"generate_limit": args.generate, "max_new_tokens": args.max_new_tokens}.items()
                  if v is not None} | ({"general_texts": 0, "general_qa": 0} if args.no_general else {})
+    overrides |= {"judge": False} if args.no_judge else {}
     try:
         result = service.evaluate(args.model, args.set_path, limit=args.limit, evaluation=overrides)
     except QASetError as error:
         console.print(f"[red]bad evaluation set:[/red] {error}", highlight=False)
         return EXIT_BAD_INPUT
     console.print(evaluation_table(result))
+    if judge := result.get("judge"):
+        console.print(f"LLM judge: {judge['reason']}", highlight=False)
     for gate in result["gates"]:
         console.print(f"{'PASS' if gate['passed'] else 'FAIL'} {gate['name']}: {gate['detail']}", highlight=False)
     console.print(f"report: {result['report']}", highlight=False)

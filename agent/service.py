@@ -189,11 +189,13 @@ class JobService:
         local folder (an adapter folder vs its base, or a plain model alone) on a JSONL file of
         {"question","answer"} pairs or chat records, or on the same rows given inline as `examples`; at most
         `limit` examples. `evaluation` overrides spec.evaluation (generate_limit, max_new_tokens,
-        general_texts, general_qa). Writes <home>/evaluations/<id>/report.{json,md} + plots and returns the
-        numbers. Unknown model: RegistryError; unreadable set: QASetError. Without `allow_folders` (the HTTP
-        API) only registered names and `base` are accepted."""
+        general_texts, general_qa, judge); with a chat model configured the judge grades the generated answers.
+        Writes <home>/evaluations/<id>/report.{json,md} + plots and returns the numbers. Unknown model:
+        RegistryError; unreadable set: QASetError. Without `allow_folders` (the HTTP API) only registered
+        names and `base` are accepted."""
         from graphs.nodes.evaluator import evaluate_on_set
         from graphs.spec import Evaluation, Gates
+        from tools.chat_model import chat_model_from
         from tools.evaluation import qa_records, read_qa_set
         from tools.prompts import render_prompt
 
@@ -206,7 +208,8 @@ class JobService:
             f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{slugify(Path(model).name, 40)}-{secrets.token_hex(2)}")
         result = evaluate_on_set(str(base_path), adapter, records, folder, Evaluation(**(evaluation or {})),
                                  Gates(), self.settings.threads, f"Evaluation of {model} on "
-                                 f"{Path(set_path).name if set_path is not None else 'inline examples'}")
+                                 f"{Path(set_path).name if set_path is not None else 'inline examples'}",
+                                 judge=chat_model_from(self.settings))
         return {"model": model, "base_model_path": str(base_path), "adapter": adapter,
                 "set": str(set_path) if set_path is not None else None, "examples": len(records), **result}
 

@@ -26,9 +26,11 @@ def write_evaluation_report(folder: Path, evaluation: dict[str, Any], per_exampl
     data = json.dumps({**evaluation, "per_example": per_example, "general_per_example": list(general_per_example),
                        "plots": [Path(p).name for p in plots]}, indent=2)
     lines = [f"# {title or f'Evaluation, round {round_number}'}", "",
-             metrics_table(evaluation["base"], evaluation.get("tuned") or {}), "",
-             "## Gates", ""] + [f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}"
-                                for g in evaluation["gates"]]
+             metrics_table(evaluation["base"], evaluation.get("tuned") or {}), ""]
+    if judge := evaluation.get("judge"):
+        lines += ["## LLM judge", "", *judge_lines(judge), ""]
+    lines += ["## Gates", ""] + [f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}"
+                                 for g in evaluation["gates"]]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     lines += ["", "## Examples (held-out)", ""] + example_table(per_example)
@@ -55,9 +57,36 @@ def example_table(rows: Sequence[dict]) -> list[str]:
         return (f"{cell(row[f'{who}_answer'])} (R-L {_fmt(row.get(f'{who}_rouge_l'), 2)}"
                 + (f"; format: {problems}" if problems else "") + ")")
 
-    lines = ["| question | reference | base | tuned |", "|---|---|---|---|"]
+    judged = any(key.startswith("judge_") for row in rows for key in row)
+    lines = ["| question | reference | base | tuned |" + (" judge (correctness/grounding) |" if judged else ""),
+             "|---|---|---|---|" + ("---|" if judged else "")]
     lines += [f"| {cell(row['question'])} | {cell(row['reference'])} | {answer(row, 'base')} | "
-              f"{answer(row, 'tuned')} |" for row in rows[:20]]
+              f"{answer(row, 'tuned')} |" + (f" {cell(judge_cell(row))} |" if judged else "") for row in rows[:20]]
+    return lines
+
+
+def judge_cell(row: dict) -> str:
+    """'base 2/3, tuned 5/4' (correctness/grounding, 1-5) or 'unjudged: why'."""
+    if row.get("judge_error"):
+        return f"unjudged: {row['judge_error']}"
+    return ", ".join(f"{who} {row[f'judge_{who}_correctness']}/{row[f'judge_{who}_grounding']}"
+                     for who in ("base", "tuned") if f"judge_{who}_correctness" in row)
+
+
+def judge_lines(judge: dict[str, Any]) -> list[str]:
+    """The LLM judge in a report: mean grades per model, tuned vs base, and how many examples it graded
+    (or why there is no judge)."""
+    if judge.get("status") == "absent":
+        return [f"No judge: {judge['reason']}."]
+    lines = [f"Judge `{judge.get('model')}`: {judge['reason']}. Rubric: {judge['rubric']}."]
+    if scores := judge.get("scores"):
+        base, tuned = scores.get("base", {}), scores.get("tuned", {})
+        lines += ["", "| judge, mean of 1-5 | base | tuned |", "|---|---|---|"]
+        lines += [f"| {aspect} | {_fmt(base.get(aspect), 2)} | {_fmt(tuned.get(aspect), 2)} |"
+                  for aspect in ("correctness", "grounding", "score")]
+    if pairs := judge.get("pairwise"):
+        lines += ["", (f"Tuned vs base: {pairs['wins']} wins, {pairs['ties']} ties, {pairs['losses']} losses of "
+                       f"{pairs['pairs']} (win rate {pairs['win_rate']:.0%}, ties count half).")]
     return lines
 
 
@@ -129,8 +158,8 @@ def job_report(state: JobState) -> str:
     lines += [f"- skipped: {s['what']}: {s['reason']}" for s in state.get("skipped", [])]
     lines += research_lines(state.get("research") or {})
     if curation:
-        lines += [f"- chunks kept {curation['chunks_kept']} of {curation['chunks_in']}; dropped: "
-                  f"{curation.get('dropped_chunks') or 'none'}"]
+        lines += [(f"- chunks kept {curation['chunks_kept']} of {curation['chunks_in']}; dropped: "
+                   f"{curation.get('dropped_chunks') or 'none'}")]
     if dataset:
         lines += ["", "## Dataset", "", f"- examples per split: {dataset['counts']}; types: {dataset['types']}",
                   f"- dataset hash {dataset['hash']}; files in {Path(dataset['paths']['train']).parent}"]
@@ -140,6 +169,8 @@ def job_report(state: JobState) -> str:
                          f"failures: {dataset.get('generator_stats') or 'none'}; card: {dataset.get('card')}")
     if evaluation:
         lines += ["", "## Final evaluation", "", metrics_table(evaluation["base"], evaluation["tuned"]), ""]
+        if judge := evaluation.get("judge"):
+            lines += judge_lines(judge) + [""]
         lines += [f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in evaluation["gates"]]
     if state.get("rounds") or state.get("remedies"):
         lines += [""] + rounds_section(state)
@@ -155,20 +186,20 @@ def model_card(state: JobState, model: dict[str, Any]) -> str:
     config = training.get("config", {})
     lines = [
         f"# {model['name']}", "",
-        f"A LoRA adapter on **{model['base_model']}** tuned on **{state['spec']['subject']}** by ftagent "
-        f"(job {state['job_id']}, round {model['round']}).", "",
+        (f"A LoRA adapter on **{model['base_model']}** tuned on **{state['spec']['subject']}** by ftagent "
+         f"(job {state['job_id']}, round {model['round']})."), "",
         f"- status: {model['status']} (quality gates {'passed' if model['gates_passed'] else 'FAILED'})",
         f"- trained on {sources_summary(state.get('documents', []))}",
         f"- dataset: {dataset.get('counts')} examples, hash {dataset.get('hash')}",
-        f"- training: LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, "
-        f"lr={config.get('learning_rate')}, epochs={config.get('epochs')}, {training.get('steps')} steps, "
-        f"{training.get('precision')} on {training.get('device')}",
+        (f"- training: LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, "
+         f"lr={config.get('learning_rate')}, epochs={config.get('epochs')}, {training.get('steps')} steps, "
+         f"{training.get('precision')} on {training.get('device')}"),
         f"- train loss {_fmt(training.get('train_loss'))}, val loss {_fmt(training.get('val_loss'))}", "",
         "## Evaluation (held-out documents)", "", metrics_table(evaluation.get("base", {}), evaluation.get("tuned", {})),
         "", *[f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in evaluation.get("gates", [])],
         "", *rounds_section(state), "",
         "## Use", "", f"`ftagent ask {model['name']} \"your question\"`", "",
-        "## Limits", "", "Answers were trained to quote the source documents; the model knows only what they say "
-        "and may state it wrongly. Check anything that matters against the sources.",
+        "## Limits", "", ("Answers were trained to quote the source documents; the model knows only what they "
+                          "say and may state it wrongly. Check anything that matters against the sources."),
     ]
     return "\n".join(lines) + "\n"

@@ -4,22 +4,29 @@ evaluation endpoint, and the critic's grounding / general-regression remedies.""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from judge_server import JudgeServer, running_judge
+from langgraph.runtime import Runtime
 
 from agent.api import PREFIX, create_app
 from agent.cli import EXIT_BAD_INPUT, EXIT_NOT_FOUND, main
 from agent.service import JobService
-from graphs.context import resolve_settings
+from graphs.context import JobContext, Settings, resolve_settings
 from graphs.critic import remedy_for_gates
 from graphs.gates import check_gates
+from graphs.nodes.evaluator import evaluate_model
+from graphs.reports import job_report
 from graphs.spec import Gates, JobSpec
+from tools.chunking import Chunk
 from tools.eval_plots import write_plots
 from tools.evaluation import QASetError, general_qa, mix_replay, qa_records, read_qa_set
 from tools.metrics import exact_match, format_compliance, format_problems, rouge_l, token_f1
 from tools.registry import ModelRegistry, ModelVersion, now_iso
+from tools.vector_store import ChunkStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TOKEN = "test-token"
@@ -165,7 +172,10 @@ def test_cli_eval_on_an_adapter_folder_prints_a_table_and_writes_the_report(
     assert report["base"]["examples"] == 2 and report["tuned"]["generated"] == 2
     assert report["base"]["answer_nll"] != report["tuned"]["answer_nll"]
     assert len(report["per_example"]) == 2 and {"tuned_format", "base_format"} <= set(report["per_example"][0])
+    assert report["judge"] == {"status": "absent", "reason": "no chat model configured", "judged": 0}
+    assert not any(key.startswith("judge_") for key in report["per_example"][0])
     markdown = (reports[0].parent / "report.md").read_text()
+    assert "No judge: no chat model configured." in markdown and "judge (correctness" not in markdown
     assert "![eval-metrics](eval-metrics.png)" in markdown and "![eval-rouge](eval-rouge.png)" in markdown
     assert (reports[0].parent / "eval-rouge.png").read_bytes()[:8] == PNG_SIGNATURE
 
@@ -219,3 +229,70 @@ def test_api_evaluation_endpoint(home: Path, tiny_model_dir: Path, tiny_adapter:
     assert client.post(url, json={"model": str(tiny_adapter), "examples": QA}, headers=auth).status_code == 404
     assert client.post(url, json={"model": name}, headers=auth).status_code == 422
     assert client.post(url, json={"model": name, "examples": [{"question": "q"}]}, headers=auth).status_code == 422
+
+
+# -- the LLM judge in `ftagent eval` and in a job's evaluator (real judge server on 127.0.0.1) ----------
+
+PASSAGE = "A stabilizer code measures stabilizer operators to find errors without reading the logical state."
+
+
+@pytest.fixture()
+def judge() -> Iterator[tuple[JudgeServer, str]]:
+    yield from running_judge()
+
+
+def test_cli_eval_with_a_chat_model_writes_judge_scores(home: Path, tiny_adapter: Path, tmp_path: Path,
+                                                        judge, monkeypatch, capsys) -> None:
+    server, base_url = judge
+    for variable, value in {"FTAGENT_CHAT_MODEL": "judge-model", "FTAGENT_CHAT_BASE_URL": base_url,
+                            "FTAGENT_CHAT_TIMEOUT": "5"}.items():
+        monkeypatch.setenv(variable, value)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in [{**QA[0], "passage": PASSAGE}, QA[1], QA[2]]) + "\n")
+    code, out = _run(capsys, "eval", str(tiny_adapter), "--set", str(qa), "--no-general", *FAST)
+    assert code == 0, out
+    assert "judge score (1-5)" in out and "LLM judge: graded 2 of 2 examples" in out
+    report = json.loads(next((home / "evaluations").glob("*/report.json")).read_text())
+    summary = report["judge"]
+    assert summary["judged"] == 2 and summary["model"] == "judge-model" and summary["pairwise"]["pairs"] == 2
+    assert set(summary["scores"]) == {"base", "tuned"}
+    for example in report["per_example"]:
+        assert {"judge_base_correctness", "judge_tuned_correctness", "judge_base_grounding"} <= set(example)
+    assert len(server.bodies) == 2 and PASSAGE in server.prompt(0) and "<<<none>>>" in server.prompt(1)
+    markdown = next((home / "evaluations").glob("*/report.md")).read_text()
+    assert "## LLM judge" in markdown and "| judge (correctness/grounding) |" in markdown
+    assert "Tuned vs base: " in markdown and "Judge `judge-model`: graded 2 of 2 examples" in markdown
+
+    code, out = _run(capsys, "eval", str(tiny_adapter), "--set", str(qa), "--no-general", "--no-judge", *FAST)
+    assert code == 0 and "judge turned off" in out and len(server.bodies) == 2
+
+
+def test_job_evaluator_judges_with_the_chunks_passages_and_applies_the_judge_gate(
+        tmp_path: Path, tiny_model_dir: Path, tiny_adapter: Path, judge) -> None:
+    import numpy as np
+
+    server, base_url = judge
+    settings = Settings(home=tmp_path / "home", chat_model="judge-model", chat_base_url=base_url, chat_timeout_s=5)
+    ChunkStore(settings.home / "chroma", "job-1").add([Chunk("c1", "d1", PASSAGE, "", 0)], np.ones((1, 4)),
+                                                      [{"relevance": 1.0}])
+    test = tmp_path / "test.jsonl"
+    test.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": QA[i]["question"]},
+                                                        {"role": "assistant", "content": QA[i]["answer"]}],
+                                           "metadata": {"chunk_id": "c1" if i == 0 else "gone"}})
+                              for i in range(2)) + "\n")
+    spec = _spec(evaluation={"generate_limit": 2, "max_new_tokens": 4, "general_texts": 0, "general_qa": 0},
+                 gates={"min_judge_win_rate": 0.9})
+    state = {"job_id": "job-1", "spec": spec.model_dump(), "curation": {"collection": "job-1"},
+             "dataset": {"paths": {"test": str(test)}},
+             "training": {"round": 1, "base_model_path": str(tiny_model_dir), "adapter_dir": str(tiny_adapter),
+                          "config": {}, "train_loss": 1.0, "val_loss": 1.0}}
+    update = evaluate_model(state, Runtime(context=JobContext(settings)))
+    evaluation = update["evaluation"]
+    # random tiny models answer nonsense: the literal judge ties them, below the 90% the gate asks for
+    gate = next(g for g in evaluation["gates"] if g["name"] == "judge_win_rate")
+    assert not gate["passed"] and gate["value"] == 0.5 and evaluation["passed"] is False
+    assert evaluation["judge"]["judged"] == 2 and update["rounds"][0]["judge"] == evaluation["judge"]
+    assert PASSAGE in server.prompt(0) and "<<<none>>>" in server.prompt(1)  # chunk text; an unknown chunk: none
+    report = json.loads((settings.home / "jobs/job-1/eval/report.json").read_text())
+    assert report["per_example"][0]["judge_tuned_correctness"] == 1
+    assert "Judge `judge-model`" in job_report({**state, **update, "curation": None, "dataset": None})

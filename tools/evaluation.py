@@ -86,21 +86,38 @@ class EvalPlan:
 
 def qa_record(row: dict[str, Any], system_prompt: str, where: str = "record") -> dict[str, Any]:
     """A chat record from `{"question","answer"}` (the system prompt is added) or `{"messages": [...]}`
-    whose last message is the assistant's reference answer."""
+    whose last message is the assistant's reference answer. A source passage (`"passage"` or `"context"`
+    beside the question, or `metadata.passage`) is kept as metadata.passage for the LLM judge."""
     if isinstance(row, dict) and isinstance(row.get("messages"), list):
         messages = row["messages"]
         if len(messages) < 2 or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
             raise QASetError(f"{where}: 'messages' needs at least a user and an assistant message with role/content")
         if messages[-1]["role"] != "assistant" or messages[-2]["role"] != "user":
             raise QASetError(f"{where}: the last two messages must be user then assistant (the reference answer)")
-        return {"messages": messages}
+        return {"messages": messages} | _passage_metadata(row, where)
     if isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(row.get("answer"), str):
         if not row["question"].strip() or not row["answer"].strip():
             raise QASetError(f"{where}: empty question or answer")
         return {"messages": [{"role": "system", "content": system_prompt},
                              {"role": "user", "content": row["question"]},
-                             {"role": "assistant", "content": row["answer"]}]}
+                             {"role": "assistant", "content": row["answer"]}]} | _passage_metadata(row, where)
     raise QASetError(f"{where}: expected {{\"question\", \"answer\"}} strings or {{\"messages\": [...]}}")
+
+
+def _passage_metadata(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """{"metadata": {"passage": …}} when the row names its source passage, else {}."""
+    metadata = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+    passage = row.get("passage", row.get("context", metadata.get("passage")))
+    if passage is None:
+        return {}
+    if not isinstance(passage, str) or not passage.strip():
+        raise QASetError(f"{where}: the source passage must be a non-empty string")
+    return {"metadata": {"passage": passage}}
+
+
+def record_passage(record: dict[str, Any]) -> str | None:
+    """The source passage a record carries (metadata.passage), or None."""
+    return (record.get("metadata") or {}).get("passage")
 
 
 def qa_records(rows: Sequence[dict[str, Any]], system_prompt: str, limit: int | None = None) -> list[dict]:

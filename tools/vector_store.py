@@ -54,6 +54,13 @@ class ChunkStore:
             rows.append((chunk, dict(meta)))
         return sorted(rows, key=lambda row: (row[0].doc_id, row[0].position))
 
+    def texts(self, chunk_ids: Sequence[str]) -> dict[str, str]:
+        """{chunk_id: text} for the stored chunks among `chunk_ids` (ids not stored are left out)."""
+        if not chunk_ids:
+            return {}
+        found = self._collection.get(ids=list(dict.fromkeys(chunk_ids)), include=["documents"])
+        return dict(zip(found["ids"], found["documents"], strict=True))
+
     def query(self, vector: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """(chunk_id, cosine similarity) of the k nearest chunks."""
         found = self._collection.query(query_embeddings=[vector.tolist()], n_results=k)

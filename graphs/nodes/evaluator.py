@@ -1,23 +1,38 @@
-"""evaluator: tuned vs base on the held-out test split, general text and general questions; applies the
-gates; writes the report (JSON + Markdown) with its plots next to it."""
+"""evaluator: tuned vs base on the held-out test split, general text and general questions; the LLM judge
+grades the generated answers when a chat model is configured; applies the gates; writes the report (JSON +
+Markdown) with its plots next to it."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import Runtime
 
-from graphs.context import JobContext
-from graphs.gates import check_gates
+from graphs.context import JobContext, Settings
+from graphs.gates import check_gates, judge_gates
 from graphs.nodes.common import effective_spec
 from graphs.reports import write_evaluation_report
 from graphs.spec import Evaluation, Gates, JobSpec
 from graphs.state import JobState
+from tools.chat_model import chat_model_from
 from tools.dataset import read_jsonl
 from tools.eval_plots import write_plots
-from tools.evaluation import Comparison, compare_with_base, general_qa, general_texts
+from tools.evaluation import (
+    Comparison,
+    compare_with_base,
+    general_qa,
+    general_texts,
+    record_passage,
+)
+from tools.judge import Judgement, absent_judgement, judge_answers
 from tools.prompts import render_prompt
+from tools.vector_store import ChunkStore
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
+
+JUDGE_OFF = "judge turned off (evaluation.judge is false)"
 
 
 def compare(spec: JobSpec, training: dict[str, Any], test: list[dict], threads: int | None) -> Comparison:
@@ -36,39 +51,66 @@ def write_report(folder: Path, evaluation: dict[str, Any], comparison: Compariso
     return write_evaluation_report(folder, evaluation, comparison.per_example, plots, comparison.general_per_example)
 
 
+def judge_comparison(chat: ChatOpenAI | None, enabled: bool, comparison: Comparison,
+                     passages: list[str | None]) -> Judgement:
+    """The judge's grades of the generated answers (rows of `comparison.per_example`, which gain the judge
+    columns); absent when the judge is off or no chat model is configured."""
+    judgement = judge_answers(chat, comparison.per_example, passages) if enabled else absent_judgement(JUDGE_OFF)
+    comparison.per_example = judgement.annotate(comparison.per_example)
+    return judgement
+
+
+def job_passages(state: JobState, settings: Settings, records: list[dict]) -> list[str | None]:
+    """Each record's source passage: its chunk's text from the job's chunk store (metadata.chunk_id), else
+    the passage the record carries, else None."""
+    collection = (state.get("curation") or {}).get("collection")
+    ids = [(r.get("metadata") or {}).get("chunk_id") for r in records]
+    texts = ChunkStore(settings.home / "chroma", collection).texts([i for i in ids if i]) if collection else {}
+    return [texts.get(chunk_id) or record_passage(r) for chunk_id, r in zip(ids, records, strict=True)]
+
+
 def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     spec = effective_spec(state)
-    events = runtime.context.events(state["job_id"])
+    settings, events = runtime.context.settings, runtime.context.events(state["job_id"])
     training = state["training"]
     test = read_jsonl(state["dataset"]["paths"]["test"])
     events.emit("evaluator", "phase", f"round {training['round']}: comparing tuned and base on "
                 f"{len(test)} held-out examples and {spec.evaluation.general_qa} general questions")
-    comparison = compare(spec, training, test, runtime.context.settings.threads)
+    comparison = compare(spec, training, test, settings.threads)
+    chat = chat_model_from(settings) if spec.evaluation.judge else None
+    passages = job_passages(state, settings, test[: len(comparison.per_example)]) if chat else []
+    judgement = judge_comparison(chat, spec.evaluation.judge, comparison, passages)
+    events.emit("evaluator", "judge", f"LLM judge: {judgement.summary['reason']}", **judgement.summary)
     base, tuned = comparison.base.to_dict(), comparison.tuned.to_dict() if comparison.tuned else {}
-    gates = check_gates(base, tuned, spec.gates)
+    gates = check_gates(base, tuned, spec.gates) + judge_gates(judgement.summary, spec.gates)
     passed = all(g["passed"] for g in gates)
-    evaluation = {"round": training["round"], "base": base, "tuned": tuned, "gates": gates, "passed": passed}
+    evaluation = {"round": training["round"], "base": base, "tuned": tuned, "judge": judgement.summary,
+                  "gates": gates, "passed": passed}
     evaluation["report"] = str(write_report(runtime.context.paths(state["job_id"]).eval, evaluation, comparison))
     for gate in gates:
         events.emit("evaluator", "gate", f"{'PASS' if gate['passed'] else 'FAIL'} {gate['name']}: {gate['detail']}",
                     **gate)
     round_record = {"round": training["round"], "config": training["config"], "train_loss": training["train_loss"],
-                    "val_loss": training["val_loss"], "base": base, "tuned": tuned, "gates": gates, "passed": passed}
+                    "val_loss": training["val_loss"], "base": base, "tuned": tuned, "judge": judgement.summary,
+                    "gates": gates, "passed": passed}
     return {"evaluation": evaluation, "rounds": [round_record]}
 
 
 def evaluate_on_set(base_model_path: str, adapter_dir: str | None, records: list[dict], folder: Path,
                     settings: Evaluation, gates: Gates, threads: int | None = None,
-                    title: str = "Evaluation", max_answer_words: int = 150) -> dict[str, Any]:
+                    title: str = "Evaluation", max_answer_words: int = 150,
+                    judge: ChatOpenAI | None = None) -> dict[str, Any]:
     """Any model (adapter on its base, or a plain model) on any question/answer records: the same
-    comparison, gates and report as a job's evaluator, written to `folder` (report.json/.md + plots)."""
+    comparison, judge, gates and report as a job's evaluator, written to `folder` (report.json/.md + plots).
+    `judge` is the configured chat model (None: no judge); records' metadata.passage reaches it."""
     questions = general_qa(render_prompt("system_general"), settings.general_qa)
     comparison = compare_with_base(base_model_path, adapter_dir, records, general_texts(settings.general_texts),
                                    settings.max_new_tokens, settings.generate_limit, threads, questions,
                                    max_answer_words)
+    judgement = judge_comparison(judge, settings.judge, comparison, [record_passage(r) for r in records])
     base, tuned = comparison.base.to_dict(), comparison.tuned.to_dict() if comparison.tuned else None
-    checked = check_gates(base, tuned, gates) if tuned else []
-    evaluation = {"round": 0, "base": base, "tuned": tuned, "gates": checked,
+    checked = check_gates(base, tuned, gates) + judge_gates(judgement.summary, gates) if tuned else []
+    evaluation = {"round": 0, "base": base, "tuned": tuned, "judge": judgement.summary, "gates": checked,
                   "passed": all(g["passed"] for g in checked) if checked else None}
     plots = write_plots(folder, "eval", base, tuned, comparison.per_example)
     report = write_evaluation_report(folder, evaluation, comparison.per_example, plots,
