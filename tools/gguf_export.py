@@ -70,13 +70,13 @@ def write_gguf(merged_dir: Path, out_file: Path, dtype: str = "f16") -> Path:
 
     if dtype not in GGUF_DTYPES:
         raise ExportError(f"dtype {dtype!r} cannot be written as GGUF; one of {', '.join(GGUF_DTYPES)}")
-    config = json.loads((merged_dir / "config.json").read_text()) if (merged_dir / "config.json").exists() else {}
-    architecture = (config.get("architectures") or ["(none)"])[0]
+    check_export(merged_dir)
+    config = json.loads((merged_dir / "config.json").read_text())
+    architecture = config["architectures"][0]
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise ExportError(f"GGUF export writes Llama-architecture models ({', '.join(SUPPORTED_ARCHITECTURES)}); "
                           f"{merged_dir} is {architecture}: export it as safetensors and convert it with "
                           "llama.cpp's convert_hf_to_gguf.py")
-    check_export(merged_dir)
     shape = LlamaShape.from_config(config)
     staging = out_file.with_name(out_file.name + ".partial")
     out_file.parent.mkdir(parents=True, exist_ok=True)
