@@ -77,7 +77,10 @@ def write_gguf(merged_dir: Path, out_file: Path, dtype: str = "f16") -> Path:
         raise ExportError(f"GGUF export writes Llama-architecture models ({', '.join(SUPPORTED_ARCHITECTURES)}); "
                           f"{merged_dir} is {architecture}: export it as safetensors and convert it with "
                           "llama.cpp's convert_hf_to_gguf.py")
-    shape = LlamaShape.from_config(config)
+    try:
+        shape = LlamaShape.from_config(config)
+    except KeyError as missing:
+        raise ExportError(f"config.json in {merged_dir} lacks {missing}, which llama.cpp needs") from None
     staging = out_file.with_name(out_file.name + ".partial")
     out_file.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(staging), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
@@ -91,8 +94,11 @@ def write_gguf(merged_dir: Path, out_file: Path, dtype: str = "f16") -> Path:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-    finally:
         writer.close()
+    except BaseException:
+        writer.close()
+        staging.unlink(missing_ok=True)  # no half-written file is left for a runtime to pick up
+        raise
     os.replace(staging, out_file)
     return out_file
 
