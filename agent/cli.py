@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-judge", action="store_true",
                           help="do not grade answers with the configured chat model (LLM judge)")
     _add_registry_commands(commands)
+    _add_export_command(commands)
     _add_door_commands(commands)
     return parser
 
@@ -140,6 +141,19 @@ def _add_door_commands(commands: Any) -> None:
     worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
     chat = commands.add_parser("chat", help="talk to the agent: start, follow and stop jobs, ask models")
     chat.add_argument("--user", help="your name as the jobs' owner (default: the OS user)")
+
+
+def _add_export_command(commands: Any) -> None:
+    from tools.export import EXPORT_FORMATS, GGUF_DTYPES, SAFETENSORS_DTYPES
+
+    export = commands.add_parser("export", help="write a model version for vLLM/transformers (merged safetensors) "
+                                 "or llama.cpp (GGUF)")
+    export.add_argument("model")
+    export.add_argument("--format", dest="export_format", choices=EXPORT_FORMATS, default="safetensors")
+    export.add_argument("--dtype", help=f"safetensors: {', '.join(SAFETENSORS_DTYPES)} (default f32); "
+                        f"gguf: {', '.join(GGUF_DTYPES)} (default f16)")
+    export.add_argument("--out", help="folder (safetensors) or .gguf file or folder (gguf); "
+                        "default under <home>/models/<model>/")
 
 
 def _add_registry_commands(commands: Any) -> None:
@@ -269,6 +283,8 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
         return _registry_change(service, console, args)
     if args.command == "serve":
         return _serve(service, console, args)
+    if args.command == "export":
+        return _export(service, console, args)
     if args.command in ("api", "worker", "chat"):
         return _door(service, console, args)
     raise AssertionError(args.command)
@@ -363,6 +379,18 @@ def _registry_change(service: JobService, console: Console, args: argparse.Names
     else:
         version = service.delete_model(args.model, force=args.force)
         console.print(f"deleted {version.name} ({version.status})", highlight=False)
+    return 0
+
+
+def _export(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    from tools.export import ExportError
+
+    try:
+        path = service.export(args.model, args.export_format, args.dtype, args.out)
+    except ExportError as error:
+        console.print(f"[red]cannot export:[/red] {escape(str(error))}", highlight=False)
+        return EXIT_BAD_INPUT
+    console.print(f"exported {args.model} as {args.export_format}: {path}", highlight=False)
     return 0
 
 

@@ -271,6 +271,50 @@ class JobService:
 
         serve_forever(app if app is not None else self.serving_app(names), host, port)
 
+    # -- export ------------------------------------------------------------------------------------
+    def export(self, name: str, fmt: str = "safetensors", dtype: str | None = None,
+               out: Path | str | None = None) -> Path:
+        """Export a registered version for other runtimes and return where it went.
+
+        "safetensors": a merged Hugging Face folder (vLLM, transformers, llama.cpp's converter) in f32
+        (default), f16 or bf16, by default <home>/models/<name>/merged (f32) or merged-<dtype>.
+        "gguf": one file for llama.cpp (Llama-architecture models) in f16 (default), f32 or q8_0, written
+        from the f32 merged folder (made once and remembered as the version's merged_path), by default
+        <home>/models/<name>/<name>-<dtype>.gguf; an existing folder as `out` receives that file name.
+        Every export is listed on the model card. Bad format/dtype or architecture: ExportError;
+        unknown model: RegistryError."""
+        from tools.export import export_merged, resolve_export_options
+
+        chosen = resolve_export_options(fmt, dtype)
+        version = self.registry.get(name)
+        folder = self.settings.home / "models" / name
+        target = Path(out).expanduser() if out is not None else None
+        if fmt == "safetensors":
+            default = folder / ("merged" if chosen == "f32" else f"merged-{chosen}")
+            path = export_merged(version.base_model_path, version.adapter_path, target or default, chosen)
+            if path == folder / "merged":
+                self.registry.set_merged_path(name, str(path))
+        else:
+            from tools.gguf_export import write_gguf
+
+            file_name = f"{name}-{chosen}.gguf"
+            target = target / file_name if target is not None and target.is_dir() else target
+            path = write_gguf(self._merged_folder(version), target or folder / file_name, chosen)
+        _note_export_on_card(Path(version.card_path), fmt, chosen, path)
+        return path
+
+    def _merged_folder(self, version: ModelVersion) -> Path:
+        """The version's f32 merged folder: the one recorded if it still passes the export check, else a new
+        one at <home>/models/<name>/merged."""
+        from tools.export import export_merged, export_problems
+
+        if version.merged_path and Path(version.merged_path).is_dir() and not export_problems(Path(version.merged_path)):
+            return Path(version.merged_path)
+        merged = export_merged(version.base_model_path, version.adapter_path,
+                               self.settings.home / "models" / version.name / "merged")
+        self.registry.set_merged_path(version.name, str(merged))
+        return merged
+
     # -- plumbing --------------------------------------------------------------------------------
     @contextmanager
     def _graph(self) -> Iterator[Any]:
@@ -281,3 +325,16 @@ class JobService:
             yield build_graph(SqliteSaver(connection))
         finally:
             connection.close()
+
+
+def _note_export_on_card(card: Path, fmt: str, dtype: str, path: Path) -> None:
+    """List an export under "## Exports" on the model card (once per path)."""
+    if not card.is_file():
+        return
+    text = card.read_text()
+    line = f"- {fmt} {dtype}: `{path.resolve()}`"
+    if line in text:
+        return
+    if "\n## Exports\n" not in text:
+        text = text.rstrip("\n") + "\n\n## Exports\n"
+    card.write_text(text.rstrip("\n") + "\n" + line + "\n")

@@ -115,6 +115,13 @@ class ModelRegistry(SqliteTable):
             connection.execute("UPDATE model_versions SET status = ? WHERE name = ?", (status, name))
         return self.get(name)
 
+    def set_merged_path(self, name: str, merged_path: str) -> ModelVersion:
+        """Remember where a version's merged standalone weights are (made by the deployer or an export)."""
+        self.get(name)  # RegistryError for an unknown name
+        with self._connect() as connection:
+            connection.execute("UPDATE model_versions SET merged_path = ? WHERE name = ?", (merged_path, name))
+        return self.get(name)
+
     def family_of(self, family_or_model: str) -> str:
         """The family a model name belongs to, or the name itself when it is a family."""
         versions = self.list()

@@ -12,6 +12,7 @@ from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
 from graphs.reports import job_report, model_card
 from graphs.state import JobState
+from tools.export import export_merged
 from tools.registry import ModelRegistry, ModelVersion, family_name, now_iso
 
 
@@ -44,7 +45,7 @@ def _new_version(state: JobState, spec, registry: ModelRegistry, home: Path) -> 
     adapter = folder / "adapter"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(training["adapter_dir"], adapter)
-    merged = _merge(training["base_model_path"], adapter, folder / "merged") if spec.merge else None
+    merged = export_merged(training["base_model_path"], adapter, folder / "merged") if spec.merge else None
     return ModelVersion(
         name=name, family=family, version=number, base_model=spec.base_model,
         base_model_path=training["base_model_path"], subject=spec.subject,
@@ -58,13 +59,3 @@ def _new_version(state: JobState, spec, registry: ModelRegistry, home: Path) -> 
                  "train_loss": training["train_loss"], "val_loss": training["val_loss"]},
     )
 
-
-def _merge(base_model_path: str, adapter: Path, target: Path) -> Path:
-    """A standalone model: the adapter folded into the base weights (merge_and_unload)."""
-    from tools.evaluation import load_for_inference
-
-    model, tokenizer = load_for_inference(base_model_path, str(adapter))
-    merged = model.merge_and_unload()
-    merged.save_pretrained(str(target), safe_serialization=True)
-    tokenizer.save_pretrained(str(target))
-    return target
