@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tools.registry import ModelRegistry, ModelVersion, now_iso
-from tools.serving import ABSplit, app_for_registry, create_app, serve_in_background
+from tools.serving import ABSplit, create_app, serve_in_background
+from tools.serving_registry import app_for_registry
 
 ADAPTERS = ("ft-tiny-alpha-v1", "ft-tiny-beta-v1")
 
