@@ -162,8 +162,8 @@ def _add_registry_commands(commands: Any) -> None:
                             "(0 = only on POST /admin/reload; default 5)")
     serve.add_argument("--max-batch", type=int, default=8, metavar="N",
                        help="decode up to N concurrent requests in one batch (1 = one at a time; default 8)")
-    serve.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS",
-                       help="how long the first request of a batch waits for others (default 5)")
+    serve.add_argument("--batch-window-ms", type=float, default=10.0, metavar="MS",
+                       help="how long a batch waits for more requests before it decodes (default 10)")
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:

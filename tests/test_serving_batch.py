@@ -11,7 +11,13 @@ import pytest
 from tiny_model import random_adapter
 
 from tools.serving import ChatCompletionRequest, ModelServer, build_app, serve_in_background
-from tools.serving_batch import Generation, cut_answer, fits_together
+from tools.serving_batch import (
+    Generation,
+    GenerationResult,
+    MicroBatcher,
+    cut_answer,
+    fits_together,
+)
 
 ADAPTERS = ("ft-tiny-alpha-v1", "ft-tiny-beta-v1")
 # (model, question, max_tokens): every adapter and the base, prompts of different lengths, own limits
@@ -79,14 +85,32 @@ def _batch_sizes(url: str) -> dict[str, int]:
     return httpx.get(url.removesuffix("/v1") + "/health").json()["batching"]["batch_sizes"]
 
 
-def test_a_batch_never_outgrows_the_context() -> None:
+def _job(prompt: int, answer: int, temperature: float = 0.0) -> Generation:
     import torch
 
-    def job(prompt: int, answer: int) -> Generation:
-        return Generation("m", None, torch.zeros((1, prompt), dtype=torch.long), answer, 0.0, 1.0, None)
+    return Generation("m", None, torch.zeros((1, prompt), dtype=torch.long), answer, temperature, 1.0, None)
 
-    assert fits_together([job(900, 24), job(10, 100)], 1024)
-    assert not fits_together([job(950, 24), job(10, 100)], 1024)  # the long prompt would decode 100 more
+
+def test_only_compatible_jobs_share_a_batch_and_the_others_keep_their_turn() -> None:
+    calls: list[list[float]] = []
+
+    def record(jobs: list[Generation]) -> list[GenerationResult]:
+        calls.append([job.temperature for job in jobs])
+        return [GenerationResult(str(job.temperature), job.prompt_tokens, 1, "stop") for job in jobs]
+
+    batcher = MicroBatcher(record, context_length=1024, max_batch_size=4, window_s=0.5)
+    try:
+        futures = [batcher.submit(_job(5, 8, t)) for t in (1.3, 0.0, 0.0, 1.3, 0.7)]
+        assert [f.result(timeout=10).text for f in futures] == ["1.3", "0.0", "0.0", "1.3", "0.7"]
+    finally:
+        batcher.close()
+    assert calls == [[1.3, 1.3], [0.0, 0.0], [0.7]]
+    assert batcher.batch_sizes == {2: 2, 1: 1}
+
+
+def test_a_batch_never_outgrows_the_context() -> None:
+    assert fits_together([_job(900, 24), _job(10, 100)], 1024)
+    assert not fits_together([_job(950, 24), _job(10, 100)], 1024)  # the long prompt would decode 100 more
 
 
 @pytest.mark.parametrize(("tokens", "limit", "expected"), [

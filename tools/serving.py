@@ -179,7 +179,7 @@ class ModelServer:
                  aliases: Mapping[str, str] | None = None, ab_splits: Mapping[str, Mapping[str, float]] | None = None,
                  system_prompts: Mapping[str, str] | None = None, context_length: int | None = None,
                  default_max_tokens: int = 256, assignment_log: Path | None = None,
-                 threads: int | None = None, max_batch_size: int = 8, batch_window_ms: float = 5.0) -> None:
+                 threads: int | None = None, max_batch_size: int = 8, batch_window_ms: float = 10.0) -> None:
         from tools.evaluation import load_for_inference
 
         self.base_name = base_name or Path(str(base_model_path).rstrip("/")).name

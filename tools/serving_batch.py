@@ -7,9 +7,11 @@ Policies:
   repeatable answer, which a random stream shared with strangers cannot keep), and so does a streamed
   one (its tokens go to one client as they come). Rows may use different adapters: peft's mixed-adapter
   inference (``adapter_names=``, one per row, ``"__base__"`` for the base model) picks each row's LoRA.
-- **The window.** A worker takes the oldest waiting request and waits up to ``window_s`` (a few ms)
-  for compatible ones, up to ``max_batch_size`` rows. Requests that arrive while a batch decodes are
-  already waiting when it ends, so they form the next batch at once.
+- **The window.** A worker takes the oldest waiting request, joins every compatible waiting one, and
+  waits up to ``window_s`` (a few ms) for more, up to ``max_batch_size`` rows. The window starts when
+  the worker takes the request, not when it arrived: clients whose batch just ended need a moment to
+  send their next request, and without that moment two halves of the clients settle into taking
+  turns (two half batches in a row) instead of decoding together (seen in bench/bench_serving.py).
 - **Rows.** Prompts are left-padded; each row stops at its own EOS or its own ``max_tokens`` (a per-row
   stopping criterion) and the call ends when every row has. A row joins a batch only if every row's
   prompt plus the batch's largest ``max_tokens`` fits the context (finished rows keep their positions
@@ -108,12 +110,11 @@ def cut_answer(new_tokens: list[int], limit: int, eos_token_id: int | None) -> t
     return tokens, False
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue removes a job by `==`, and jobs hold tensors
 class _Pending:
     job: Generation
     key: Hashable
     future: Future = field(default_factory=Future)
-    arrived: float = field(default_factory=time.monotonic)
 
 
 class MicroBatcher:
@@ -122,7 +123,7 @@ class MicroBatcher:
     `run_batch` decodes a list of jobs and returns, per job, its result or the error to raise."""
 
     def __init__(self, run_batch: Callable[[list[Generation]], list[GenerationResult | Exception]],
-                 context_length: int, max_batch_size: int = 8, window_s: float = 0.005) -> None:
+                 context_length: int, max_batch_size: int = 8, window_s: float = 0.01) -> None:
         if max_batch_size < 2:
             raise ValueError(f"a micro-batcher needs max_batch_size >= 2, not {max_batch_size}")
         if window_s < 0:
@@ -168,7 +169,7 @@ class MicroBatcher:
             if not self._queue:
                 return None
             batch = [self._queue.popleft()]
-            deadline = batch[0].arrived + self.window_s
+            deadline = time.monotonic() + self.window_s
             while len(batch) < self.max_batch_size:
                 if self._take_compatible(batch):
                     continue
