@@ -277,6 +277,10 @@ def test_admin_reload_applies_changes_at_once_and_splits_keep_their_remaining_ar
         with pytest.raises(ServingError) as caught:  # a request resolved before the unload, run after it
             server.generate(waiting)
         assert caught.value.status == 404 and "stopped being served" in caught.value.message
+        registry.register(_version("ft-tiny-qec", 4, "staging", str(tmp_path / "no-adapter"), tiny_model_dir))
+        report = httpx.post(admin, timeout=30).json()
+        assert "no LoRA adapter" in report["skipped"]["ft-tiny-qec-v4"]  # skipped with its reason
+        assert report["models"] == ["tiny", "ft-tiny-qec-v1", "ft-tiny-qec-v3", "ft-tiny-qec"]
     unfollowed = httpx.post(served["url"].removesuffix("/v1") + "/admin/reload", timeout=30)
     assert unfollowed.status_code == 404 and unfollowed.json()["error"]["code"] == "reload_unavailable"
 

@@ -1,7 +1,9 @@
 """An OpenAI-compatible chat server: one base model in memory, LoRA adapters chosen per request.
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (plain, or SSE with ``stream=true``
-in OpenAI's chunk format ending with ``data: [DONE]``) and ``GET /health``.
+in OpenAI's chunk format ending with ``data: [DONE]``), ``GET /health`` (served names, and how many
+generate calls ran per batch size) and ``POST /admin/reload`` (re-read the registry, when the app
+follows one; see ``tools.serving_registry``).
 
 Policies, decided here so every front door behaves the same:
 
@@ -204,10 +206,6 @@ class ModelServer:
             self.batcher.close()
 
     # names
-    def versions(self) -> list[str]:
-        """Names that are answered by exactly one set of weights: the base and each adapter."""
-        return [self.base_name, *self.catalog.adapters]
-
     def available(self) -> list[str]:
         catalog = self.catalog
         return [self.base_name, *catalog.adapters, *catalog.aliases, *catalog.splits]
@@ -252,9 +250,9 @@ class ModelServer:
                 continue
             else:
                 try:
-                    adapters[name] = self._load(name, str(path))
+                    adapters[name] = self._load(str(path))
                     continue
-                except (OSError, ValueError, KeyError) as error:  # a missing or corrupt adapter folder
+                except Exception as error:  # noqa: BLE001 - a bad folder: skipped with its reason, or raised
                     problem = f"cannot load the adapter at {path}: {error}"
             if strict:
                 raise ServingError(500, f"{name}: {problem}", "adapter_missing")
@@ -262,7 +260,7 @@ class ModelServer:
             skipped[name] = problem
         return adapters, skipped
 
-    def _load(self, name: str, path: str) -> LoadedAdapter:
+    def _load(self, path: str) -> LoadedAdapter:
         """Put one adapter on the shared model (the first one wraps the base in a PeftModel)."""
         from peft import PeftModel
 
@@ -271,12 +269,16 @@ class ModelServer:
         self._adapter_count += 1
         loaded = LoadedAdapter(f"adapter{self._adapter_count}", path)
         with self._lock:
-            if isinstance(self.model, PeftModel):
+            if not isinstance(self.model, PeftModel):
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=loaded.adapter_id).eval()
+                return loaded
+            try:
                 self.model.load_adapter(path, adapter_name=loaded.adapter_id)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=loaded.adapter_id)
+            except Exception:
+                if loaded.adapter_id in self.model.peft_config:  # half loaded: take its layers out again
+                    self.model.delete_adapter(loaded.adapter_id)
+                raise
             self.model.eval()
-        logger.info("loaded adapter %s for %s from %s", loaded.adapter_id, name, path)
         return loaded
 
     def _unload(self, adapters: Sequence[LoadedAdapter]) -> None:

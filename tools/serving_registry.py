@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -186,8 +185,8 @@ class RegistryFollower:
         while not self._stop.wait(self.interval_s):
             try:
                 self.reload()
-            except (sqlite3.Error, OSError, ServingError) as error:  # the next poll tries again
-                logger.error("registry reload failed, still serving the previous set: %s", error)
+            except Exception:  # a locked or unreadable database: logged, and the next poll tries again
+                logger.exception("registry reload failed; still serving the previous set")
 
 
 def app_for_registry(registry: ModelRegistry, home: Path, names: Sequence[str] = (),
