@@ -351,6 +351,29 @@ class ModelServer:
     def generate(self, job: Generation, streamer: Any = None,
                  stop: threading.Event | None = None) -> GenerationResult:
         """Run one generation under the lock with the job's adapter selected."""
+        with self._lock:
+            self._check_still_served(job)
+            return self._decode_alone(job, streamer, stop)
+
+    def generate_batch(self, jobs: list[Generation]) -> list[GenerationResult | Exception]:
+        """Decode compatible jobs (same batch_key) in one call under the lock; a job whose version was
+        withdrawn while it waited gets its 404 instead."""
+        with self._lock:
+            outcomes: dict[int, GenerationResult | Exception] = {}
+            for index, job in enumerate(jobs):
+                try:
+                    self._check_still_served(job)
+                except ServingError as withdrawn:
+                    outcomes[index] = withdrawn
+            live = [index for index in range(len(jobs)) if index not in outcomes]
+            rows = [jobs[index] for index in live]
+            decoded = [self._decode_alone(rows[0])] if len(rows) == 1 else self._decode_together(rows)
+            outcomes.update(zip(live, decoded, strict=True))
+        return [outcomes[index] for index in range(len(jobs))]
+
+    def _decode_alone(self, job: Generation, streamer: Any = None,
+                      stop: threading.Event | None = None) -> GenerationResult:
+        """One unpadded row with the job's adapter selected (the caller holds the lock)."""
         import torch
         from transformers import StoppingCriteriaList
 
@@ -358,49 +381,30 @@ class ModelServer:
         options["streamer"] = streamer
         if stop is not None:
             options["stopping_criteria"] = StoppingCriteriaList([_EventStop(stop)])
-        with self._lock:
-            self._check_still_served(job)
-            with self._adapter(job.adapter), torch.inference_mode():
-                if job.seed is not None:
-                    torch.manual_seed(job.seed)
-                output = self.model.generate(input_ids=job.input_ids,
-                                             attention_mask=torch.ones_like(job.input_ids), **options)
+        with self._adapter(job.adapter), torch.inference_mode():
+            if job.seed is not None:
+                torch.manual_seed(job.seed)
+            output = self.model.generate(input_ids=job.input_ids, attention_mask=torch.ones_like(job.input_ids),
+                                         **options)
         return self._result(job, output[0, job.prompt_tokens:].tolist())
 
-    def generate_batch(self, jobs: list[Generation]) -> list[GenerationResult | Exception]:
-        """Decode compatible jobs (same batch_key) in one left-padded call, each row with its own adapter;
-        a job whose version was withdrawn while it waited gets its 404 instead."""
+    def _decode_together(self, rows: list[Generation]) -> list[GenerationResult]:
+        """Rows in one left-padded call, each with its own adapter (peft's adapter_names, "__base__" for
+        the base) and its own token limit (the caller holds the lock)."""
         import torch
         from transformers import StoppingCriteriaList
 
-        with self._lock:
-            outcomes: list[GenerationResult | Exception | None] = [None] * len(jobs)
-            live = []
-            for index, job in enumerate(jobs):
-                try:
-                    self._check_still_served(job)
-                    live.append(index)
-                except ServingError as withdrawn:
-                    outcomes[index] = withdrawn
-            rows = [jobs[i] for i in live]
-            if len(rows) == 1:
-                with self._adapter(rows[0].adapter), torch.inference_mode():
-                    output = self.model.generate(input_ids=rows[0].input_ids,
-                                                 attention_mask=torch.ones_like(rows[0].input_ids),
-                                                 **self._decoding_options(rows[0], rows[0].max_new_tokens))
-                outcomes[live[0]] = self._result(rows[0], output[0, rows[0].prompt_tokens:].tolist())
-            elif rows:
-                input_ids, mask = left_pad(rows, self.tokenizer.pad_token_id)
-                options = self._decoding_options(rows[0], max(job.max_new_tokens for job in rows))
-                options["stopping_criteria"] = StoppingCriteriaList(
-                    [RowLimits(input_ids.shape[1], [job.max_new_tokens for job in rows])])
-                if self._has_adapters():
-                    options["adapter_names"] = [job.adapter or "__base__" for job in rows]
-                with torch.inference_mode():
-                    output = self.model.generate(input_ids=input_ids, attention_mask=mask, **options)
-                for index, row in zip(live, range(len(rows)), strict=True):
-                    outcomes[index] = self._result(jobs[index], output[row, input_ids.shape[1]:].tolist())
-        return outcomes  # type: ignore[return-value]
+        if not rows:
+            return []
+        input_ids, mask = left_pad(rows, self.tokenizer.pad_token_id)
+        width = input_ids.shape[1]
+        options = self._decoding_options(rows[0], max(job.max_new_tokens for job in rows))
+        options["stopping_criteria"] = StoppingCriteriaList([RowLimits(width, [job.max_new_tokens for job in rows])])
+        if self._has_adapters():
+            options["adapter_names"] = [job.adapter or "__base__" for job in rows]
+        with torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=mask, **options)
+        return [self._result(job, output[row, width:].tolist()) for row, job in enumerate(rows)]
 
     def _decoding_options(self, job: Generation, max_new_tokens: int) -> dict[str, Any]:
         options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": job.temperature > 0,
