@@ -144,8 +144,8 @@ class MicroBatcher:
             raise ValueError("seeded and streamed requests run alone; they cannot be batched")
         pending = _Pending(job, key)
         with self._ready:
-            if self._closed:
-                raise RuntimeError("the micro-batcher is closed")
+            if self._closed or not self._worker.is_alive():  # a dead worker would leave the job waiting forever
+                raise RuntimeError("the micro-batcher is not running (closed, or its worker failed: see the log)")
             self._queue.append(pending)
             self._ready.notify_all()
         return pending.future
