@@ -170,6 +170,16 @@ def _add_registry_commands(commands: Any) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", dest="models", action="append", metavar="NAME",
                        help="serve this version (repeatable; default: production and staging versions)")
+    serve.add_argument("--ab", dest="ab_splits", action="append", metavar="NAME=VERSION_A:W,VERSION_B:W",
+                       help="answer NAME with an A/B split between served versions, by request id (repeatable; "
+                            "weights optional = equal shares; overrides the config's serving_ab_splits)")
+    serve.add_argument("--reload-interval", type=float, default=5.0, metavar="SECONDS",
+                       help="re-read the registry this often to load new versions and drop withdrawn ones "
+                            "(0 = only on POST /admin/reload; default 5)")
+    serve.add_argument("--max-batch", type=int, default=8, metavar="N",
+                       help="decode up to N concurrent requests in one batch (1 = one at a time; default 8)")
+    serve.add_argument("--batch-window-ms", type=float, default=10.0, metavar="MS",
+                       help="how long a batch waits for more requests before it decodes (default 10)")
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -398,14 +408,39 @@ def _serve(service: JobService, console: Console, args: argparse.Namespace) -> i
     from tools.serving import ServingError
 
     try:
-        app = service.serving_app(tuple(args.models or ()))
+        options = _serve_options(args)
+    except ValueError as error:
+        console.print(f"[red]bad serve option:[/red] {escape(str(error))}", highlight=False)
+        return EXIT_BAD_INPUT
+    try:
+        app = service.serving_app(tuple(args.models or ()), **options)
     except ServingError as error:
-        console.print(f"[red]cannot serve:[/red] {error}", highlight=False)
+        console.print(f"[red]cannot serve:[/red] {escape(str(error))}", highlight=False)
         return EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_INPUT
     console.print(f"serving {', '.join(app.state.server.available())} at http://{args.host}:{args.port}/v1",
                   highlight=False)
     service.serve(args.host, args.port, app=app)
     return 0
+
+
+def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The serve command's options checked and shaped for the service; ValueError says what is wrong."""
+    from tools.serving_registry import parse_ab_split
+
+    splits: dict[str, dict[str, float]] = {}
+    for text in args.ab_splits or ():
+        name, arms = parse_ab_split(text)
+        if name in splits:
+            raise ValueError(f"--ab names the split {name!r} twice")
+        splits[name] = arms
+    if args.reload_interval < 0:
+        raise ValueError(f"--reload-interval must be 0 (off) or a number of seconds, not {args.reload_interval}")
+    if args.max_batch < 1:
+        raise ValueError(f"--max-batch must be 1 (no batching) or more, not {args.max_batch}")
+    if args.batch_window_ms < 0:
+        raise ValueError(f"--batch-window-ms cannot be negative ({args.batch_window_ms})")
+    return {"ab_splits": splits, "reload_interval_s": args.reload_interval, "max_batch_size": args.max_batch,
+            "batch_window_ms": args.batch_window_ms}
 
 
 if __name__ == "__main__":

@@ -257,12 +257,16 @@ class JobService:
             shutil.rmtree(folder)
         return version
 
-    def serving_app(self, names: tuple[str, ...] = (), **options: Any) -> Any:
-        """The OpenAI-compatible app over the named versions (default: production and staging)."""
-        from tools.serving import app_for_registry
+    def serving_app(self, names: tuple[str, ...] = (), ab_splits: dict[str, dict[str, float]] | None = None,
+                    **options: Any) -> Any:
+        """The OpenAI-compatible app over the named versions (default: production and staging), following
+        the registry while it serves. A/B splits: the config's `serving_ab_splits`, each overridden by
+        an explicit split of the same name. Options: reload_interval_s, max_batch_size, batch_window_ms."""
+        from tools.serving_registry import app_for_registry
 
-        return app_for_registry(self.registry, self.settings.home, names, threads=self.settings.threads,
-                                **options)
+        splits = {**self.settings.serving_ab_splits, **(ab_splits or {})}
+        return app_for_registry(self.registry, self.settings.home, names, ab_splits=splits,
+                                threads=self.settings.threads, **options)
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, names: tuple[str, ...] = (),
               app: Any = None) -> None:

@@ -3,14 +3,15 @@
 The real server (`tools.serving`, uvicorn on 127.0.0.1, a free port) serves a base model with one
 LoRA adapter (random weights, r=8, all linear layers: the same compute as a tuned adapter); the
 official `openai` client sends a fixed number of greedy chat requests from 1 and then 4 concurrent
-clients. One line for the same generation called directly (no HTTP: the floor), one per concurrency
-level (requests/s, generated tokens/s, latencies), one for streaming time to first token. Each line
-carries the 1-minute load average, because on a shared machine it explains most of the spread. The model is the embedded SmolLM2-135M when
+clients, with micro-batching off (`max_batch_size=1`: one generate call at a time, 4 clients queue)
+and on (concurrent greedy requests decode as one left-padded batch). One line for the same generation
+called directly (no HTTP: the floor), one per (batching, concurrency) level (requests/s, generated
+tokens/s, latencies, and how many generate calls of each batch size ran), one with batching on where
+the 4 clients alternate between the adapter and the base model (peft's mixed-adapter rows), one for
+streaming time to first token. Each line carries the 1-minute load average, because on a shared
+machine it explains most of the spread. The model is the embedded SmolLM2-135M when
 `resolve_base_model("smollm2-135m", home)` works (the first run converts the GGUF into the home,
 ~45 s), else the tiny random test model; the `model` field says which.
-
-Generation holds one lock (one shared model), so 4 clients queue rather than batch: the 4-client
-line shows the queueing cost, not parallel speed-up.
 
 Run: `.venv/bin/python bench/bench_serving.py [--home DIR] [--requests 8] [--max-tokens 48]`.
 """
@@ -24,6 +25,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,12 +43,12 @@ QUESTIONS = (
 )
 
 
-def _tiny_model(folder: Path) -> Path:
-    """The tests' tiny random Llama, loaded from its file (tests/ is not a package)."""
+def _tiny_model_module():
+    """The tests' tiny random Llama helpers, loaded from their file (tests/ is not a package)."""
     spec = importlib.util.spec_from_file_location("tiny_model", REPO / "tests" / "tiny_model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_tiny_model(folder / "tiny")
+    return module
 
 
 def base_model(home: Path, scratch: Path) -> tuple[Path, str]:
@@ -56,22 +58,8 @@ def base_model(home: Path, scratch: Path) -> tuple[Path, str]:
     try:
         return resolve_base_model("smollm2-135m", home), "smollm2-135m (embedded GGUF, fp32 safetensors)"
     except Exception as error:  # noqa: BLE001 - any failure means "fall back", and the label says why
-        return _tiny_model(scratch), f"tiny-random-llama (SmolLM2 unavailable: {type(error).__name__})"
-
-
-def random_adapter(base_dir: Path, target: Path) -> Path:
-    """A LoRA adapter with random (non-identity) weights on every linear layer, saved with its
-    tokenizer as the trainer saves adapters."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
-    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(str(target))
-    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(target))
-    return target
+        tiny = _tiny_model_module().build_tiny_model(scratch / "tiny")
+        return tiny, f"tiny-random-llama (SmolLM2 unavailable: {type(error).__name__})"
 
 
 def _one_request(client: Any, model: str, index: int, max_tokens: int) -> tuple[float, int]:
@@ -82,14 +70,16 @@ def _one_request(client: Any, model: str, index: int, max_tokens: int) -> tuple[
     return time.perf_counter() - started, reply.usage.completion_tokens
 
 
-def run_level(client: Any, model: str, concurrency: int, requests: int, max_tokens: int) -> dict[str, Any]:
-    """A fixed number of requests from `concurrency` client threads."""
+def run_level(client: Any, models: tuple[str, ...], concurrency: int, requests: int,
+              max_tokens: int) -> dict[str, Any]:
+    """A fixed number of requests from `concurrency` client threads; request i asks models[i % len]."""
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(lambda i: _one_request(client, model, i, max_tokens), range(requests)))
+        results = list(pool.map(lambda i: _one_request(client, models[i % len(models)], i, max_tokens),
+                                range(requests)))
     seconds = time.perf_counter() - started
     latencies, tokens = [r[0] for r in results], sum(r[1] for r in results)
-    return {"concurrency": concurrency, "requests": requests, "seconds": round(seconds, 2),
+    return {"concurrency": concurrency, "models": "+".join(models), "requests": requests, "seconds": round(seconds, 2),
             "requests_per_s": round(requests / seconds, 3), "generated_tokens": tokens,
             "generated_tokens_per_s": round(tokens / seconds, 1),
             "latency_p50_s": round(statistics.median(latencies), 3), "latency_max_s": round(max(latencies), 3)}
@@ -140,6 +130,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per concurrency level")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--max-batch", type=int, default=8, help="max_batch_size of the batching run")
     args = parser.parse_args()
     import torch
     from openai import OpenAI
@@ -149,21 +140,35 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as scratch:
         base, label = base_model(Path(args.home), Path(scratch))
-        adapter = random_adapter(base, Path(scratch) / "adapter")
+        adapter = _tiny_model_module().random_adapter(base, Path(scratch) / "adapter", rank=8, alpha=16)
         common = {"bench": "serving", "model": label, "served": "bench-adapter (LoRA r=8 on the base)",
                   "max_tokens": args.max_tokens, "torch_threads": torch.get_num_threads(),
                   "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
         print(json.dumps({**common, **direct_generation(base, adapter, args.max_tokens)}), flush=True)
-        app = create_app(str(base), {"bench-adapter": str(adapter)}, base_name="base")
-        with serve_in_background(app) as url:
-            client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=300)
-            _one_request(client, "bench-adapter", 0, 4)  # warm-up
-            for concurrency in (1, 4):
-                level = run_level(client, "bench-adapter", concurrency, args.requests, args.max_tokens)
-                common["load_average_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared
-                print(json.dumps({**common, **level}), flush=True)
-            print(json.dumps({**common, **time_to_first_token(client, "bench-adapter", args.max_tokens)}),
-                  flush=True)
+        for max_batch in (1, args.max_batch):
+            app = create_app(str(base), {"bench-adapter": str(adapter)}, base_name="base",
+                             max_batch_size=max_batch)
+            with serve_in_background(app) as url:
+                client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=300)
+                _one_request(client, "bench-adapter", 0, 4)  # warm-up
+                levels = [(1, ("bench-adapter",)), (4, ("bench-adapter",))]
+                if max_batch > 1:
+                    levels.append((4, ("bench-adapter", "base")))
+                for concurrency, models in levels:
+                    before = _batch_sizes(app)
+                    level = run_level(client, models, concurrency, args.requests, args.max_tokens)
+                    common["load_average_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared
+                    print(json.dumps({**common, "max_batch_size": max_batch, **level,
+                                      "generate_calls_by_batch_size": _batch_sizes(app) - before}), flush=True)
+                if max_batch > 1:
+                    print(json.dumps({**common, **time_to_first_token(client, "bench-adapter", args.max_tokens)}),
+                          flush=True)
+
+
+def _batch_sizes(app: Any) -> Counter:
+    """{rows: generate calls} so far (empty without batching: every call then has one row)."""
+    batcher = app.state.server.batcher
+    return Counter() if batcher is None else Counter(batcher.batch_sizes)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ class Settings(BaseModel):
     arxiv_url: str | None = None  # base URL overrides (mirrors, proxies, tests); None = the public API
     pubmed_url: str | None = None
     wikipedia_url: str | None = None
+    # `ftagent serve`: A/B splits {public name: {version: weight}}; a --ab of the same name overrides one
+    serving_ab_splits: dict[str, dict[str, float]] = {}
 
     @property
     def database(self) -> Path:

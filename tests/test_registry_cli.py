@@ -129,3 +129,37 @@ def test_serve_with_nothing_to_serve_says_so(home: Path, capsys, argv: list[str]
     code, out = _run(capsys, *argv)
     assert code == EXIT_NOT_FOUND
     assert ("nothing to serve" in out) if len(argv) == 1 else ("no model named 'ft-nope-v1'" in out)
+
+
+@pytest.mark.parametrize(("option", "problem"), [
+    ("ft-tiny-qec", "expected NAME=VERSION_A[:WEIGHT],VERSION_B[:WEIGHT]"),
+    ("ft-tiny-qec=a:1", "name two or more versions"),
+    ("ft-tiny-qec=a:1,b", "give every version a weight, or none"),
+    ("ft-tiny-qec=a:1,b:heavy", "the weight 'heavy' of b is not a number"),
+    ("ft-tiny-qec=a:1,b:-2", "the weight of b must be a positive number"),
+    ("ft-tiny-qec=a,a", "a is named twice"),
+    ("ft-tiny-qec=a,,b", "an empty version name"),
+])
+def test_serve_refuses_a_malformed_ab_split(home: Path, capsys, option: str, problem: str) -> None:
+    _register(home, FAMILY, 1, "production")
+    code, out = _run(capsys, "serve", "--ab", option)
+    assert code == EXIT_BAD_INPUT and problem in out
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["--ab", "x=a,b", "--ab", "x=c,d"], "names the split 'x' twice"),
+    (["--max-batch", "0"], "--max-batch must be 1 (no batching) or more"),
+    (["--reload-interval", "-1"], "--reload-interval must be 0 (off)"),
+])
+def test_serve_refuses_bad_options(home: Path, capsys, argv: list[str], problem: str) -> None:
+    code, out = _run(capsys, "serve", *argv)
+    assert code == EXIT_BAD_INPUT and problem in out
+
+
+def test_serve_ab_split_with_an_unknown_version_lists_the_served_ones(home: Path, capsys) -> None:
+    first = _register(home, FAMILY, 1, "production")
+    second = _register(home, FAMILY, 2, "staging")
+    _register(home, FAMILY, 3, "rejected", gates_passed=False)
+    code, out = _run(capsys, "serve", "--ab", f"{FAMILY}={first.name},{FAMILY}-v9")
+    assert code == EXIT_NOT_FOUND
+    assert f"{FAMILY}-v9 is not served" in out and f"served versions: tiny, {first.name}, {second.name}" in out

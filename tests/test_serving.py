@@ -8,31 +8,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tiny_model import random_adapter
 
 from tools.registry import ModelRegistry, ModelVersion, now_iso
-from tools.serving import ABSplit, app_for_registry, create_app, serve_in_background
+from tools.serving import ABSplit, create_app, serve_in_background
+from tools.serving_registry import app_for_registry
 
 ADAPTERS = ("ft-tiny-alpha-v1", "ft-tiny-beta-v1")
-
-
-def _random_adapter(base_dir: Path, target: Path, seed: int) -> Path:
-    """A LoRA adapter whose weights are random (not the identity), so it visibly changes answers."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
-    config = LoraConfig(r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(str(target))
-    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(target))
-    return target
 
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir: Path, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("adapters")
-    adapters = {name: str(_random_adapter(tiny_model_dir, folder / name, seed))
+    adapters = {name: str(random_adapter(tiny_model_dir, folder / name, seed))
                 for seed, name in enumerate(ADAPTERS)}
     log = folder / "assignments.jsonl"
     app = create_app(str(tiny_model_dir), adapters, base_name="tiny-base", default_max_tokens=16,
@@ -210,3 +198,123 @@ def test_registry_app_serves_production_and_staging_with_the_family_as_alias(
     assert plain.model == "ft-tiny-qec-v1"  # the family name answers with its production version
     # the version's training-time system prompt is added only when the request brings none
     assert plain.usage.prompt_tokens > own_system.usage.prompt_tokens + 10
+
+
+# -- following the registry while serving ---------------------------------------------------------
+def _served_names(client) -> list[str]:
+    return [m.id for m in client.models.list().data]
+
+
+def _eventually(check, seconds: float = 20.0):
+    """Poll until `check()` is truthy (the follower polls the registry every 0.1 s in these tests)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (outcome := check()):
+        assert time.monotonic() < deadline, "the server did not follow the registry in time"
+        time.sleep(0.05)
+    return outcome
+
+
+def test_a_running_server_loads_new_versions_moves_aliases_and_drops_withdrawn_ones(
+        served: dict, client, tiny_model_dir: Path, tmp_path: Path, caplog) -> None:
+    from openai import NotFoundError, OpenAI
+
+    registry = ModelRegistry(tmp_path / "ftagent.sqlite")
+    alpha, beta = (served["adapters"][name] for name in ADAPTERS)
+    registry.register(_version("ft-tiny-qec", 1, "production", alpha, tiny_model_dir))
+    with serve_in_background(app_for_registry(registry, tmp_path, reload_interval_s=0.1)) as url:
+        live = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=30)
+        assert _served_names(live) == ["tiny", "ft-tiny-qec-v1", "ft-tiny-qec"]
+        registry.register(_version("ft-tiny-qec", 2, "staging", beta, tiny_model_dir))
+        registry.register(_version("ft-elsewhere", 1, "staging", alpha, tmp_path / "another-base"))
+        _eventually(lambda: "ft-tiny-qec-v2" in _served_names(live))
+        system = [{"role": "system", "content": "Hi."}]  # the same prompt on both servers
+        v2 = live.chat.completions.create(model="ft-tiny-qec-v2", messages=system + QUESTION, temperature=0,
+                                          max_tokens=12)
+        reference = client.chat.completions.create(model=ADAPTERS[1], messages=system + QUESTION, temperature=0,
+                                                   max_tokens=12)
+        assert v2.choices[0].message.content == reference.choices[0].message.content  # its adapter is loaded
+        assert "ft-elsewhere-v1" not in _served_names(live)
+        assert any("ft-elsewhere-v1" in r.message and "base model" in r.message for r in caplog.records)
+
+        registry.set_status("ft-tiny-qec-v2", "production")  # archives v1
+        _eventually(lambda: _served_names(live) == ["tiny", "ft-tiny-qec-v2", "ft-tiny-qec"])
+        assert live.chat.completions.create(model="ft-tiny-qec", messages=QUESTION, max_tokens=1).model == \
+               "ft-tiny-qec-v2"
+        with pytest.raises(NotFoundError) as withdrawn:
+            live.chat.completions.create(model="ft-tiny-qec-v1", messages=QUESTION, max_tokens=1)
+        assert withdrawn.value.body["available"] == ["tiny", "ft-tiny-qec-v2", "ft-tiny-qec"]
+
+        registry.delete("ft-tiny-qec-v2", force=True)
+        _eventually(lambda: _served_names(live) == ["tiny"])
+
+
+def test_admin_reload_applies_changes_at_once_and_splits_keep_their_remaining_arms(
+        served: dict, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from tools.serving import ChatCompletionRequest, ServingError
+
+    registry = ModelRegistry(tmp_path / "ftagent.sqlite")
+    alpha, beta = (served["adapters"][name] for name in ADAPTERS)
+    for number, adapter in ((1, alpha), (2, beta)):
+        registry.register(_version("ft-tiny-qec", number, "staging", adapter, tiny_model_dir))
+    split = {"ft-tiny-qec": {"ft-tiny-qec-v1": 1.0, "ft-tiny-qec-v2": 1.0}}
+    app = app_for_registry(registry, tmp_path, ab_splits=split, reload_interval_s=0)
+    server = app.state.server
+    with serve_in_background(app) as url:
+        admin = url.removesuffix("/v1") + "/admin/reload"
+        assert server.kinds() == {"tiny": "base", "ft-tiny-qec-v1": "adapter", "ft-tiny-qec-v2": "adapter",
+                                  "ft-tiny-qec": "ab_split"}
+        registry.register(_version("ft-tiny-qec", 3, "staging", alpha, tiny_model_dir))
+        assert "ft-tiny-qec-v3" not in server.available()  # no polling: nothing changes by itself
+        report = httpx.post(admin, timeout=30).json()
+        assert report["loaded"] == ["ft-tiny-qec-v3"] and report["unloaded"] == []
+        waiting = server.prepare(ChatCompletionRequest(model="ft-tiny-qec-v2", messages=QUESTION), None)
+        registry.set_status("ft-tiny-qec-v2", "archived")
+        report = httpx.post(admin, timeout=30).json()
+        assert report["unloaded"] == ["ft-tiny-qec-v2"] and "ft-tiny-qec" in report["skipped"]
+        assert server.catalog.splits["ft-tiny-qec"].arms == (("ft-tiny-qec-v1", 1.0),)
+        with pytest.raises(ServingError) as caught:  # a request resolved before the unload, run after it
+            server.generate(waiting)
+        assert caught.value.status == 404 and "stopped being served" in caught.value.message
+        registry.register(_version("ft-tiny-qec", 4, "staging", str(tmp_path / "no-adapter"), tiny_model_dir))
+        report = httpx.post(admin, timeout=30).json()
+        assert "no LoRA adapter" in report["skipped"]["ft-tiny-qec-v4"]  # skipped with its reason
+        assert report["models"] == ["tiny", "ft-tiny-qec-v1", "ft-tiny-qec-v3", "ft-tiny-qec"]
+    unfollowed = httpx.post(served["url"].removesuffix("/v1") + "/admin/reload", timeout=30)
+    assert unfollowed.status_code == 404 and unfollowed.json()["error"]["code"] == "reload_unavailable"
+
+
+def test_cli_serve_ab_split_from_the_command_line_overrides_the_config(
+        served: dict, tiny_model_dir: Path, home: Path, monkeypatch) -> None:
+    from openai import OpenAI
+
+    from agent.cli import main
+    from agent.service import JobService
+
+    registry = ModelRegistry(home / "ftagent.sqlite")
+    alpha, beta = (served["adapters"][name] for name in ADAPTERS)
+    registry.register(_version("ft-tiny-qec", 1, "production", alpha, tiny_model_dir))
+    registry.register(_version("ft-tiny-qec", 2, "staging", beta, tiny_model_dir))
+    (home / "config.yaml").write_text(json.dumps({"serving_ab_splits": {
+        "ft-tiny-qec": {"ft-tiny-qec-v1": 1, "ft-tiny-qec-v2": 1},
+        "qec-vs-base": {"tiny": 1, "ft-tiny-qec-v1": 1}}}))  # JSON is YAML
+    seen: dict = {}
+
+    def serve_briefly(self, host: str = "", port: int = 0, names: tuple = (), app=None) -> None:
+        """The real server on a free port for a few requests, instead of serving until interrupted."""
+        with serve_in_background(app) as url:
+            client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=30)
+            seen["kinds"] = app.state.server.kinds()
+            seen["arms"] = [client.chat.completions.create(model="ft-tiny-qec", messages=QUESTION, max_tokens=1,
+                                                           user=f"user-{i}").model for i in range(40)]
+
+    monkeypatch.setattr(JobService, "serve", serve_briefly)
+    assert main(["serve", "--ab", "ft-tiny-qec=ft-tiny-qec-v1:1,ft-tiny-qec-v2:3", "--reload-interval", "0"]) == 0
+    assert seen["kinds"] == {"tiny": "base", "ft-tiny-qec-v1": "adapter", "ft-tiny-qec-v2": "adapter",
+                             "ft-tiny-qec": "ab_split", "qec-vs-base": "ab_split"}  # the split wins over the alias
+    split = ABSplit("ft-tiny-qec", (("ft-tiny-qec-v1", 1.0), ("ft-tiny-qec-v2", 3.0)))
+    assert seen["arms"] == [split.choose(f"user-{i}") for i in range(40)]
+    assert seen["arms"].count("ft-tiny-qec-v2") > seen["arms"].count("ft-tiny-qec-v1")
+    logged = [json.loads(line) for line in (home / "serving-assignments.jsonl").read_text().splitlines()]
+    assert [record["version"] for record in logged] == seen["arms"]

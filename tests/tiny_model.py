@@ -45,3 +45,18 @@ def build_tiny_model(target: Path, vocab_size: int = 800, hidden: int = 48, laye
     model.save_pretrained(str(target), safe_serialization=True)
     tokenizer.save_pretrained(str(target))
     return target
+
+
+def random_adapter(base_dir: Path, target: Path, seed: int = 0, rank: int = 4, alpha: int = 64) -> Path:
+    """A LoRA adapter on every linear layer whose weights are random (not the identity), so it visibly
+    changes answers; saved with the tokenizer, as the trainer saves adapters."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(target))
+    return target

@@ -1,16 +1,24 @@
 """An OpenAI-compatible chat server: one base model in memory, LoRA adapters chosen per request.
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (plain, or SSE with ``stream=true``
-in OpenAI's chunk format ending with ``data: [DONE]``) and ``GET /health``.
+in OpenAI's chunk format ending with ``data: [DONE]``), ``GET /health`` (served names, and how many
+generate calls ran per batch size) and ``POST /admin/reload`` (re-read the registry, when the app
+follows one; see ``tools.serving_registry``).
 
 Policies, decided here so every front door behaves the same:
 
 - **Names.** Requests name models by registry name. The base model is served under its own name
   with every adapter disabled. An alias (a family name) points to one version; an A/B split
   points to several versions with weights.
-- **One model, one lock.** All adapters live on one peft model; a request selects its adapter
-  (``set_adapter``, or ``disable_adapter`` for the base) and generates while holding a lock, so
-  concurrent requests are served one after another, never with each other's adapter.
+- **One model, one lock.** All adapters live on one peft model. The lock covers every use of it:
+  a generation (one request, or one micro-batch whose rows name their adapters with peft's
+  ``adapter_names=``) and every adapter load or unload, so no request ever runs with another's
+  adapter or with a half-loaded one. Which requests share a batch: see ``tools.serving_batch``
+  (greedy ones, and unseeded sampling with equal settings; streamed and seeded requests run alone).
+- **Changing names while serving.** ``ModelServer.update`` loads new adapters, swaps the whole name
+  table in one assignment, then unloads adapters no longer named. A request that resolved its name
+  before the swap and finds its adapter gone when it reaches the model gets the usual 404.
+  Following the registry (polling, ``POST /admin/reload``) is ``tools.serving_registry``.
 - **Context.** A prompt that fills the whole context window (``context_length``, by default the
   model's ``max_position_embeddings``) is refused with HTTP 400 and both numbers. Otherwise
   ``max_tokens`` is clamped to the room left and the answer ends with ``finish_reason="length"``.
@@ -34,8 +42,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,10 +52,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.registry import ModelRegistry, ModelVersion
+from tools.serving_batch import (
+    Generation,
+    GenerationResult,
+    MicroBatcher,
+    RowLimits,
+    batch_key,
+    cut_answer,
+    left_pad,
+)
 
 logger = logging.getLogger("ftagent.serving")
-SERVABLE_STATUSES = ("production", "staging")
 _STREAM_END = object()
 
 
@@ -122,29 +137,31 @@ class ABSplit:
 
 
 # -- the model server -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadedAdapter:
+    adapter_id: str  # the peft adapter name (short and never reused: registry names may hold dots)
+    path: str
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The names a server answers, replaced whole so a request never sees half an update."""
+
+    adapters: Mapping[str, LoadedAdapter]  # version name → its adapter on the shared model
+    aliases: Mapping[str, str]
+    splits: Mapping[str, ABSplit]
+    system_prompts: Mapping[str, str]
+
+
 @dataclass
-class Generation:
-    """One prepared request: which version answers, with which adapter, and how to decode."""
+class ServedNames:
+    """What a server should answer: {version: adapter folder}, {alias: version}, {split: {version: weight}},
+    {version: system prompt}."""
 
-    served_name: str
-    adapter: str | None  # peft adapter name; None = the base model with adapters disabled
-    input_ids: Any  # torch.LongTensor of shape (1, prompt_tokens)
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    seed: int | None
-
-    @property
-    def prompt_tokens(self) -> int:
-        return int(self.input_ids.shape[1])
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
+    adapters: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    splits: dict[str, dict[str, float]] = field(default_factory=dict)
+    system_prompts: dict[str, str] = field(default_factory=dict)
 
 
 class _EventStop:
@@ -164,51 +181,130 @@ class ModelServer:
                  aliases: Mapping[str, str] | None = None, ab_splits: Mapping[str, Mapping[str, float]] | None = None,
                  system_prompts: Mapping[str, str] | None = None, context_length: int | None = None,
                  default_max_tokens: int = 256, assignment_log: Path | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, max_batch_size: int = 8, batch_window_ms: float = 10.0) -> None:
+        from tools.evaluation import load_for_inference
+
         self.base_name = base_name or Path(str(base_model_path).rstrip("/")).name
-        self.model, self.tokenizer, self._adapter_ids = _load_model(base_model_path, adapters, threads)
+        self.model, self.tokenizer = load_for_inference(str(base_model_path), None, threads)
         self.context_length = context_length or int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.default_max_tokens = default_max_tokens
-        self.system_prompts = dict(system_prompts or {})
         self.assignment_log = assignment_log
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the model: generation, loading and unloading adapters
         self._log_lock = threading.Lock()
-        self.aliases = dict(aliases or {})
-        self.splits = {name: ABSplit(name, tuple(arms.items())) for name, arms in (ab_splits or {}).items()}
-        self._check_names()
+        self._update_lock = threading.Lock()  # one change of names at a time
+        self._adapter_count = 0
+        self.catalog = Catalog({}, {}, {}, {})
+        names = ServedNames(dict(adapters), dict(aliases or {}),
+                            {name: dict(arms) for name, arms in (ab_splits or {}).items()}, dict(system_prompts or {}))
+        self.update(names, strict=True)
+        self.batcher = (MicroBatcher(self.generate_batch, self.context_length, max_batch_size, batch_window_ms / 1000)
+                        if max_batch_size > 1 else None)
+
+    def close(self) -> None:
+        """Stop the batching worker (queued requests still finish)."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     # names
-    def versions(self) -> list[str]:
-        """Names that are answered by exactly one set of weights: the base and each adapter."""
-        return [self.base_name, *self._adapter_ids]
-
     def available(self) -> list[str]:
-        return [*self.versions(), *self.aliases, *self.splits]
+        catalog = self.catalog
+        return [self.base_name, *catalog.adapters, *catalog.aliases, *catalog.splits]
 
-    def _check_names(self) -> None:
-        versions = set(self.versions())
-        for alias, target in self.aliases.items():
-            if target not in versions:
-                raise ServingError(500, f"alias {alias!r} points to {target!r}, which is not served", "bad_alias")
-        for split in self.splits.values():
-            unknown = [v for v, _ in split.arms if v not in versions]
-            if unknown or len(split.arms) < 2 or any(w <= 0 for _, w in split.arms):
-                raise ServingError(500, f"A/B split {split.name!r} needs two or more served versions with "
-                                        f"positive weights (unknown: {unknown})", "bad_split")
-        clashes = (set(self.aliases) | set(self.splits)) & versions
-        if clashes:
-            raise ServingError(500, f"names used twice: {sorted(clashes)}", "bad_alias")
+    def kinds(self) -> dict[str, str]:
+        """Each served name and what it is: base, adapter, alias or ab_split."""
+        catalog = self.catalog
+        return {self.base_name: "base", **{n: "adapter" for n in catalog.adapters},
+                **{n: "alias" for n in catalog.aliases}, **{n: "ab_split" for n in catalog.splits}}
+
+    def update(self, names: ServedNames, strict: bool = False) -> dict[str, Any]:
+        """Serve exactly these names from now on: load new adapters, swap the names in one step, then
+        unload the adapters no longer named. With `strict` (start-up) a bad adapter, alias or split
+        raises; otherwise (hot reload) it is skipped with its reason logged and returned."""
+        with self._update_lock:
+            return self._update(names, strict)
+
+    def _update(self, names: ServedNames, strict: bool) -> dict[str, Any]:
+        old = self.catalog
+        adapters, skipped = self._load_adapters(names.adapters, old, strict)
+        versions = {self.base_name, *adapters}
+        aliases, splits, dropped = _names_for(versions, names, strict)
+        self.catalog = Catalog(adapters, aliases, splits,
+                               {n: p for n, p in names.system_prompts.items() if n in versions})
+        gone = [loaded for name, loaded in old.adapters.items() if adapters.get(name) != loaded]
+        self._unload(gone)
+        report = {"loaded": sorted(n for n in adapters if old.adapters.get(n) != adapters[n]),
+                  "unloaded": sorted(n for n, loaded in old.adapters.items() if adapters.get(n) != loaded),
+                  "skipped": {**skipped, **dropped}, "models": self.available()}
+        if report["loaded"] or report["unloaded"] or old.aliases != aliases or old.splits != splits:
+            logger.info("serving update %s", json.dumps(report))
+        return report
+
+    def _load_adapters(self, wanted: Mapping[str, str], old: Catalog,
+                       strict: bool) -> tuple[dict[str, LoadedAdapter], dict[str, str]]:
+        adapters, skipped = {}, {}
+        for name, path in wanted.items():
+            if name == self.base_name:
+                problem = f"{name} is the base model's name"
+            elif old.adapters.get(name, LoadedAdapter("", "")).path == str(path):
+                adapters[name] = old.adapters[name]
+                continue
+            else:
+                try:
+                    adapters[name] = self._load(str(path))
+                    continue
+                except Exception as error:  # noqa: BLE001 - a bad folder: skipped with its reason, or raised
+                    problem = f"cannot load the adapter at {path}: {error}"
+            if strict:
+                raise ServingError(500, f"{name}: {problem}", "adapter_missing")
+            logger.warning("not serving %s: %s", name, problem)
+            skipped[name] = problem
+        return adapters, skipped
+
+    def _load(self, path: str) -> LoadedAdapter:
+        """Put one adapter on the shared model (the first one wraps the base in a PeftModel)."""
+        from peft import PeftModel
+
+        if not (Path(path) / "adapter_config.json").exists():
+            raise ValueError(f"no LoRA adapter (adapter_config.json) in {path}")
+        self._adapter_count += 1
+        loaded = LoadedAdapter(f"adapter{self._adapter_count}", path)
+        with self._lock:
+            if not isinstance(self.model, PeftModel):
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=loaded.adapter_id).eval()
+                return loaded
+            try:
+                self.model.load_adapter(path, adapter_name=loaded.adapter_id)
+            except Exception:
+                if loaded.adapter_id in self.model.peft_config:  # half loaded: take its layers out again
+                    self.model.delete_adapter(loaded.adapter_id)
+                raise
+            self.model.eval()
+        return loaded
+
+    def _unload(self, adapters: Sequence[LoadedAdapter]) -> None:
+        """Remove adapters from the model; without any left, the plain base model comes back."""
+        if not adapters:
+            return
+        with self._lock:
+            remaining = [a for a in self.model.peft_config if a not in {x.adapter_id for x in adapters}]
+            if not remaining:
+                self.model = self.model.unload()
+                return
+            self.model.set_adapter(remaining[0])  # peft warns when the active adapter is deleted
+            for adapter in adapters:
+                self.model.delete_adapter(adapter.adapter_id)
 
     def resolve(self, name: str, request_id: str | None) -> str:
         """The version that answers a requested name (an A/B split picks one and logs it)."""
-        if name in self.splits:
+        catalog = self.catalog
+        if name in catalog.splits:
             rid = request_id or uuid.uuid4().hex
-            version = self.splits[name].choose(rid)
+            version = catalog.splits[name].choose(rid)
             self._log_assignment(name, rid, version, generated_id=request_id is None)
             return version
-        if name in self.aliases:
-            return self.aliases[name]
-        if name in self.versions():
+        if name in catalog.aliases:
+            return catalog.aliases[name]
+        if name == self.base_name or name in catalog.adapters:
             return name
         available = self.available()
         raise ServingError(404, f"model {name!r} is not served here; available: {', '.join(available)}",
@@ -225,10 +321,11 @@ class ModelServer:
     # requests
     def prepare(self, request: ChatCompletionRequest, request_id: str | None) -> Generation:
         """Resolve the model, build the prompt, and enforce the context policy."""
+        catalog = self.catalog
         served = self.resolve(request.model, request_id)
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-        if served in self.system_prompts and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": self.system_prompts[served]})
+        if served in catalog.system_prompts and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": catalog.system_prompts[served]})
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         input_ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
         room = self.context_length - int(input_ids.shape[1])
@@ -237,36 +334,106 @@ class ModelServer:
                                     f"context of {self.context_length} tokens; shorten the messages",
                                "context_length_exceeded", "messages")
         wanted = request.max_completion_tokens or request.max_tokens or self.default_max_tokens
-        return Generation(served, self._adapter_ids.get(served), input_ids, min(wanted, room),
-                          request.temperature, request.top_p, request.seed)
+        adapter = catalog.adapters[served].adapter_id if served in catalog.adapters else None
+        return Generation(served, adapter, input_ids, min(wanted, room), request.temperature, request.top_p,
+                          request.seed, stream=request.stream)
+
+    async def complete(self, job: Generation) -> GenerationResult:
+        """A non-streamed answer: through the micro-batcher when the job can share a call, else alone."""
+        import asyncio
+
+        from starlette.concurrency import run_in_threadpool
+
+        if self.batcher is not None and batch_key(job) is not None:
+            return await asyncio.wrap_future(self.batcher.submit(job))
+        return await run_in_threadpool(self.generate, job)
 
     def generate(self, job: Generation, streamer: Any = None,
                  stop: threading.Event | None = None) -> GenerationResult:
         """Run one generation under the lock with the job's adapter selected."""
+        with self._lock:
+            self._check_still_served(job)
+            return self._decode_alone(job, streamer, stop)
+
+    def generate_batch(self, jobs: list[Generation]) -> list[GenerationResult | Exception]:
+        """Decode compatible jobs (same batch_key) in one call under the lock; a job whose version was
+        withdrawn while it waited gets its 404 instead."""
+        with self._lock:
+            outcomes: dict[int, GenerationResult | Exception] = {}
+            for index, job in enumerate(jobs):
+                try:
+                    self._check_still_served(job)
+                except ServingError as withdrawn:
+                    outcomes[index] = withdrawn
+            live = [index for index in range(len(jobs)) if index not in outcomes]
+            rows = [jobs[index] for index in live]
+            decoded = [self._decode_alone(rows[0])] if len(rows) == 1 else self._decode_together(rows)
+            outcomes.update(zip(live, decoded, strict=True))
+        return [outcomes[index] for index in range(len(jobs))]
+
+    def _decode_alone(self, job: Generation, streamer: Any = None,
+                      stop: threading.Event | None = None) -> GenerationResult:
+        """One unpadded row with the job's adapter selected (the caller holds the lock)."""
         import torch
         from transformers import StoppingCriteriaList
 
-        options: dict[str, Any] = {"max_new_tokens": job.max_new_tokens, "do_sample": job.temperature > 0,
-                                   "pad_token_id": self.tokenizer.pad_token_id,
-                                   "eos_token_id": self.tokenizer.eos_token_id, "streamer": streamer}
-        if job.temperature > 0:
-            options.update(temperature=job.temperature, top_p=job.top_p, top_k=0)
+        options = self._decoding_options(job, job.max_new_tokens)
+        options["streamer"] = streamer
         if stop is not None:
             options["stopping_criteria"] = StoppingCriteriaList([_EventStop(stop)])
-        with self._lock, self._adapter(job.adapter), torch.inference_mode():
+        with self._adapter(job.adapter), torch.inference_mode():
             if job.seed is not None:
                 torch.manual_seed(job.seed)
-            output = self.model.generate(input_ids=job.input_ids,
-                                         attention_mask=torch.ones_like(job.input_ids), **options)
-        new_tokens = output[0, job.prompt_tokens:].tolist()
-        ended = bool(new_tokens) and new_tokens[-1] == self.tokenizer.eos_token_id
+            output = self.model.generate(input_ids=job.input_ids, attention_mask=torch.ones_like(job.input_ids),
+                                         **options)
+        return self._result(job, output[0, job.prompt_tokens:].tolist())
+
+    def _decode_together(self, rows: list[Generation]) -> list[GenerationResult]:
+        """Rows in one left-padded call, each with its own adapter (peft's adapter_names, "__base__" for
+        the base) and its own token limit (the caller holds the lock)."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        if not rows:
+            return []
+        input_ids, mask = left_pad(rows, self.tokenizer.pad_token_id)
+        width = input_ids.shape[1]
+        options = self._decoding_options(rows[0], max(job.max_new_tokens for job in rows))
+        options["stopping_criteria"] = StoppingCriteriaList([RowLimits(width, [job.max_new_tokens for job in rows])])
+        if self._has_adapters():
+            options["adapter_names"] = [job.adapter or "__base__" for job in rows]
+        with torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=mask, **options)
+        return [self._result(job, output[row, width:].tolist()) for row, job in enumerate(rows)]
+
+    def _decoding_options(self, job: Generation, max_new_tokens: int) -> dict[str, Any]:
+        options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": job.temperature > 0,
+                                   "pad_token_id": self.tokenizer.pad_token_id,
+                                   "eos_token_id": self.tokenizer.eos_token_id}
+        if job.temperature > 0:
+            options.update(temperature=job.temperature, top_p=job.top_p, top_k=0)
+        return options
+
+    def _result(self, job: Generation, new_tokens: list[int]) -> GenerationResult:
+        tokens, ended = cut_answer(new_tokens, job.max_new_tokens, self.tokenizer.eos_token_id)
         return GenerationResult(
-            text=self.tokenizer.decode(new_tokens, skip_special_tokens=True),
-            prompt_tokens=job.prompt_tokens, completion_tokens=len(new_tokens),
-            finish_reason="stop" if ended or len(new_tokens) < job.max_new_tokens else "length")
+            text=self.tokenizer.decode(tokens, skip_special_tokens=True), prompt_tokens=job.prompt_tokens,
+            completion_tokens=len(tokens),
+            finish_reason="stop" if ended or len(tokens) < job.max_new_tokens else "length")
+
+    def _has_adapters(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def _check_still_served(self, job: Generation) -> None:
+        """Called under the lock: the job's adapter may have been unloaded while the job waited."""
+        if job.adapter is not None and job.adapter not in getattr(self.model, "peft_config", {}):
+            available = self.available()
+            raise ServingError(404, f"model {job.served_name!r} stopped being served while the request waited; "
+                                    f"available: {', '.join(available)}", "model_not_found", "model",
+                               available=available)
 
     def _adapter(self, adapter: str | None) -> contextlib.AbstractContextManager:
-        if not self._adapter_ids:
+        if not self._has_adapters():
             return contextlib.nullcontext()
         if adapter is None:
             return self.model.disable_adapter()
@@ -274,26 +441,45 @@ class ModelServer:
         return contextlib.nullcontext()
 
 
-def _load_model(base_model_path: str, adapters: Mapping[str, str],
-                threads: int | None) -> tuple[Any, Any, dict[str, str]]:
-    """The base model with every adapter loaded on it; adapter ids are short internal names
-    because peft adapter names become module keys (registry names may hold dots)."""
-    from tools.evaluation import load_for_inference
+def _names_for(versions: set[str], names: ServedNames,
+               strict: bool) -> tuple[dict[str, str], dict[str, ABSplit], dict[str, str]]:
+    """The aliases and splits that point to served versions. An alias or a split arm whose version is
+    not served is dropped with its reason (a split keeps its other arms), or raises when `strict`.
+    A split shadows an alias of the same name (the split is the explicit instruction)."""
+    dropped: dict[str, str] = {}
 
-    model, tokenizer = load_for_inference(str(base_model_path), None, threads)
-    adapter_ids: dict[str, str] = {}
-    for index, (name, path) in enumerate(adapters.items()):
-        if not (Path(path) / "adapter_config.json").exists():
-            raise ServingError(500, f"{name}: no LoRA adapter at {path}", "adapter_missing")
-        adapter_ids[name] = f"adapter{index}"
-        if index == 0:
-            from peft import PeftModel
+    def refuse(name: str, problem: str, code: str) -> None:
+        if strict:
+            raise ServingError(500, f"{name!r}: {problem}", code)
+        logger.warning("serving %s: %s", name, problem)
+        dropped[name] = problem
 
-            model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_ids[name])
+    splits: dict[str, ABSplit] = {}
+    for name, arms in names.splits.items():
+        served = tuple((version, float(weight)) for version, weight in arms.items() if version in versions)
+        missing = sorted(set(arms) - versions)
+        if name in versions:
+            refuse(name, "an A/B split cannot reuse a version's name", "bad_split")
+        elif len(arms) < 2 or any(weight <= 0 for weight in arms.values()):
+            refuse(name, "an A/B split needs two or more versions with positive weights", "bad_split")
+        elif missing and (strict or not served):
+            refuse(name, f"A/B split arms {missing} are not served", "bad_split")
         else:
-            model.load_adapter(str(path), adapter_name=adapter_ids[name])
-    model.eval()
-    return model, tokenizer, adapter_ids
+            if missing:  # only when not strict: the split goes on with the arms it still has
+                refuse(name, f"arms {missing} are no longer served; the split keeps {[v for v, _ in served]}",
+                       "bad_split")
+            splits[name] = ABSplit(name, served)
+    aliases: dict[str, str] = {}
+    for alias, target in names.aliases.items():
+        if alias in splits:
+            continue
+        if alias in versions:
+            refuse(alias, "an alias cannot reuse a version's name", "bad_alias")
+        elif target not in versions:
+            refuse(alias, f"alias points to {target!r}, which is not served", "bad_alias")
+        else:
+            aliases[alias] = target
+    return aliases, splits, dropped
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
@@ -374,31 +560,34 @@ def _serving_error_response(_: Request, error: ServingError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status)
 
 
-def build_app(server: ModelServer) -> FastAPI:
-    """The FastAPI app around an already loaded ModelServer."""
+def build_app(server: ModelServer, reload: Callable[[], dict[str, Any]] | None = None,
+              on_close: Sequence[Callable[[], None]] = ()) -> FastAPI:
+    """The FastAPI app around an already loaded ModelServer. `reload` answers ``POST /admin/reload``
+    (re-read what to serve; without it that endpoint is a 404); `on_close` stops background work
+    when the server shuts down (``close_app``)."""
     app = FastAPI(title="ftagent serving", version="1")
     app.state.server = server
+    app.state.on_close = [*on_close, server.close]
     app.add_exception_handler(RequestValidationError, _validation_response)
     app.add_exception_handler(ServingError, _serving_error_response)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
+        batching = ({"max_batch_size": server.batcher.max_batch_size,
+                     "batch_sizes": dict(sorted(server.batcher.batch_sizes.items()))}
+                    if server.batcher is not None else None)
         return {"status": "ok", "base_model": server.base_name, "models": server.available(),
-                "context_length": server.context_length}
+                "context_length": server.context_length, "batching": batching}
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
         created = int(time.time())
-        kinds = {server.base_name: "base", **{n: "adapter" for n in server._adapter_ids},
-                 **{n: "alias" for n in server.aliases}, **{n: "ab_split" for n in server.splits}}
         return {"object": "list", "data": [{"id": name, "object": "model", "created": created,
-                                            "owned_by": "ftagent", "kind": kinds[name]}
-                                           for name in server.available()]}
+                                            "owned_by": "ftagent", "kind": kind}
+                                           for name, kind in server.kinds().items()]}
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        from starlette.concurrency import run_in_threadpool
-
         caller_id = request.headers.get("x-request-id") or body.user
         job = server.prepare(body, caller_id)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -407,62 +596,34 @@ def build_app(server: ModelServer) -> FastAPI:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(_stream_events(server, job, completion_id, include_usage),
                                      media_type="text/event-stream", headers=headers)
-        result = await run_in_threadpool(server.generate, job)
+        result = await server.complete(job)
         return JSONResponse(_completion_body(completion_id, job, result), headers=headers)
 
+    @app.post("/admin/reload")
+    async def reload_models() -> dict[str, Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        if reload is None:
+            raise ServingError(404, "this server serves a fixed set of models; it does not follow a registry",
+                               "reload_unavailable")
+        return await run_in_threadpool(reload)
+
     return app
+
+
+def close_app(app: FastAPI) -> None:
+    """Stop an app's background work (registry polling, the batching worker)."""
+    for stop in getattr(app.state, "on_close", ()):
+        stop()
 
 
 def create_app(base_model_path: str, adapters: dict[str, str], **options: Any) -> FastAPI:
     """An OpenAI-compatible app serving a base model and LoRA adapters ({served name: adapter folder}).
 
     Options are ModelServer's: base_name, aliases, ab_splits ({name: {version: weight}}),
-    system_prompts, context_length, default_max_tokens, assignment_log, threads."""
+    system_prompts, context_length, default_max_tokens, assignment_log, threads, max_batch_size
+    (1 = no batching), batch_window_ms."""
     return build_app(ModelServer(base_model_path, adapters, **options))
-
-
-# -- the registry's models --------------------------------------------------------------------------
-def servable_versions(registry: ModelRegistry, names: Sequence[str] = ()) -> list[ModelVersion]:
-    """The versions to serve: the named ones (any status), else every production and staging version
-    sharing one base model (that of the newest production version, else of the newest version)."""
-    if names:
-        chosen = [registry.get(name) for name in names]
-        bases = {v.base_model_path for v in chosen}
-        if len(bases) > 1:
-            raise ServingError(400, "one server serves one base model; these versions use "
-                                    + ", ".join(f"{v.name}: {v.base_model}" for v in chosen), "mixed_base_models")
-        return chosen
-    candidates = [v for v in registry.list() if v.status in SERVABLE_STATUSES]
-    if not candidates:
-        raise ServingError(404, "nothing to serve: no production or staging model is registered "
-                                "(run a job, or name a model with --model)", "no_models")
-    production = [v for v in candidates if v.status == "production"]
-    base = (production or candidates)[-1].base_model_path
-    skipped = [v.name for v in candidates if v.base_model_path != base]
-    if skipped:
-        logger.warning("not serving %s: they use another base model than %s", skipped, base)
-    return [v for v in candidates if v.base_model_path == base]
-
-
-def app_for_registry(registry: ModelRegistry, home: Path, names: Sequence[str] = (),
-                     **options: Any) -> FastAPI:
-    """Serve registered versions on their shared base; each family name is an alias of its
-    production version, and each version answers with the system prompt it was trained with."""
-    from tools.base_models import model_key, resolve_base_model
-    from tools.prompts import render_prompt
-
-    versions = servable_versions(registry, names)
-    first = versions[0]
-    base_path = first.base_model_path
-    if not Path(base_path).exists():
-        base_path = str(resolve_base_model(first.base_model, Path(home)))
-    aliases = {v.family: v.name for v in versions if v.status == "production" and v.family != v.name}
-    prompts = {v.name: render_prompt("system_subject_expert", subject=v.subject) for v in versions}
-    options.setdefault("base_name", model_key(first.base_model))
-    options.setdefault("assignment_log", Path(home) / "serving-assignments.jsonl")
-    return create_app(base_path, {v.name: v.adapter_path for v in versions},
-                      aliases={**aliases, **options.pop("aliases", {})},
-                      system_prompts={**prompts, **options.pop("system_prompts", {})}, **options)
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -485,10 +646,14 @@ def serve_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) ->
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        close_app(app)
 
 
 def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the app in the foreground until interrupted."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        close_app(app)
