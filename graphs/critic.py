@@ -106,14 +106,22 @@ def stricter_generation(spec: JobSpec) -> Remedy:
 
 
 def shorter_training(cfg: Training) -> Remedy:
+    """Overfit: half the epochs (and half a step cap, which would otherwise keep the length), more dropout."""
     return Remedy("trainer", "training",
-                  {"epochs": max(1.0, cfg.epochs / 2), "lora_dropout": min(0.3, cfg.lora_dropout + 0.1)},
+                  {"epochs": max(1.0, cfg.epochs / 2), "lora_dropout": min(0.3, cfg.lora_dropout + 0.1),
+                   **_scaled_step_cap(cfg, 0.5)},
                   "overfit (validation loss rising): fewer epochs, more dropout")
 
 
 def longer_training(cfg: Training) -> Remedy:
-    return Remedy("trainer", "training", {"epochs": min(MAX_EPOCHS, cfg.epochs * 2)},
+    """Underfit: twice the epochs (and twice a step cap, or the doubled epochs would change nothing)."""
+    return Remedy("trainer", "training", {"epochs": min(MAX_EPOCHS, cfg.epochs * 2), **_scaled_step_cap(cfg, 2)},
                   "underfit (answer NLL not low enough): doubling the epochs")
+
+
+def _scaled_step_cap(cfg: Training, factor: float) -> dict[str, int]:
+    """{"max_steps": scaled} when the job caps the steps (the cap, not the epochs, sets the length), else {}."""
+    return {"max_steps": max(1, round(cfg.max_steps * factor))} if cfg.max_steps else {}
 
 
 def faster_training(cfg: Training) -> Remedy:
