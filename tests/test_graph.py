@@ -86,6 +86,7 @@ def test_failing_gate_goes_through_the_critic_and_back(tiny_model_dir, tmp_path)
     assert [r["round"] for r in state["rounds"]] == [1, 2]
     assert len(state["remedies"]) == 1 and state["remedies"][0]["route"] == "trainer"
     assert state["rounds"][1]["config"]["epochs"] == state["rounds"][0]["config"]["epochs"] * 2
+    assert state["rounds"][1]["steps"] == state["rounds"][0]["steps"] * 2  # the step cap doubles too
     assert state["model"]["status"] == "rejected" and not state["model"]["gates_passed"]
     report = (tmp_path / "jobs" / "job-critic" / "report.md").read_text()
     assert "round 1" in report and "round 2" in report and "critic:" in report
