@@ -20,6 +20,7 @@ from tiny_model import pretrain_on_general_text
 from graphs.context import JobContext, Settings
 from graphs.critic import remedy_for_gates
 from graphs.graph import build_graph
+from graphs.reports import rounds_section
 from graphs.spec import JobSpec
 
 SPEC = JobSpec(subject="quantum error correction")
@@ -147,3 +148,22 @@ def test_longer_and_shorter_training_scale_a_step_cap() -> None:
     overfit = remedy_for_gates(capped, [{"name": "answer_nll"}], {"val_history": [1.5, 1.7]})
     assert overfit.changes["max_steps"] == 3 and overfit.changes["epochs"] == 1.0
     assert "max_steps" not in remedy_for_gates(SPEC, [{"name": "answer_nll"}], {}).changes
+
+
+def test_report_lists_data_remedies_taken_before_any_round() -> None:
+    """Too little data: the critic widens curation, then research, before round 1 ever trains."""
+    remedies = [{"after_round": 0, "reason": reason, "section": section, "route": route, "changes": changes,
+                 "before": before, "metrics_before": {"train_examples": count}, "chosen_by": "policy"}
+                for reason, section, route, changes, before, count in (
+                    ("too little data; widening curation", "curation", "curator",
+                     {"doc_relevance_threshold": 0.2}, {"doc_relevance_threshold": 0.3}, 3),
+                    ("too little data; searching more widely", "research", "researcher",
+                     {"max_queries": 6}, {"max_queries": 3}, 5))]
+    lines = rounds_section({"rounds": [], "remedies": remedies})
+    assert lines[2:] == [
+        "- before round 1: critic: too little data; widening curation (chosen by policy)",
+        "  - why: 3 training examples, fewer than the gate needs",
+        "  - changed curation: doc_relevance_threshold 0.3 → 0.2; back to curator",
+        "- before round 1: critic: too little data; searching more widely (chosen by policy)",
+        "  - why: 5 training examples, fewer than the gate needs",
+        "  - changed research: max_queries 3 → 6; back to researcher"]

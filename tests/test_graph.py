@@ -72,11 +72,12 @@ def test_dataset_is_chat_jsonl_split_by_document(passing_job):
 
 
 def test_events_record_every_phase(passing_job):
-    home, state = passing_job
+    home, _ = passing_job
     events = [json.loads(line) for line in (home / "jobs" / "job-pass" / "events.jsonl").read_text().splitlines()]
     phases = {e["phase"] for e in events if e["kind"] == "phase"}
     assert {"intake", "researcher", "curator", "generator", "trainer", "evaluator", "deployer"} <= phases
     assert any(e["kind"] == "step" for e in events)
+    assert any(e["message"].startswith("grounding gate not judged: 2 generated answers") for e in events)
     assert (home / "jobs" / "job-pass" / "report.md").read_text().count("PASS") >= 2
 
 

@@ -52,6 +52,9 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     for gate in gates:
         events.emit("evaluator", "gate", f"{'PASS' if gate['passed'] else 'FAIL'} {gate['name']}: {gate['detail']}",
                     **gate)
+    if "answer_rouge_l" not in {g["name"] for g in gates}:
+        events.emit("evaluator", "decision", f"grounding gate not judged: {tuned.get('generated', 0)} generated "
+                    f"answers, it needs {spec.gates.min_rouge_l_answers} (evaluation.generate_limit)")
     return {"evaluation": evaluation, "rounds": [round_record(state, evaluation)]}
 
 
