@@ -36,7 +36,7 @@ class Gates(BaseModel):
 
     The grounding gate is relative because absolute ROUGE-L depends on the subject and the reference style
     (0.32-0.49 for the base on the demo corpus and PubMedQA). Its margin comes from real jobs: tuned models
-    gained +0.12 to +0.20 over base (demo 0.355 -> 0.554, 0.323 -> 0.524, 0.433 -> 0.554; PubMedQA
+    gained +0.12 to +0.25 over base (demo 0.355 -> 0.554, 0.257 -> 0.507, 0.433 -> 0.554; PubMedQA
     0.491 -> 0.642), 3-5 standard errors above the fail line (paired per-answer differences: SD 0.15-0.24,
     SE 0.03-0.06 at 15-27 answers). A model that only ties its base still fails now and then (about 5% of
     the time at SE 0.03, 20% at 0.06): a tie means the tuning did nothing for the answers, worth a round.
