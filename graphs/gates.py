@@ -28,13 +28,25 @@ def check_gates(base: dict[str, Any], tuned: dict[str, Any], gates: Gates) -> li
             "detail": f"general perplexity {tuned['general_perplexity']:.2f} vs base "
                       f"{base['general_perplexity']:.2f} ({increase:+.1%}; at most "
                       f"{gates.max_general_ppl_increase:+.0%})"})
-    if gates.min_rouge_l > 0 and tuned.get("rouge_l") is not None:
-        results.append({
-            "name": "answer_rouge_l", "passed": tuned["rouge_l"] >= gates.min_rouge_l,
-            "value": round(tuned["rouge_l"], 4), "threshold": gates.min_rouge_l,
-            "detail": f"tuned answers' ROUGE-L vs the references {tuned['rouge_l']:.3f} (base "
-                      f"{base.get('rouge_l') or 0:.3f}; needs at least {gates.min_rouge_l:.2f})"})
+    if grounding := grounding_gate(base, tuned, gates):
+        results.append(grounding)
     return results
+
+
+def grounding_gate(base: dict[str, Any], tuned: dict[str, Any], gates: Gates) -> dict[str, Any] | None:
+    """answer_rouge_l: the tuned answers' ROUGE-L against the references at most `max_rouge_l_drop` below
+    the base model's (and at least `min_rouge_l` when that is set). None (not judged) when fewer than
+    `min_rouge_l_answers` answers were generated: a mean over a handful of answers is noise, and a run
+    that generated nothing (generate_limit 0, no held-out examples) has nothing to judge."""
+    generated = min(base.get("generated") or 0, tuned.get("generated") or 0)
+    if generated < gates.min_rouge_l_answers or base.get("rouge_l") is None or tuned.get("rouge_l") is None:
+        return None
+    floor = max(base["rouge_l"] - gates.max_rouge_l_drop, gates.min_rouge_l)
+    return {"name": "answer_rouge_l", "passed": tuned["rouge_l"] >= floor, "value": round(tuned["rouge_l"], 4),
+            "threshold": round(floor, 4),
+            "detail": f"tuned answers' ROUGE-L vs the references {tuned['rouge_l']:.3f}, base {base['rouge_l']:.3f} "
+                      f"on {generated} answers (needs at least {floor:.3f}: at most {gates.max_rouge_l_drop:.2f} "
+                      f"below base" + (f", and at least {gates.min_rouge_l:.2f}" if gates.min_rouge_l else "") + ")"}
 
 
 def judge_gates(judge: dict[str, Any], gates: Gates) -> list[dict[str, Any]]:

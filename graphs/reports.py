@@ -15,6 +15,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "—" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
 
+def _setting(value: Any) -> str:
+    """A spec value as a person wrote it: 0.0015, 0.1, 16, None."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def write_evaluation_report(folder: Path, evaluation: dict[str, Any], per_example: list[dict],
                             plots: Sequence[Path] = (), general_per_example: Sequence[dict] = (),
                             stem: str | None = None, title: str | None = None) -> Path:
@@ -118,22 +123,76 @@ def sources_summary(documents: list[dict[str, Any]], kept_titles: set[str] | Non
     return f"{' and '.join(parts)}: {titles}" if documents else "no documents"
 
 
+ROUND_METRICS = (("answer_nll", "answer NLL"), ("rouge_l", "ROUGE-L"), ("general_perplexity", "general perplexity"),
+                 ("general_qa_f1", "general QA F1"))
+
+
 def rounds_section(state: JobState) -> list[str]:
-    lines = ["## Rounds", ""]
-    remedies = {r["after_round"]: r for r in state.get("remedies", [])}
-    for record in state.get("rounds", []):
-        nll_gate = next((g for g in record["gates"] if g["name"] == "answer_nll"), {})
-        lines.append(f"- round {record['round']}: train loss {_fmt(record['train_loss'])}, val loss "
-                     f"{_fmt(record['val_loss'])}, answer NLL base {_fmt(record['base']['answer_nll'])} → tuned "
-                     f"{_fmt(record['tuned']['answer_nll'])} ({nll_gate.get('detail', '')}); "
-                     f"gates {'passed' if record['passed'] else 'failed'}")
-        if remedy := remedies.get(record["round"]):
-            lines.append(f"  - critic: {remedy['reason']}; changed {remedy['section']} "
-                         f"{remedy['before']} → {remedy['changes']}; back to {remedy['route']}")
+    """Every round in order: how it was trained, its metrics and gates; after it, each critic decision
+    with why (the failed gates), what changed (spec values before → after) and the gates before → after
+    in the next round. Decisions taken before any round (too little data) come first."""
+    rounds = {record["round"]: record for record in state.get("rounds", [])}
+    remedies: dict[int, list[dict[str, Any]]] = {}
     for remedy in state.get("remedies", []):
-        if remedy["after_round"] not in {r["round"] for r in state.get("rounds", [])}:
-            lines.append(f"- before round {remedy['after_round'] + 1}: critic: {remedy['reason']}")
+        remedies.setdefault(remedy["after_round"], []).append(remedy)
+    lines = ["## Rounds", ""]
+    for number in sorted(set(rounds) | set(remedies)):
+        record = rounds.get(number)
+        lines += round_lines(record) if record else []
+        for remedy in remedies.get(number, []):
+            lines += remedy_lines(remedy, record, rounds.get(number + 1))
     return lines
+
+
+def round_lines(record: dict[str, Any]) -> list[str]:
+    failed = [g["name"] for g in record["gates"] if not g["passed"]]
+    verdict = "passed" if record["passed"] else f"failed ({', '.join(failed)})"
+    metrics = "; ".join(f"{label} {_fmt(record['base'].get(key))} → {_fmt(record['tuned'].get(key))}"
+                        for key, label in ROUND_METRICS if record["base"].get(key) is not None)
+    return [f"- round {record['round']}: gates {verdict}", f"  - {training_summary(record)}",
+            f"  - train loss {_fmt(record['train_loss'])}, val loss {_fmt(record['val_loss'])}",
+            f"  - base → tuned: {metrics}",
+            *[f"  - {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in record["gates"]]]
+
+
+def training_summary(record: dict[str, Any]) -> str:
+    """'trained 4 steps: LoRA r=16, lr=0.003, epochs=2, dropout=0.05; 40 examples incl. 4 replayed general (10%);
+    dataset {...} hash 1a2b…'."""
+    config, dataset = record["config"], record.get("dataset") or {}
+    lora = (f"LoRA r={config['lora_r']}, lr={config['learning_rate']:g}, epochs={config['epochs']:g}, "
+            f"dropout={config['lora_dropout']:g}")
+    data = (f"{_fmt(record.get('train_examples'))} examples incl. {record.get('replay_examples', 0)} replayed "
+            f"general ({record.get('replay_general', 0):.0%}); dataset {dataset.get('counts')} hash "
+            f"{str(dataset.get('hash'))[:12]}")
+    return f"trained {_fmt(record.get('steps'))} steps: {lora}; {data}"
+
+
+def remedy_lines(remedy: dict[str, Any], before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+    """The decision (nested under its round, or on its own before round 1) and its effect."""
+    indent = "  " if before else ""
+    head = (f"{indent}- critic" if before else f"- before round {remedy['after_round'] + 1}: critic")
+    measured = remedy["metrics_before"]  # failed gates after an evaluation, else the training example count
+    why = (f"failed gates {', '.join(measured['failed_gates'])}" if "failed_gates" in measured
+           else f"{measured.get('train_examples')} training examples, fewer than the gate needs")
+    changes = ", ".join(f"{key} {_setting(remedy['before'].get(key))} → {_setting(value)}"
+                        for key, value in remedy["changes"].items())
+    lines = [f"{head}: {remedy['reason']} (chosen by {remedy.get('chosen_by', 'policy')})",
+             f"{indent}  - why: {why}",
+             f"{indent}  - changed {remedy['section']}: {changes}; back to {remedy['route']}"]
+    if before and after:
+        lines.append(f"{indent}  - gates before → after (round {after['round']}): " + "; ".join(
+            gate_change(gate, after) for gate in before["gates"]))
+    elif before:
+        lines.append(f"{indent}  - no later round was evaluated")
+    return lines
+
+
+def gate_change(gate: dict[str, Any], after: dict[str, Any]) -> str:
+    """'general_perplexity 0.134 FAIL → 0.037 PASS' (value as the gate measures it)."""
+    later = next((g for g in after["gates"] if g["name"] == gate["name"]), None)
+    verdict = {True: "PASS", False: "FAIL"}
+    return f"{gate['name']} {_fmt(gate['value'])} {verdict[gate['passed']]} → " + (
+        f"{_fmt(later['value'])} {verdict[later['passed']]}" if later else "not judged")
 
 
 def research_lines(research: dict[str, Any]) -> list[str]:

@@ -113,7 +113,8 @@ def _spec(**sections) -> JobSpec:
      {"learning_rate": 1e-4, "lora_r": 8, "replay_general": 0.2}),
     (_spec(training={"replay_general": 0.3}), ["general_perplexity", "answer_rouge_l"], "trainer",
      {"learning_rate": 1e-4, "lora_r": 8, "replay_general": 0.3}),
-    (SPEC, ["answer_rouge_l"], "generator", {"min_quality": 0.7, "min_lexical_support": 0.7}),
+    (SPEC, ["answer_rouge_l"], "generator", {"min_quality": 0.7, "keep_quality": 0.85, "min_lexical_support": 0.7,
+                                             "min_semantic_support": 0.55}),
     (_spec(generation={"min_quality": 0.95, "min_lexical_support": 0.95}), ["answer_rouge_l"], "trainer",
      {"epochs": 4.0}),
     (SPEC, ["answer_nll", "answer_rouge_l"], "trainer", {"epochs": 4.0}),
@@ -124,11 +125,41 @@ def test_critic_remedies_for_regression_and_weak_grounding(spec, failed, route, 
     assert {k: pytest.approx(v) for k, v in remedy.changes.items()} == expected
 
 
-def test_grounding_gate_is_off_by_default_and_checks_rouge_when_set() -> None:
-    base, tuned = {"answer_nll": 2.0, "rouge_l": 0.1}, {"answer_nll": 1.0, "rouge_l": 0.15}
+def _scores(rouge: float | None, generated: int, nll: float = 2.0) -> dict:
+    return {"answer_nll": nll, "rouge_l": rouge, "generated": generated}
+
+
+@pytest.mark.parametrize(("base", "tuned", "passed"), [
+    (_scores(0.355, 20), _scores(0.554, 20, 1.5), True),  # the demo job (SmolLM2 on the demo corpus)
+    (_scores(0.491, 15), _scores(0.642, 15, 1.5), True),  # the PubMedQA job
+    (_scores(0.355, 20), _scores(0.31, 20, 1.5), True),   # 0.045 below base: within the margin
+    (_scores(0.355, 20), _scores(0.30, 20, 1.5), False),  # 0.055 below base
+    (_scores(0.355, 20), _scores(0.0, 20, 1.5), False),   # answers empty or unrelated
+])
+def test_grounding_gate_is_on_by_default_relative_to_base(base, tuned, passed) -> None:
+    gate = check_gates(base, tuned, Gates())[-1]
+    assert gate["name"] == "answer_rouge_l" and gate["passed"] is passed
+    assert gate["threshold"] == pytest.approx(base["rouge_l"] - 0.05)
+    assert f"base {base['rouge_l']:.3f}" in gate["detail"]
+
+
+@pytest.mark.parametrize(("base", "tuned"), [
+    (_scores(None, 0), _scores(None, 0, 1.5)),  # nothing generated (generate_limit 0)
+    (_scores(0.5, 2), _scores(0.0, 2, 1.5)),    # two answers: too few to judge
+])
+def test_grounding_gate_is_not_judged_without_enough_answers(base, tuned) -> None:
     assert [g["name"] for g in check_gates(base, tuned, Gates())] == ["answer_nll"]
-    gates = check_gates(base, tuned, Gates(min_rouge_l=0.2))
-    assert [(g["name"], g["passed"]) for g in gates] == [("answer_nll", True), ("answer_rouge_l", False)]
+    assert [g["name"] for g in check_gates(base, tuned, Gates(min_rouge_l=0.9))] == ["answer_nll"]
+
+
+def test_grounding_gate_takes_an_absolute_floor_and_can_be_loosened() -> None:
+    base, tuned = _scores(0.355, 20), _scores(0.554, 20, 1.5)
+    floor = check_gates(base, tuned, Gates(min_rouge_l=0.6))[-1]
+    assert not floor["passed"] and floor["threshold"] == 0.6 and "at least 0.60" in floor["detail"]
+    worse = _scores(0.1, 20, 1.5)
+    assert not check_gates(base, worse, Gates())[-1]["passed"]
+    assert check_gates(base, worse, Gates(max_rouge_l_drop=1.0))[-1]["passed"]
+    assert check_gates(_scores(0.5, 3), _scores(0.0, 3, 1.5), Gates(min_rouge_l_answers=3))[-1]["passed"] is False
 
 
 # -- ftagent eval and the HTTP endpoint on a tiny model + adapter ------------------------------------

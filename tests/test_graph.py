@@ -72,11 +72,12 @@ def test_dataset_is_chat_jsonl_split_by_document(passing_job):
 
 
 def test_events_record_every_phase(passing_job):
-    home, state = passing_job
+    home, _ = passing_job
     events = [json.loads(line) for line in (home / "jobs" / "job-pass" / "events.jsonl").read_text().splitlines()]
     phases = {e["phase"] for e in events if e["kind"] == "phase"}
     assert {"intake", "researcher", "curator", "generator", "trainer", "evaluator", "deployer"} <= phases
     assert any(e["kind"] == "step" for e in events)
+    assert any(e["message"].startswith("grounding gate not judged: 2 generated answers") for e in events)
     assert (home / "jobs" / "job-pass" / "report.md").read_text().count("PASS") >= 2
 
 
@@ -86,6 +87,7 @@ def test_failing_gate_goes_through_the_critic_and_back(tiny_model_dir, tmp_path)
     assert [r["round"] for r in state["rounds"]] == [1, 2]
     assert len(state["remedies"]) == 1 and state["remedies"][0]["route"] == "trainer"
     assert state["rounds"][1]["config"]["epochs"] == state["rounds"][0]["config"]["epochs"] * 2
+    assert state["rounds"][1]["steps"] == state["rounds"][0]["steps"] * 2  # the step cap doubles too
     assert state["model"]["status"] == "rejected" and not state["model"]["gates_passed"]
     report = (tmp_path / "jobs" / "job-critic" / "report.md").read_text()
     assert "round 1" in report and "round 2" in report and "critic:" in report

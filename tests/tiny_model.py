@@ -60,3 +60,32 @@ def random_adapter(base_dir: Path, target: Path, seed: int = 0, rank: int = 4, a
     get_peft_model(model, config).save_pretrained(str(target))
     AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(target))
     return target
+
+
+def pretrain_on_general_text(model_dir: Path, target: Path, steps: int = 120, learning_rate: float = 1e-2) -> Path:
+    """A copy of the tiny model trained (all weights) on eval_sets/general/general_text.jsonl, so it has
+    general skills to lose: a random model's general perplexity only falls when it is fine-tuned, so a
+    general regression cannot be planted on it. ~5 s on CPU; general perplexity ~800 -> ~100."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    general = Path(__file__).resolve().parents[1] / "eval_sets" / "general" / "general_text.jsonl"
+    texts = [json.loads(line)["text"] for line in general.read_text().splitlines() if line.strip()]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=128)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        rows = torch.randperm(len(texts), generator=generator)[:16]
+        model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows],
+              labels=labels[rows]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(str(target), safe_serialization=True)
+    tokenizer.save_pretrained(str(target))
+    return target

@@ -90,10 +90,22 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     for gate in gates:
         events.emit("evaluator", "gate", f"{'PASS' if gate['passed'] else 'FAIL'} {gate['name']}: {gate['detail']}",
                     **gate)
-    round_record = {"round": training["round"], "config": training["config"], "train_loss": training["train_loss"],
-                    "val_loss": training["val_loss"], "base": base, "tuned": tuned, "judge": judgement.summary,
-                    "gates": gates, "passed": passed}
-    return {"evaluation": evaluation, "rounds": [round_record]}
+    if "answer_rouge_l" not in {g["name"] for g in gates}:
+        events.emit("evaluator", "decision", f"grounding gate not judged: {tuned.get('generated', 0)} generated "
+                    f"answers, it needs {spec.gates.min_rouge_l_answers} (evaluation.generate_limit)")
+    return {"evaluation": evaluation, "rounds": [round_record(state, evaluation)]}
+
+
+def round_record(state: JobState, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """What the job report shows per round: the training config and data it used (so the critic's
+    changes between rounds are visible), the losses, tuned vs base metrics and every gate."""
+    training, dataset = state["training"], state.get("dataset") or {}
+    return {"round": training["round"], "config": training["config"], "steps": training.get("steps"),
+            "train_loss": training["train_loss"], "val_loss": training["val_loss"],
+            "val_history": training.get("val_history"), "replay_general": training.get("replay_general", 0.0),
+            "replay_examples": training.get("replay_examples", 0), "train_examples": training.get("train_examples"),
+            "dataset": {"counts": dataset.get("counts"), "hash": dataset.get("hash")},
+            **{k: evaluation[k] for k in ("base", "tuned", "judge", "gates", "passed")}}
 
 
 def evaluate_on_set(base_model_path: str, adapter_dir: str | None, records: list[dict], folder: Path,

@@ -8,10 +8,12 @@ from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
+from graphs.spec import JobSpec
 from graphs.state import JobState
 from tools.base_models import resolve_base_model
 from tools.dataset import read_jsonl
 from tools.evaluation import general_qa, mix_replay
+from tools.events import EventLog
 from tools.feedback import FeedbackStore, corrections_as_examples
 from tools.prompts import render_prompt
 from tools.registry import ModelRegistry, family_name
@@ -28,6 +30,32 @@ def feedback_corrections(spec, database: Path) -> list[dict]:
     store = FeedbackStore(database)
     system_prompt = render_prompt("system_subject_expert", subject=spec.subject)
     return corrections_as_examples([item for name in names for item in store.list(name)], system_prompt)
+
+
+def replay_examples(spec: JobSpec, train: list[dict]) -> list[dict]:
+    """General questions to mix in (the critic's remedy for a general regression): replay_general x the
+    training split, from the replay part of eval_sets/general (never the questions the evaluator asks)."""
+    if spec.training.replay_general <= 0:
+        return []
+    mixed = mix_replay(train, general_qa(render_prompt("system_general"), 10_000, replay=True),
+                       spec.training.replay_general, spec.training.seed)
+    return [record for record in mixed if (record.get("metadata") or {}).get("replay")]
+
+
+def training_examples(spec: JobSpec, train: list[dict], database: Path,
+                      events: EventLog) -> tuple[list[dict], dict[str, int]]:
+    """The training split plus replayed general examples and feedback corrections, with the counts of
+    what was added ({"replay_examples", "feedback_examples"}); each addition is also an event."""
+    replayed = replay_examples(spec, train)
+    if replayed:
+        events.emit("trainer", "decision", f"replaying {len(replayed)} general examples "
+                    f"({spec.training.replay_general:.0%} of {len(train)})", replayed=len(replayed))
+    corrections = feedback_corrections(spec, database)
+    if corrections:  # what people corrected in earlier versions of this model
+        events.emit("trainer", "decision", f"adding {len(corrections)} feedback corrections to the training set",
+                    feedback_examples=len(corrections))
+    # the order does not matter: the recipe shuffles every epoch (tools/training.length_grouped_batches)
+    return train + replayed + corrections, {"replay_examples": len(replayed), "feedback_examples": len(corrections)}
 
 
 def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
@@ -54,22 +82,12 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
     def on_event(message: str, data: dict) -> None:
         events.emit("trainer", "decision", message, **data)
 
-    train = read_jsonl(state["dataset"]["paths"]["train"])
-    if spec.training.replay_general > 0:  # the critic's remedy for a general regression
-        mixed = mix_replay(train, general_qa(render_prompt("system_general"), 10_000, replay=True),
-                           spec.training.replay_general, spec.training.seed)
-        events.emit("trainer", "decision", f"replaying {len(mixed) - len(train)} general examples "
-                    f"({spec.training.replay_general:.0%} of {len(train)})", replayed=len(mixed) - len(train))
-        train = mixed
-    corrections = feedback_corrections(spec, runtime.context.settings.database)
-    if corrections:  # what people corrected in earlier versions of this model
-        events.emit("trainer", "decision", f"adding {len(corrections)} feedback corrections to the training set",
-                    feedback_examples=len(corrections))
-        train = train + corrections
+    train, added = training_examples(spec, read_jsonl(state["dataset"]["paths"]["train"]),
+                                     runtime.context.settings.database, events)
     result = train_lora(config, train, read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
     summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
     summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump(),
-                "feedback_examples": len(corrections)}
+                "replay_general": spec.training.replay_general, "train_examples": len(train), **added}
     events.emit("trainer", "phase", f"trained {result.steps} steps at {result.tokens_per_second:.0f} tokens/s; "
                 f"train loss {result.train_loss:.3f}, val loss {result.val_loss or float('nan'):.3f}",
                 **{k: summary[k] for k in ("steps", "tokens_per_second", "train_loss", "val_loss")})
