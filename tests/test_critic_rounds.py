@@ -71,7 +71,7 @@ def test_general_regression_is_retrained_gentler_with_general_replay(regression_
 
 
 def test_weak_grounding_regenerates_the_data_with_a_stricter_gate(regression_job) -> None:
-    home, state = regression_job
+    _, state = regression_job
     second, third = state["rounds"][1], state["rounds"][2]
     assert gate(second, "answer_nll")["passed"] and not gate(second, "answer_rouge_l")["passed"]
     remedy = state["remedies"][1]

@@ -316,7 +316,7 @@ def test_job_evaluator_judges_with_the_chunks_passages_and_applies_the_judge_gat
     state = {"job_id": "job-1", "spec": spec.model_dump(), "curation": {"collection": "job-1"},
              "dataset": {"paths": {"test": str(test)}},
              "training": {"round": 1, "base_model_path": str(tiny_model_dir), "adapter_dir": str(tiny_adapter),
-                          "config": {}, "train_loss": 1.0, "val_loss": 1.0}}
+                          "config": spec.training.model_dump(), "train_loss": 1.0, "val_loss": 1.0}}
     update = evaluate_model(state, Runtime(context=JobContext(settings)))
     evaluation = update["evaluation"]
     # random tiny models answer nonsense: the literal judge ties them, below the 90% the gate asks for
