@@ -8,6 +8,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
+from tools.export import export_problems
 from tools.registry import ModelRegistry
 
 DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
@@ -35,7 +36,8 @@ def run_job(home: Path, job_id: str, options: dict, request: str = "fine-tune a 
 @pytest.fixture(scope="module")
 def passing_job(tiny_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0})
+    options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0},
+                           merge=True)
     return home, run_job(home, "job-pass", options)
 
 
@@ -48,6 +50,7 @@ def test_job_trains_evaluates_and_registers(passing_job):
     assert Path(version.adapter_path, "adapter_config.json").exists()
     assert "quantum error correction" in Path(version.card_path).read_text()
     assert version.dataset_hash == state["dataset"]["hash"]
+    assert export_problems(Path(version.merged_path)) == []  # merge=True: a standalone folder, checked
 
 
 def test_curator_drops_the_off_topic_documents(passing_job):
