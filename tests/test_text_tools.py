@@ -123,3 +123,5 @@ def test_abstract_sentences_give_questions_about_the_study(sentence, question):
 
     assert study_question_for(sentence, "Statins and stroke")[0] == question
     assert study_question_for("The weather was fine on the day.", "Statins and stroke") is None
+    for identifier in ("pubmed 23774337", "2301.12345", "notes", "arxiv-2301.12345v2"):
+        assert study_question_for(sentence, identifier) is None, identifier

@@ -64,10 +64,19 @@ _STUDY_METHOD = re.compile(
     r"randomi[sz]ed|cross-sectional|cohort|case-control|population-based)\b", re.IGNORECASE)
 
 
+def names_a_study(title: str) -> bool:
+    """Whether a title can name a study in a question: 2 to 30 words, at least two of them words of three
+    or more letters. Identifiers and bare file stems ("pubmed 23774337", "2301.12345", "notes") cannot:
+    a question naming the study by them teaches nothing a reader could ask."""
+    words = title.split()
+    return 2 <= len(words) <= 30 and sum(1 for w in words if re.fullmatch(r"[^\W\d_]{3,}\W*", w)) >= 2
+
+
 def study_question_for(sentence: str, title: str) -> tuple[str, str] | None:
-    """(question, "study") for an aim, method or conclusion sentence of a research abstract."""
+    """(question, "study") for an aim, method or conclusion sentence of a research abstract whose title
+    names it (names_a_study)."""
     title = title.strip().rstrip(".?")
-    if not title or len(title.split()) > 30:
+    if not names_a_study(title):
         return None
     if _STUDY_AIM.match(sentence):
         return f'What was the aim of the study "{title}"?', "study"
