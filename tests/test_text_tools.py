@@ -119,9 +119,24 @@ def test_splits_never_share_a_document():
     ("These results suggest that statins improve outcome.", 'What did the study "Statins and stroke" conclude?'),
 ])
 def test_abstract_sentences_give_questions_about_the_study(sentence, question):
-    from tools.qa_extractive import study_question_for
+    from tools.qa_extractive import study_name, study_question_for
 
-    assert study_question_for(sentence, "Statins and stroke")[0] == question
-    assert study_question_for("The weather was fine on the day.", "Statins and stroke") is None
+    study = study_name("Statins and stroke", [])
+    assert study_question_for(sentence, study)[0] == question
+    assert study_question_for("The weather was fine on the day.", study) is None
+
+
+def test_an_untitled_study_is_named_by_its_aim_never_by_an_identifier():
+    from tools.qa_extractive import study_name, study_question_for
+
+    aim = "The aim of this study was to assess whether off-hours diagnosis delays treatment."
+    conclusion = "These results suggest that diagnosis at night delays treatment."
+    named = "the study that set out to assess whether off-hours diagnosis delays treatment"
     for identifier in ("pubmed 23774337", "2301.12345", "notes", "arxiv-2301.12345v2"):
-        assert study_question_for(sentence, identifier) is None, identifier
+        assert study_name(identifier, [conclusion]) is None, identifier
+        assert study_name(identifier, [aim, conclusion]) == named, identifier
+    assert study_question_for(conclusion, named)[0] == f"What did {named} conclude?"
+    assert study_question_for(aim, named) is None  # the name would give the answer away
+    assert study_question_for(conclusion, None) is None
+    assert study_name("x", ["To assess outcomes of patients with carcinoma."]) == \
+        "the study that set out to assess outcomes of patients with carcinoma"

@@ -7,6 +7,7 @@ for chunks that would otherwise give nothing)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from tools.chunking import Chunk
@@ -72,18 +73,32 @@ def names_a_study(title: str) -> bool:
     return 2 <= len(words) <= 30 and sum(1 for w in words if re.fullmatch(r"[^\W\d_]{3,}\W*", w)) >= 2
 
 
-def study_question_for(sentence: str, title: str) -> tuple[str, str] | None:
-    """(question, "study") for an aim, method or conclusion sentence of a research abstract whose title
-    names it (names_a_study)."""
+def study_name(title: str, sentences: Sequence[str]) -> str | None:
+    """How questions name the study a passage comes from: its title in quotes when the title names a
+    study, else by its aim when the passage states one ("the study that set out to assess whether …"),
+    else None (the passage's study sentences give no questions)."""
     title = title.strip().rstrip(".?")
-    if not names_a_study(title):
+    if names_a_study(title):
+        return f'the study "{title}"'
+    for sentence in sentences:
+        if _STUDY_AIM.match(sentence):
+            aim = re.sub(r"^.*?\bto\s+", "", sentence, count=1, flags=re.IGNORECASE).rstrip(" .")
+            if 3 <= len(aim.split()) <= 25 and aim != sentence.rstrip(" ."):
+                return f"the study that set out to {aim[:1].lower()}{aim[1:]}"
+    return None
+
+
+def study_question_for(sentence: str, study: str | None) -> tuple[str, str] | None:
+    """(question, "study") for an aim, method or conclusion sentence of a research abstract, naming the
+    study as `study_name` does; no aim question when the study is named by that aim."""
+    if study is None:
         return None
     if _STUDY_AIM.match(sentence):
-        return f'What was the aim of the study "{title}"?', "study"
+        return (f"What was the aim of {study}?", "study") if study.startswith('the study "') else None
     if _STUDY_CONCLUSION.match(sentence):
-        return f'What did the study "{title}" conclude?', "study"
+        return f"What did {study} conclude?", "study"
     if _STUDY_METHOD.match(sentence):
-        return f'How was the study "{title}" carried out?', "study"
+        return f"How was {study} carried out?", "study"
     return None
 
 
@@ -213,9 +228,10 @@ def generate_examples(
 ) -> list[Example]:
     """Examples from one chunk; each answer is a sentence (or two) of the chunk, verbatim."""
     sentences = split_sentences(chunk.text)
+    study = study_name(source, sentences)
     examples: list[Example] = []
     for index, sentence in enumerate(sentences):
-        found = question_for(sentence) or study_question_for(sentence, source)
+        found = question_for(sentence) or study_question_for(sentence, study)
         if found is None:
             continue
         question, kind = found
