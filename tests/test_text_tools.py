@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.chunking import chunk_document
+from tools.chunking import Chunk, chunk_document
 from tools.dataset import split_by_document
 from tools.dedup import find_duplicates
 from tools.documents import Document, SourceError
@@ -140,3 +140,16 @@ def test_an_untitled_study_is_named_by_its_aim_never_by_an_identifier():
     assert study_question_for(conclusion, None) is None
     assert study_name("x", ["To assess outcomes of patients with carcinoma."]) == \
         "the study that set out to assess outcomes of patients with carcinoma"
+
+
+def test_a_cloze_question_quotes_the_opening_and_the_answer_is_the_rest_never_the_question_back():
+    from tools.quality import GateConfig, question_overlap, well_formed_question
+
+    sentence = "Most of the patients enrolled were Caucasian and had advanced stage disease at diagnosis."
+    chunk = Chunk(chunk_id="c1", doc_id="d1", text=f"{sentence} It rained.", heading="", position=0)
+    [example] = generate_examples(chunk, "pubmedqa")
+    assert example.type == "cloze"
+    assert example.question == 'How does the sentence "Most of the patients …" continue?'
+    assert example.answer == "enrolled were Caucasian and had advanced stage disease at diagnosis."
+    assert example.answer in chunk.text and well_formed_question(example.question, GateConfig())
+    assert question_overlap(example.question, example.answer) < 0.2

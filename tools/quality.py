@@ -33,7 +33,7 @@ _REFERENCE_LINE = re.compile(
     r"\b(?:Phys\. Rev|Nature|Science|Proc\.|J\. )\b)")
 _QUESTION_START = re.compile(
     r"^(?:what|why|how|which|who|whom|whose|when|where|is|are|was|were|does|do|did|can|could|should|"
-    r"would|will|has|have|in what|to what|explain|describe|compare|fill in the blank)\b", re.IGNORECASE)
+    r"would|will|has|have|in what|to what|explain|describe|compare|complete|fill in the blank)\b", re.IGNORECASE)
 
 
 # -- text filters ---------------------------------------------------------------------------------
@@ -181,7 +181,8 @@ def _hard_failure(question: str, answer: str, kind: str, lexical: float, semanti
 
 def _parts(question: str, answer: str, kind: str, lexical: float, semantic: float,
            config: GateConfig) -> dict[str, float]:
-    complete = answer[:1].isupper() and answer.rstrip().endswith((".", "!", "?"))
+    # a cloze answer continues a quoted opening, so it starts mid-sentence
+    complete = (answer[:1].isupper() or kind == "cloze") and answer.rstrip().endswith((".", "!", "?"))
     coherence = (0.6 if complete else 0.2) + 0.4 * min(1.0, len(set(content(answer))) / 6)
     factual = 0.5 * min(1.0, lexical / max(config.min_lexical_support, 1e-6)) \
         + 0.5 * min(1.0, semantic / max(config.min_semantic_support, 1e-6))
