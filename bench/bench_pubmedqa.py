@@ -77,12 +77,18 @@ def _mean(values: list[float]) -> float | None:
 
 def score(model: Any, tokenizer: Any, records: list[dict[str, Any]], generate: int,
           max_new_tokens: int) -> dict[str, Any]:
-    """Answer NLL on all records; ROUGE-L and token F1 of greedy answers on the first `generate`."""
+    """Answer NLL on all records; ROUGE-L and token F1 of greedy answers on the first `generate`, and how
+    often an answer echoes its question: its ROUGE-L against the question above 0.7 and no yes/no
+    opening (a yes/no answer that restates the question is an answer, not an echo)."""
     answers = generate_answers(model, tokenizer, records[:generate], max_new_tokens)
     references = [r["messages"][-1]["content"] for r in records[:generate]]
+    questions = [r["messages"][-2]["content"] for r in records[:generate]]
+    echoes = [rouge_l(a, q) > 0.7 and not a.lstrip().lower().startswith(("yes", "no"))
+              for a, q in zip(answers, questions, strict=True)]
     return {"answer_nll": round(answer_nll(model, tokenizer, records), 4) if records else None,
             "rouge_l": _mean([rouge_l(a, r) for a, r in zip(answers, references, strict=True)]),
             "token_f1": _mean([token_f1(a, r) for a, r in zip(answers, references, strict=True)]),
+            "echoed_questions": sum(echoes),
             "questions": len(records), "generated": len(answers), "sample_answer": answers[0] if answers else None}
 
 
