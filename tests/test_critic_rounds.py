@@ -38,14 +38,15 @@ def gate(record: dict[str, Any], name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def regression_job(general_base: Path, tmp_path_factory) -> tuple[Path, dict[str, Any]]:
     """Round 1 at a high LR really forgets general text (+11% to +17% perplexity on this base, over
-    several document splits); the grounding gate is planted (ROUGE-L 0.99) and judged on 10 answers; NLL
-    needs no gain. Expected: round 2 at half the LR with general replay (+3% to +4%: passes), then, with
+    several document splits); the grounding gate is planted (ROUGE-L 0.99) and judged from 4 answers
+    (the test split may hold fewer than 10); NLL needs no gain. Expected: round 2 at half the LR with general replay (+3% to +4%: passes), then, with
     grounding still failing, round 3 on data from a stricter generator."""
     home = tmp_path_factory.mktemp("home")
     options = tiny_options(general_base, docs_path=str(small_corpus(home / "docs")), max_rounds=2,
                            training={"learning_rate": 3e-3}, evaluation={"generate_limit": 10},
                            gates={"min_train_examples": 4, "min_nll_improvement": 0.0,
-                                  "max_general_ppl_increase": 0.08, "min_rouge_l": 0.99})
+                                  "max_general_ppl_increase": 0.08, "min_rouge_l": 0.99,
+                                  "min_rouge_l_answers": 4})
     return home, run_job(home, "job-regression", options)
 
 
