@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("sentence")
     run.add_argument("--docs", help="folder (or file) of .md/.txt/.html/.pdf documents")
     run.add_argument("--demo", action="store_true", help="use the demo corpus in eval_sets/demo_corpus")
+    run.add_argument("--dataset", help="train on your own dataset instead of documents: chat-messages, Alpaca or "
+                     "ShareGPT JSONL, a folder of <split>.jsonl, or a folder saved by datasets.save_to_disk "
+                     "(research and generation are skipped)")
     run.add_argument("--sources", help="comma-separated: arxiv,pubmed,wikipedia,web,local "
                      "(default: local with --docs, web with --url, else chosen from the subject)")
     run.add_argument("--url", dest="urls", action="append", metavar="URL", help="a web page or PDF to read (repeatable)")
@@ -188,7 +191,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
                                   "lora_r": args.lora_r, "max_steps": args.max_steps}.items() if v is not None}
     gates = {k: v for k, v in {"min_nll_improvement": args.min_nll_improvement,
                                "max_general_ppl_increase": args.max_ppl_increase}.items() if v is not None}
-    options: dict[str, Any] = {"docs_path": docs, "base_model": args.base_model, "max_rounds": args.max_rounds,
+    options: dict[str, Any] = {"docs_path": docs, "dataset": args.dataset, "base_model": args.base_model, "max_rounds": args.max_rounds,
                                "merge": args.merge or None}
     if args.sources:
         options["sources"] = [name.strip() for name in args.sources.split(",") if name.strip()]

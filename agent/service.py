@@ -53,8 +53,9 @@ class JobService:
     def submit(self, sentence: str, options: dict[str, Any] | None = None, owner: str | None = None) -> JobRecord:
         """Validate the request now (a bad sentence fails here, before any work) and queue the job."""
         spec = build_spec(sentence, options)
-        if spec.docs_path:
-            options = {**(options or {}), "docs_path": str(Path(spec.docs_path).expanduser().resolve())}
+        for key in ("docs_path", "dataset"):  # a later worker may run in another folder
+            if getattr(spec, key):
+                options = {**(options or {}), key: str(Path(getattr(spec, key)).expanduser().resolve())}
         job_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{slugify(spec.subject, 24)}-{secrets.token_hex(2)}"
         return self.jobs.create(job_id, sentence, options or {}, owner=owner)
 

@@ -72,11 +72,17 @@ def remedy_for_gates(spec: JobSpec, failed: list[dict[str, Any]], training: dict
     cfg = spec.training
     if "general_perplexity" in names:
         return gentler_training(cfg)
-    if names & GROUNDING_GATES and "answer_nll" not in names and spec.generation.min_quality < MAX_MIN_QUALITY:
+    if names & GROUNDING_GATES and "answer_nll" not in names and can_regenerate(spec):
         return stricter_generation(spec)
     if is_overfit(training):
         return shorter_training(cfg)
     return longer_training(cfg) if cfg.epochs < MAX_EPOCHS else faster_training(cfg)
+
+
+def can_regenerate(spec: JobSpec) -> bool:
+    """Whether a stricter example gate can still change the data: not for the user's own dataset (the
+    job generated nothing), not past the strictest gate."""
+    return not spec.dataset and spec.generation.min_quality < MAX_MIN_QUALITY
 
 
 def is_overfit(training: dict[str, Any]) -> bool:
@@ -156,8 +162,7 @@ def remedy_menu(spec: JobSpec, failed: list[dict[str, Any]], training: dict[str,
                 "shorter_training": shorter_training(cfg) if cfg.epochs > 1 or cfg.lora_dropout < 0.3 else None,
                 "longer_training": longer_training(cfg) if cfg.epochs < MAX_EPOCHS else None,
                 "faster_training": faster_training(cfg) if cfg.learning_rate < 1e-3 else None,
-                "stricter_generation": stricter_generation(spec)
-                if spec.generation.min_quality < MAX_MIN_QUALITY else None}
+                "stricter_generation": stricter_generation(spec) if can_regenerate(spec) else None}
     return {key: remedy for key, remedy in menu.items() if remedy is not None}
 
 

@@ -205,6 +205,23 @@ def research_lines(research: dict[str, Any]) -> list[str]:
     return lines
 
 
+def own_dataset_lines(dataset: dict[str, Any]) -> list[str]:
+    """The job trained on the user's own dataset: say so, and that research and generation were skipped."""
+    own = dataset.get("own_dataset")
+    if not own:
+        return []
+    split = "its own splits" if own["had_splits"] else "split here by row"
+    return [(f"- research, curation and generation skipped: trained on your dataset {own['path']} "
+             f"({own['format']}, {own['rows']} rows, {split})")]
+
+
+def trained_on(state: JobState) -> str:
+    own = (state.get("dataset") or {}).get("own_dataset")
+    if own:
+        return f"the user's own dataset {Path(own['path']).name} ({own['format']}, {own['rows']} rows)"
+    return sources_summary(state.get("documents", []))
+
+
 def job_report(state: JobState) -> str:
     """The whole job on one page: documents, data, training, metrics, gates, rounds, the model."""
     curation, dataset = state.get("curation") or {}, state.get("dataset") or {}
@@ -216,6 +233,7 @@ def job_report(state: JobState) -> str:
               for d in curation.get("documents_dropped", [])]
     lines += [f"- skipped: {s['what']}: {s['reason']}" for s in state.get("skipped", [])]
     lines += research_lines(state.get("research") or {})
+    lines += own_dataset_lines(dataset)
     if curation:
         lines += [(f"- chunks kept {curation['chunks_kept']} of {curation['chunks_in']}; dropped: "
                    f"{curation.get('dropped_chunks') or 'none'}")]
@@ -248,7 +266,7 @@ def model_card(state: JobState, model: dict[str, Any]) -> str:
         (f"A LoRA adapter on **{model['base_model']}** tuned on **{state['spec']['subject']}** by ftagent "
          f"(job {state['job_id']}, round {model['round']})."), "",
         f"- status: {model['status']} (quality gates {'passed' if model['gates_passed'] else 'FAILED'})",
-        f"- trained on {sources_summary(state.get('documents', []))}",
+        f"- trained on {trained_on(state)}",
         f"- dataset: {dataset.get('counts')} examples, hash {dataset.get('hash')}",
         (f"- training: LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, "
          f"lr={config.get('learning_rate')}, epochs={config.get('epochs')}, {training.get('steps')} steps, "

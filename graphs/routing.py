@@ -11,6 +11,11 @@ def _rounds_left(state: JobState) -> bool:
     return len(state.get("remedies", [])) < state["spec"]["max_rounds"]
 
 
+def after_intake(state: JobState) -> Literal["import_dataset", "researcher"]:
+    """The user's own dataset skips research, curation and generation."""
+    return "import_dataset" if state["spec"].get("dataset") else "researcher"
+
+
 def after_research(state: JobState) -> Literal["curator", "stop_without_model"]:
     return "curator" if state.get("documents") else "stop_without_model"
 

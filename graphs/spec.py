@@ -124,6 +124,8 @@ class JobSpec(BaseModel):
     # empty: the researcher decides (local with docs_path, web with urls, else choose_sources(subject))
     sources: list[str] = Field(default_factory=list)
     docs_path: str | None = None
+    # the user's own dataset (chat/Alpaca/ShareGPT JSONL or a datasets folder): research and generation skip
+    dataset: str | None = None
     urls: list[str] = Field(default_factory=list)
     language: str = "en"
     max_rounds: int = Field(2, ge=0, le=10, description="critic rounds allowed after the first")
@@ -269,8 +271,25 @@ def _check_paths(spec: JobSpec) -> None:
     understood = {"subject": spec.subject, "model": spec.base_model}
     if spec.docs_path and not Path(spec.docs_path).expanduser().exists():
         raise RequestError(f"the documents folder {spec.docs_path} does not exist", understood)
+    if spec.dataset:
+        check_user_dataset(spec, understood)
     if spec.base_model.startswith(("/", "./", "../", "~")):
         folder = Path(spec.base_model).expanduser()
         if not (folder / "config.json").exists():
             raise RequestError(f"the base model folder {spec.base_model} "
                                f"{'has no config.json' if folder.exists() else 'does not exist'}", understood)
+
+
+def check_user_dataset(spec: JobSpec, understood: dict[str, Any]) -> None:
+    """The user's own dataset must read (every row in a known format) and leave enough to train on."""
+    from tools.user_dataset import DatasetError, read_user_dataset
+
+    try:
+        dataset = read_user_dataset(spec.dataset or "", spec.generation.seed)
+    except DatasetError as error:
+        raise RequestError(str(error), understood) from error
+    train, needed = len(dataset.splits["train"]), spec.gates.min_train_examples
+    if train < needed:
+        raise RequestError(f"the dataset {spec.dataset} leaves {train} training rows of {dataset.rows} and the "
+                           f"gate needs {needed}: add rows, or lower it (--set gates.min_train_examples={train})",
+                           understood)

@@ -12,6 +12,8 @@ def state(**fields):
 
 
 @pytest.mark.parametrize(("router", "fields", "expected"), [
+    (routing.after_intake, {}, "researcher"),
+    (routing.after_intake, {"spec": {**SPEC, "dataset": "/data/own.jsonl"}}, "import_dataset"),
     (routing.after_research, {"documents": [{"doc_id": "a"}]}, "curator"),
     (routing.after_research, {"documents": []}, "stop_without_model"),
     (routing.after_curation, {"curation": {"chunks_kept": 5}}, "generator"),
