@@ -14,6 +14,7 @@ from rich.table import Table
 
 from agent.service import JobFailed, JobService
 from graphs.context import resolve_settings
+from graphs.job_file import ResolvedJob, resolve_job, spec_yaml
 from graphs.spec import RequestError
 from tools.base_models import BaseModelError
 from tools.job_store import UnknownJob
@@ -89,7 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="CPU threads for training and inference")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help='run a job: ftagent run "fine-tune SmolLM2 on <subject>" --docs PATH')
-    run.add_argument("sentence")
+    run.add_argument("sentence", nargs="?", help="what to fine-tune, e.g. 'fine-tune SmolLM2 on soil science' "
+                     "(default: request: in the --config job file)")
+    run.add_argument("--config", metavar="JOB.yaml", help="a job file: request:, dataset:, base_model:, "
+                     "training: {...} and any other job spec key")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="set any job spec key, typed by the spec (repeatable; wins over the job file and "
+                          "the other options), e.g. --set training.epochs=3 --set generation.generator=llm")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved job spec as YAML (each value's origin as a comment) and exit")
     run.add_argument("--docs", help="folder (or file) of .md/.txt/.html/.pdf documents")
     run.add_argument("--demo", action="store_true", help="use the demo corpus in eval_sets/demo_corpus")
     run.add_argument("--dataset", help="train on your own dataset instead of documents: chat-messages, Alpaca or "
@@ -191,8 +200,8 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
                                   "lora_r": args.lora_r, "max_steps": args.max_steps}.items() if v is not None}
     gates = {k: v for k, v in {"min_nll_improvement": args.min_nll_improvement,
                                "max_general_ppl_increase": args.max_ppl_increase}.items() if v is not None}
-    options: dict[str, Any] = {"docs_path": docs, "dataset": args.dataset, "base_model": args.base_model, "max_rounds": args.max_rounds,
-                               "merge": args.merge or None}
+    options: dict[str, Any] = {"docs_path": docs, "dataset": args.dataset, "base_model": args.base_model,
+                               "max_rounds": args.max_rounds, "merge": args.merge or None}
     if args.sources:
         options["sources"] = [name.strip() for name in args.sources.split(",") if name.strip()]
     if args.urls:
@@ -202,6 +211,12 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     if gates:
         options["gates"] = gates
     return {k: v for k, v in options.items() if v is not None}
+
+
+def print_resolved_spec(console: Console, job: ResolvedJob) -> int:
+    """--dry-run: the resolved job spec as YAML with each value's origin; nothing is queued or run."""
+    console.print(spec_yaml(job), highlight=False, markup=False, soft_wrap=True, end="")
+    return 0
 
 
 def _follow(service: JobService, console: Console, job_id: str, resume: bool) -> int:
@@ -260,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -> int:
     if args.command == "run":
-        record = service.submit(args.sentence, _run_options(args))
+        job = resolve_job(args.sentence, args.config, args.sets, _run_options(args))
+        if args.dry_run:
+            return print_resolved_spec(console, job)
+        record = service.submit(job.request, job.options)
         console.print(f"job {record.job_id}", highlight=False)
         return _follow(service, console, record.job_id, resume=False)
     if args.command == "resume":
