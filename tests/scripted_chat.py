@@ -3,7 +3,10 @@
 Each request takes the next behaviour of the script (the `default` one when the script is empty): a dict
 is sent as the JSON message content (what `with_structured_output(method="json_schema")` reads), "500"
 is an HTTP 500, "slow" answers after 2 s (longer than a 1 s client timeout), anything else is prose.
-Subclasses give behaviours of their own by overriding `content`. Every request body is kept."""
+Subclasses give behaviours of their own by overriding `content`, or choose one per request by overriding
+`behaviour` (e.g. from the prompt, when concurrent requests arrive in any order). Every request body is
+kept; `delay_s` holds every reply that long, and `max_in_flight` records how many requests were open at
+once (the server runs on one event loop, so the counters need no lock)."""
 
 from __future__ import annotations
 
@@ -23,20 +26,32 @@ PROSE = "Sure! Here is what I think."
 
 class ScriptedChat:
     default: Any = "prose"
+    delay_s: float = 0.0
 
     def __init__(self, script: list[Any] | None = None) -> None:
         self.script, self.bodies = list(script or []), []
+        self.in_flight = self.max_in_flight = 0
         self.app = FastAPI()
         self.app.post("/v1/chat/completions")(self.complete)
 
     async def complete(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.bodies.append(body)
-        behaviour = self.script.pop(0) if self.script else self.default
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self.reply(body, self.behaviour(body))
+        finally:
+            self.in_flight -= 1
+
+    def behaviour(self, body: dict[str, Any]) -> Any:
+        """The next scripted behaviour, or the default when the script is empty."""
+        return self.script.pop(0) if self.script else self.default
+
+    async def reply(self, body: dict[str, Any], behaviour: Any) -> JSONResponse:
         if behaviour == "500":
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
-        if behaviour == "slow":
-            await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0 if behaviour == "slow" else self.delay_s)
         return JSONResponse({"id": "x", "object": "chat.completion", "created": int(time.time()),
                              "model": body["model"], "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": self.content(behaviour)}}],
