@@ -228,6 +228,7 @@ def test_good_rewrites_are_kept_and_bad_ones_dropped_with_their_reason():
     assert stats["requests"] == 12 and stats["replies"] == 12 and stats["outputs"] == 15
     assert stats["rewrites kept"] == 6 and stats["qa pairs kept"] == 4
     assert not result.endpoint_failed and result.unanswered == [] and ENDPOINT_FAILED not in stats
+    assert result.endpoint_reason == ""
     titles = {c.chunk_id: title for c, title in ITEMS}
     for rewrite in result.rewrites:
         assert 0.5 <= rewrite.support <= 1 and rewrite.source == titles[rewrite.chunk_id]
@@ -284,16 +285,36 @@ def test_a_dead_endpoint_is_given_up_on_fast_and_says_so():
     assert result.unanswered == [c.chunk_id for c, _ in ITEMS * 5]
     assert 3 <= result.stats["API error (connection)"] == result.stats["requests"] <= 3 + 2
     assert result.stats[NOT_SENT] >= 60 - 5
+    assert result.endpoint_reason.startswith("3 endpoint failures in a row")
     assert elapsed < 3.0, f"giving up took {elapsed:.1f} s"
 
 
+def test_an_endpoint_that_never_answers_usably_is_given_up_on():
+    with serving(ScriptedChat()) as (server, base_url):  # prose to every request
+        result = generator(base_url, give_up_after=3, max_concurrency=1).run(ITEMS * 5)
+    assert result.endpoint_failed and len(server.bodies) == 6 == result.stats["requests"]
+    reason = "no usable reply in the first 6 requests (last: prose instead of JSON)"
+    assert result.endpoint_reason == reason
+    assert result.stats["prose instead of JSON"] == 6 and len(result.unanswered) == 15
+
+
+def test_a_rewrite_with_outside_facts_is_ungrounded():
+    plan = {("qec-0", "teacher"): [texts(
+        "Quantum computers built by large companies already run chemistry simulations for "
+        "drug discovery, and investors expect commercial advantage within a decade.")]}
+    with serving(RewriteServer(plan)) as (_, base_url):
+        result = generator(base_url).run(ITEMS[:1])
+    assert result.stats["ungrounded: low support"] == 1 and len(result.rewrites) == 2
+
+
 def test_requests_run_in_parallel_bounded_by_max_concurrency():
-    with serving(RewriteServer(delay_s=0.3)) as (server, base_url):
+    with serving(RewriteServer(delay_s=0.4)) as (server, base_url):
         started = time.monotonic()
         result = generator(base_url, max_concurrency=3).run(ITEMS)
         elapsed = time.monotonic() - started
     assert server.max_in_flight == 3 and result.stats["requests"] == 12
-    assert elapsed < 12 * 0.3 * 0.6, f"12 requests of 0.3 s took {elapsed:.2f} s with 3 at a time"
+    # one at a time, the server alone would take 12 x 0.4 s; 3 at a time, about a third of that
+    assert elapsed < 12 * 0.4, f"12 requests of 0.4 s took {elapsed:.2f} s with 3 at a time"
 
 
 def test_results_come_in_input_order_whatever_order_replies_arrive_in():

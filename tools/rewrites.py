@@ -19,9 +19,10 @@ heading and document title), in input order, and dropped with a counted reason w
   for the same document.
 Request failures are counted by name too ("timeout", "API error (HTTP 500)", "API error
 (connection)", "malformed output", "prose instead of JSON") and retried. After `give_up_after`
-endpoint failures in a row (connection, timeout, HTTP 5xx/429/401/403/404) no further request is
-sent and `endpoint_failed` is set: the caller then runs the offline generator (for `unanswered`
-chunks, or all)."""
+endpoint failures in a row (connection, timeout, HTTP 5xx/429/401/403/404), or twice as many
+failures of any kind before the first usable reply, no further request is sent and
+`endpoint_failed` is set: the caller then runs the offline generator (for `unanswered` chunks, or
+all)."""
 
 from __future__ import annotations
 
@@ -102,15 +103,16 @@ class Rewrite:
 
 @dataclass
 class RewriteResult:
-    """What a run made and what went wrong. `endpoint_failed`: the run stopped asking after
-    repeated endpoint failures; `unanswered`: chunk ids that got no valid reply for any style (in
-    input order), for the offline generator."""
+    """What a run made and what went wrong. `endpoint_failed`: the run stopped asking (why in
+    `endpoint_reason`); `unanswered`: chunk ids that got no valid reply for any style (in input
+    order), for the offline generator."""
 
     rewrites: list[Rewrite]
     examples: list[Example]
     stats: Counter[str]
     endpoint_failed: bool = False
     unanswered: list[str] = field(default_factory=list)
+    endpoint_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,7 @@ class RewriteChecks:
     """Thresholds of the grounding and near-duplicate checks."""
 
     min_support: float = 0.5  # prose rewrite: share of content words found in the chunk
-    min_answer_support: float = (
-        0.7  # QA answer: the same share, stricter (answers restate the chunk)
-    )
+    min_answer_support: float = 0.7  # QA answer: the same share, stricter (it restates the chunk)
     min_similarity: float = 0.5  # cosine to the chunk, when an embedder is given
     max_copy_share: float = 0.85  # share of the rewrite's word 4-grams that are the chunk's own
     max_duplicate: float = 0.8  # Jaccard of word 3-grams (rewrites) or content words (questions)
@@ -155,19 +155,34 @@ class _Candidate(NamedTuple):
 
 
 class _EndpointWatch:
-    """Counts endpoint failures in a row across the workers; set once `give_up_after` is reached."""
+    """Decides, across the workers, when to stop asking: after `give_up_after` endpoint failures in
+    a row, or after twice as many failures of any kind before the first usable reply (an endpoint
+    that answers but never with what was asked, e.g. a model that cannot write JSON)."""
 
     def __init__(self, give_up_after: int) -> None:
-        self.give_up_after, self.in_a_row = give_up_after, 0
+        self.give_up_after, self.in_a_row, self.before_first_reply = give_up_after, 0, 0
+        self.answered, self.reason = False, ""
         self.gave_up = threading.Event()
         self._lock = threading.Lock()
 
     def record(self, outcome: BaseModel | _Failure) -> None:
         with self._lock:
-            failed = isinstance(outcome, _Failure) and outcome.endpoint
-            self.in_a_row = self.in_a_row + 1 if failed else 0
+            if not isinstance(outcome, _Failure):
+                self.answered, self.in_a_row = True, 0
+                return
+            self.in_a_row = self.in_a_row + 1 if outcome.endpoint else 0
+            self.before_first_reply += not self.answered
             if self.in_a_row >= self.give_up_after:
-                self.gave_up.set()
+                self._give_up(
+                    f"{self.in_a_row} endpoint failures in a row (last: {outcome.reason})")
+            elif self.before_first_reply >= 2 * self.give_up_after:
+                self._give_up(f"no usable reply in the first {self.before_first_reply} requests "
+                              f"(last: {outcome.reason})")
+
+    def _give_up(self, reason: str) -> None:
+        if not self.gave_up.is_set():
+            self.reason = reason
+            self.gave_up.set()
 
 
 def style_counts(
@@ -324,7 +339,8 @@ class RewriteGenerator:
         rewrites, examples = self._check(replies, stats)
         answered = {r.task.index for r in replies if r.value is not None}
         unanswered = [chunk.chunk_id for i, (chunk, _) in enumerate(items) if i not in answered]
-        return RewriteResult(rewrites, examples, +stats, watch.gave_up.is_set(), unanswered)
+        gave_up = watch.gave_up.is_set()
+        return RewriteResult(rewrites, examples, +stats, gave_up, unanswered, watch.reason)
 
     # -- requests (in the worker threads) -------------------------------------------------------
 
@@ -342,9 +358,8 @@ class RewriteGenerator:
                 return _Reply(task, outcome, failures, attempt + 1)
             failures.append(outcome.reason)
             if outcome.endpoint and outcome.reason != "timeout" and attempt < self.retries:
-                watch.gave_up.wait(
-                    self.backoff_s * 2**attempt
-                )  # back off; wakes at once on giving up
+                # back off; the wait ends at once when the run gives up
+                watch.gave_up.wait(self.backoff_s * 2**attempt)
         return _Reply(task, None, failures, len(failures))
 
     def _ask(
