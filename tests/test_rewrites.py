@@ -345,3 +345,15 @@ def test_an_embedder_adds_a_similarity_check():
     assert (
         strict.stats["ungrounded: low similarity"] == 3 + 3
     )  # three rewrites, three supported answers
+
+
+def test_a_model_that_cannot_write_json_through_the_projects_own_server(tiny_model_dir):
+    """The tiny random model answers every request, never with JSON: the run gives up and says so."""
+    from tools.serving import create_app, serve_in_background
+
+    with serve_in_background(create_app(str(tiny_model_dir), {}, base_name="tiny")) as base_url:
+        result = RewriteGenerator("tiny", base_url, None, "QEC", give_up_after=2, max_tokens=16,
+                                  max_concurrency=1, backoff_s=0.0).run(ITEMS)
+    assert result.endpoint_failed and result.stats["requests"] == 4
+    assert result.endpoint_reason.startswith("no usable reply in the first 4 requests")
+    assert result.rewrites == [] and result.examples == [] and len(result.unanswered) == 3
