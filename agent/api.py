@@ -1,5 +1,6 @@
 """The HTTP jobs API (FastAPI), a thin door over `JobService`: submit, status, events (SSE), cancel,
-models, evaluations, feedback. Bearer-token auth on every /api route; OpenAPI docs at /docs.
+models (ask, promote, rollback, delete), evaluations, feedback, chat. Bearer-token auth on every /api route;
+OpenAPI docs at /docs; the web console (agent/console.py) at /.
 
 Who is asking: the token proves the caller may use the API; the `X-Ftagent-User` header names the person
 on whose behalf it calls (default "api"), and only that user may cancel the jobs they submitted.
@@ -25,14 +26,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from agent.chat import ChatSessions
 from agent.clarify import clarifying_question
+from agent.console import install_console
 from agent.queue import is_finished
 from agent.service import JobService, NotOwner
 from graphs.spec import RequestError
 from tools.evaluation import QASetError
 from tools.feedback import FeedbackError
 from tools.job_store import UnknownJob
-from tools.registry import RegistryError
+from tools.registry import RegistryError, RegistryRefusal
 
 PREFIX = "/api/v1/fine-tuning"
 TOKEN_ENV = "FTAGENT_API_TOKEN"
@@ -80,6 +83,30 @@ class EvaluationRequest(BaseModel):
         if (self.dataset_path is None) == (self.examples is None):
             raise ValueError("give exactly one of 'dataset_path' and 'examples'")
         return self
+
+
+class ChatMessage(BaseModel):
+    """One message to the agent's chat (the `ftagent chat` conversation over HTTP). `session_id` continues a
+    conversation (the reply gives one); `options` are JobSpec options for jobs this message starts."""
+
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field(min_length=1, max_length=4000, examples=["fine-tune SmolLM2 on marine biology"])
+    session_id: str | None = Field(None, max_length=64)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AskRequest(BaseModel):
+    """A question for a registered version; `compare_base` also answers it with the version's base model."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1, max_length=2000)
+    max_new_tokens: int = Field(96, ge=1, le=256)
+    compare_base: bool = True
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: bool = Field(False, description="promote a version that failed its gates")
 
 
 class ApiError(Exception):
@@ -142,6 +169,18 @@ def _jobs_router(service: JobService, poll_seconds: float) -> APIRouter:
     def get_job(job_id: str) -> dict[str, Any]:
         return _job_view(service, job_id)
 
+    @router.get("/jobs/{job_id}/dataset", summary="The job's dataset: summary, card and example rows")
+    def get_dataset(job_id: str, per_split: int = 6) -> dict[str, Any]:
+        return _ready(service.job_dataset(job_id, max(1, min(per_split, 50))), job_id, "dataset")
+
+    @router.get("/jobs/{job_id}/evaluation", summary="The job's latest evaluation report: tuned vs base")
+    def get_evaluation(job_id: str) -> dict[str, Any]:
+        return _ready(service.job_evaluation(job_id), job_id, "evaluation")
+
+    @router.get("/jobs/{job_id}/rounds", summary="Every evaluated round and every critic decision")
+    def get_rounds(job_id: str) -> dict[str, Any]:
+        return service.job_rounds(job_id)
+
     @router.post("/jobs/{job_id}/cancel", summary="Cancel a job (only its owner may)")
     def cancel_job(job_id: str, user: str = Depends(_user)) -> dict[str, Any]:
         service.cancel(job_id, user)
@@ -155,6 +194,13 @@ def _jobs_router(service: JobService, poll_seconds: float) -> APIRouter:
         return EventSourceResponse(_event_stream(service, job_id, start, request, poll_seconds), ping=15)
 
     return router
+
+
+def _ready(found: dict[str, Any] | None, job_id: str, what: str) -> dict[str, Any]:
+    """The artefact, or 404 with `pending: true` while the job has not made it yet."""
+    if found is None:
+        raise ApiError(404, f"job {job_id} has no {what} yet", pending=True)
+    return found
 
 
 async def _event_stream(service: JobService, job_id: str, after: int, request: Request,
@@ -185,6 +231,27 @@ def _models_router(service: JobService) -> APIRouter:
     def get_model(name: str) -> dict[str, Any]:
         return {**service.model(name).to_dict(), "card": service.model_card(name)}
 
+    @router.post("/models/{name}/ask", summary="Answer a question with a version (and with its base model)")
+    def ask_model(name: str, body: AskRequest) -> dict[str, Any]:
+        if body.compare_base:
+            return {"model": name, "question": body.question,
+                    **service.ask_with_base(name, body.question, body.max_new_tokens)}
+        return {"model": name, "question": body.question,
+                "tuned": service.ask(name, body.question, body.max_new_tokens), "base": None}
+
+    @router.post("/models/{name}/promote", summary="Put a version in production (archives the current one)")
+    def promote_model(name: str, body: PromoteRequest | None = None) -> dict[str, Any]:
+        return service.promote(name, force=bool(body and body.force)).to_dict()
+
+    @router.post("/models/{name}/rollback", summary="Production goes back to the family's previous version")
+    def rollback_model(name: str) -> dict[str, Any]:
+        demoted, restored = service.rollback(name)
+        return {"demoted": demoted.to_dict(), "restored": restored.to_dict()}
+
+    @router.delete("/models/{name}", summary="Remove a version and its folder (production needs force)")
+    def delete_model(name: str, force: bool = False) -> dict[str, Any]:
+        return service.delete_model(name, force=force).to_dict()
+
     @router.post("/evaluations", summary="Evaluate a model (tuned vs its base) on question/answer pairs")
     def create_evaluation(body: EvaluationRequest) -> dict[str, Any]:
         """Runs synchronously (bounded by `limit` and `generate_limit`); returns the numbers and the report path."""
@@ -201,6 +268,23 @@ def _models_router(service: JobService) -> APIRouter:
     def create_feedback(body: FeedbackRequest, user: str = Depends(_user)) -> dict[str, Any]:
         stored = service.feedback(body.model, body.question, body.answer, body.rating, body.correction, user)
         return stored.to_dict()
+
+    return router
+
+
+def _chat_router(service: JobService) -> APIRouter:
+    router = APIRouter(tags=["chat"])
+    sessions = ChatSessions(service)
+
+    @router.get("/me", summary="Who the API takes the caller to be")
+    def whoami(user: str = Depends(_user)) -> dict[str, str]:
+        return {"user": user}
+
+    @router.post("/chat", summary="Talk to the agent: start a job in words, ask how it goes, stop it")
+    def chat(body: ChatMessage, user: str = Depends(_user)) -> dict[str, Any]:
+        """The same conversation as `ftagent chat`: a request missing something gets a question back, and
+        the next message answers it (send the `session_id` of the reply)."""
+        return sessions.reply(user, body.session_id, body.message, body.options)
 
     return router
 
@@ -233,6 +317,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         RequestError: lambda _, e: reply(400, str(e), question=clarifying_question(e), understood=e.understood),
         UnknownJob: lambda _, e: reply(404, str(e)),
         RegistryError: lambda _, e: reply(404, str(e)),
+        RegistryRefusal: lambda _, e: reply(409, str(e)),
         NotOwner: lambda _, e: reply(403, str(e)),
         FeedbackError: lambda _, e: reply(400, str(e)),
     }
@@ -252,7 +337,9 @@ def create_app(service: JobService, token: str, poll_seconds: float = 0.25) -> F
     auth = [Depends(_auth(token))]
     app.include_router(_jobs_router(service, poll_seconds), prefix=PREFIX, dependencies=auth)
     app.include_router(_models_router(service), prefix=PREFIX, dependencies=auth)
+    app.include_router(_chat_router(service), prefix=PREFIX, dependencies=auth)
     _install_error_handlers(app)
+    install_console(app)
 
     @app.get("/healthz", tags=["health"])
     def health() -> dict[str, str]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import getpass
 import re
+import secrets
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -278,3 +280,42 @@ def run_terminal_chat(service: JobService, console: Any, user: str | None = None
         console.print(f"agent> {session.reply(message)}", highlight=False, markup=False)
         if session.last_intent and session.last_intent.kind == "quit":
             return 0
+
+
+class ChatSessions:
+    """Web and HTTP chat conversations, each a `ChatSession` of one user, kept in memory by id.
+
+    A message may carry JobSpec options (the console's documents folder and options box): they are laid
+    over the session's own (what the chat was told, e.g. 'use PubMed only'); an empty value removes one.
+    Only the most recent `capacity` conversations are kept; an unknown or evicted id starts a new one."""
+
+    def __init__(self, service: JobService, capacity: int = 200) -> None:
+        self.service, self.capacity = service, capacity
+        self._sessions: dict[tuple[str, str], ChatSession] = {}
+        self._lock = threading.Lock()
+
+    def reply(self, user: str, session_id: str | None, message: str,
+              options: dict[str, Any] | None = None) -> dict[str, Any]:
+        session_id, session = self._session(user, session_id)
+        for key, value in (options or {}).items():
+            if value in (None, "", {}, []):
+                session.options.pop(key, None)
+            else:
+                session.options[key] = value
+        before = session.job_id
+        text = session.reply(message)
+        return {"session_id": session_id, "reply": text, "job_id": session.job_id,
+                "started": session.job_id is not None and session.job_id != before,
+                "awaiting_subject": session.awaiting_subject,
+                "intent": session.last_intent.kind if session.last_intent else None,
+                "read_by": session.intent_path}
+
+    def _session(self, user: str, session_id: str | None) -> tuple[str, ChatSession]:
+        with self._lock:
+            if session_id and (user, session_id) in self._sessions:
+                return session_id, self._sessions[(user, session_id)]
+            session_id = secrets.token_urlsafe(12)
+            self._sessions[(user, session_id)] = ChatSession(self.service, user)
+            while len(self._sessions) > self.capacity:
+                self._sessions.pop(next(iter(self._sessions)))
+            return session_id, self._sessions[(user, session_id)]

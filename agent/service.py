@@ -4,6 +4,7 @@ CLI, chat, Slack and HTTP all go through this class, so they behave the same."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sqlite3
@@ -108,6 +109,35 @@ class JobService:
     def list_jobs(self) -> list[JobRecord]:
         return self.jobs.list()
 
+    # -- a job's artefacts, as the web console and the API show them ------------------------------
+    def job_dataset(self, job_id: str, per_split: int = 6) -> dict[str, Any] | None:
+        """The job's dataset once the generator wrote it (None before): its summary (counts, types,
+        difficulty, what was dropped), the dataset card (Markdown) and up to `per_split` examples per split."""
+        dataset = self.state(job_id).get("dataset") or {}
+        if not dataset.get("paths"):
+            return None
+        card = Path(dataset.get("card") or "")
+        summary = {key: dataset.get(key) for key in ("generator", "counts", "documents_per_split", "types",
+                                                      "difficulty", "dropped_examples", "yield", "hash")}
+        return {"summary": summary, "card": card.read_text() if card.is_file() else None,
+                "examples": {split: _example_rows(Path(path), per_split)
+                             for split, path in dataset["paths"].items()}}
+
+    def job_evaluation(self, job_id: str) -> dict[str, Any] | None:
+        """The job's latest evaluation report (tuned vs base, gates, per-example answers); None before one."""
+        self.jobs.get(job_id)
+        report = self.settings.job_paths(job_id).eval / "report.json"
+        return json.loads(report.read_text()) if report.is_file() else None
+
+    def job_rounds(self, job_id: str) -> dict[str, Any]:
+        """Every evaluated round (training config, metrics, gates) and every critic decision so far."""
+        state = self.state(job_id)
+        rounds = [{key: value for key, value in record.items() if key != "config"}
+                  | {"config": _training_settings(record.get("config") or {})}
+                  for record in state.get("rounds", [])]
+        return {"rounds": rounds, "remedies": state.get("remedies", []),
+                "max_rounds": (state.get("spec") or {}).get("max_rounds")}
+
     # -- cancel, events, feedback ----------------------------------------------------------------
     def cancel(self, job_id: str, user: str | None = None) -> JobRecord:
         """Cancel a job: a queued one at once; a running one at its next event (the runner checks the flag).
@@ -181,6 +211,23 @@ class JobService:
         messages = [{"role": "system", "content": render_prompt("system_subject_expert", subject=version.subject)},
                     {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
         return generate_answers(model, tokenizer, [{"messages": messages}], max_new_tokens)[0]
+
+    def ask_with_base(self, name: str, question: str, max_new_tokens: int = 128) -> dict[str, str | None]:
+        """The version's answer and its base model's answer to the same question (same system prompt, the
+        adapter switched off for the base); base is None for a version without an adapter."""
+        from tools.evaluation import generate_answers, load_for_inference
+        from tools.prompts import render_prompt
+
+        version = self.registry.get(name)
+        model, tokenizer = load_for_inference(version.base_model_path, version.adapter_path, self.settings.threads)
+        messages = [{"role": "system", "content": render_prompt("system_subject_expert", subject=version.subject)},
+                    {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+        tuned = generate_answers(model, tokenizer, [{"messages": messages}], max_new_tokens)[0]
+        if not version.adapter_path:
+            return {"tuned": tuned, "base": None}
+        with model.disable_adapter():
+            base = generate_answers(model, tokenizer, [{"messages": messages}], max_new_tokens)[0]
+        return {"tuned": tuned, "base": base}
 
     # -- evaluation on any question/answer set ----------------------------------------------------
     def evaluate(self, model: str, set_path: Path | str | None = None, examples: list[dict] | None = None,
@@ -331,6 +378,34 @@ class JobService:
         finally:
             connection.close()
 
+
+TRAINING_SETTINGS = ("epochs", "max_steps", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "batch_size",
+                     "max_seq_len", "precision", "backend")
+
+
+def _training_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a person compares between rounds (not the folders and anomaly knobs)."""
+    return {key: config[key] for key in TRAINING_SETTINGS if key in config}
+
+
+def _example_rows(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The first `limit` examples of a chat JSONL split as {question, answer, type, difficulty, source, score}."""
+    rows: list[dict[str, Any]] = []
+    if not path.is_file():
+        return rows
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            turns = {m["role"]: m["content"] for m in record.get("messages", [])}
+            meta = record.get("metadata") or {}
+            rows.append({"question": turns.get("user", ""), "answer": turns.get("assistant", ""),
+                         "type": meta.get("type"), "difficulty": meta.get("difficulty"),
+                         "source": meta.get("source"), "score": meta.get("quality_score")})
+    return rows
 
 def _note_export_on_card(card: Path, fmt: str, dtype: str, path: Path) -> None:
     """List an export under "## Exports" on the model card (once per path)."""
