@@ -197,10 +197,11 @@ def _jobs_router(service: JobService, poll_seconds: float) -> APIRouter:
 
 
 def _ready(found: dict[str, Any] | None, job_id: str, what: str) -> dict[str, Any]:
-    """The artefact, or 404 with `pending: true` while the job has not made it yet."""
+    """The artefact with `ready: true`, or `ready: false` and why while the job has not made it yet (a
+    200 either way: following a job means asking before it exists; an unknown job is still a 404)."""
     if found is None:
-        raise ApiError(404, f"job {job_id} has no {what} yet", pending=True)
-    return found
+        return {"ready": False, "reason": f"job {job_id} has no {what} yet"}
+    return {"ready": True, **found}
 
 
 async def _event_stream(service: JobService, job_id: str, after: int, request: Request,

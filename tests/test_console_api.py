@@ -80,10 +80,11 @@ def test_a_queued_jobs_artefacts_say_they_are_pending(client, service, tmp_path,
     record = service.submit("fine-tune on quantum error correction", tiny_job_options(tiny_model_dir, tmp_path))
     for what in ("dataset", "evaluation"):
         reply = client.get(f"{PREFIX}/jobs/{record.job_id}/{what}", headers=AUTH)
-        assert reply.status_code == 404 and reply.json()["pending"] is True and what in reply.json()["error"]
+        assert reply.status_code == 200 and reply.json() == {
+            "ready": False, "reason": f"job {record.job_id} has no {what} yet"}
     assert client.get(f"{PREFIX}/jobs/{record.job_id}/rounds", headers=AUTH).json()["rounds"] == []
     unknown = client.get(f"{PREFIX}/jobs/nope/dataset", headers=AUTH)
-    assert unknown.status_code == 404 and "pending" not in unknown.json()
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
 
 
 def _register(service: JobService, base: Path, adapter: Path, version: int, passed: bool) -> ModelVersion:

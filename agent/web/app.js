@@ -161,11 +161,19 @@ function markdown(source) {
       for (; i < lines.length && lines[i].trim().startsWith("|"); i++) rows.push(lines[i].trim());
       root.append(markdownTable(rows));
     } else if (/^\s*([-*]|\d+\.) /.test(line)) {
-      const items = [];
+      const stack = [{ indent: line.match(/^\s*/)[0].length, list: h("ul") }];
       for (; i < lines.length && /^\s*([-*]|\d+\.) /.test(lines[i]); i++) {
-        items.push(h("li", {}, inline(lines[i].replace(/^\s*([-*]|\d+\.) /, ""))));
+        const indent = lines[i].match(/^\s*/)[0].length;
+        let top = stack[stack.length - 1];
+        if (indent > top.indent && top.list.lastElementChild) { // deeper: a list inside the last item
+          const sub = h("ul");
+          top.list.lastElementChild.append(sub);
+          stack.push(top = { indent, list: sub });
+        }
+        while (stack.length > 1 && indent < top.indent) { stack.pop(); top = stack[stack.length - 1]; }
+        top.list.append(h("li", {}, inline(lines[i].replace(/^\s*([-*]|\d+\.) /, ""))));
       }
-      root.append(h("ul", {}, items));
+      root.append(stack[0].list);
     } else if (!line.trim()) {
       i++;
     } else {
@@ -384,13 +392,14 @@ function renderJob(jobId) {
   const controller = new AbortController();
   page.cleanup.push(() => controller.abort());
   const reload = debounce(() => loadArtefacts(jobId, view), 400);
+  const refresh = debounce(() => loadJob(jobId, view), 250);
   loadJob(jobId, view);
   reload();
   followEvents(jobId, (event) => {
     addEvent(view, event);
-    if (event.kind !== "step") loadJob(jobId, view);
+    if (event.kind !== "step") refresh();
     if (["phase", "gate", "cancelled"].includes(event.kind) || event.phase === "critic") reload();
-  }, () => { loadJob(jobId, view); reload(); }, controller.signal);
+  }, () => { loadJob(jobId, view); loadArtefacts(jobId, view); }, controller.signal);
 }
 function debounce(task, ms) {
   let timer = null;
@@ -422,13 +431,13 @@ async function loadJob(jobId, view) {
   }
 }
 async function loadArtefacts(jobId, view) {
-  const pending = (failure) => failure.status === 404 && failure.body.pending;
-  const tasks = [
-    api(`/jobs/${enc(jobId)}/dataset`).then((data) => fill(view.dataset, datasetView(data)), (f) => pending(f) || fill(view.dataset, h("p", { class: "error" }, f.message))),
-    api(`/jobs/${enc(jobId)}/evaluation`).then((data) => fill(view.evaluation, evaluationView(data)), (f) => pending(f) || fill(view.evaluation, h("p", { class: "error" }, f.message))),
-    api(`/jobs/${enc(jobId)}/rounds`).then((data) => { if (data.rounds.length || data.remedies.length) fill(view.rounds, roundsView(data)); }, () => null),
-  ];
-  await Promise.all(tasks);
+  const show = (target, render) => (data) => { if (data.ready) fill(target, render(data)); };
+  const failed = (target) => (failure) => { if (failure.status !== 401) fill(target, h("p", { class: "error" }, failure.message)); };
+  await Promise.all([
+    api(`/jobs/${enc(jobId)}/dataset`).then(show(view.dataset, datasetView), failed(view.dataset)),
+    api(`/jobs/${enc(jobId)}/evaluation`).then(show(view.evaluation, evaluationView), failed(view.evaluation)),
+    api(`/jobs/${enc(jobId)}/rounds`).then((data) => { if (data.rounds.length || data.remedies.length) fill(view.rounds, roundsView(data)); }, failed(view.rounds)),
+  ]);
 }
 function addEvent(view, event) {
   if (event.kind === "step") return addStep(view, event);
@@ -440,13 +449,19 @@ function addEvent(view, event) {
     drawLoss(view);
   }
   const data = event.data || {};
-  const why = data.why || data.reason || (data.detail && data.detail !== event.message ? data.detail : null);
+  const why = data.why || data.reason || (data.detail && data.detail !== event.message ? data.detail : null)
+    || (event.kind === "decision" ? scalars(data) : null);
   const gate = event.kind === "gate" ? (data.passed ? " pass" : " fail") : "";
   const atBottom = view.events.scrollHeight - view.events.scrollTop - view.events.clientHeight < 40;
   view.events.append(h("li", { class: `${event.kind}${gate}`, "data-kind": event.kind },
     h("div", { class: "meta" }, `${when(event.ts)} · ${event.phase} · ${event.kind}`),
-    h("div", { class: "msg" }, event.message), why ? h("div", { class: "why" }, "why: ", why) : null));
+    h("div", { class: "msg" }, event.message), why ? h("div", { class: "why" }, data.why || data.reason ? "why: " : "", why) : null));
   if (atBottom) view.events.scrollTop = view.events.scrollHeight;
+}
+function scalars(data) { // "step 5, val_loss 6.68" for a decision that carries numbers but no reason
+  const parts = Object.entries(data).filter(([, v]) => ["number", "boolean"].includes(typeof v) || (typeof v === "string" && v.length < 60))
+    .slice(0, 5).map(([k, v]) => `${k} ${fmt(v, 4)}`);
+  return parts.length ? parts.join(", ") : null;
 }
 function currentSeries(view) {
   if (!view.series.length) view.series.push({ round: 1, steps: [], val: [] });
@@ -518,7 +533,7 @@ function datasetView(data) {
       summary.yield !== undefined ? `; yield ${fmt(summary.yield, 2)}` : ""),
     h("div", { class: "grid two" }, table("By question type", summary.types), table("By difficulty", summary.difficulty)),
     table("Dropped", summary.dropped_examples),
-    splits.map(([split, rows]) => h("div", {}, h("h3", {}, `${split}: first ${rows.length} examples`),
+    splits.map(([split, rows], index) => h("details", { open: index === 0 }, h("summary", {}, `${split}: first ${rows.length} examples`),
       h("div", { class: "table-wrap" }, h("table", { class: "small dataset-examples", "data-split": split },
         h("thead", {}, h("tr", {}, ["Question", "Answer", "Type", "Source"].map((c) => h("th", {}, c)))),
         h("tbody", {}, rows.map((row) => h("tr", {}, h("td", {}, row.question), h("td", {}, row.answer),

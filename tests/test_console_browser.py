@@ -1,0 +1,177 @@
+"""The web console in a real headless Chromium against a real `ftagent api` process running a tiny job:
+sign in (typed token, then the /#token= fragment), ask for a model in the chat (a question back first),
+watch the job's phase change and the loss curve grow, read the evaluation and the rounds, promote the
+version and ask it next to its base. Screenshots of the job and models pages go to the test's tmp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from browser import BrowserUnavailable, full_page_screenshot, start_chromium
+from tiny_job import small_corpus, tiny_job_options
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "browser-token-42"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def api_server(home, tmp_path):
+    """`ftagent api` (with its queue worker) on a free loopback port; yields its base URL."""
+    port, log = _free_port(), tmp_path / "server.log"
+    env = {**os.environ, "FTAGENT_HOME": str(home), "FTAGENT_API_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    process = subprocess.Popen([sys.executable, "-m", "agent.cli", "api", "--port", str(port)], cwd=REPO,
+                               env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise AssertionError(f"the API did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.fixture()
+def chromium(tmp_path):
+    try:
+        driver = start_chromium(tmp_path / "chromium-profile")
+    except BrowserUnavailable as error:
+        pytest.fail(f"the browser test cannot run: {error}")
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, condition, timeout: float, what: str):
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(WebDriverException,)).until(lambda d: condition(d))
+    except WebDriverException as error:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; page says: "
+                             f"{driver.find_element('tag name', 'main').text[:1500]}") from error
+
+
+def _text(driver, selector: str) -> str:
+    found = driver.find_elements("css selector", selector)
+    return found[0].text if found else ""
+
+
+def _send(driver, field: str, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element("id", field)
+    box.clear()
+    box.send_keys(text)
+    if field == "chat-input":
+        box.send_keys(Keys.ENTER)  # Enter sends the chat message
+
+
+def test_console_in_chromium_runs_a_job_from_a_sentence_and_promotes_it(api_server, chromium, tmp_path,
+                                                                        tiny_model_dir):
+    driver, shots = chromium, {}
+    started = time.monotonic()
+    # --- sign in: a wrong token is refused with the server's reason, the right one lets us in
+    driver.get(api_server + "/")
+    _wait(driver, lambda d: d.find_elements("id", "token"), 10, "the sign-in box")
+    _send(driver, "token", "not-the-token")
+    driver.find_element("id", "username").send_keys("alice")
+    driver.find_element("css selector", "#signin button[type=submit]").click()
+    _wait(driver, lambda d: "refused" in _text(d, "#signin-error"), 10, "the refusal")
+    _send(driver, "token", TOKEN)
+    driver.find_element("css selector", "#signin button[type=submit]").click()
+    _wait(driver, lambda d: "alice" in _text(d, "#who"), 10, "the signed-in user")
+    # the fragment: after signing out, /#token=… signs in and leaves the address bar at once
+    driver.find_element("id", "signout").click()
+    driver.get(f"{api_server}/#token={TOKEN}")
+    _wait(driver, lambda d: d.find_elements("id", "chat-input"), 10, "the chat after a /#token= link")
+    assert TOKEN not in driver.current_url and driver.execute_script("return location.hash") == "#/"
+
+    # --- the chat: a request without a subject gets a question back; the answer starts the job
+    options = tiny_job_options(tiny_model_dir, max_rounds=0,
+                               gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 1.0})
+    options.pop("docs_path")  # the folder box gives it
+    options.pop("base_model")  # the sentence names it: the tiny model's folder in place of SmolLM2
+    _send(driver, "docs-folder", str(small_corpus(tmp_path / "docs")))
+    driver.find_element("css selector", "#chat-form details summary").click()
+    driver.execute_script("document.getElementById('chat-options').value = arguments[0]", json.dumps(options))
+    _send(driver, "chat-input", f"fine-tune {tiny_model_dir} on it")
+    _wait(driver, lambda d: "learn about?" in _text(d, "#chat-log li.agent.question"), 15, "the question back")
+    _send(driver, "chat-input", "quantum error correction")
+    _wait(driver, lambda d: "Started job" in _text(d, "#chat-log"), 15, "the job to start")
+    row = _wait(driver, lambda d: d.find_elements("css selector", "#jobs-body tr[data-job] a"), 10, "the job row")
+    job_id = row[0].text
+    row[0].click()
+
+    # --- the job page: the phase changes and the loss curve grows while it runs, then the results
+    _wait(driver, lambda d: _text(d, "#job-phase"), 10, "the phase")
+    phases = {_text(driver, "#job-phase")}
+    def finished(d):
+        phases.add(_text(d, "#job-phase"))
+        return d.find_element("id", "job-summary").get_attribute("data-status") in ("succeeded", "failed")
+    points_seen = []
+    def curve_grows(d):
+        points_seen.append(int(d.find_element("id", "loss-svg").get_attribute("data-points")))
+        return finished(d)
+    _wait(driver, curve_grows, 150, "the job to finish")
+    assert _text(driver, "#job-summary").startswith("succeeded"), _text(driver, "#job-summary")
+    assert len(phases - {""}) >= 3, phases  # e.g. waiting → curator → trainer → deployer
+    assert max(points_seen) >= 6 and len({p for p in points_seen if p}) >= 1, points_seen
+    _wait(driver, lambda d: d.find_elements("css selector", "#eval-table tbody tr"), 10, "the evaluation table")
+    table = _text(driver, "#eval-table")
+    assert "answer NLL" in table and "base" in table and "tuned" in table
+    assert driver.find_elements("css selector", "#per-example .base-answer")
+    assert driver.find_elements("css selector", "#per-example .tuned-answer")
+    _wait(driver, lambda d: d.find_elements("css selector", "#rounds [data-round='1']"), 10, "round 1")
+    _wait(driver, lambda d: d.find_elements("css selector", "#dataset table.dataset-examples tbody tr"), 10,
+          "the dataset examples")
+    assert "gate" in _text(driver, "#events") and "training backend" in _text(driver, "#events")
+    shots["job"] = full_page_screenshot(driver, tmp_path / "console-job.png")
+
+    # --- the models page: the version, its gates and card; promote it; ask it next to its base
+    driver.find_element("css selector", "#nav a[data-page=models]").click()
+    _wait(driver, lambda d: d.find_elements("id", "model-name"), 10, "the model detail")
+    name = _text(driver, "#model-name")
+    assert _text(driver, f"#models-body tr[data-model='{name}']")
+    assert "Evaluation" in _text(driver, "#model-detail")  # the model card
+    if driver.find_elements("id", "force-promote"):  # the tiny model's gates failed: promote it anyway
+        driver.find_element("id", "force-promote").click()
+    driver.find_element("id", "promote").click()
+    _wait(driver, lambda d: "production" in _text(d, f"#models-body tr[data-model='{name}']"), 15, "production")
+    _send(driver, "ask-question", "What is a logical qubit?")
+    driver.find_element("id", "ask-send").click()
+    _wait(driver, lambda d: d.find_elements("css selector", "#ask-answers .base-answer"), 30, "both answers")
+    assert name in _text(driver, "#ask-answers .tuned-answer")
+    shots["models"] = full_page_screenshot(driver, tmp_path / "console-models.png")
+
+    errors = [entry for entry in driver.get_log("browser")  # the wrong token's 401 is expected
+              if entry["level"] == "SEVERE" and "status of 401" not in entry["message"]]
+    assert not errors, errors
+    for page, path in shots.items():
+        print(f"screenshot of the {page} page: {path}")
+    print(f"browser flow took {time.monotonic() - started:.1f}s for job {job_id}")
