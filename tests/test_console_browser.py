@@ -22,6 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 TOKEN = "browser-token-42"
 
 
+def _four_documents(target: Path) -> Path:
+    """Four on-topic documents (train, val and test each get one or more): curation takes seconds."""
+    small_corpus(target)
+    (target / "stabilizer-formalism.html").unlink()
+    return target
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -113,11 +120,12 @@ def test_console_in_chromium_runs_a_job_from_a_sentence_and_promotes_it(api_serv
     assert TOKEN not in driver.current_url and driver.execute_script("return location.hash") == "#/"
 
     # --- the chat: a request without a subject gets a question back; the answer starts the job
-    options = tiny_job_options(tiny_model_dir, max_rounds=0,
-                               gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 1.0})
+    options = tiny_job_options(tiny_model_dir, max_rounds=0, gates={
+        "min_nll_improvement": 0.0, "max_general_ppl_increase": 1.0, "min_train_examples": 4})
+    options["evaluation"].update(general_qa=2, general_texts=2)
     options.pop("docs_path")  # the folder box gives it
     options.pop("base_model")  # the sentence names it: the tiny model's folder in place of SmolLM2
-    _send(driver, "docs-folder", str(small_corpus(tmp_path / "docs")))
+    _send(driver, "docs-folder", str(_four_documents(tmp_path / "docs")))
     driver.find_element("css selector", "#chat-form details summary").click()
     driver.execute_script("document.getElementById('chat-options').value = arguments[0]", json.dumps(options))
     _send(driver, "chat-input", f"fine-tune {tiny_model_dir} on it")
@@ -134,14 +142,17 @@ def test_console_in_chromium_runs_a_job_from_a_sentence_and_promotes_it(api_serv
     def finished(d):
         phases.add(_text(d, "#job-phase"))
         return d.find_element("id", "job-summary").get_attribute("data-status") in ("succeeded", "failed")
-    points_seen = []
+    curve = []  # (points on the loss curve, job status) at each look
     def curve_grows(d):
-        points_seen.append(int(d.find_element("id", "loss-svg").get_attribute("data-points")))
-        return finished(d)
+        done = finished(d)
+        curve.append((int(d.find_element("id", "loss-svg").get_attribute("data-points")),
+                      d.find_element("id", "job-summary").get_attribute("data-status")))
+        return done
     _wait(driver, curve_grows, 150, "the job to finish")
     assert _text(driver, "#job-summary").startswith("succeeded"), _text(driver, "#job-summary")
     assert len(phases - {""}) >= 3, phases  # e.g. waiting → curator → trainer → deployer
-    assert max(points_seen) >= 6 and len({p for p in points_seen if p}) >= 1, points_seen
+    assert curve[-1][0] == 6, curve  # every training step is on the curve
+    assert any(points > 0 and status == "running" for points, status in curve), curve  # drawn live
     _wait(driver, lambda d: d.find_elements("css selector", "#eval-table tbody tr"), 10, "the evaluation table")
     table = _text(driver, "#eval-table")
     assert "answer NLL" in table and "base" in table and "tuned" in table

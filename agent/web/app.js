@@ -375,7 +375,7 @@ function renderJob(jobId) {
     dataset: h("div", { id: "dataset" }, h("p", { class: "muted" }, "The dataset appears when the generator has written it.")),
     evaluation: h("div", { id: "evaluation" }, h("p", { class: "muted" }, "The evaluation appears when the first round is evaluated.")),
     rounds: h("div", { id: "rounds" }, h("p", { class: "muted" }, "No round evaluated yet.")),
-    series: [], phase: null, job: null,
+    series: [], seen: new Set(), job: null,
   };
   const section = (id, title, ...body) => h("section", { class: "card", id: `${id}-card`, "aria-labelledby": `${id}-title` },
     h("h2", { id: `${id}-title` }, title), ...body);
@@ -422,9 +422,12 @@ async function loadJob(jobId, view) {
       job.model_name ? h("p", {}, "Model: ", h("a", { href: `#/models/${enc(job.model_name)}` }, job.model_name)) : null,
       view.phases));
     const current = PHASES.indexOf(job.phase);
-    fill(view.phases, PHASES.map((name, index) => h("li", {
-      class: job.status === "succeeded" || index < current ? "done" : index === current ? "current" : "",
-      "aria-current": index === current && job.status !== "succeeded" ? "step" : null }, name)));
+    const running = !FINISHED.includes(job.status);
+    fill(view.phases, PHASES.map((name, index) => {
+      const now = running && index === current;
+      return h("li", { class: now ? "current" : view.seen.has(name) ? "done" : "", "aria-current": now ? "step" : null,
+                       title: view.seen.has(name) || now ? null : "not run (yet)" }, name);
+    }));
     view.summary.dataset.status = job.status;
   } catch (failure) {
     if (failure.status === 404) fill(view.summary, h("p", { class: "error" }, failure.message));
@@ -449,7 +452,8 @@ function addEvent(view, event) {
     drawLoss(view);
   }
   const data = event.data || {};
-  const why = data.why || data.reason || (data.detail && data.detail !== event.message ? data.detail : null)
+  view.seen.add(event.phase);
+  const why = data.why || data.reason || (data.detail && !event.message.includes(data.detail) ? data.detail : null)
     || (event.kind === "decision" ? scalars(data) : null);
   const gate = event.kind === "gate" ? (data.passed ? " pass" : " fail") : "";
   const atBottom = view.events.scrollHeight - view.events.scrollTop - view.events.clientHeight < 40;
@@ -502,8 +506,8 @@ function drawLoss(view) {
     svg.append(h("line", { class: "grid", x1: left, x2: width - right, y1: y(value), y2: y(value) }),
       h("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" }, value.toFixed(high - low < 0.1 ? 4 : 3)));
   }
-  for (let i = 0; i <= 5; i++) {
-    const step = Math.round((maxStep * i) / 5);
+  const tick = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000].find((n) => maxStep / n <= 10) || Math.ceil(maxStep / 10);
+  for (let step = 0; step <= maxStep; step += tick) {
     svg.append(h("text", { x: x(step), y: height - bottom + 16, "text-anchor": "middle" }, String(step)));
   }
   svg.append(h("line", { class: "axis", x1: left, x2: width - right, y1: height - bottom, y2: height - bottom }),
