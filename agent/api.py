@@ -1,6 +1,6 @@
 """The HTTP jobs API (FastAPI), a thin door over `JobService`: submit, status, events (SSE), cancel,
-models (ask, promote, rollback, delete), evaluations, feedback, chat. Bearer-token auth on every /api route;
-OpenAPI docs at /docs; the web console (agent/console.py) at /.
+models, evaluations, feedback; a job's artefacts, model actions and the chat (agent/console_api.py).
+Bearer-token auth on every /api route; OpenAPI docs at /docs; the web console (agent/console.py) at /.
 
 Who is asking: the token proves the caller may use the API; the `X-Ftagent-User` header names the person
 on whose behalf it calls (default "api"), and only that user may cancel the jobs they submitted.
@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from agent.chat import ChatSessions
 from agent.clarify import clarifying_question
 from agent.console import install_console
+from agent.console_api import console_router
 from agent.queue import is_finished
 from agent.service import JobService, NotOwner
 from graphs.spec import RequestError
@@ -83,30 +83,6 @@ class EvaluationRequest(BaseModel):
         if (self.dataset_path is None) == (self.examples is None):
             raise ValueError("give exactly one of 'dataset_path' and 'examples'")
         return self
-
-
-class ChatMessage(BaseModel):
-    """One message to the agent's chat (the `ftagent chat` conversation over HTTP). `session_id` continues a
-    conversation (the reply gives one); `options` are JobSpec options for jobs this message starts."""
-
-    model_config = ConfigDict(extra="forbid")
-    message: str = Field(min_length=1, max_length=4000, examples=["fine-tune SmolLM2 on marine biology"])
-    session_id: str | None = Field(None, max_length=64)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class AskRequest(BaseModel):
-    """A question for a registered version; `compare_base` also answers it with the version's base model."""
-
-    model_config = ConfigDict(extra="forbid")
-    question: str = Field(min_length=1, max_length=2000)
-    max_new_tokens: int = Field(96, ge=1, le=256)
-    compare_base: bool = True
-
-
-class PromoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    force: bool = Field(False, description="promote a version that failed its gates")
 
 
 class ApiError(Exception):
@@ -169,18 +145,6 @@ def _jobs_router(service: JobService, poll_seconds: float) -> APIRouter:
     def get_job(job_id: str) -> dict[str, Any]:
         return _job_view(service, job_id)
 
-    @router.get("/jobs/{job_id}/dataset", summary="The job's dataset: summary, card and example rows")
-    def get_dataset(job_id: str, per_split: int = 6) -> dict[str, Any]:
-        return _ready(service.job_dataset(job_id, max(1, min(per_split, 50))), job_id, "dataset")
-
-    @router.get("/jobs/{job_id}/evaluation", summary="The job's latest evaluation report: tuned vs base")
-    def get_evaluation(job_id: str) -> dict[str, Any]:
-        return _ready(service.job_evaluation(job_id), job_id, "evaluation")
-
-    @router.get("/jobs/{job_id}/rounds", summary="Every evaluated round and every critic decision")
-    def get_rounds(job_id: str) -> dict[str, Any]:
-        return service.job_rounds(job_id)
-
     @router.post("/jobs/{job_id}/cancel", summary="Cancel a job (only its owner may)")
     def cancel_job(job_id: str, user: str = Depends(_user)) -> dict[str, Any]:
         service.cancel(job_id, user)
@@ -194,14 +158,6 @@ def _jobs_router(service: JobService, poll_seconds: float) -> APIRouter:
         return EventSourceResponse(_event_stream(service, job_id, start, request, poll_seconds), ping=15)
 
     return router
-
-
-def _ready(found: dict[str, Any] | None, job_id: str, what: str) -> dict[str, Any]:
-    """The artefact with `ready: true`, or `ready: false` and why while the job has not made it yet (a
-    200 either way: following a job means asking before it exists; an unknown job is still a 404)."""
-    if found is None:
-        return {"ready": False, "reason": f"job {job_id} has no {what} yet"}
-    return {"ready": True, **found}
 
 
 async def _event_stream(service: JobService, job_id: str, after: int, request: Request,
@@ -232,27 +188,6 @@ def _models_router(service: JobService) -> APIRouter:
     def get_model(name: str) -> dict[str, Any]:
         return {**service.model(name).to_dict(), "card": service.model_card(name)}
 
-    @router.post("/models/{name}/ask", summary="Answer a question with a version (and with its base model)")
-    def ask_model(name: str, body: AskRequest) -> dict[str, Any]:
-        if body.compare_base:
-            return {"model": name, "question": body.question,
-                    **service.ask_with_base(name, body.question, body.max_new_tokens)}
-        return {"model": name, "question": body.question,
-                "tuned": service.ask(name, body.question, body.max_new_tokens), "base": None}
-
-    @router.post("/models/{name}/promote", summary="Put a version in production (archives the current one)")
-    def promote_model(name: str, body: PromoteRequest | None = None) -> dict[str, Any]:
-        return service.promote(name, force=bool(body and body.force)).to_dict()
-
-    @router.post("/models/{name}/rollback", summary="Production goes back to the family's previous version")
-    def rollback_model(name: str) -> dict[str, Any]:
-        demoted, restored = service.rollback(name)
-        return {"demoted": demoted.to_dict(), "restored": restored.to_dict()}
-
-    @router.delete("/models/{name}", summary="Remove a version and its folder (production needs force)")
-    def delete_model(name: str, force: bool = False) -> dict[str, Any]:
-        return service.delete_model(name, force=force).to_dict()
-
     @router.post("/evaluations", summary="Evaluate a model (tuned vs its base) on question/answer pairs")
     def create_evaluation(body: EvaluationRequest) -> dict[str, Any]:
         """Runs synchronously (bounded by `limit` and `generate_limit`); returns the numbers and the report path."""
@@ -269,23 +204,6 @@ def _models_router(service: JobService) -> APIRouter:
     def create_feedback(body: FeedbackRequest, user: str = Depends(_user)) -> dict[str, Any]:
         stored = service.feedback(body.model, body.question, body.answer, body.rating, body.correction, user)
         return stored.to_dict()
-
-    return router
-
-
-def _chat_router(service: JobService) -> APIRouter:
-    router = APIRouter(tags=["chat"])
-    sessions = ChatSessions(service)
-
-    @router.get("/me", summary="Who the API takes the caller to be")
-    def whoami(user: str = Depends(_user)) -> dict[str, str]:
-        return {"user": user}
-
-    @router.post("/chat", summary="Talk to the agent: start a job in words, ask how it goes, stop it")
-    def chat(body: ChatMessage, user: str = Depends(_user)) -> dict[str, Any]:
-        """The same conversation as `ftagent chat`: a request missing something gets a question back, and
-        the next message answers it (send the `session_id` of the reply)."""
-        return sessions.reply(user, body.session_id, body.message, body.options)
 
     return router
 
@@ -338,7 +256,7 @@ def create_app(service: JobService, token: str, poll_seconds: float = 0.25) -> F
     auth = [Depends(_auth(token))]
     app.include_router(_jobs_router(service, poll_seconds), prefix=PREFIX, dependencies=auth)
     app.include_router(_models_router(service), prefix=PREFIX, dependencies=auth)
-    app.include_router(_chat_router(service), prefix=PREFIX, dependencies=auth)
+    app.include_router(console_router(service, _user), prefix=PREFIX, dependencies=auth)
     _install_error_handlers(app)
     install_console(app)
 
