@@ -45,7 +45,7 @@ def api_server(home, tmp_path):
                                env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
@@ -129,9 +129,9 @@ def test_console_in_chromium_runs_a_job_from_a_sentence_and_promotes_it(api_serv
     driver.find_element("css selector", "#chat-form details summary").click()
     driver.execute_script("document.getElementById('chat-options').value = arguments[0]", json.dumps(options))
     _send(driver, "chat-input", f"fine-tune {tiny_model_dir} on it")
-    _wait(driver, lambda d: "learn about?" in _text(d, "#chat-log li.agent.question"), 15, "the question back")
+    _wait(driver, lambda d: "learn about?" in _text(d, "#chat-log li.agent.question"), 30, "the question back")
     _send(driver, "chat-input", "quantum error correction")
-    _wait(driver, lambda d: "Started job" in _text(d, "#chat-log"), 15, "the job to start")
+    _wait(driver, lambda d: "Started job" in _text(d, "#chat-log"), 30, "the job to start")
     row = _wait(driver, lambda d: d.find_elements("css selector", "#jobs-body tr[data-job] a"), 10, "the job row")
     job_id = row[0].text
     row[0].click()
@@ -148,17 +148,17 @@ def test_console_in_chromium_runs_a_job_from_a_sentence_and_promotes_it(api_serv
         curve.append((int(d.find_element("id", "loss-svg").get_attribute("data-points")),
                       d.find_element("id", "job-summary").get_attribute("data-status")))
         return done
-    _wait(driver, curve_grows, 150, "the job to finish")
+    _wait(driver, curve_grows, 420, "the job to finish")  # ~30 s on an idle machine
     assert _text(driver, "#job-summary").startswith("succeeded"), _text(driver, "#job-summary")
     assert len(phases - {""}) >= 3, phases  # e.g. waiting → curator → trainer → deployer
     assert curve[-1][0] == 6, curve  # every training step is on the curve
     assert any(points > 0 and status == "running" for points, status in curve), curve  # drawn live
-    _wait(driver, lambda d: d.find_elements("css selector", "#eval-table tbody tr"), 10, "the evaluation table")
+    _wait(driver, lambda d: d.find_elements("css selector", "#eval-table tbody tr"), 30, "the evaluation table")
     table = _text(driver, "#eval-table")
     assert "answer NLL" in table and "base" in table and "tuned" in table
     assert driver.find_elements("css selector", "#per-example .base-answer")
     assert driver.find_elements("css selector", "#per-example .tuned-answer")
-    _wait(driver, lambda d: d.find_elements("css selector", "#rounds [data-round='1']"), 10, "round 1")
+    _wait(driver, lambda d: d.find_elements("css selector", "#rounds [data-round='1']"), 30, "round 1")
     _wait(driver, lambda d: d.find_elements("css selector", "#dataset table.dataset-examples tbody tr"), 10,
           "the dataset examples")
     assert "gate" in _text(driver, "#events") and "training backend" in _text(driver, "#events")
@@ -166,17 +166,17 @@ def test_console_in_chromium_runs_a_job_from_a_sentence_and_promotes_it(api_serv
 
     # --- the models page: the version, its gates and card; promote it; ask it next to its base
     driver.find_element("css selector", "#nav a[data-page=models]").click()
-    _wait(driver, lambda d: d.find_elements("id", "model-name"), 10, "the model detail")
+    _wait(driver, lambda d: d.find_elements("id", "model-name"), 30, "the model detail")
     name = _text(driver, "#model-name")
     assert _text(driver, f"#models-body tr[data-model='{name}']")
     assert "Evaluation" in _text(driver, "#model-detail")  # the model card
     if driver.find_elements("id", "force-promote"):  # the tiny model's gates failed: promote it anyway
         driver.find_element("id", "force-promote").click()
     driver.find_element("id", "promote").click()
-    _wait(driver, lambda d: "production" in _text(d, f"#models-body tr[data-model='{name}']"), 15, "production")
+    _wait(driver, lambda d: "production" in _text(d, f"#models-body tr[data-model='{name}']"), 60, "production")
     _send(driver, "ask-question", "What is a logical qubit?")
     driver.find_element("id", "ask-send").click()
-    _wait(driver, lambda d: d.find_elements("css selector", "#ask-answers .base-answer"), 30, "both answers")
+    _wait(driver, lambda d: d.find_elements("css selector", "#ask-answers .base-answer"), 120, "both answers")
     assert name in _text(driver, "#ask-answers .tuned-answer")
     shots["models"] = full_page_screenshot(driver, tmp_path / "console-models.png")
 
