@@ -202,12 +202,14 @@ class JobService:
         return Path(self.registry.get(name).card_path).read_text()
 
     def ask(self, name: str, question: str, max_new_tokens: int = 128) -> str:
-        """An answer from a registered model (its adapter on its base)."""
+        """An answer from a registered model (its adapter merged into its base's weights, bf16 where the CPU
+        computes in bf16 natively)."""
         from tools.evaluation import generate_answers, load_for_inference
         from tools.prompts import render_prompt
 
         version = self.registry.get(name)
-        model, tokenizer = load_for_inference(version.base_model_path, version.adapter_path, self.settings.threads)
+        model, tokenizer = load_for_inference(version.base_model_path, version.adapter_path, self.settings.threads,
+                                              precision="auto", merge=True)
         messages = [{"role": "system", "content": render_prompt("system_subject_expert", subject=version.subject)},
                     {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
         return generate_answers(model, tokenizer, [{"messages": messages}], max_new_tokens)[0]

@@ -1,7 +1,9 @@
 """Tuned vs base on held-out examples, general text and general questions, with one model in memory.
 
-The adapter is loaded on top of the base model; base numbers come from the same weights with
-the adapter disabled, so the comparison cannot be skewed by loading differences.
+The tuned model is the adapter merged into a copy of the base weights (no LoRA layers to run per
+generated token); the base numbers come from the same files loaded in the same dtype with the same
+tokenizer, so the comparison cannot be skewed by loading differences. Weights are bf16 where the CPU
+computes in bf16 natively (`inference_dtype`), and answers are generated in left-padded batches.
 
 Also here: reading question/answer sets (``{"question","answer"}`` lines or the job's chat format), the
 general-capability sets in eval_sets/general, and mixing general examples into a training split (replay).
@@ -10,7 +12,6 @@ The general QA set is split in two so replay never trains on the questions the e
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -179,24 +180,63 @@ def mix_replay(train: Sequence[dict], general: Sequence[dict], fraction: float, 
     return mixed
 
 
-def load_for_inference(base_model_path: str, adapter_dir: str | None = None, threads: int | None = None):
-    """(model, tokenizer) in eval mode; with an adapter, a PeftModel whose adapter can be disabled."""
+def inference_dtype(precision: str = "auto"):
+    """The weights' dtype for inference: "auto" is bf16 where this machine computes in bf16 natively
+    (avx512_bf16/AMX, or a CUDA GPU with bf16), else fp32. Generating from a small model is bound by
+    reading its weights, so half the bytes is most of the speed-up."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tools.hardware import detect_hardware
+
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if detect_hardware().bf16 else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def load_for_inference(base_model_path: str, adapter_dir: str | None = None, threads: int | None = None,
+                       precision: str = "fp32", merge: bool = False):
+    """(model, tokenizer) in eval mode; with an adapter, a PeftModel whose adapter can be disabled, or with
+    `merge` a plain model whose weights have the adapter merged in (one version served alone: no LoRA
+    layers to run per token). Merging happens in fp32 before the cast to `precision`'s dtype, so the
+    merged weights are rounded once."""
+    import torch
 
     if threads:
         torch.set_num_threads(threads)
     has_tokenizer = adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").exists()
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir if has_tokenizer else base_model_path)
+    tokenizer = load_tokenizer(adapter_dir if has_tokenizer else base_model_path)
+    dtype = inference_dtype(precision)
+    if adapter_dir and merge:
+        model = _with_adapter(_load_model(base_model_path, torch.float32), adapter_dir).merge_and_unload()
+        return model.to(dtype).eval(), tokenizer
+    model = _load_model(base_model_path, dtype)
+    if adapter_dir:
+        model = _with_adapter(model, adapter_dir)
+    return model.eval(), tokenizer
+
+
+def load_tokenizer(path: str):
+    """A tokenizer with a pad token (the end-of-sequence token when the model has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
-    if adapter_dir:
-        from peft import PeftModel
+    return tokenizer
 
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    model.eval()
-    return model, tokenizer
+
+def _load_model(path: str, dtype):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+
+def _with_adapter(model, adapter_dir: str):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter_dir)
 
 
 def answer_nll(model, tokenizer, records: Sequence[dict], max_seq_len: int = 512, batch_size: int = 8) -> float:
@@ -227,24 +267,31 @@ def answer_nll(model, tokenizer, records: Sequence[dict], max_seq_len: int = 512
 
 def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: int = 64,
                      batch_size: int = 8, raw: bool = False) -> list[str]:
-    """Greedy answers to each record's prompt (its messages without the assistant's reply). With `raw`,
+    """Greedy answers to each record's prompt (its messages without the assistant's reply), in the records'
+    order. Prompts decode `batch_size` at a time, left-padded and grouped by length (little padding); a
+    batched greedy answer equals the one-at-a-time answer (tests/test_fast_generation.py). With `raw`,
     special tokens the model wrote before stopping are kept (format compliance looks for them)."""
     import torch
 
     prompts = [tokenizer.apply_chat_template(r["messages"][:-1], tokenize=False, add_generation_prompt=True)
                for r in records]
-    answers: list[str] = []
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    answers: dict[int, str] = {}
     tokenizer.padding_side = "left"
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=False)
-            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-            new_tokens = output[:, batch["input_ids"].shape[1]:]
-            answers += [_decode(tokenizer, row, raw) for row in new_tokens.tolist()]
-    tokenizer.padding_side = "right"
-    return answers
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True,
+                                  add_special_tokens=False)
+                output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                        pad_token_id=tokenizer.pad_token_id)
+                new_tokens = output[:, batch["input_ids"].shape[1]:]
+                answers |= {i: _decode(tokenizer, row, raw) for i, row in zip(rows, new_tokens.tolist(), strict=True)}
+    finally:
+        tokenizer.padding_side = "right"
+    return [answers[i] for i in range(len(prompts))]
 
 
 def _decode(tokenizer, token_ids: list[int], raw: bool) -> str:
@@ -327,19 +374,22 @@ def example_rows(records: Sequence[dict], base_answers: Sequence[str], tuned_ans
 def compare_with_base(base_model_path: str, adapter_dir: str | None, records: Sequence[dict],
                       general_texts: Sequence[str], max_new_tokens: int = 64, generate_limit: int = 40,
                       threads: int | None = None, general_questions: Sequence[dict] = (),
-                      max_answer_words: int = DEFAULT_MAX_ANSWER_WORDS) -> Comparison:
-    """Score the tuned model, then the same weights with the adapter disabled (the base). Without an
-    adapter only the base is scored (`tuned` is None)."""
+                      max_answer_words: int = DEFAULT_MAX_ANSWER_WORDS, precision: str = "auto") -> Comparison:
+    """Score the tuned model (the adapter merged into a copy of the base weights), then the base model
+    loaded from the same files in the same dtype, with the same tokenizer. Without an adapter only the
+    base is scored (`tuned` is None). `precision`: see `inference_dtype`."""
     plan = EvalPlan(max_new_tokens, generate_limit, max_answer_words)
-    model, tokenizer = load_for_inference(base_model_path, adapter_dir, threads)
     tuned = tuned_answers = tuned_general = None
     if adapter_dir:
+        model, tokenizer = load_for_inference(base_model_path, adapter_dir, threads, precision, merge=True)
         tuned, tuned_answers, tuned_general = score_model(model, tokenizer, records, general_texts, plan,
                                                           general_questions)
-    disabled = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    with disabled:
-        base, base_answers, base_general = score_model(model, tokenizer, records, general_texts, plan,
-                                                       general_questions)
+        del model
+        model = _load_model(base_model_path, inference_dtype(precision)).eval()
+    else:
+        model, tokenizer = load_for_inference(base_model_path, None, threads, precision)
+    base, base_answers, base_general = score_model(model, tokenizer, records, general_texts, plan,
+                                                   general_questions)
     return Comparison(base=base, tuned=tuned,
                       per_example=example_rows(records, base_answers, tuned_answers, max_answer_words),
                       general_per_example=example_rows(general_questions, base_general, tuned_general,

@@ -78,12 +78,13 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    micro_batch: int
+    micro_batch: int  # examples per micro-batch at the longest sequence
     gradient_accumulation: int
     gradient_checkpointing: bool
     estimated_bytes: int
     budget_bytes: int
     note: str
+    micro_batch_tokens: int | None = None  # padded tokens per micro-batch (None: a fixed example count)
 
     @property
     def fits(self) -> bool:
@@ -91,30 +92,47 @@ class MemoryPlan:
         return self.estimated_bytes <= self.budget_bytes
 
 
-def activation_bytes_per_token(shape: ModelShape, seq_len: int, checkpointing: bool) -> int:
-    """Rough fp32 bytes kept for the backward pass per token in LoRA training.
+def activation_bytes_per_token(shape: ModelShape, seq_len: int, checkpointing: bool, value_bytes: int = 4,
+                               chunked_head: bool = False) -> int:
+    """Rough bytes kept for the backward pass per token in LoRA training (`value_bytes`: 4 for fp32
+    activations, 2 for a bf16 base).
 
     Per layer a Llama-style block keeps ~20 hidden-sized and ~6 intermediate-sized tensors (norm inputs,
     q/k/v/o, LoRA dropout copies, gate/up/act/product) plus the attention weights of the math SDPA path
     (heads x seq). With checkpointing only each layer's input stays, plus one layer recomputed at a time.
-    The loss head keeps logits, softmax and their gradient (~3 x vocab) for the supervised tokens."""
+    The loss head keeps logits, softmax and their gradient (~3 x vocab) for the supervised tokens unless
+    it is chunked (`chunked_head`, tools.linear_cross_entropy: then a fixed `chunked_head_bytes` instead)."""
     per_layer = 20 * shape.hidden + 6 * shape.intermediate + shape.heads * seq_len
     kept = shape.layers * shape.hidden + per_layer if checkpointing else shape.layers * per_layer
-    return 4 * (kept + 3 * shape.vocab)
+    return value_bytes * kept + (0 if chunked_head else 4 * 3 * shape.vocab)
+
+
+def chunked_head_bytes(shape: ModelShape, chunk_rows: int) -> int:
+    """The chunked loss head's transient memory: one chunk's logits in fp32 and their bf16/fp32 copies."""
+    return 3 * 4 * chunk_rows * shape.vocab
 
 
 def plan_memory(shape: ModelShape, seq_len: int, batch_size: int, available: int,
                 accumulation: int | None = None, checkpointing: bool | None = None,
-                fraction: float = 0.6) -> MemoryPlan:
+                fraction: float = 0.6, value_bytes: int = 4, max_micro_tokens: int | None = None,
+                head_chunk_rows: int | None = None) -> MemoryPlan:
     """Micro-batch, gradient accumulation and checkpointing that fit `fraction` of the available memory.
 
     The optimizer-step batch stays `batch_size` examples (split into micro-batches); checkpointing is
     turned on only when even one example per micro-batch would not fit without it. Explicit
-    `accumulation` / `checkpointing` values are kept as given."""
-    budget = int(fraction * available) - 4 * shape.parameters  # fp32 weights stay resident
+    `accumulation` / `checkpointing` values are kept as given. With `max_micro_tokens`, micro-batches
+    hold at most that many padded tokens (the trainer then packs each step's examples by their real
+    lengths): on a CPU a matrix product of ~1k rows already runs at full rate, so larger micro-batches
+    only cost memory. `value_bytes`: 2 for a bf16 base, 4 for fp32; `head_chunk_rows`: the loss head is
+    chunked (tools.linear_cross_entropy) with this many positions per chunk."""
+    head = chunked_head_bytes(shape, head_chunk_rows) if head_chunk_rows else 0
+    budget = int(fraction * available) - value_bytes * shape.parameters - head  # weights stay resident
+    sizes = _ActivationSizes(shape, seq_len, value_bytes, bool(head_chunk_rows))
+    if max_micro_tokens and not accumulation:
+        return _token_plan(sizes, batch_size, budget, checkpointing, max_micro_tokens)
     options = [checkpointing] if checkpointing is not None else [False, True]
     for use_checkpointing in options:
-        per_example = activation_bytes_per_token(shape, seq_len, use_checkpointing) * seq_len
+        per_example = sizes.per_token(use_checkpointing) * seq_len
         steps = [accumulation] if accumulation else [a for a in range(1, batch_size + 1) if batch_size % a == 0
                                                      or a == batch_size]
         for accum in steps:
@@ -125,7 +143,42 @@ def plan_memory(shape: ModelShape, seq_len: int, batch_size: int, available: int
                         f"{max(budget, 0) / 2**30:.1f} GiB budget"
                         + ("; gradient checkpointing on to fit" if use_checkpointing else ""))
                 return MemoryPlan(micro, accum, use_checkpointing, micro * per_example, budget, note)
-    per_example = activation_bytes_per_token(shape, seq_len, True) * seq_len
+    return _hopeless(sizes, batch_size, budget)
+
+
+@dataclass(frozen=True)
+class _ActivationSizes:
+    shape: ModelShape
+    seq_len: int
+    value_bytes: int
+    chunked_head: bool
+
+    def per_token(self, checkpointing: bool) -> int:
+        return activation_bytes_per_token(self.shape, self.seq_len, checkpointing, self.value_bytes,
+                                          self.chunked_head)
+
+
+def _token_plan(sizes: _ActivationSizes, batch_size: int, budget: int, checkpointing: bool | None,
+                max_micro_tokens: int) -> MemoryPlan:
+    """Micro-batches of at most `max_micro_tokens` padded tokens (fewer when memory is short)."""
+    seq_len = sizes.seq_len
+    for use_checkpointing in [checkpointing] if checkpointing is not None else [False, True]:
+        per_token = sizes.per_token(use_checkpointing)
+        wanted = min(max(max_micro_tokens, seq_len), batch_size * seq_len)  # one example even when longer
+        tokens = min(wanted, max(0, budget) // per_token)
+        if tokens >= seq_len:
+            micro = min(batch_size, tokens // seq_len)
+            accum = math.ceil(batch_size / micro)
+            note = (f"micro-batches of <= {tokens} padded tokens ({micro} examples of the longest, {seq_len} "
+                    f"tokens; ~{accum} per step of {batch_size}): ~{tokens * per_token / 2**30:.1f} GiB of "
+                    f"activations within a {max(budget, 0) / 2**30:.1f} GiB budget"
+                    + ("; gradient checkpointing on to fit" if use_checkpointing else ""))
+            return MemoryPlan(micro, accum, use_checkpointing, tokens * per_token, budget, note, tokens)
+    return _hopeless(sizes, batch_size, budget)
+
+
+def _hopeless(sizes: _ActivationSizes, batch_size: int, budget: int) -> MemoryPlan:
+    per_example = sizes.per_token(True) * sizes.seq_len
     return MemoryPlan(1, batch_size, True, per_example, budget,
-                      f"even one example of {seq_len} tokens (~{per_example / 2**30:.1f} GiB) exceeds the "
+                      f"even one example of {sizes.seq_len} tokens (~{per_example / 2**30:.1f} GiB) exceeds the "
                       f"{max(budget, 0) / 2**30:.1f} GiB budget")

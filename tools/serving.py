@@ -29,6 +29,10 @@ Policies, decided here so every front door behaves the same:
 - **A/B.** A split's arm is chosen by a hash of the request id (the ``X-Request-ID`` header, else
   the ``user`` field, else a fresh random id), so the same caller always gets the same version.
   Every assignment is logged (logger ``ftagent.serving``, and a JSONL file when given).
+- **Speed.** Weights are bf16 where the CPU computes in bf16 natively (``precision="auto"``). When
+  exactly one adapter is served, its requests run on a second copy of the weights with that adapter
+  merged in (``merge_single_adapter``): no LoRA layers per token. Base requests, rows of a batch that
+  mix versions, and every request while several adapters share the base take peft's unmerged path.
 - **System prompt.** A served name may carry the system prompt its adapter was trained with; it
   is prepended only when the request has no system message of its own.
 """
@@ -144,6 +148,14 @@ class LoadedAdapter:
 
 
 @dataclass(frozen=True)
+class MergedVersion:
+    """The only served adapter, merged into its own copy of the base weights."""
+
+    adapter: LoadedAdapter
+    model: Any
+
+
+@dataclass(frozen=True)
 class Catalog:
     """The names a server answers, replaced whole so a request never sees half an update."""
 
@@ -181,11 +193,15 @@ class ModelServer:
                  aliases: Mapping[str, str] | None = None, ab_splits: Mapping[str, Mapping[str, float]] | None = None,
                  system_prompts: Mapping[str, str] | None = None, context_length: int | None = None,
                  default_max_tokens: int = 256, assignment_log: Path | None = None,
-                 threads: int | None = None, max_batch_size: int = 8, batch_window_ms: float = 10.0) -> None:
+                 threads: int | None = None, max_batch_size: int = 8, batch_window_ms: float = 10.0,
+                 precision: str = "auto", merge_single_adapter: bool = True) -> None:
         from tools.evaluation import load_for_inference
 
         self.base_name = base_name or Path(str(base_model_path).rstrip("/")).name
-        self.model, self.tokenizer = load_for_inference(str(base_model_path), None, threads)
+        self.base_model_path, self.precision = str(base_model_path), precision
+        self.model, self.tokenizer = load_for_inference(str(base_model_path), None, threads, precision)
+        self.merge_single_adapter = merge_single_adapter
+        self.merged: MergedVersion | None = None  # the one served adapter merged into a copy of the weights
         self.context_length = context_length or int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.default_max_tokens = default_max_tokens
         self.assignment_log = assignment_log
@@ -231,6 +247,7 @@ class ModelServer:
         self.catalog = Catalog(adapters, aliases, splits,
                                {n: p for n, p in names.system_prompts.items() if n in versions})
         gone = [loaded for name, loaded in old.adapters.items() if adapters.get(name) != loaded]
+        self._refresh_merged(adapters)
         self._unload(gone)
         report = {"loaded": sorted(n for n in adapters if old.adapters.get(n) != adapters[n]),
                   "unloaded": sorted(n for n, loaded in old.adapters.items() if adapters.get(n) != loaded),
@@ -259,6 +276,19 @@ class ModelServer:
             logger.warning("not serving %s: %s", name, problem)
             skipped[name] = problem
         return adapters, skipped
+
+    def _refresh_merged(self, adapters: Mapping[str, LoadedAdapter]) -> None:
+        """Keep a merged copy of the weights for the only served adapter; none when zero or several are."""
+        from tools.evaluation import load_for_inference
+
+        only = next(iter(adapters.values())) if len(adapters) == 1 and self.merge_single_adapter else None
+        current = self.merged
+        if only is None or current is None or current.adapter != only:
+            merged = (MergedVersion(only, load_for_inference(self.base_model_path, only.path,
+                                                             precision=self.precision, merge=True)[0])
+                      if only is not None else None)
+            with self._lock:
+                self.merged = merged
 
     def _load(self, path: str) -> LoadedAdapter:
         """Put one adapter on the shared model (the first one wraps the base in a PeftModel)."""
@@ -381,11 +411,12 @@ class ModelServer:
         options["streamer"] = streamer
         if stop is not None:
             options["stopping_criteria"] = StoppingCriteriaList([_EventStop(stop)])
-        with self._adapter(job.adapter), torch.inference_mode():
+        merged = self._merged_for([job])
+        with self._adapter(job.adapter) if merged is None else contextlib.nullcontext(), torch.inference_mode():
             if job.seed is not None:
                 torch.manual_seed(job.seed)
-            output = self.model.generate(input_ids=job.input_ids, attention_mask=torch.ones_like(job.input_ids),
-                                         **options)
+            output = (merged or self.model).generate(input_ids=job.input_ids,
+                                                     attention_mask=torch.ones_like(job.input_ids), **options)
         return self._result(job, output[0, job.prompt_tokens:].tolist())
 
     def _decode_together(self, rows: list[Generation]) -> list[GenerationResult]:
@@ -400,10 +431,11 @@ class ModelServer:
         width = input_ids.shape[1]
         options = self._decoding_options(rows[0], max(job.max_new_tokens for job in rows))
         options["stopping_criteria"] = StoppingCriteriaList([RowLimits(width, [job.max_new_tokens for job in rows])])
-        if self._has_adapters():
+        merged = self._merged_for(rows)
+        if merged is None and self._has_adapters():
             options["adapter_names"] = [job.adapter or "__base__" for job in rows]
         with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=mask, **options)
+            output = (merged or self.model).generate(input_ids=input_ids, attention_mask=mask, **options)
         return [self._result(job, output[row, width:].tolist()) for row, job in enumerate(rows)]
 
     def _decoding_options(self, job: Generation, max_new_tokens: int) -> dict[str, Any]:
@@ -420,6 +452,13 @@ class ModelServer:
             text=self.tokenizer.decode(tokens, skip_special_tokens=True), prompt_tokens=job.prompt_tokens,
             completion_tokens=len(tokens),
             finish_reason="stop" if ended or len(tokens) < job.max_new_tokens else "length")
+
+    def _merged_for(self, rows: Sequence[Generation]) -> Any:
+        """The merged copy of the weights when every row asks for the adapter it holds, else None."""
+        merged = self.merged
+        if merged is not None and all(job.adapter == merged.adapter.adapter_id for job in rows):
+            return merged.model
+        return None
 
     def _has_adapters(self) -> bool:
         return hasattr(self.model, "peft_config")
@@ -622,7 +661,7 @@ def create_app(base_model_path: str, adapters: dict[str, str], **options: Any) -
 
     Options are ModelServer's: base_name, aliases, ab_splits ({name: {version: weight}}),
     system_prompts, context_length, default_max_tokens, assignment_log, threads, max_batch_size
-    (1 = no batching), batch_window_ms."""
+    (1 = no batching), batch_window_ms, precision (auto: bf16 where native), merge_single_adapter."""
     return build_app(ModelServer(base_model_path, adapters, **options))
 
 

@@ -16,8 +16,9 @@ Policies:
   stopping criterion) and the call ends when every row has. A row joins a batch only if every row's
   prompt plus the batch's largest ``max_tokens`` fits the context (finished rows keep their positions
   moving while the others decode).
-- **Equality.** A batched greedy answer equals the one-at-a-time answer up to fp32 rounding of padded
-  matrix products; a near-tie between two tokens could flip (the tests compare on the tiny model).
+- **Equality.** A batched greedy answer equals the one-at-a-time answer up to the rounding of padded
+  matrix products; a near-tie between two tokens could flip, more easily with bf16 weights (the default
+  where the CPU has native bf16) than in fp32 (the tests compare on the tiny model in fp32).
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ from tools.hardware import (
     process_rss_mb,
 )
 
+CPU_MICRO_BATCH_TOKENS = 1024
+
 
 class TrainingError(RuntimeError):
     """Training cannot start or go on; the message says why, before any work is lost."""
@@ -64,6 +66,7 @@ class TrainingConfig(LoraHyperparameters):
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     gradient_accumulation: int | None = Field(None, ge=1)  # None: from free memory and sequence length
     gradient_checkpointing: bool | None = None  # None: only when memory needs it
+    micro_batch_tokens: int | None = Field(None, ge=16)  # None: CPU_MICRO_BATCH_TOKENS on a CPU, memory on a GPU
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -270,14 +273,13 @@ class LoraRecipe:
         self._initial_state = self._state_snapshot()
 
     def _load_base_model(self, hardware: Hardware):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = self.config.base_model_path
         extra = self._quantization_kwargs(hardware)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=self._weight_dtype(), **extra)
         except ValueError as error:
             if "Unrecognized configuration class" in str(error):
                 raise TrainingError(f"{path} is not a causal language model "
@@ -288,6 +290,15 @@ class LoraRecipe:
         if not getattr(model, "can_generate", lambda: False)():
             raise TrainingError(f"{path} is not a causal language model")
         return tokenizer, model
+
+    def _weight_dtype(self):
+        """The frozen base weights' dtype: bf16 where the hardware computes in it natively (they are never
+        updated, so nothing accumulates their rounding), else fp32. The LoRA weights, their gradients and
+        the optimizer state stay fp32 (peft keeps adapter weights in fp32 over a bf16 base), and the loss is
+        taken in fp32."""
+        import torch
+
+        return torch.bfloat16 if self.bf16 else torch.float32
 
     def _quantization_kwargs(self, hardware: Hardware) -> dict:
         """QLoRA: 4-bit NF4 base weights through bitsandbytes, imported only when asked for on CUDA."""
@@ -349,17 +360,28 @@ class LoraRecipe:
     def _apply_memory_plan(self, model) -> None:
         """Split the step's batch into micro-batches that fit, and checkpoint activations only if needed."""
         cfg = self.config
+        from tools.linear_cross_entropy import DEFAULT_CHUNK_ROWS
+
         longest = max(len(e.input_ids) for e in self.train_set)
         plan = plan_memory(model_shape(model), longest, cfg.batch_size, available_memory_bytes(),
-                           cfg.gradient_accumulation, cfg.gradient_checkpointing)
+                           cfg.gradient_accumulation, cfg.gradient_checkpointing,
+                           value_bytes=2 if self.bf16 else 4, head_chunk_rows=DEFAULT_CHUNK_ROWS,
+                           max_micro_tokens=cfg.micro_batch_tokens or self._micro_token_target())
         if not plan.fits and cfg.gradient_accumulation is None:
             raise TrainingError(f"not enough memory to train: {plan.note}")
         self.micro_batch, self.accumulation = plan.micro_batch, plan.gradient_accumulation
+        self.micro_tokens = plan.micro_batch_tokens
         self.checkpointing = plan.gradient_checkpointing
         if self.checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.on_event("memory plan", {"micro_batch": plan.micro_batch, "gradient_accumulation": plan.gradient_accumulation,
+                                      "micro_batch_tokens": plan.micro_batch_tokens,
                                       "gradient_checkpointing": plan.gradient_checkpointing, "why": plan.note})
+
+    def _micro_token_target(self) -> int | None:
+        """Padded tokens per micro-batch on a CPU: its matrix products reach their full rate at ~1k rows, so
+        bigger micro-batches would only hold more activations (a GPU takes what memory allows: None)."""
+        return CPU_MICRO_BATCH_TOKENS if self.device == "cpu" else None
 
     def _build_optimizer(self) -> None:
         import torch
@@ -396,42 +418,41 @@ class LoraRecipe:
         return length_grouped_batches(lengths, self.config.batch_size, self.config.seed + epoch)
 
     def _micro_batches(self, batch: list[int]) -> list[list[EncodedExample]]:
-        """One step's examples sorted by length and split into micro-batches (little padding each)."""
-        ordered = sorted(batch, key=lambda i: len(self.train_set[i].input_ids))
-        return [[self.train_set[i] for i in ordered[k : k + self.micro_batch]]
-                for k in range(0, len(ordered), self.micro_batch)]
-
-    def _autocast(self):
-        import torch
-
-        if self.bf16:
-            return torch.autocast(device_type=self.device if self.device != "mps" else "cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """One step's examples sorted by length and split into micro-batches (little padding each): of at
+        most `micro_tokens` padded tokens each when the plan packs by tokens, else `micro_batch` examples."""
+        ordered = [self.train_set[i] for i in sorted(batch, key=lambda i: len(self.train_set[i].input_ids))]
+        if not self.micro_tokens:
+            return [ordered[k : k + self.micro_batch] for k in range(0, len(ordered), self.micro_batch)]
+        micro_batches: list[list[EncodedExample]] = [[]]
+        for example in ordered:  # ascending length: the newest example sets the padded width
+            if micro_batches[-1] and (len(micro_batches[-1]) + 1) * len(example.input_ids) > self.micro_tokens:
+                micro_batches.append([])
+            micro_batches[-1].append(example)
+        return micro_batches
 
     # -- loss ------------------------------------------------------------------------------------
     def _loss_sum(self, ids, mask, labels):
-        """Summed cross-entropy over the supervised tokens.
+        """Summed cross-entropy (fp32) over the supervised tokens.
 
-        The vocabulary projection runs only on positions whose next token is supervised: for a
-        49k-token vocabulary that head is a fifth of the model's FLOPs, and prompt positions need none."""
-        import torch.nn.functional as F
+        The vocabulary projection runs only on positions whose next token is supervised (for a 49k-token
+        vocabulary that head is a fifth of the model's FLOPs, and prompt positions need none), a chunk of
+        positions at a time (tools.linear_cross_entropy): the full positions x vocabulary logits never exist."""
+        from tools.linear_cross_entropy import linear_cross_entropy
 
         causal_lm = self.model.get_base_model()
         decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
-        if decoder is None or head is None or getattr(causal_lm.config, "final_logit_softcapping", None):
+        plain_head = head is not None and getattr(head, "bias", None) is None and not hasattr(head, "base_layer")
+        if decoder is None or not plain_head or getattr(causal_lm.config, "final_logit_softcapping", None):
             return self._loss_sum_full(ids, mask, labels)
-        with self._autocast():
-            hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            targets = labels[:, 1:]
-            supervised = targets != -100
-            logits = head(hidden[:, :-1][supervised])
-        return F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        supervised = targets != -100
+        return linear_cross_entropy(hidden[:, :-1][supervised], head.weight, targets[supervised])
 
     def _loss_sum_full(self, ids, mask, labels):
         """Fallback through the model's own loss (mean) for heads we should not bypass."""
-        with self._autocast():
-            loss = self.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
-        return loss * int((labels[:, 1:] != -100).sum())
+        loss = self.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+        return loss.float() * int((labels[:, 1:] != -100).sum())
 
     def evaluate_loss(self, examples: Sequence[EncodedExample]) -> float | None:
         """Mean loss per assistant token over a set (None when the set is empty)."""

@@ -1,0 +1,124 @@
+"""Fast generation for the evaluator, `ftagent ask` and the server: batched greedy answers equal the
+answers generated one at a time, and the merged fast path gives the same greedy tokens as peft's
+unmerged LoRA path (in fp32 and in the bf16 the CPU computes natively)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_model import random_adapter
+
+from tools.evaluation import generate_answers, inference_dtype, load_for_inference
+from tools.serving import ChatCompletionRequest, ModelServer, ServedNames
+
+QUESTIONS = ("What is a stabilizer code?", "Why?",
+             "Explain the surface code in two sentences, please, for a physicist who knows no coding theory.",
+             "What is a logical qubit and how many physical qubits does it need?", "Name one decoder.")
+
+
+def _records(questions=QUESTIONS) -> list[dict]:
+    return [{"messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": q},
+                          {"role": "assistant", "content": ""}]} for q in questions]
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model_dir: Path, tmp_path_factory) -> str:
+    return str(random_adapter(tiny_model_dir, tmp_path_factory.mktemp("fast-adapter") / "adapter", seed=3))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batched_evaluator_answers_equal_one_at_a_time_answers(tiny_model_dir: Path, adapter: str,
+                                                               precision: str) -> None:
+    model, tokenizer = load_for_inference(str(tiny_model_dir), adapter, precision=precision, merge=True)
+    records = _records()
+    alone = [generate_answers(model, tokenizer, [r], max_new_tokens=12, raw=True)[0] for r in records]
+    batched = generate_answers(model, tokenizer, records, max_new_tokens=12, batch_size=4, raw=True)
+    assert batched == alone
+    assert len(set(alone)) == len(alone)  # different prompts, different answers: the order is checked too
+    assert tokenizer.padding_side == "right"
+
+
+def _greedy_tokens(model, tokenizer, question: str, max_new_tokens: int = 16) -> list[int]:
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                           add_generation_prompt=True)
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                                pad_token_id=tokenizer.pad_token_id)
+    return output[0, ids.shape[1]:].tolist()
+
+
+def test_merged_fast_path_gives_the_unmerged_greedy_tokens(tiny_model_dir: Path, adapter: str) -> None:
+    unmerged, tokenizer = load_for_inference(str(tiny_model_dir), adapter)
+    merged, _ = load_for_inference(str(tiny_model_dir), adapter, merge=True)
+    base, _ = load_for_inference(str(tiny_model_dir), None)
+    assert not hasattr(merged, "peft_config") and hasattr(unmerged, "peft_config")
+    for question in QUESTIONS:
+        tokens = _greedy_tokens(merged, tokenizer, question)
+        assert tokens == _greedy_tokens(unmerged, tokenizer, question), question
+        assert tokens != _greedy_tokens(base, tokenizer, question)  # the adapter is really in the weights
+
+
+def _logits(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer([q for q in QUESTIONS], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        return model(**ids).logits.float()
+
+
+def test_merged_bf16_weights_are_as_close_to_fp32_as_the_unmerged_bf16_path(tiny_model_dir: Path,
+                                                                             adapter: str) -> None:
+    """In bf16 the two paths round differently (one rounding of W + BA, against a bf16 W plus an fp32 LoRA),
+    so a random model's near-ties may flip a greedy token; what must hold is that merging costs no more
+    than rounding: the merged bf16 logits stay within 2x the unmerged bf16 path's distance from the fp32
+    model (measured: 1.5x with this deliberately strong adapter, LoRA scale 16, whose delta is rounded too)
+    and within 2% of the logits' size."""
+    reference_model, tokenizer = load_for_inference(str(tiny_model_dir), adapter)
+    reference = _logits(reference_model, tokenizer)
+    merged = load_for_inference(str(tiny_model_dir), adapter, precision="bf16", merge=True)[0]
+    unmerged = load_for_inference(str(tiny_model_dir), adapter, precision="bf16")[0]
+    assert next(merged.parameters()).dtype == torch.bfloat16
+    merged_error = (_logits(merged, tokenizer) - reference).abs().mean()
+    unmerged_error = (_logits(unmerged, tokenizer) - reference).abs().mean()
+    assert merged_error <= 2 * unmerged_error
+    assert merged_error < 0.02 * reference.abs().mean()
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch) -> None:
+    from tools import hardware
+
+    for flags, expected in (({"avx2", "avx512_bf16"}, torch.bfloat16), ({"avx2"}, torch.float32)):
+        monkeypatch.setattr(hardware, "_cpu_flags", lambda flags=flags: flags)
+        if not torch.cuda.is_available():
+            assert inference_dtype("auto") == expected
+    assert inference_dtype("fp32") == torch.float32 and inference_dtype("bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be auto, bf16 or fp32, not 'fp16'"):
+        inference_dtype("fp16")
+
+
+def _answers(server: ModelServer, model: str) -> list[str]:
+    requests = [ChatCompletionRequest(model=model, messages=[{"role": "user", "content": q}], max_tokens=10,
+                                      temperature=0) for q in QUESTIONS[:3]]
+    jobs = [server.prepare(r, None) for r in requests]
+    return [server.generate(job).text for job in jobs] + [r.text for r in server.generate_batch(jobs)]
+
+
+def test_one_served_adapter_runs_merged_and_answers_as_the_unmerged_path(tiny_model_dir: Path, adapter: str,
+                                                                         tmp_path: Path) -> None:
+    options = {"base_name": "tiny-base", "max_batch_size": 1, "precision": "fp32"}  # exact: see above
+    fast = ModelServer(str(tiny_model_dir), {"ft-v1": adapter}, **options)
+    plain = ModelServer(str(tiny_model_dir), {"ft-v1": adapter}, merge_single_adapter=False, **options)
+    assert fast.merged is not None and plain.merged is None
+    assert _answers(fast, "ft-v1") == _answers(plain, "ft-v1")
+    assert _answers(fast, "tiny-base") == _answers(plain, "tiny-base") != _answers(fast, "ft-v1")
+    second = str(random_adapter(tiny_model_dir, tmp_path / "second", seed=4))
+    fast.update(_names({"ft-v1": adapter, "ft-v2": second}))
+    assert fast.merged is None  # two adapters share the base: peft's unmerged path for both
+    fast.update(_names({"ft-v2": second}))
+    assert fast.merged is not None and fast.merged.adapter.path == second
+
+
+def _names(adapters: dict[str, str]) -> ServedNames:
+    return ServedNames(adapters=adapters)
