@@ -5,7 +5,9 @@ LoRA adapter (random weights, r=8, all linear layers: the same compute as a tune
 official `openai` client sends a fixed number of greedy chat requests from 1 and then 4 concurrent
 clients, with micro-batching off (`max_batch_size=1`: one generate call at a time, 4 clients queue)
 and on (concurrent greedy requests decode as one left-padded batch). One line for the same generation
-called directly (no HTTP: the floor), one per (batching, concurrency) level (requests/s, generated
+called directly (no HTTP: the floor; the adapter merged, bf16 where native), the same questions through
+plain transformers `generate` on a PeftModel of the same adapter (fp32, unmerged: what a user would write),
+and a comparison line between those two; one per (batching, concurrency) level (requests/s, generated
 tokens/s, latencies, and how many generate calls of each batch size ran), one with batching on where
 the 4 clients alternate between the adapter and the base model (peft's mixed-adapter rows), one for
 streaming time to first token. Each line carries the 1-minute load average, because on a shared
@@ -30,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tools.hardware import machine_report
 from tools.serving import create_app, serve_in_background
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,25 +105,59 @@ def time_to_first_token(client: Any, model: str, max_tokens: int, repeats: int =
             "stream_median_s": round(statistics.median(total), 3)}
 
 
-def direct_generation(base: Path, adapter: Path, max_tokens: int, repeats: int = 3) -> dict[str, Any]:
-    """The same greedy generation without HTTP, lock or streaming: the floor the server adds to."""
+def _greedy_rate(model: Any, tokenizer: Any, max_tokens: int, repeats: int) -> dict[str, Any]:
+    """Single-stream greedy generation of `repeats` questions, one at a time, after one warm-up call."""
     import torch
 
-    from tools.evaluation import load_for_inference
+    def prompt_ids(index: int) -> Any:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}],
+                                               tokenize=False, add_generation_prompt=True)
+        return tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
 
-    model, tokenizer = load_for_inference(str(base), str(adapter))
-    started, tokens = time.perf_counter(), 0
-    for index in range(repeats):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[index]}], tokenize=False,
-                                               add_generation_prompt=True)
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    def generate(ids: Any, new_tokens: int) -> int:
         with torch.inference_mode():
             output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                    max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id)
-        tokens += output.shape[1] - ids.shape[1]
-    seconds = time.perf_counter() - started
-    return {"direct": True, "requests": repeats, "seconds": round(seconds, 2), "generated_tokens": tokens,
-            "generated_tokens_per_s": round(tokens / seconds, 1)}
+                                    max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id)
+        return output.shape[1] - ids.shape[1]
+
+    generate(prompt_ids(0), 4)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    tokens = sum(generate(prompt_ids(index), max_tokens) for index in range(repeats))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return {"requests": repeats, "seconds": round(seconds, 2), "generated_tokens": tokens,
+            "generated_tokens_per_s": round(tokens / seconds, 1), "tokens_per_cpu_s": round(tokens / cpu, 1),
+            "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def direct_generation(base: Path, adapter: Path, max_tokens: int, repeats: int = 3) -> dict[str, Any]:
+    """Our fast path without HTTP, lock or streaming (the floor the server adds to): the adapter merged
+    into a copy of the weights, bf16 where the CPU has native bf16 (what the server runs for one version)."""
+    from tools.evaluation import inference_dtype, load_for_inference
+
+    model, tokenizer = load_for_inference(str(base), str(adapter), precision="auto", merge=True)
+    return {"direct": True, "engine": "ftagent (merged, " + str(inference_dtype("auto")).split(".")[-1] + ")",
+            **_greedy_rate(model, tokenizer, max_tokens, repeats)}
+
+
+def transformers_generate(base: Path, adapter: Path, max_tokens: int, repeats: int = 3) -> dict[str, Any]:
+    """The plain way: transformers `generate` on a PeftModel of the same adapter (fp32, unmerged)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32),
+                                      str(adapter)).eval()
+    return {"direct": True, "engine": "transformers-generate (PeftModel, fp32)",
+            **_greedy_rate(model, tokenizer, max_tokens, repeats)}
+
+
+def llama_cpp_line() -> dict[str, Any]:
+    """llama.cpp is an optional engine (llama-cpp-python builds from source): say whether it is here."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return {"engine": "llama.cpp", "skipped": "llama-cpp-python is not installed (optional: it compiles "
+                                                   "llama.cpp from source on install)"}
+    return {"engine": "llama.cpp", "skipped": "installed, but this benchmark does not drive it yet"}
 
 
 def main() -> None:
@@ -144,7 +181,13 @@ def main() -> None:
         common = {"bench": "serving", "model": label, "served": "bench-adapter (LoRA r=8 on the base)",
                   "max_tokens": args.max_tokens, "torch_threads": torch.get_num_threads(),
                   "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
-        print(json.dumps({**common, **direct_generation(base, adapter, args.max_tokens)}), flush=True)
+        print(json.dumps(machine_report()), flush=True)
+        ours = direct_generation(base, adapter, args.max_tokens)
+        print(json.dumps({**common, **ours}), flush=True)
+        plain = transformers_generate(base, adapter, args.max_tokens)
+        print(json.dumps({**common, **plain}), flush=True)
+        print(json.dumps({**common, **llama_cpp_line()}), flush=True)
+        http_single: dict[str, Any] = {}
         for max_batch in (1, args.max_batch):
             app = create_app(str(base), {"bench-adapter": str(adapter)}, base_name="base",
                              max_batch_size=max_batch)
@@ -160,9 +203,18 @@ def main() -> None:
                     common["load_average_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared
                     print(json.dumps({**common, "max_batch_size": max_batch, **level,
                                       "generate_calls_by_batch_size": _batch_sizes(app) - before}), flush=True)
+                    if max_batch == 1 and concurrency == 1:
+                        http_single = level
                 if max_batch > 1:
                     print(json.dumps({**common, **time_to_first_token(client, "bench-adapter", args.max_tokens)}),
                           flush=True)
+        baseline = plain["generated_tokens_per_s"]
+        print(json.dumps({"event": "comparison", "vs": "transformers-generate",
+                          "tokens_per_s_ratio": round(ours["generated_tokens_per_s"] / baseline, 2),
+                          "tokens_per_cpu_s_ratio": round(ours["tokens_per_cpu_s"] / plain["tokens_per_cpu_s"], 2),
+                          "http_1_client_tokens_per_s_ratio": round(http_single["generated_tokens_per_s"] / baseline, 2)
+                          if http_single else None,
+                          "load_average_1m": round(os.getloadavg()[0], 2)}), flush=True)
 
 
 def _batch_sizes(app: Any) -> Counter:

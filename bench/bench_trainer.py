@@ -22,23 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from tools.hardware import machine_report
+
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PROMPT = "You answer questions about the documents you were trained on, precisely and briefly."
-
-
-def matmul_gflops(dtype_name: str, threads: int, size: int = 1024, seconds: float = 1.5) -> float:
-    """Measured GFLOP/s of a square matmul at this thread count."""
-    import torch
-
-    torch.set_num_threads(threads)
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    runs, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        runs += 1
-    return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
 
 
 def corpus_records(tokenizer, train_count: int, val_count: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -116,7 +103,7 @@ def run_ours(base: Path, train: list[dict], val: list[dict], args) -> dict:
             "train_seconds": round(last.elapsed_seconds, 2),
             "effective_tokens_per_s": round(result.train_tokens / last.elapsed_seconds, 1),
             "val_loss": round(result.val_loss, 4), "peak_rss_mb": round(peak_rss_mb(), 1),
-            "precision": result.precision, "micro_batch": result.micro_batch,
+            "precision": result.precision, "micro_batch": result.micro_batch, "base_weights": result.precision,
             "gradient_accumulation": result.gradient_accumulation,
             "gradient_checkpointing": result.gradient_checkpointing}
 
@@ -219,11 +206,9 @@ def main() -> None:
     from tools.base_models import resolve_base_model
 
     base = resolve_base_model("smollm2-135m", Path(args.home))
-    print(json.dumps({"event": "machine", "load_avg": [round(x, 2) for x in os.getloadavg()],
-                      "threads": args.threads, "fp32_matmul_gflops": round(matmul_gflops("float32", args.threads), 1),
-                      "bf16_matmul_gflops": round(matmul_gflops("bfloat16", args.threads, size=512), 1)}), flush=True)
+    machine = machine_report(args.threads)
+    print(json.dumps(machine), flush=True)
     results = {}
-    machine_flops = matmul_gflops("float32", args.threads) * 1e9
     for name in (["ours", "trl"] if args.only == "both" else [args.only]):
         command = [sys.executable, __file__, "--worker", name, "--base", str(base)] + sys.argv[1:]
         output = subprocess.run(command, check=False, capture_output=True, text=True, cwd=REPO,
@@ -236,14 +221,18 @@ def main() -> None:
         mean_len = results[name]["effective_tokens"] / (results[name]["steps"] * args.batch)
         flops = model_flops_per_token(base, mean_len)
         results[name]["model_gflops_per_token"] = round(flops / 1e9, 3)
-        results[name]["fraction_of_fp32_matmul"] = round(results[name]["effective_tokens_per_s"] * flops
-                                                         / machine_flops, 3)
+        rate = results[name]["effective_tokens_per_s"] * flops / 1e9
+        results[name]["fraction_of_fp32_matmul"] = round(rate / machine["fp32_matmul_gflops"], 3)
+        results[name]["fraction_of_bf16_matmul"] = round(rate / machine["bf16_matmul_gflops"], 3)
         print(json.dumps(results[name]), flush=True)
     if len(results) == 2:
+        ours, trl = results["ours"], results["trl"]
         print(json.dumps({"event": "comparison",
-                          "tokens_per_s_ratio": round(results["ours"]["effective_tokens_per_s"]
-                                                      / results["trl"]["effective_tokens_per_s"], 2),
-                          "val_loss_ours_minus_trl": round(results["ours"]["val_loss"] - results["trl"]["val_loss"], 4)}))
+                          "tokens_per_s_ratio": round(ours["effective_tokens_per_s"] / trl["effective_tokens_per_s"], 2),
+                          "val_loss_ours_minus_trl": round(ours["val_loss"] - trl["val_loss"], 4),
+                          "peak_rss_mb_ours": ours["peak_rss_mb"], "peak_rss_mb_trl": trl["peak_rss_mb"],
+                          "steps": args.steps, "batch": args.batch, "max_length": args.max_length,
+                          "load_avg": [round(x, 2) for x in os.getloadavg()]}))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_merged_bf16_weights_are_as_close_to_fp32_as_the_unmerged_bf16_path(tiny
     so a random model's near-ties may flip a greedy token; what must hold is that merging costs no more
     than rounding: the merged bf16 logits stay within 2x the unmerged bf16 path's distance from the fp32
     model (measured: 1.5x with this deliberately strong adapter, LoRA scale 16, whose delta is rounded too)
-    and within 2% of the logits' size."""
+    and under a tenth of the adapter's own effect on the logits."""
     reference_model, tokenizer = load_for_inference(str(tiny_model_dir), adapter)
     reference = _logits(reference_model, tokenizer)
     merged = load_for_inference(str(tiny_model_dir), adapter, precision="bf16", merge=True)[0]
@@ -82,8 +82,9 @@ def test_merged_bf16_weights_are_as_close_to_fp32_as_the_unmerged_bf16_path(tiny
     assert next(merged.parameters()).dtype == torch.bfloat16
     merged_error = (_logits(merged, tokenizer) - reference).abs().mean()
     unmerged_error = (_logits(unmerged, tokenizer) - reference).abs().mean()
+    adapter_effect = (reference - _logits(load_for_inference(str(tiny_model_dir))[0], tokenizer)).abs().mean()
     assert merged_error <= 2 * unmerged_error
-    assert merged_error < 0.02 * reference.abs().mean()
+    assert merged_error < 0.1 * adapter_effect  # the rounding is small next to what the adapter changes
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch) -> None:

@@ -17,13 +17,17 @@ class Hardware:
     note: str  # why this device and precision, for the job's events
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo_lines() -> list[str]:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+        return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
+        return []
+
+
+def _cpu_flags() -> set[str]:
+    for line in _cpuinfo_lines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
     return set()
 
 
@@ -48,6 +52,42 @@ def detect_hardware() -> Hardware:
     bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
     note = "no GPU; CPU " + ("with native bf16 (avx512_bf16/amx): bf16 autocast" if bf16 else "without native bf16: fp32")
     return Hardware("cpu", bf16, threads, memory, note)
+
+
+def matmul_gflops(dtype_name: str, threads: int | None = None, size: int = 1024, seconds: float = 1.5) -> float:
+    """Measured GFLOP/s of a square matrix product in this dtype (float32, bfloat16) at this thread count:
+    the ceiling the benchmarks compare model FLOPs against."""
+    import time
+
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        runs += 1
+    return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
+
+
+def machine_report(threads: int | None = None) -> dict:
+    """The benchmarks' machine line: CPU model and vector/matrix flags, measured fp32 and bf16 matmul rates,
+    and the load average (the machine may be shared; load explains most of the spread between runs)."""
+    import torch
+
+    flags = _cpu_flags()
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")), "")
+    return {"event": "machine", "cpu": model, "cpu_count": os.cpu_count(),
+            "flags": sorted(f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f", "avx2", "avx512_vnni"))),
+            "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16"}), "torch": torch.__version__,
+            "threads": threads or torch.get_num_threads(),
+            "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+            "fp32_matmul_gflops": round(matmul_gflops("float32", threads), 1),
+            "bf16_matmul_gflops": round(matmul_gflops("bfloat16", threads), 1),
+            "load_avg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def available_memory_bytes() -> int:
