@@ -326,8 +326,8 @@ def _door(service: JobService, console: Console, args: argparse.Namespace) -> in
     if args.command == "api":
         from agent.api import serve
 
-        console.print(f"jobs API at http://{args.host}:{args.port}/api/v1/fine-tuning (docs at /docs)",
-                      highlight=False)
+        console.print(f"jobs API at http://{args.host}:{args.port}/api/v1/fine-tuning (docs at /docs), "
+                      f"web console at http://{args.host}:{args.port}/", highlight=False)
         serve(service, args.host, args.port, args.token, with_worker=not args.no_worker)
         return 0
     if args.command == "worker":

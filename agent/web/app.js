@@ -223,7 +223,7 @@ function renderSignIn(reason) {
   } },
   h("h1", {}, "Sign in to ftagent"),
   h("label", { for: "token" }, "API token"), token,
-  h("p", { class: "hint", id: "token-hint" }, "The token `ftagent api` uses (printed at its start, or in <home>/api_token). ",
+  h("p", { class: "hint", id: "token-hint" }, "The server's API token ($FTAGENT_API_TOKEN, or the file <home>/api_token on the server). ",
     "For a bookmark use /#token=… : the part after # never leaves this browser."),
   h("label", { for: "username" }, "Your name (optional)"), user,
   h("p", { class: "hint" }, "Shown as the owner of the jobs you start; only you can stop them."),
