@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from agent.service import JobFailed, JobService
+from agent.service import JobBusy, JobFailed, JobService
 from graphs.context import resolve_settings
 from graphs.job_file import ResolvedJob, resolve_job, spec_yaml
 from graphs.spec import RequestError
@@ -120,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("job", nargs="?")
     resume = commands.add_parser("resume", help="continue an interrupted job from its last checkpoint")
     resume.add_argument("job")
+    cancel = commands.add_parser("cancel", help="stop a job (queued: at once; running: at its next step)")
+    cancel.add_argument("job")
     commands.add_parser("models", help="list registered models")
     show = commands.add_parser("show", help="a model's card")
     show.add_argument("model")
@@ -147,12 +149,23 @@ def _add_door_commands(commands: Any) -> None:
     api = commands.add_parser("api", help="HTTP jobs API (and the queue worker) at /api/v1/fine-tuning, docs at /docs")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8321)
-    api.add_argument("--token", help="bearer token (default $FTAGENT_API_TOKEN, else <home>/api_token)")
+    api.add_argument("--token", help=argparse.SUPPRESS)  # visible in `ps`: kept for old scripts only
+    api.add_argument("--token-file", metavar="FILE",
+                     help="a file holding the admin bearer token (default $FTAGENT_API_TOKEN, else "
+                          "<home>/api_token); users get their own with `ftagent token add NAME`")
     api.add_argument("--no-worker", action="store_true", help="only queue jobs; an `ftagent worker` runs them")
     worker = commands.add_parser("worker", help="run queued jobs one at a time (resumes interrupted ones first)")
     worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
     chat = commands.add_parser("chat", help="talk to the agent: start, follow and stop jobs, ask models")
     chat.add_argument("--user", help="your name as the jobs' owner (default: the OS user)")
+    token = commands.add_parser("token", help="API tokens, one per user: add NAME [--admin], list, revoke NAME")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    add = token_commands.add_parser("add", help="make a token for NAME and print it (shown only once)")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may see and cancel every user's jobs")
+    token_commands.add_parser("list", help="users with a live token")
+    revoke = token_commands.add_parser("revoke", help="revoke NAME's token at once")
+    revoke.add_argument("name")
 
 
 def _add_export_command(commands: Any) -> None:
@@ -192,6 +205,9 @@ def _add_registry_commands(commands: Any) -> None:
                        help="decode up to N concurrent requests in one batch (1 = one at a time; default 8)")
     serve.add_argument("--batch-window-ms", type=float, default=10.0, metavar="MS",
                        help="how long a batch waits for more requests before it decodes (default 10)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 and /admin "
+                       "(visible in ps: prefer --api-key-file or $FTAGENT_SERVING_API_KEY)")
+    serve.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -229,6 +245,10 @@ def _follow(service: JobService, console: Console, job_id: str, resume: bool) ->
                       f"ftagent resume {job_id}", highlight=False)
         return EXIT_JOB_FAILED
     printer.close()
+    if state.get("status") == "cancelled":
+        console.print(f"job {job_id} cancelled; finished work is kept; continue with: ftagent resume {job_id}",
+                      highlight=False)
+        return EXIT_JOB_FAILED
     console.print(summary_table(state))
     console.print(f"report: {service.settings.job_paths(job_id).report}", highlight=False)
     return 0 if state.get("status") == "succeeded" else EXIT_JOB_FAILED
@@ -262,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     except RegistryRefusal as error:
         console.print(f"[red]refused:[/red] {error}", highlight=False)
         return EXIT_BAD_INPUT
+    except JobBusy as error:
+        console.print(f"[red]busy:[/red] {error}", highlight=False)
+        return EXIT_BAD_INPUT
     except (UnknownJob, RegistryError) as error:
         console.print(f"[red]not found:[/red] {error}", highlight=False)
         return EXIT_NOT_FOUND
@@ -278,11 +301,19 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
         job = resolve_job(args.sentence, args.config, args.sets, _run_options(args))
         if args.dry_run:
             return print_resolved_spec(console, job)
-        record = service.submit(job.request, job.options)
+        record = service.submit(job.request, job.options, claim=True)
         console.print(f"job {record.job_id}", highlight=False)
         return _follow(service, console, record.job_id, resume=False)
     if args.command == "resume":
         return _follow(service, console, args.job, resume=True)
+    if args.command == "cancel":
+        record = service.cancel(args.job, admin=True)  # the machine's own user may stop any job
+        done = record.status in ("cancelled", "succeeded", "failed")
+        console.print(f"job {record.job_id} is {record.status}" if done
+                      else f"job {record.job_id}: cancel requested; it stops at its next step", highlight=False)
+        return 0
+    if args.command == "token":
+        return _token(service, console, args)
     if args.command == "status":
         if args.job:
             for key, value in service.status(args.job).items():
@@ -328,7 +359,11 @@ def _door(service: JobService, console: Console, args: argparse.Namespace) -> in
 
         console.print(f"jobs API at http://{args.host}:{args.port}/api/v1/fine-tuning (docs at /docs), "
                       f"web console at http://{args.host}:{args.port}/", highlight=False)
-        serve(service, args.host, args.port, args.token, with_worker=not args.no_worker)
+        if args.token:
+            console.print("[yellow]warning:[/yellow] --token shows the token to every user of this machine "
+                          "(ps); use --token-file or $FTAGENT_API_TOKEN", highlight=False)
+        token = args.token or (Path(args.token_file).expanduser().read_text().strip() if args.token_file else None)
+        serve(service, args.host, args.port, token, with_worker=not args.no_worker)
         return 0
     if args.command == "worker":
         from agent.queue import Worker, WorkerBusy
@@ -352,6 +387,30 @@ def _door(service: JobService, console: Console, args: argparse.Namespace) -> in
     from agent.chat import run_terminal_chat
 
     return run_terminal_chat(service, console, args.user)
+
+
+def _token(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    """`ftagent token add|list|revoke`: one API token per user, stored hashed in the home's database."""
+    from tools.api_tokens import TokenError, TokenStore
+
+    store = TokenStore(service.settings.database)
+    try:
+        if args.token_command == "add":
+            token = store.add(args.name, admin=args.admin)
+            console.print(f"token for {args.name}{' (admin)' if args.admin else ''}; it is shown only once:",
+                          highlight=False)
+            print(token)  # the last line, alone, for scripts: TOKEN=$(ftagent token add alice | tail -1)
+        elif args.token_command == "revoke":
+            console.print(f"revoked {store.revoke(args.name).name}'s token", highlight=False)
+        else:
+            table = Table("user", "role", "created")
+            for record in store.list():
+                table.add_row(record.name, "admin" if record.admin else "user", record.created_at)
+            console.print(table)
+    except TokenError as error:
+        console.print(f"[red]token:[/red] {escape(str(error))}", highlight=False)
+        return EXIT_BAD_INPUT
+    return 0
 
 
 EVAL_ROWS = (("answer_nll", "answer NLL (lower is better)"), ("token_f1", "token F1"), ("rouge_l", "ROUGE-L"),
@@ -460,8 +519,9 @@ def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--max-batch must be 1 (no batching) or more, not {args.max_batch}")
     if args.batch_window_ms < 0:
         raise ValueError(f"--batch-window-ms cannot be negative ({args.batch_window_ms})")
+    key = args.api_key or (Path(args.api_key_file).expanduser().read_text().strip() if args.api_key_file else None)
     return {"ab_splits": splits, "reload_interval_s": args.reload_interval, "max_batch_size": args.max_batch,
-            "batch_window_ms": args.batch_window_ms}
+            "batch_window_ms": args.batch_window_ms, "api_key": key}
 
 
 if __name__ == "__main__":

@@ -36,12 +36,11 @@ class FineTuner:
 
     def run(self, request: str, listeners: tuple[EventListener, ...] = (), **options: Any) -> JobResult:
         """Submit a job and run it to its end in this process (cancellable from any door)."""
-        job_id = self.submit(request, **options)
+        job_id = self.service.submit(request, options, owner=self.user, claim=True).job_id
         return run_job(self.service, job_id, listeners)
 
     def resume(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> JobResult:
         """Continue an interrupted, failed or cancelled job from its last checkpoint."""
-        self.service.jobs.update(job_id, cancel_requested=0)
         return run_job(self.service, job_id, listeners, resume=True)
 
     def status(self, job_id: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@
 - Cancellation: `JobService.cancel` sets a flag; `CancelWatch`, an event listener, reads it at every event
   the job writes (each phase change, decision and training step) and raises `JobCancelled`, which unwinds
   the graph. Work finished before that point is checkpointed and kept.
+- Running itself is `JobService.run` (claim, training lock, cancel watch), the same for every door.
 """
 
 from __future__ import annotations
@@ -19,36 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.service import JobFailed, JobService
-from tools.events import EventListener, EventLog
-from tools.job_store import TERMINAL_STATUSES, JobStore
+from agent.service import CancelWatch, JobCancelled, JobFailed, JobService
+from tools.events import EventListener
+from tools.job_store import TERMINAL_STATUSES
+
+__all__ = ["CancelWatch", "JobCancelled", "JobResult", "Worker", "WorkerBusy", "is_finished", "run_job"]
 
 log = logging.getLogger(__name__)
 
 
-class JobCancelled(BaseException):
-    """Raised inside a running job when its cancel flag is set. A BaseException so that no node's
-    `except Exception` (which records a failed source and carries on) can swallow it."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id} was cancelled")
-        self.job_id = job_id
-
-
 class WorkerBusy(RuntimeError):
     """Another worker already runs this home's queue."""
-
-
-class CancelWatch:
-    """An event listener that stops the job when its cancel flag is set."""
-
-    def __init__(self, store: JobStore, job_id: str) -> None:
-        self.store = store
-        self.job_id = job_id
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("kind") not in ("cancel", "cancelled") and self.store.get(self.job_id).cancel_requested:
-            raise JobCancelled(self.job_id)
 
 
 @dataclass
@@ -60,26 +42,15 @@ class JobResult:
 
 
 def run_job(service: JobService, job_id: str, listeners: tuple[EventListener, ...] = (),
-            resume: bool = False) -> JobResult:
-    """Run (or resume) one job in this process with cancellation; never raises for a job's own failure."""
-    record = service.jobs.get(job_id)
-    if record.cancel_requested and record.status != "queued":
-        return _mark_cancelled(service, job_id)
-    watch = CancelWatch(service.jobs, job_id)
+            resume: bool = False, keep_cancel: bool = False) -> JobResult:
+    """Run (or resume) one job in this process through `JobService.run`; never raises for a job's own
+    failure (JobBusy when another live process runs it)."""
     try:
-        state = (service.resume if resume else service.run)(job_id, (*listeners, watch))
+        state = (service.resume(job_id, listeners, keep_cancel=keep_cancel) if resume
+                 else service.run(job_id, listeners))
     except JobFailed as failure:
-        if isinstance(failure.error, JobCancelled):
-            return _mark_cancelled(service, job_id)
         return JobResult(job_id, "failed", str(failure.error))
     return JobResult(job_id, state.get("status", "failed"), state.get("outcome"), state)
-
-
-def _mark_cancelled(service: JobService, job_id: str) -> JobResult:
-    message = "cancelled on request; finished steps are kept (resume continues it)"
-    EventLog(service.settings.job_paths(job_id).events).emit("service", "cancelled", message)
-    service.jobs.update(job_id, status="cancelled", outcome=message, error=None, pid=None)
-    return JobResult(job_id, "cancelled", message)
 
 
 class Worker:
@@ -115,7 +86,8 @@ class Worker:
     def recover(self) -> list[JobResult]:
         """Resume every interrupted job (its process died mid-run); cancelled-while-dead ones are closed."""
         interrupted = [r for r in self.service.jobs.list() if r.status == "interrupted"]
-        return [run_job(self.service, r.job_id, self.listeners, resume=True) for r in reversed(interrupted)]
+        return [run_job(self.service, r.job_id, self.listeners, resume=True, keep_cancel=True)
+                for r in reversed(interrupted)]
 
     def run_once(self) -> JobResult | None:
         """Claim the oldest queued job and run it to its end; None if nothing is queued."""

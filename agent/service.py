@@ -1,26 +1,37 @@
 """The service every front door uses: submit, run, resume, status, models, ask.
 
-CLI, chat, Slack and HTTP all go through this class, so they behave the same."""
+CLI, chat, Slack and HTTP all go through this class, so they behave the same.
+
+`run` is the one runner (CLI, queue worker, API, Slack, chat, Python API): it claims the job atomically
+(a queued job is taken by exactly one process; `submit(claim=True)` creates it already claimed, so a
+worker never takes a job that `ftagent run` is about to run), holds the home's training lock
+(`<home>/training.lock`, one training at a time per home, released by the OS if the process dies) and
+watches the job's cancel flag at every event it writes (`CancelWatch`), so a job is cancellable from any
+door and process (`ftagent cancel JOB`) wherever it runs.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent import access
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
 from graphs.spec import build_spec
+from tools.api_tokens import Caller
 from tools.events import EventListener, EventLog
 from tools.feedback import Feedback, FeedbackStore, corrections_as_examples, write_jsonl
-from tools.job_store import TERMINAL_STATUSES, JobRecord, JobStore
+from tools.job_store import TERMINAL_STATUSES, JobRecord, JobStore, UnknownJob
 from tools.registry import ModelRegistry, ModelVersion
 from tools.text import slugify
 
@@ -42,6 +53,40 @@ class NotOwner(PermissionError):
         self.job_id = job_id
 
 
+class JobCancelled(BaseException):
+    """Raised inside a running job when its cancel flag is set. A BaseException so that no node's
+    `except Exception` (which records a failed source and carries on) can swallow it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was cancelled")
+        self.job_id = job_id
+
+
+class JobBusy(RuntimeError):
+    """Another live process is running this job."""
+
+    def __init__(self, job_id: str, pid: int | None) -> None:
+        super().__init__(f"job {job_id} is already running (process {pid}); follow it with "
+                         f"`ftagent status {job_id}` or stop it with `ftagent cancel {job_id}`")
+        self.job_id = job_id
+
+
+class CancelWatch:
+    """An event listener that stops the job when its cancel flag is set."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("kind") not in ("cancel", "cancelled") and self.store.get(self.job_id).cancel_requested:
+            raise JobCancelled(self.job_id)
+
+
+CANCELLED_OUTCOME = "cancelled on request; finished steps are kept (resume continues it)"
+LOCK_POLL_SECONDS = 0.5
+
+
 class JobService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -51,28 +96,50 @@ class JobService:
         self.feedback_store = FeedbackStore(settings.database)
 
     # -- jobs ------------------------------------------------------------------------------------
-    def submit(self, sentence: str, options: dict[str, Any] | None = None, owner: str | None = None) -> JobRecord:
-        """Validate the request now (a bad sentence fails here, before any work) and queue the job."""
+    def submit(self, sentence: str, options: dict[str, Any] | None = None, owner: str | None = None,
+               remote: Caller | None = None, claim: bool = False) -> JobRecord:
+        """Validate the request now (a bad sentence fails here, before any work) and queue the job.
+        `remote`: the caller of a remote door (the job's owner; see agent/access.py for what such a caller
+        may ask). `claim`: create it already claimed by this process, for `run` here (no worker takes it)."""
+        options = dict(options or {})
+        if remote is not None:
+            options, owner = access.check_before_parsing(options, self.settings, remote), remote.user
         spec = build_spec(sentence, options)
+        if remote is not None:
+            access.check_spec(spec, remote)
         for key in ("docs_path", "dataset"):  # a later worker may run in another folder
             if getattr(spec, key):
-                options = {**(options or {}), key: str(Path(getattr(spec, key)).expanduser().resolve())}
+                options[key] = str(Path(getattr(spec, key)).expanduser().resolve())
         job_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{slugify(spec.subject, 24)}-{secrets.token_hex(2)}"
-        return self.jobs.create(job_id, sentence, options or {}, owner=owner)
+        return self.jobs.create(job_id, sentence, options, owner=owner, claimed_by=os.getpid() if claim else None)
 
     def run(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> dict[str, Any]:
-        """Run (or continue) a job to its end in this process; returns the final state."""
-        record = self.jobs.get(job_id)
-        started = record.status == "queued"
-        inputs = {"job_id": job_id, "request": record.request, "options": record.options} if started else None
-        self.jobs.update(job_id, status="running", pid=os.getpid(), error=None)
-        context = JobContext(self.settings, listeners)
+        """Run (or continue) a job to its end in this process and return its final state: claims it (JobBusy
+        if another live process has it), waits for the home's training lock, and stops at the next event
+        once cancelled (the state is then {"job_id", "status": "cancelled", "outcome"}). A job's own
+        failure raises JobFailed with its finished work kept."""
+        record = self._claim(job_id)
+        if record.cancel_requested:
+            return self._mark_cancelled(job_id)
+        watch = CancelWatch(self.jobs, job_id)
+        try:
+            with self._training_lock(job_id, watch):
+                return self._invoke(record, (*listeners, watch))
+        except JobCancelled:
+            return self._mark_cancelled(job_id)
+
+    def _invoke(self, record: JobRecord, listeners: tuple[EventListener, ...]) -> dict[str, Any]:
+        job_id = record.job_id
+        inputs = {"job_id": job_id, "request": record.request, "options": record.options}
+        self.jobs.update(job_id, error=None)
         try:
             with self._graph() as graph:
                 config = {"configurable": {"thread_id": job_id}, "recursion_limit": 100}
-                if not started and not graph.get_state(config).next:
-                    inputs = {"job_id": job_id, "request": record.request, "options": record.options}
-                state = graph.invoke(inputs, config, context=context)
+                pending = bool(graph.get_state(config).next)  # a checkpoint to continue from
+                state = graph.invoke(None if pending else inputs, config,
+                                     context=JobContext(self.settings, listeners))
+        except JobCancelled:
+            raise
         except BaseException as error:
             self.jobs.update(job_id, status="failed", error=f"{type(error).__name__}: {error}", pid=None)
             if isinstance(error, KeyboardInterrupt):
@@ -83,10 +150,52 @@ class JobService:
                          model_name=model, pid=None)
         return state
 
-    def resume(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> dict[str, Any]:
+    def _claim(self, job_id: str) -> JobRecord:
+        """The job, marked running under this process; JobBusy when another live process runs it."""
+        record = self.jobs.get(job_id)
+        if record.status == "running" and record.pid == os.getpid():
+            return record
+        if record.status == "running" or not self.jobs.claim(record, os.getpid()):
+            raise JobBusy(job_id, self.jobs.get(job_id).pid)
+        return self.jobs.get(job_id)
+
+    @contextmanager
+    def _training_lock(self, job_id: str, watch: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+        """Hold <home>/training.lock while the job runs; while another job holds it, wait (cancellable)."""
+        handle = (self.settings.home / "training.lock").open("a")
+        try:
+            announced = False
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not announced:
+                        EventLog(self.settings.job_paths(job_id).events).emit(
+                            "service", "waiting", "waiting: another job is training in this home")
+                        announced = True
+                    watch({"kind": "waiting"})
+                    time.sleep(LOCK_POLL_SECONDS)
+            yield
+        finally:
+            handle.close()  # closing releases the lock
+
+    def _mark_cancelled(self, job_id: str) -> dict[str, Any]:
+        EventLog(self.settings.job_paths(job_id).events).emit("service", "cancelled", CANCELLED_OUTCOME)
+        self.jobs.update(job_id, status="cancelled", outcome=CANCELLED_OUTCOME, error=None, pid=None)
+        return {"job_id": job_id, "status": "cancelled", "outcome": CANCELLED_OUTCOME}
+
+    def resume(self, job_id: str, listeners: tuple[EventListener, ...] = (),
+               keep_cancel: bool = False) -> dict[str, Any]:
+        """Continue a job from its last checkpoint. An explicit resume clears an earlier cancel request;
+        the worker's recovery of interrupted jobs keeps it (`keep_cancel`), closing them instead."""
         record = self.jobs.get(job_id)
         if record.status == "succeeded":
             return self.state(job_id)
+        if record.status == "running":
+            raise JobBusy(job_id, record.pid)
+        if not keep_cancel and record.cancel_requested:
+            self.jobs.update(job_id, cancel_requested=0)
         EventLog(self.settings.job_paths(job_id).events, listeners).emit(
             "service", "phase", f"resuming job {job_id} (was {record.status})")
         return self.run(job_id, listeners)
@@ -106,8 +215,18 @@ class JobService:
                 "training_step": last_step["data"] if last_step else None,
                 "report": str(self.settings.job_paths(job_id).report)}
 
-    def list_jobs(self) -> list[JobRecord]:
-        return self.jobs.list()
+    def list_jobs(self, caller: Caller | None = None) -> list[JobRecord]:
+        """All jobs, newest first; for a caller who is not an admin, only their own."""
+        records = self.jobs.list()
+        return records if caller is None or caller.admin else [r for r in records if r.owner == caller.user]
+
+    def job_for(self, job_id: str, caller: Caller | None = None) -> JobRecord:
+        """The job when the caller may see it (an admin, or its owner); UnknownJob otherwise, the same
+        answer as for a job that does not exist."""
+        record = self.jobs.get(job_id)
+        if caller is not None and not caller.admin and record.owner != caller.user:
+            raise UnknownJob(job_id)
+        return record
 
     # -- a job's artefacts, as the web console and the API show them ------------------------------
     def job_dataset(self, job_id: str, per_split: int = 6) -> dict[str, Any] | None:
@@ -139,11 +258,12 @@ class JobService:
                 "max_rounds": (state.get("spec") or {}).get("max_rounds")}
 
     # -- cancel, events, feedback ----------------------------------------------------------------
-    def cancel(self, job_id: str, user: str | None = None) -> JobRecord:
+    def cancel(self, job_id: str, user: str | None = None, admin: bool = False) -> JobRecord:
         """Cancel a job: a queued one at once; a running one at its next event (the runner checks the flag).
-        Only the job's owner may cancel it (jobs without an owner can be cancelled by anyone)."""
+        Only the job's owner (or an admin: the local CLI, an admin token) may cancel it; jobs without an
+        owner can be cancelled by anyone."""
         record = self.jobs.get(job_id)
-        if record.owner and user != record.owner:
+        if record.owner and user != record.owner and not admin:
             raise NotOwner(job_id, user)
         if record.status in TERMINAL_STATUSES:
             return record
@@ -308,15 +428,17 @@ class JobService:
         return version
 
     def serving_app(self, names: tuple[str, ...] = (), ab_splits: dict[str, dict[str, float]] | None = None,
-                    **options: Any) -> Any:
+                    api_key: str | None = None, **options: Any) -> Any:
         """The OpenAI-compatible app over the named versions (default: production and staging), following
         the registry while it serves. A/B splits: the config's `serving_ab_splits`, each overridden by
-        an explicit split of the same name. Options: reload_interval_s, max_batch_size, batch_window_ms."""
+        an explicit split of the same name. `api_key`: explicit, else the `serving_api_key` setting.
+        Options: reload_interval_s, max_batch_size, batch_window_ms."""
         from tools.serving_registry import app_for_registry
 
         splits = {**self.settings.serving_ab_splits, **(ab_splits or {})}
         return app_for_registry(self.registry, self.settings.home, names, ab_splits=splits,
-                                threads=self.settings.threads, **options)
+                                threads=self.settings.threads, api_key=api_key or self.settings.serving_api_key,
+                                **options)
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, names: tuple[str, ...] = (),
               app: Any = None) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tools.events import EventListener, EventLog
 
@@ -34,6 +34,10 @@ _ENVIRONMENT = {
     "arxiv_url": "FTAGENT_ARXIV_URL",
     "pubmed_url": "FTAGENT_PUBMED_URL",
     "wikipedia_url": "FTAGENT_WIKIPEDIA_URL",
+    "document_roots": "FTAGENT_DOCUMENT_ROOTS",
+    "max_download_mb": "FTAGENT_MAX_DOWNLOAD_MB",
+    "max_request_bytes": "FTAGENT_MAX_REQUEST_BYTES",
+    "serving_api_key": "FTAGENT_SERVING_API_KEY",
 }
 
 
@@ -60,6 +64,24 @@ class Settings(BaseModel):
     wikipedia_url: str | None = None
     # `ftagent serve`: A/B splits {public name: {version: weight}}; a --ab of the same name overrides one
     serving_ab_splits: dict[str, dict[str, float]] = {}
+    # -- running it for a team (remote doors: HTTP API, Slack, chat over HTTP) --
+    # folders remote callers may name as docs_path, besides <home>/documents ($FTAGENT_DOCUMENT_ROOTS:
+    # os.pathsep-separated)
+    document_roots: list[Path] = []
+    max_download_mb: float = Field(20.0, gt=0)  # the largest body the HTTP layer reads
+    max_request_bytes: int = Field(1_000_000, ge=1024)  # the largest request body the API accepts (413)
+    serving_api_key: str | None = None  # `ftagent serve`: required on /admin/* and /v1/* when set
+    slack_allowed_teams: list[str] = []  # Slack workspace ids the bot answers; empty = any
+    slack_allowed_channels: list[str] = []  # channel ids; empty = any
+    # Slack user id -> ftagent user name; when set, only these users may use the bot
+    slack_users: dict[str, str] = {}
+
+    @field_validator("document_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
+        return value
 
     @property
     def database(self) -> Path:
@@ -69,6 +91,11 @@ class Settings(BaseModel):
     def http_cache(self) -> Path:
         """Where every job's HTTP answers are cached, so a repeated job downloads nothing twice."""
         return self.home / "http-cache"
+
+    @property
+    def documents_root(self) -> Path:
+        """The folder remote callers' documents go in; always a document root."""
+        return self.home / "documents"
 
     def job_paths(self, job_id: str) -> JobPaths:
         return JobPaths(self.home / "jobs" / job_id)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tools.base_models import DEFAULT_BASE_MODEL, find_in_catalogue
 from tools.training import LoraHyperparameters
@@ -23,12 +23,18 @@ class RequestError(ValueError):
         super().__init__(f"{message}" + (f" (understood: {detail})" if detail else ""))
 
 
-class Budget(BaseModel):
+class _Section(BaseModel):
+    """A part of the job spec: an unknown key (a typo like `trainig`, at any depth) is refused by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(_Section):
     max_documents: int = Field(60, ge=1, le=10_000)
     max_examples: int = Field(600, ge=1, le=1_000_000)
 
 
-class Gates(BaseModel):
+class Gates(_Section):
     """Quality gates: tuned answer NLL at least `min_nll_improvement` below base; general perplexity
     at most `max_general_ppl_increase` above base; at least `min_train_examples` to train on; grounding:
     the tuned answers' ROUGE-L against the reference answers at most `max_rouge_l_drop` below the base
@@ -44,89 +50,96 @@ class Gates(BaseModel):
     Below 10 answers the SE exceeds the margin itself, so the gate is not judged."""
 
     min_nll_improvement: float = Field(0.05, ge=0, lt=1)
-    max_general_ppl_increase: float = Field(0.05, ge=0)
-    min_train_examples: int = Field(16, ge=2)
+    max_general_ppl_increase: float = Field(0.05, ge=0, le=100)
+    min_train_examples: int = Field(16, ge=2, le=1_000_000)
     # grounding (gate answer_rouge_l; the critic makes the generator stricter when it fails and NLL passes)
     max_rouge_l_drop: float = Field(0.05, ge=0, le=1, description="1 = no relative check")
     min_rouge_l: float = Field(0.0, ge=0, le=1, description="absolute floor; 0 = none")
-    min_rouge_l_answers: int = Field(10, ge=1, description="generated answers needed to judge grounding")
+    min_rouge_l_answers: int = Field(10, ge=1, le=10_000, description="generated answers needed to judge grounding")
     # LLM judge: tuned answers' win rate over base (ties count half) at least this; 0 = off. Applies only
     # when a chat model judged some examples; a failure is treated as weak grounding.
     min_judge_win_rate: float = Field(0.0, ge=0, le=1)
 
 
-class Curation(BaseModel):
+class Curation(_Section):
     """Chunk sizes are in the embedding model's tokens (its window is 256 for MiniLM)."""
 
     chunk_tokens: int = Field(200, ge=32, le=4000)
     overlap_tokens: int = Field(32, ge=0, le=1000)
-    min_chunk_words: int = Field(25, ge=1)
+    min_chunk_words: int = Field(25, ge=1, le=2000)
     language: str | None = Field(None, description="ISO 639-1 code to keep; None = the job's language")
     min_language_probability: float = Field(0.5, ge=0, le=1)
     doc_relevance_threshold: float = Field(0.30, ge=-1, le=1)
     chunk_relevance_threshold: float = Field(0.15, ge=-1, le=1)
-    max_chunks: int = Field(5000, ge=1, description="top-k: the most relevant chunks kept")
+    max_chunks: int = Field(5000, ge=1, le=100_000, description="top-k: the most relevant chunks kept")
     max_queries: int = Field(6, ge=1, le=20, description="expanded queries relevance is scored against")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
     max_symbol_ratio: float = Field(0.25, gt=0, le=1)
     max_garbage_ratio: float = Field(0.2, gt=0, le=1)
 
 
-class Generation(BaseModel):
+class Generation(_Section):
     """Which generator writes examples, and the quality gate every example passes."""
 
     generator: str = Field("extractive", pattern="^(extractive|llm|local)$")
     max_per_chunk: int = Field(3, ge=1, le=20)
-    max_chunks: int | None = Field(None, ge=1, description="chunks drawn (for coverage); None = all")
+    max_chunks: int | None = Field(None, ge=1, le=100_000, description="chunks drawn (for coverage); None = all")
     min_quality: float = Field(0.6, ge=0, le=1, description="the gate's review score")
     keep_quality: float = Field(0.75, ge=0, le=1, description="kept without extra checks at this score")
     min_lexical_support: float = Field(0.6, ge=0, le=1)
     min_semantic_support: float = Field(0.45, ge=-1, le=1)
-    max_answer_words: int = Field(150, ge=5)
+    max_answer_words: int = Field(150, ge=5, le=2000)
     max_type_share: float = Field(0.6, gt=0, le=1, description="cap on one question type / difficulty")
     allow_cloze: bool = True
     llm_retries: int = Field(2, ge=0, le=10)
-    llm_timeout_s: float = Field(60.0, gt=0)
+    llm_timeout_s: float = Field(60.0, gt=0, le=600)
     local_max_new_tokens: int = Field(256, ge=16, le=2048)
     seed: int = 0
 
 
 class Training(LoraHyperparameters):
-    """The trainer's hyperparameters with this job's defaults (shorter sequences, denser checkpoints)."""
+    """The trainer's hyperparameters with this job's defaults (shorter sequences, denser checkpoints),
+    each with a ceiling so that one request cannot hold the machine for days."""
 
-    max_seq_len: int = Field(320, ge=16)
-    checkpoint_every: int = Field(10, ge=1)
+    model_config = ConfigDict(extra="forbid")
+    max_steps: int | None = Field(None, ge=1, le=100_000)
+    lora_alpha: int = Field(32, ge=1, le=1024)
+    batch_size: int = Field(8, ge=1, le=256)
+    max_seq_len: int = Field(320, ge=16, le=8192)
+    checkpoint_every: int = Field(10, ge=1, le=100_000)
     replay_general: float = Field(0.0, ge=0, le=1, description="general examples mixed in, x train size")
 
 
-class Evaluation(BaseModel):
-    generate_limit: int = Field(40, ge=0)
+class Evaluation(_Section):
+    generate_limit: int = Field(40, ge=0, le=1000)
     max_new_tokens: int = Field(64, ge=1, le=1024)
-    general_texts: int = Field(30, ge=0)
-    general_qa: int = Field(8, ge=0, description="general questions answered by base and tuned (regression)")
+    general_texts: int = Field(30, ge=0, le=1000)
+    general_qa: int = Field(8, ge=0, le=200, description="general questions answered by base and tuned (regression)")
     judge: bool = Field(True, description="grade generated answers with the chat model when one is configured")
 
 
-class Research(BaseModel):
+class Research(_Section):
     """How the researcher searches remote sources. The critic widens it (more queries, more sources)."""
 
     max_queries: int = Field(3, ge=1, le=20, description="queries per source, from expand_queries")
-    extra_queries: list[str] = Field(default_factory=list)
-    extra_sources: list[str] = Field(default_factory=list)
+    extra_queries: list[str] = Field(default_factory=list, max_length=20)
+    extra_sources: list[str] = Field(default_factory=list, max_length=10)
     arxiv_full_text: bool = False  # also download and extract arXiv PDFs (slow: arXiv asks 3 s between calls)
 
 
-class JobSpec(BaseModel):
+class JobSpec(_Section):
     """What to train, on what, within which limits. Missing pieces get these defaults."""
 
     subject: str = Field(min_length=2, max_length=200)
     base_model: str = DEFAULT_BASE_MODEL
     # empty: the researcher decides (local with docs_path, web with urls, else choose_sources(subject))
-    sources: list[str] = Field(default_factory=list)
-    docs_path: str | None = None
+    sources: list[str] = Field(default_factory=list, max_length=10)
+    docs_path: str | None = Field(None, max_length=4096)
     # the user's own dataset (chat/Alpaca/ShareGPT JSONL or a datasets folder): research and generation skip
-    dataset: str | None = None
-    urls: list[str] = Field(default_factory=list)
+    dataset: str | None = Field(None, max_length=4096)
+    urls: list[Annotated[str, Field(max_length=2048)]] = Field(default_factory=list, max_length=100)
+    # the local CLI and Python API may fetch loopback/private hosts; remote doors set this False
+    allow_private_urls: bool = True
     language: str = "en"
     max_rounds: int = Field(2, ge=0, le=10, description="critic rounds allowed after the first")
     merge: bool = False

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
@@ -27,18 +28,22 @@ def sign(body: str, timestamp: str, secret: str = SECRET) -> dict[str, str]:
 
 
 def slash_command_body(command: str, text: str, user_id: str | None = None) -> str:
-    """The recorded bolt hello-world slash-command form body with its command/text (and user) replaced."""
+    """The recorded bolt hello-world slash-command form body with its command/text (and user) replaced,
+    and a fresh trigger_id, as Slack gives each invocation (the bot drops a repeated one as a replay)."""
     fields = {k: v[0] for k, v in parse_qs(fixture_text("slash_command_bolt_hello-world_body.txt"),
                                            keep_blank_values=True).items()}
-    fields.update({"command": command, "text": text, **({"user_id": user_id} if user_id else {})})
+    fields.update({"command": command, "text": text, "trigger_id": f"111.111.{uuid.uuid4().hex}",
+                   **({"user_id": user_id} if user_id else {})})
     return urlencode(fields)
 
 
 def mention_body(text: str | None = None) -> str:
-    """The recorded bolt-python app_mention event_callback JSON (optionally with other words)."""
+    """The recorded bolt-python app_mention event_callback JSON (optionally with other words, then with a
+    fresh event_id, as each new Slack event has)."""
     payload = json.loads(fixture_text("app_mention_event_callback_bolt-python.json"))
     if text is not None:
         payload["event"]["text"] = f"<@W111> {text}"
+        payload["event_id"] = f"Ev{uuid.uuid4().hex[:10].upper()}"
     return json.dumps(payload)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 import slack_sdk.signature
 from fastapi.testclient import TestClient
+from live_server import live_server
 from slack_bolt.request import BoltRequest
 from slack_replay import (
     VECTOR,
@@ -34,9 +36,10 @@ def slack_api():
 
 
 @pytest.fixture()
-def door(home, tmp_path, slack_api):
-    door = SlackDoor(JobService(resolve_settings({"home": str(home)})), options={"docs_path": str(tmp_path)},
-                     poll_seconds=0.05)
+def door(home, slack_api):
+    service = JobService(resolve_settings({"home": str(home)}))
+    service.settings.documents_root.mkdir(parents=True, exist_ok=True)  # Slack jobs read a document root only
+    door = SlackDoor(service, options={"docs_path": str(service.settings.documents_root)}, poll_seconds=0.05)
     yield door
     for record in door.service.list_jobs():  # end every job so each progress follower finishes
         door.service.cancel(record.job_id, record.owner)
@@ -101,7 +104,7 @@ def test_status_and_owner_only_cancel_commands(app, door):
     status = json.loads(_dispatch(app, slash_command_body("/finetune", "status"), FORM).body)["text"]
     assert status == f"Job `{job_id}` is queued."
     refused = json.loads(_dispatch(app, slash_command_body("/finetune", f"cancel {job_id}", "W999"), FORM).body)
-    assert "belongs to another user" in refused["text"]
+    assert refused["text"] == f"no job with id {job_id!r}."  # another user's job is not even shown
     done = json.loads(_dispatch(app, slash_command_body("/finetune", "cancel"), FORM).body)["text"]
     assert done == f"Job `{job_id}` is cancelled."
 
@@ -130,3 +133,76 @@ def test_http_mode_rejects_unsigned_requests_and_serves_signed_ones(app):
     assert client.post("/slack/events", content=body, headers=FORM).status_code == 401
     signed = client.post("/slack/events", content=body, headers={**FORM, **sign(body, str(int(time.time())))})
     assert signed.status_code == 200 and signed.json()["text"].startswith("Usage")
+
+
+# --- running it for a team: replays, bad timestamps, mentions, the allowlist (real HTTP, signed) ---------
+
+@pytest.fixture()
+def bot_url(app):
+    with live_server(create_asgi_app(app)) as url:
+        yield f"{url}/slack/events"
+
+
+def _post(url: str, body: str, content_type: dict[str, str], timestamp: str | None = None,
+          **headers: str) -> httpx.Response:
+    signed = sign(body, timestamp or str(int(time.time())))
+    return httpx.post(url, content=body, headers={**content_type, **signed, **headers}, timeout=10)
+
+
+def test_a_replayed_command_or_event_starts_nothing_twice(bot_url, door, slack_api):
+    command = slash_command_body("/finetune", "SmolLM2 on quantum error correction")
+    assert "Queued job" in _post(bot_url, command, FORM).json()["text"]
+    replay = _post(bot_url, command, FORM)  # the same signed bytes again, within the 5 minutes
+    assert replay.status_code == 200 and replay.text == ""
+    assert len(door.service.list_jobs()) == 1
+    mention = mention_body("fine-tune on surface codes")
+    _post(bot_url, mention, JSON)
+    _wait_for(lambda: len(door.service.list_jobs()) == 2)
+    later = str(int(time.time()) + 1)  # Slack's own retry: same event_id, new timestamp and signature
+    assert _post(bot_url, mention, JSON, later, **{"x-slack-retry-num": "1"}).status_code == 200
+    time.sleep(0.3)
+    assert len(door.service.list_jobs()) == 2
+
+
+def test_a_timestamp_that_is_not_a_number_gets_400(bot_url):
+    body = slash_command_body("/finetune", "help")
+    for stamp in ("abc", "1e9", "²", "-5"):
+        headers = {**FORM, "x-slack-request-timestamp": stamp, "x-slack-signature": "v0=00"}
+        reply = httpx.post(bot_url, content=body, headers={k: v.encode() for k, v in headers.items()})
+        assert reply.status_code == 400, stamp
+
+
+def test_mentions_in_a_request_are_never_echoed(bot_url, door, slack_api):
+    command = slash_command_body("/finetune", "SmolLM2 on <!channel> <@U0ADMIN> quantum codes")
+    text = _post(bot_url, command, FORM).json()["text"]
+    assert "<!channel>" not in text and "<@U0ADMIN>" not in text and "&lt;!channel&gt;" in text
+    _post(bot_url, mention_body("<!here> please"), JSON)
+
+    def replies():
+        return [args["text"] for method, args in slack_api.calls
+                if method == "chat.postMessage" and args.get("thread_ts")]
+
+    _wait_for(lambda: replies())
+    assert "<!here>" not in replies()[0] and "&lt;!here&gt;" in replies()[0]
+
+
+def test_the_allowlist_maps_slack_users_to_names_and_refuses_the_rest(home, slack_api, monkeypatch):
+    monkeypatch.setenv("FTAGENT_CONFIG", str(home / "team.yaml"))
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "team.yaml").write_text("slack_allowed_teams: [T111]\nslack_allowed_channels: [C111]\n"
+                                    "slack_users: {W111: alice}\n")
+    service = JobService(resolve_settings({"home": str(home)}))
+    service.settings.documents_root.mkdir(parents=True, exist_ok=True)
+    door = SlackDoor(service, options={"docs_path": str(service.settings.documents_root)})
+    app = create_slack_app(door, VECTOR["signing_secret"], "xoxb-test",
+                           WebClient(token="xoxb-test", base_url=slack_api.base_url))
+    allowed = json.loads(_dispatch(app, slash_command_body("/finetune", "SmolLM2 on quantum codes"), FORM).body)
+    assert allowed["text"].startswith("Queued job")
+    assert [r.owner for r in service.list_jobs()] == ["alice"]
+    stranger = json.loads(_dispatch(app, slash_command_body("/finetune", "SmolLM2 on quantum codes", "W999"),
+                                    FORM).body)
+    assert stranger["text"].startswith("Sorry") and len(service.list_jobs()) == 1
+    elsewhere = slash_command_body("/finetune", "SmolLM2 on quantum codes").replace("C111", "C999")
+    assert json.loads(_dispatch(app, elsewhere, FORM).body)["text"].startswith("Sorry")
+    for record in service.list_jobs():
+        service.cancel(record.job_id, record.owner)

@@ -31,3 +31,26 @@ class EventLog:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_from(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The events in the complete lines of `path` from byte `offset` on, and the offset after the last
+    complete line, so a follower (the API's event stream) reads each byte once instead of the whole file
+    at every poll. A line still being written (no newline yet) waits for the next call; a line that is
+    not a JSON object (a torn write) is skipped, as `EventLog.read` skips it."""
+    path = Path(path)
+    if not path.exists():
+        return [], offset
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    events = []
+    for line in complete.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events, offset + len(complete)

@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     answer TEXT NOT NULL, rating INTEGER NOT NULL, correction TEXT, user TEXT, created_at TEXT NOT NULL
 )"""
 RATINGS = (-1, 0, 1)  # bad, neutral, good
+# a correction becomes a training row of the model's next version: long ones are refused, not truncated
+MAX_QUESTION_CHARS, MAX_ANSWER_CHARS, MAX_CORRECTION_CHARS = 2000, 8000, 4000
 
 
 class FeedbackError(ValueError):
@@ -55,6 +57,10 @@ class FeedbackStore(SqliteTable):
             raise FeedbackError(f"rating must be one of {list(RATINGS)} (bad, neutral, good), not {rating!r}")
         if not question.strip():
             raise FeedbackError("question is empty: say which question the answer was for")
+        for name, text, limit in (("question", question, MAX_QUESTION_CHARS), ("answer", answer, MAX_ANSWER_CHARS),
+                                  ("correction", correction or "", MAX_CORRECTION_CHARS)):
+            if len(text) > limit:
+                raise FeedbackError(f"{name} is {len(text):,} characters long; at most {limit:,}")
         created = now_iso()
         with self._connect() as connection:
             cursor = connection.execute(

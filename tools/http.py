@@ -13,14 +13,26 @@ What it adds on top of httpx, so no source has to think about it:
 - a minimum interval between network requests per host (cache hits are not paced);
 - a descriptive User-Agent: ``ftagent/<version> (+<contact>)``.
 
+- a cap on every body (`max_body_bytes`, default 20 MB), read as a stream: a bigger one is cut
+  off at the cap (or refused at once by its Content-Length) and never cached;
+- on request (`public_only=True`, used for URLs a remote caller named) a check, before every
+  request and so at every redirect hop, that the host resolves only to public addresses: loopback,
+  private, link-local (cloud metadata at 169.254.169.254), shared, reserved and multicast ones are
+  refused. The check runs above the cache, so a page cached by a local job is not served either.
+  It resolves the name itself; a name that changes its answer between the check and httpx's own
+  lookup (DNS rebinding within milliseconds) is the remaining gap, closed only by a proxy.
+
 Every failure leaves as a `SourceError`: `NetworkUnavailable` when the host cannot be reached
-at all, `HttpStatusError` (with the status and the body) for an error status.
+at all, `HttpStatusError` (with the status and the body) for an error status, `BlockedAddress`
+for a private address, `BodyTooLarge` for a body over the cap.
 """
 
 from __future__ import annotations
 
 import email.utils
 import hashlib
+import ipaddress
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +51,8 @@ from tools.documents import SourceError
 DEFAULT_CONTACT = "https://github.com/ftagent/ftagent"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CACHE_FILE = "http-cache.sqlite"
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+_PUBLIC_ONLY = "ftagent.public_only"  # request extension; httpx copies extensions onto redirect requests
 
 
 @dataclass(frozen=True)
@@ -54,10 +68,79 @@ class HttpSettings:
     connect_timeout_s: float = 5.0  # short, so an offline machine fails fast
     max_backoff_s: float = 60.0  # cap on any single wait, Retry-After included
     cache_ttl_s: float | None = 30 * 24 * 3600.0  # None: keep forever
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # a longer body fails with BodyTooLarge
 
 
 class NetworkUnavailable(SourceError):
     """The host could not be reached at all (offline, DNS failure, connection refused)."""
+
+
+class BlockedAddress(SourceError):
+    """A URL whose host is, or resolves to, an address that is not public (loopback, private, ...)."""
+
+
+class BodyTooLarge(SourceError):
+    """A response body longer than the client's `max_body_bytes`."""
+
+
+def address_problem(url: str) -> str | None:
+    """Why `url` must not be fetched for a remote caller (None when it may): not http(s), no host,
+    or a host that resolves to a non-public address. A name that does not resolve is not refused
+    here (fetching it fails on its own)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "only http(s) URLs can be fetched"
+    if not parts.hostname:
+        return "the URL names no host"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = _resolve(parts.hostname, port)
+    except (OSError, UnicodeError, ValueError):
+        return None
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%")[0])
+        if not _is_public(address):
+            where = "is" if parts.hostname.strip("[]") == text else f"resolves to {address}, which is"
+            return f"{parts.hostname} {where} {_address_kind(address)}, not a public address"
+    return None
+
+
+def _address_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    kinds = (("a loopback address", "is_loopback"), ("a link-local address (cloud metadata)", "is_link_local"),
+             ("a private address", "is_private"))
+    for kind, flag in kinds:
+        if getattr(address, flag):
+            return kind
+    return "a reserved or otherwise non-public address"
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (a literal IP, in any notation inet_aton takes, included)."""
+    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None) or getattr(address, "sixtofour", None)
+    if mapped is not None:
+        return _is_public(mapped)
+    return address.is_global and not address.is_multicast
+
+
+class _PublicOnlyTransport(httpx.BaseTransport):
+    """The outermost transport: refuses a request marked public-only whose host is not public."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.extensions.get(_PUBLIC_ONLY):
+            problem = address_problem(str(request.url))
+            if problem:
+                raise BlockedAddress(str(request.url), f"refused: {problem}")
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class HttpStatusError(SourceError):
@@ -207,7 +290,7 @@ class HttpClient:
                 network, Path(self.settings.cache_dir), self.settings.cache_ttl_s
             )
         self._client = httpx.Client(
-            transport=outer,
+            transport=_PublicOnlyTransport(outer),
             timeout=httpx.Timeout(self.settings.timeout_s, connect=self.settings.connect_timeout_s),
             headers={"User-Agent": user_agent(self.settings.user_agent_contact)},
             follow_redirects=True,
@@ -229,9 +312,11 @@ class HttpClient:
         url: str,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        public_only: bool = False,
     ) -> httpx.Response:
-        """GET with cache, pacing and retries. Raises `SourceError` subclasses on failure."""
-        return self.request("GET", url, params=params, headers=headers)
+        """GET with cache, pacing and retries. Raises `SourceError` subclasses on failure.
+        `public_only`: refuse the URL and every redirect hop unless its host is public."""
+        return self.request("GET", url, params=params, headers=headers, public_only=public_only)
 
     def request(
         self,
@@ -240,6 +325,7 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, Any] | None = None,
+        public_only: bool = False,
     ) -> httpx.Response:
         """Send one logical request (retried as needed) and return a 2xx/3xx response."""
         retrying = tenacity.Retrying(
@@ -260,7 +346,7 @@ class HttpClient:
         )
         target = _describe(method, url, params)
         try:
-            response = retrying(self._send_once, method, url, params, headers, data)
+            response = retrying(self._send_once, method, url, params, headers, data, public_only)
         except _RetryableStatus as exc:
             raise HttpStatusError(
                 target,
@@ -286,10 +372,16 @@ class HttpClient:
         params: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         data: Mapping[str, Any] | None,
+        public_only: bool = False,
     ) -> httpx.Response:
         """One attempt; raises `_RetryableStatus` for 429/5xx and `HttpStatusError` for 4xx."""
-        response = self._client.request(method, url, params=params, headers=headers, data=data)
-        response.read()
+        request = self._client.build_request(method, url, params=params, headers=headers, data=data,
+                                             extensions={_PUBLIC_ONLY: True} if public_only else None)
+        response = self._client.send(request, stream=True)
+        try:
+            _read_capped(response, self.settings.max_body_bytes)
+        finally:
+            response.close()
         if response.status_code in RETRY_STATUSES:
             raise _RetryableStatus(response)
         if response.status_code >= 400:
@@ -321,6 +413,21 @@ class HttpClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _read_capped(response: httpx.Response, limit: int) -> None:
+    """Read the body as a stream into the response, at most `limit` bytes (after decompression);
+    BodyTooLarge past it. A cut-off body is never cached (the cache drops an unfinished stream)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(str(response.url), f"the body is {int(declared):,} bytes; the limit is {limit:,}")
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(str(response.url), f"the body is longer than the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    response._content = b"".join(chunks)  # what Response.read() sets; .content now works once closed
 
 
 def _describe(method: str, url: str, params: Mapping[str, Any] | None) -> str:

@@ -58,14 +58,29 @@ class JobStore(SqliteTable):
             if name not in present:
                 connection.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
-    def create(self, job_id: str, request: str, options: dict[str, Any], owner: str | None = None) -> JobRecord:
+    def create(self, job_id: str, request: str, options: dict[str, Any], owner: str | None = None,
+               claimed_by: int | None = None) -> JobRecord:
+        """A new job, queued; or, with `claimed_by` (a pid), already running under that process so that no
+        worker can take it between its creation and its run."""
         now = now_iso()
-        record = JobRecord(job_id, request, options, "queued", now, now, owner=owner)
+        status = "queued" if claimed_by is None else "running"
+        record = JobRecord(job_id, request, options, status, now, now, owner=owner, pid=claimed_by)
         with self._connect() as connection:
             connection.execute(
-                "INSERT INTO jobs (job_id, request, options, status, created_at, updated_at, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", (job_id, request, json.dumps(options), "queued", now, now, owner))
+                "INSERT INTO jobs (job_id, request, options, status, created_at, updated_at, owner, pid) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, request, json.dumps(options), status, now, now, owner, claimed_by))
         return record
+
+    def claim(self, seen: JobRecord, pid: int) -> bool:
+        """Mark the job running under `pid` if it is still as `seen` (status and pid unchanged): of two
+        processes claiming the same job, exactly one gets True."""
+        with self._connect() as connection:
+            cursor = connection.execute(
+                "UPDATE jobs SET status = 'running', pid = ?, updated_at = ? WHERE job_id = ? AND status = ? "
+                "AND pid IS ?", (pid, now_iso(), seen.job_id,
+                                 "running" if seen.status == "interrupted" else seen.status, seen.pid))
+            return cursor.rowcount == 1
 
     def claim_next(self, pid: int) -> JobRecord | None:
         """Atomically mark the oldest queued job as running under `pid` and return it (None if none is queued),

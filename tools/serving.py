@@ -35,6 +35,16 @@ Policies, decided here so every front door behaves the same:
   mix versions, and every request while several adapters share the base take peft's unmerged path.
 - **System prompt.** A served name may carry the system prompt its adapter was trained with; it
   is prepended only when the request has no system message of its own.
+- **Who may call.** With an API key (``api_key``: ``ftagent serve --api-key-file``, the
+  ``serving_api_key`` setting or $FTAGENT_SERVING_API_KEY) every ``/v1/*`` and ``/admin/*`` request
+  needs ``Authorization: Bearer <key>`` (what OpenAI clients send), else 401; ``/health`` stays open.
+  Bound to a loopback address, the server answers only requests whose Host header names loopback
+  (``127.0.0.1``, ``localhost``, ``[::1]``), so a web page that rebinds its own name to 127.0.0.1 gets
+  403, and a POST that carries a browser's ``Origin`` header of another site is refused (403) on every
+  route, so no page can trigger ``/admin/reload`` or spend the model's time.
+- **Staging versions** (they passed every gate; rejected ones are never served) answer only to their
+  exact version name, never through the family name, which always means production: a client gets a
+  staging version only by asking for it explicitly.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -599,12 +610,65 @@ def _serving_error_response(_: Request, error: ServingError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status)
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    return host.strip("[]") in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _host_name(value: str) -> str:
+    """The host part of a Host header or an Origin (no scheme, no port), lower case."""
+    value = value.split("://", 1)[-1].split("/", 1)[0].lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class ServingGuard:
+    """ASGI middleware for the policy "who may call" (see the module docstring). Reads the key and the
+    bound host from `app.state` (`api_key`, `bound_host`), so they can be set after the app is built."""
+
+    def __init__(self, app: Any, state: Any) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        problem = self._problem(scope) if scope["type"] == "http" else None
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        status, message, code = problem
+        await JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": code}},
+                           status_code=status, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None
+                           )(scope, receive, send)
+
+    def _problem(self, scope: Any) -> tuple[int, str, str] | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        bound = getattr(self.state, "bound_host", None)
+        host = _host_name(headers.get("host", ""))
+        if bound and is_loopback(bound) and not is_loopback(host):
+            return 403, f"this server answers only requests for a loopback host, not {host!r}", "bad_host"
+        origin = headers.get("origin")
+        if origin and scope.get("method") != "GET" and _host_name(origin) != host:
+            return 403, "cross-site requests are refused (Origin is another site)", "bad_origin"
+        key = getattr(self.state, "api_key", None)
+        if key and scope["path"].startswith(("/v1/", "/admin/")):
+            given = headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode("latin-1"), f"Bearer {key}".encode()):
+                return 401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "invalid_api_key"
+        return None
+
+
 def build_app(server: ModelServer, reload: Callable[[], dict[str, Any]] | None = None,
-              on_close: Sequence[Callable[[], None]] = ()) -> FastAPI:
+              on_close: Sequence[Callable[[], None]] = (), api_key: str | None = None) -> FastAPI:
     """The FastAPI app around an already loaded ModelServer. `reload` answers ``POST /admin/reload``
     (re-read what to serve; without it that endpoint is a 404); `on_close` stops background work
-    when the server shuts down (``close_app``)."""
+    when the server shuts down (``close_app``); `api_key` guards /v1 and /admin (see the module's
+    "who may call")."""
     app = FastAPI(title="ftagent serving", version="1")
+    app.state.api_key = api_key
+    app.state.bound_host = None  # set by serve_forever / serve_in_background
+    app.add_middleware(ServingGuard, state=app.state)
     app.state.server = server
     app.state.on_close = [*on_close, server.close]
     app.add_exception_handler(RequestValidationError, _validation_response)
@@ -656,13 +720,14 @@ def close_app(app: FastAPI) -> None:
         stop()
 
 
-def create_app(base_model_path: str, adapters: dict[str, str], **options: Any) -> FastAPI:
+def create_app(base_model_path: str, adapters: dict[str, str], api_key: str | None = None,
+               **options: Any) -> FastAPI:
     """An OpenAI-compatible app serving a base model and LoRA adapters ({served name: adapter folder}).
 
     Options are ModelServer's: base_name, aliases, ab_splits ({name: {version: weight}}),
     system_prompts, context_length, default_max_tokens, assignment_log, threads, max_batch_size
     (1 = no batching), batch_window_ms, precision (auto: bf16 where native), merge_single_adapter."""
-    return build_app(ModelServer(base_model_path, adapters, **options))
+    return build_app(ModelServer(base_model_path, adapters, **options), api_key=api_key)
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -671,6 +736,7 @@ def serve_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) ->
     """Run the app with uvicorn in a thread (port 0 = a free port); yields its base URL ending in /v1."""
     import uvicorn
 
+    app.state.bound_host = host
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -692,6 +758,7 @@ def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> No
     """Run the app in the foreground until interrupted."""
     import uvicorn
 
+    app.state.bound_host = host
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:

@@ -20,8 +20,9 @@ Policies:
   be loaded is skipped with its reason and the rest keep serving. A split that loses an arm goes on
   with the arms it has; one that loses every arm is no longer served. A failed poll (a locked or
   unreadable database) is logged and the previous set keeps serving until the next poll.
-- **The reload endpoint takes no input**: it can only make the server agree with the registry, so it
-  needs no credentials beyond the server's bind address (127.0.0.1 by default).
+- **The reload endpoint takes no input**: it can only make the server agree with the registry. With an
+  API key it needs the key like every /v1 route; without one, only loopback callers on a loopback-bound
+  server reach it, and never a web page (see "who may call" in tools.serving).
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ class RegistryFollower:
 
 def app_for_registry(registry: ModelRegistry, home: Path, names: Sequence[str] = (),
                      ab_splits: Mapping[str, Mapping[str, float]] | None = None, reload_interval_s: float = 5.0,
-                     **options: Any) -> FastAPI:
+                     api_key: str | None = None, **options: Any) -> FastAPI:
     """Serve registered versions on their shared base and follow the registry while serving.
     Named versions must load (else an error); discovered ones that cannot are skipped with a reason.
     Options are ModelServer's (context_length, max_batch_size, threads, ...)."""
@@ -213,4 +214,4 @@ def app_for_registry(registry: ModelRegistry, home: Path, names: Sequence[str] =
         server.close()
         raise
     follower.start()
-    return build_app(server, reload=follower.reload, on_close=[follower.close])
+    return build_app(server, reload=follower.reload, on_close=[follower.close], api_key=api_key)

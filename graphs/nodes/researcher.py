@@ -94,9 +94,11 @@ def sources_settings(settings: Settings, spec: JobSpec) -> SourcesSettings:
     http = HttpSettings(cache_dir=settings.http_cache, timeout_s=settings.http_timeout_s,
                         max_retries=settings.http_retries, backoff_base_s=settings.http_backoff_s,
                         per_host_min_interval=pacing,
+                        max_body_bytes=int(settings.max_download_mb * 1024 * 1024),
                         **({"user_agent_contact": settings.http_contact} if settings.http_contact else {}))
     return SourcesSettings(http=http, arxiv=arxiv, pubmed=pubmed, wikipedia=wikipedia,
-                           web=WebSettings(urls=tuple(spec.urls)),
+                           web=WebSettings(urls=tuple(spec.urls),
+                                           public_only=not spec.allow_private_urls),
                            local_path=Path(spec.docs_path) if spec.docs_path else None)
 
 

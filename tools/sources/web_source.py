@@ -9,6 +9,9 @@ everything. A `Crawl-delay` becomes the host's minimum interval.
 Pages are decoded by BOM, then the HTTP charset, then the `<meta>` charset, then UTF-8,
 then charset detection, so Latin-1 or Shift_JIS pages come out right. PDF and plain-text
 URLs are handled too.
+
+URLs a remote caller named (`public_only`) are fetched only from public addresses, robots.txt
+and every redirect hop included (see tools/http.py); bodies are capped by the HTTP layer.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class WebSettings:
     respect_robots: bool = True
     min_text_chars: int = 200  # less main text than this is not a document
     max_pdf_pages: int = 60
+    public_only: bool = False  # refuse loopback/private/link-local hosts at every hop (remote doors)
 
 
 def _codec(name: str | None) -> str | None:
@@ -139,9 +143,10 @@ def main_text(html: str, url: str) -> tuple[str, str, dict[str, str]]:
 class RobotsPolicy:
     """robots.txt rules per site, fetched once each through the HTTP layer."""
 
-    def __init__(self, http: HttpClient, agent: str = ROBOTS_AGENT) -> None:
+    def __init__(self, http: HttpClient, agent: str = ROBOTS_AGENT, public_only: bool = False) -> None:
         self.http = http
         self.agent = agent
+        self.public_only = public_only
         self._parsers: dict[str, RobotFileParser] = {}
 
     def allows(self, url: str) -> bool:
@@ -159,7 +164,7 @@ class RobotsPolicy:
         """Parse the site's robots.txt; absent allows all, a server error disallows all."""
         parser = RobotFileParser(f"{origin}/robots.txt")
         try:
-            response = self.http.get(f"{origin}/robots.txt")
+            response = self.http.get(f"{origin}/robots.txt", public_only=self.public_only)
         except HttpStatusError as exc:
             if exc.status_code >= 500:
                 parser.disallow_all = True
@@ -183,7 +188,7 @@ class WebSource:
     def __init__(self, http: HttpClient, settings: WebSettings | None = None) -> None:
         self.http = http
         self.settings = settings or WebSettings()
-        self.robots = RobotsPolicy(http)
+        self.robots = RobotsPolicy(http, public_only=self.settings.public_only)
         self.last_report: SearchReport | None = None
 
     def search(self, query: str, limit: int) -> list[Reference]:
@@ -202,7 +207,7 @@ class WebSource:
             raise SourceError(url, "only http(s) URLs can be fetched")
         if self.settings.respect_robots and not self.robots.allows(url):
             raise SourceError(url, "robots.txt disallows fetching this URL")
-        response = self.http.get(url)
+        response = self.http.get(url, public_only=self.settings.public_only)
         text, title, details = self._extract(response, url)
         if len(text.strip()) < self.settings.min_text_chars:
             raise SourceError(
