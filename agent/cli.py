@@ -269,9 +269,13 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+LIGHT_COMMANDS = ("cancel", "status", "token", "models", "show", "promote", "rollback")  # load no model
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _quiet_libraries()
+    if args.command not in LIGHT_COMMANDS:
+        _quiet_libraries()
     console = Console(stderr=False, highlight=False)
     try:
         service = JobService(resolve_settings({"home": args.home, "threads": args.threads}))

@@ -12,21 +12,22 @@ door and process (`ftagent cancel JOB`) wherever it runs.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from agent import access
 from graphs.context import JobContext, Settings
-from graphs.graph import build_graph
 from graphs.spec import build_spec
 from tools.api_tokens import Caller
 from tools.events import EventListener, EventLog
@@ -57,7 +58,7 @@ class JobCancelled(BaseException):
     """Raised inside a running job when its cancel flag is set. A BaseException so that no node's
     `except Exception` (which records a failed source and carries on) can swallow it."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str = "") -> None:  # no argument when raised asynchronously
         super().__init__(f"job {job_id} was cancelled")
         self.job_id = job_id
 
@@ -81,6 +82,50 @@ class CancelWatch:
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("kind") not in ("cancel", "cancelled") and self.store.get(self.job_id).cancel_requested:
             raise JobCancelled(self.job_id)
+
+
+class CancelInterrupter:
+    """Stops a running job within about a second of its cancel request even between events (a long
+    training step, the evaluation's generations): a thread polls the flag and raises JobCancelled in
+    the runner's thread with CPython's PyThreadState_SetAsyncExc. It arrives at the runner's next Python
+    bytecode (a long C call, one torch op, finishes first), like a Ctrl-C; finished steps are kept as on
+    any interruption (checkpoints are written to a staging folder and renamed). Leaving the block disarms
+    it and clears an exception not yet delivered, so nothing fires after the job has ended."""
+
+    def __init__(self, store: JobStore, job_id: str, poll_seconds: float = 0.5) -> None:
+        self.store, self.job_id, self.poll_seconds = store, job_id, poll_seconds
+        self._target = threading.get_ident()
+        self._lock = threading.Lock()
+        self._armed, self._fired = True, False
+        self._stop = threading.Event()
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._watch, name=f"cancel-watch-{self.job_id}", daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                requested = self.store.get(self.job_id).cancel_requested
+            except sqlite3.Error:  # a locked database: the next poll asks again
+                continue
+            if requested:
+                with self._lock:
+                    if self._armed:
+                        self._raise_in_target(JobCancelled)
+                        self._fired = True
+                return
+
+    def _raise_in_target(self, exception: type[BaseException] | None) -> None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target),
+                                                   ctypes.py_object(exception) if exception else None)
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._armed = False
+            if self._fired:
+                self._raise_in_target(None)  # clear it if it has not arrived yet
+        self._stop.set()
 
 
 CANCELLED_OUTCOME = "cancelled on request; finished steps are kept (resume continues it)"
@@ -136,8 +181,9 @@ class JobService:
             with self._graph() as graph:
                 config = {"configurable": {"thread_id": job_id}, "recursion_limit": 100}
                 pending = bool(graph.get_state(config).next)  # a checkpoint to continue from
-                state = graph.invoke(None if pending else inputs, config,
-                                     context=JobContext(self.settings, listeners))
+                with CancelInterrupter(self.jobs, job_id):
+                    state = graph.invoke(None if pending else inputs, config,
+                                         context=JobContext(self.settings, listeners))
         except JobCancelled:
             raise
         except BaseException as error:
@@ -494,7 +540,10 @@ class JobService:
     # -- plumbing --------------------------------------------------------------------------------
     @contextmanager
     def _graph(self) -> Iterator[Any]:
+        # imported here: the graph's imports cost seconds that `cancel` or `status` never need
         from langgraph.checkpoint.sqlite import SqliteSaver
+
+        from graphs.graph import build_graph
 
         connection = sqlite3.connect(self.settings.database, check_same_thread=False, timeout=30)
         try:
