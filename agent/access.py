@@ -68,7 +68,7 @@ def check_before_parsing(options: dict[str, Any], settings: Settings, caller: Ca
     """The options a remote caller may send, with docs_path resolved and private URLs turned off;
     Refused for what they may not ask. Runs before the spec is built, so that no existence check
     answers first."""
-    if "allow_private_urls" in options:
+    if options.get("allow_private_urls"):
         raise Refused("allow_private_urls is for the local CLI only; remote jobs fetch public addresses only")
     options = {**options, "allow_private_urls": False}
     if isinstance(options.get("docs_path"), str):

@@ -21,11 +21,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agent.access import Refused
 from agent.clarify import clarifying_question
 from agent.service import JobService, NotOwner
 from graphs.spec import RequestError, parse_request
+from tools.api_tokens import Caller
 from tools.chat_model import ChatIntent, chat_model_from, structured_decision
-from tools.job_store import TERMINAL_STATUSES, UnknownJob
+from tools.job_store import TERMINAL_STATUSES, JobRecord, UnknownJob
 from tools.registry import RegistryError
 
 IntentKind = Literal["fine_tune", "status", "cancel", "sources", "models", "ask", "help", "quit", "other"]
@@ -136,6 +138,9 @@ class ChatSession:
     use_chat_model: bool = True  # read messages with the configured chat model, if there is one
     last_intent: Intent | None = None
     intent_path: str = ""  # how the last message was read, and why
+    # set by a remote door (chat over HTTP): the caller whose token opened the session; their jobs then
+    # follow the remote rules (document roots, public URLs, gates; agent/access.py)
+    remote: Caller | None = None
 
     def read(self, message: str) -> Intent:
         """The message's intent: the chat model's when configured and it answers well, else the parser's."""
@@ -190,7 +195,7 @@ class ChatSession:
         if self.job_id and self.service.jobs.get(self.job_id).status == "queued":
             old = self.service.jobs.get(self.job_id)
             self.service.cancel(old.job_id, self.user)
-            new = self.service.submit(old.request, {**old.options, "sources": list(intent.sources)}, owner=self.user)
+            new = self._submit(old.request, {**old.options, "sources": list(intent.sources)})
             self.job_id = new.job_id
             return f"OK: job {old.job_id} had not started, so I replaced it with job {new.job_id} using {names} only."
         if self.job_id and self.service.jobs.get(self.job_id).status not in TERMINAL_STATUSES:
@@ -226,9 +231,14 @@ class ChatSession:
         return self._start(intent.argument)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _submit(self, sentence: str, options: dict[str, Any]) -> JobRecord:
+        return self.service.submit(sentence, options, owner=self.user, remote=self.remote)
+
     def _start(self, sentence: str) -> str:
         try:
-            record = self.service.submit(sentence, dict(self.options), owner=self.user)
+            record = self._submit(sentence, dict(self.options))
+        except Refused as error:
+            return f"I cannot start that: {error}"
         except RequestError as error:
             self.awaiting_subject = str(error).startswith("no subject")
             self.pending_model = error.understood.get("model") if self.awaiting_subject else None

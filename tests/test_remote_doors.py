@@ -363,3 +363,20 @@ def test_bodies_over_the_cap_fail_and_are_not_cached(site, tmp_path, path):
     assert site.paths == [path, path]  # asked for again: the cut-off body was not cached
     cache = sqlite3.connect(tmp_path / "cache" / "http-cache.sqlite")
     assert cache.execute("SELECT count(*) FROM entries WHERE chunk_count IS NOT NULL").fetchone()[0] == 0
+
+
+def test_a_chat_session_opened_by_a_remote_caller_follows_the_remote_rules(service):
+    from agent.chat import ChatSession
+    from tools.api_tokens import Caller
+
+    outside = ChatSession(service, user="alice", options={"docs_path": "/etc"}, use_chat_model=False,
+                          remote=Caller("alice"))
+    reply = outside.reply("fine-tune SmolLM2 on quantum error correction")
+    assert reply.startswith("I cannot start that: docs_path must be a folder inside one of the document roots")
+    inside = ChatSession(service, user="alice", options={"docs_path": "qec", "urls": ["http://10.0.0.7/x"]},
+                         use_chat_model=False, remote=Caller("alice"))
+    assert "10.0.0.7 is a private address" in inside.reply("fine-tune SmolLM2 on quantum error correction")
+    inside.options.pop("urls")
+    assert inside.reply("fine-tune SmolLM2 on quantum error correction").startswith("Started job")
+    assert "replaced it" in inside.reply("use pubmed only")  # resubmitted under the same rules
+    assert [r.owner for r in service.list_jobs()] == ["alice", "alice"]
