@@ -3,7 +3,7 @@
 The local CLI and the Python API run as the machine's own user and may read any folder that user can,
 fetch any URL and set any gate. A remote caller acts for a person who has no account on the machine:
 
-- **Documents** only from a document root: `<home>/documents` or a folder of the `document_roots`
+- **Documents** (`docs_path`, and a `dataset` of the user's own) only from a document root: `<home>/documents` or a folder of the `document_roots`
   setting (`FTAGENT_DOCUMENT_ROOTS`, os.pathsep-separated). The path is resolved (symlinks followed)
   before it is compared, a relative path is taken inside `<home>/documents`, and the home itself (or a
   root that would contain it) is never allowed. A refusal names the roots and never says whether the
@@ -28,6 +28,7 @@ from tools.api_tokens import Caller
 from tools.http import address_problem
 
 _LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")
+_PATH_OPTIONS = ("docs_path", "dataset")  # files a job reads: a documents folder, the user's own dataset
 # gate -> +1 when a larger value is stricter, -1 when a smaller value is stricter
 _GATE_STRICTNESS = {"min_nll_improvement": 1, "max_general_ppl_increase": -1, "min_train_examples": 1,
                     "max_rouge_l_drop": -1, "min_rouge_l": 1, "min_rouge_l_answers": -1,
@@ -48,7 +49,7 @@ def document_roots(settings: Settings) -> list[Path]:
                                                  for root in settings.document_roots)]
 
 
-def remote_docs_path(given: str, settings: Settings) -> str:
+def remote_docs_path(given: str, settings: Settings, key: str = "docs_path") -> str:
     """`given` resolved, when it lies inside a document root (and not over the home); Refused otherwise,
     with the same message whether or not the path exists."""
     roots = document_roots(settings)
@@ -58,7 +59,7 @@ def remote_docs_path(given: str, settings: Settings) -> str:
     inside_home = path.is_relative_to(home) and not path.is_relative_to(roots[0])
     covers_home = home.is_relative_to(path)
     if inside_home or covers_home or not any(path.is_relative_to(root) for root in roots):
-        raise Refused(f"docs_path must be a folder inside one of the document roots: "
+        raise Refused(f"{key} must be inside one of the document roots: "
                       f"{', '.join(map(str, roots))} (the server's document_roots setting, "
                       "FTAGENT_DOCUMENT_ROOTS)", roots=[str(root) for root in roots])
     return str(path)
@@ -71,8 +72,9 @@ def check_before_parsing(options: dict[str, Any], settings: Settings, caller: Ca
     if options.get("allow_private_urls"):
         raise Refused("allow_private_urls is for the local CLI only; remote jobs fetch public addresses only")
     options = {**options, "allow_private_urls": False}
-    if isinstance(options.get("docs_path"), str):
-        options["docs_path"] = remote_docs_path(options["docs_path"], settings)
+    for key in _PATH_OPTIONS:
+        if isinstance(options.get(key), str):
+            options[key] = remote_docs_path(options[key], settings, key)
     base = options.get("base_model")
     if isinstance(base, str) and base.strip().startswith(_LOCAL_PATH_PREFIXES) and not caller.admin:
         raise Refused("a base model folder can be named only by an admin or the local CLI; "

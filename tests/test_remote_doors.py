@@ -139,6 +139,8 @@ def test_docs_path_must_lie_in_a_document_root_and_the_refusal_reveals_nothing(a
     message = next(iter(refusals.values()))
     assert str(service.settings.documents_root.resolve()) in message and str(Path(tmp_path, "shared-docs")) in message
     assert "exist" not in message
+    dataset = _submit(base, users["alice"], dataset="/etc/passwd")
+    assert dataset.status_code == 403 and dataset.json()["error"].startswith("dataset must be inside")
     inside = _submit(base, users["alice"], docs_path="qec")
     assert inside.status_code == 201
     assert inside.json()["options"]["docs_path"] == str((service.settings.documents_root / "qec").resolve())
@@ -372,7 +374,7 @@ def test_a_chat_session_opened_by_a_remote_caller_follows_the_remote_rules(servi
     outside = ChatSession(service, user="alice", options={"docs_path": "/etc"}, use_chat_model=False,
                           remote=Caller("alice"))
     reply = outside.reply("fine-tune SmolLM2 on quantum error correction")
-    assert reply.startswith("I cannot start that: docs_path must be a folder inside one of the document roots")
+    assert reply.startswith("I cannot start that: docs_path must be inside one of the document roots")
     inside = ChatSession(service, user="alice", options={"docs_path": "qec", "urls": ["http://10.0.0.7/x"]},
                          use_chat_model=False, remote=Caller("alice"))
     assert "10.0.0.7 is a private address" in inside.reply("fine-tune SmolLM2 on quantum error correction")
