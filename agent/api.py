@@ -399,7 +399,7 @@ def create_app(service: JobService, token: str | None, poll_seconds: float = 0.2
     auth = [Depends(_auth(TokenStore(service.settings.database), token))]
     app.include_router(_jobs_router(service, poll_seconds), prefix=PREFIX, dependencies=auth)
     app.include_router(_models_router(service), prefix=PREFIX, dependencies=auth)
-    app.include_router(console_router(service, _user), prefix=PREFIX, dependencies=auth)
+    app.include_router(console_router(service), prefix=PREFIX, dependencies=auth)
     _install_error_handlers(app)
     install_console(app)
 

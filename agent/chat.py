@@ -305,8 +305,10 @@ class ChatSessions:
         self._lock = threading.Lock()
 
     def reply(self, user: str, session_id: str | None, message: str,
-              options: dict[str, Any] | None = None) -> dict[str, Any]:
-        session_id, session = self._session(user, session_id)
+              options: dict[str, Any] | None = None, remote: Caller | None = None) -> dict[str, Any]:
+        """One message of `user`'s conversation; `remote`: the caller of a remote door (its jobs then
+        follow the remote rules)."""
+        session_id, session = self._session(user, session_id, remote)
         for key, value in (options or {}).items():
             if value in (None, "", {}, []):
                 session.options.pop(key, None)
@@ -320,12 +322,13 @@ class ChatSessions:
                 "intent": session.last_intent.kind if session.last_intent else None,
                 "read_by": session.intent_path}
 
-    def _session(self, user: str, session_id: str | None) -> tuple[str, ChatSession]:
+    def _session(self, user: str, session_id: str | None,
+                 remote: Caller | None = None) -> tuple[str, ChatSession]:
         with self._lock:
             if session_id and (user, session_id) in self._sessions:
                 return session_id, self._sessions[(user, session_id)]
             session_id = secrets.token_urlsafe(12)
-            self._sessions[(user, session_id)] = ChatSession(self.service, user)
+            self._sessions[(user, session_id)] = ChatSession(self.service, user, remote=remote)
             while len(self._sessions) > self.capacity:
                 self._sessions.pop(next(iter(self._sessions)))
             return session_id, self._sessions[(user, session_id)]

@@ -5,18 +5,23 @@ vs base, gates, per-example answers side by side) and its rounds (every evaluati
 before the job has made one, the answer is `ready: false` with the reason (a follower asks early). Model
 actions: ask a version next to its base, promote, roll back, delete. And the chat: the same conversation
 as `ftagent chat`, over HTTP, with its questions back when something is missing.
+
+Who may: a job's artefacts only for its owner or an admin (404 for anyone else, as for an unknown job);
+promote, roll back and delete change what every user is served, so they need an admin token (403); the
+chat's jobs are remote jobs of the caller (document roots, public URLs, gates: agent/access.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.access import Refused
 from agent.chat import ChatSessions
 from agent.service import JobService
+from tools.api_tokens import Caller
 
 MAX_EXAMPLES_PER_SPLIT = 50
 
@@ -53,28 +58,43 @@ def ready(found: dict[str, Any] | None, job_id: str, what: str) -> dict[str, Any
     return {"ready": True, **found}
 
 
-def console_router(service: JobService, user: Callable[..., str]) -> APIRouter:
-    """The routes above; `user` is the API's dependency that names the caller."""
+def _caller(request: Request) -> Caller:
+    return request.state.caller  # set by the API's token check, which guards every route here
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+
+
+def console_router(service: JobService) -> APIRouter:
+    """The routes above, behind the API's token check (it names the caller)."""
     router = APIRouter()
     _job_artefact_routes(router, service)
     _model_action_routes(router, service)
-    _chat_routes(router, service, user)
+    _chat_routes(router, service)
     return router
 
 
 def _job_artefact_routes(router: APIRouter, service: JobService) -> None:
     @router.get("/jobs/{job_id}/dataset", tags=["jobs"], summary="The job's dataset: summary, card, examples")
-    def get_dataset(job_id: str, per_split: int = 6) -> dict[str, Any]:
+    def get_dataset(job_id: str, who: CallerDep, per_split: int = 6) -> dict[str, Any]:
+        service.job_for(job_id, who)
         limit = max(1, min(per_split, MAX_EXAMPLES_PER_SPLIT))
         return ready(service.job_dataset(job_id, limit), job_id, "dataset")
 
     @router.get("/jobs/{job_id}/evaluation", tags=["jobs"], summary="The job's latest evaluation: tuned vs base")
-    def get_evaluation(job_id: str) -> dict[str, Any]:
+    def get_evaluation(job_id: str, who: CallerDep) -> dict[str, Any]:
+        service.job_for(job_id, who)
         return ready(service.job_evaluation(job_id), job_id, "evaluation")
 
     @router.get("/jobs/{job_id}/rounds", tags=["jobs"], summary="Every evaluated round and critic decision")
-    def get_rounds(job_id: str) -> dict[str, Any]:
+    def get_rounds(job_id: str, who: CallerDep) -> dict[str, Any]:
+        service.job_for(job_id, who)
         return service.job_rounds(job_id)
+
+
+def _admin_only(who: Caller, action: str) -> None:
+    if not who.admin:
+        raise Refused(f"only an admin may {action} a model version (it changes what every user is served)")
 
 
 def _model_action_routes(router: APIRouter, service: JobService) -> None:
@@ -87,31 +107,34 @@ def _model_action_routes(router: APIRouter, service: JobService) -> None:
         return {"model": name, "question": body.question, **answers}
 
     @router.post("/models/{name}/promote", tags=["models"], summary="Put a version in production")
-    def promote_model(name: str, body: PromoteRequest | None = None) -> dict[str, Any]:
+    def promote_model(name: str, who: CallerDep, body: PromoteRequest | None = None) -> dict[str, Any]:
         """The family's current production version is archived; a version that failed its gates needs
-        `force` (409 without)."""
+        `force` (409 without). Admins only."""
+        _admin_only(who, "promote")
         return service.promote(name, force=bool(body and body.force)).to_dict()
 
     @router.post("/models/{name}/rollback", tags=["models"], summary="Back to the family's previous version")
-    def rollback_model(name: str) -> dict[str, Any]:
+    def rollback_model(name: str, who: CallerDep) -> dict[str, Any]:
+        _admin_only(who, "roll back")
         demoted, restored = service.rollback(name)
         return {"demoted": demoted.to_dict(), "restored": restored.to_dict()}
 
     @router.delete("/models/{name}", tags=["models"], summary="Remove a version and its folder")
-    def delete_model(name: str, force: bool = False) -> dict[str, Any]:
-        """The production version is refused (409) unless `force`."""
+    def delete_model(name: str, who: CallerDep, force: bool = False) -> dict[str, Any]:
+        """The production version is refused (409) unless `force`. Admins only."""
+        _admin_only(who, "delete")
         return service.delete_model(name, force=force).to_dict()
 
 
-def _chat_routes(router: APIRouter, service: JobService, user: Callable[..., str]) -> None:
+def _chat_routes(router: APIRouter, service: JobService) -> None:
     sessions = ChatSessions(service)
 
-    @router.get("/me", tags=["chat"], summary="Who the API takes the caller to be")
-    def whoami(caller: str = Depends(user)) -> dict[str, str]:
-        return {"user": caller}
+    @router.get("/me", tags=["chat"], summary="Who the API takes the caller to be (from their token)")
+    def whoami(who: CallerDep) -> dict[str, Any]:
+        return {"user": who.user, "admin": who.admin}
 
     @router.post("/chat", tags=["chat"], summary="Talk to the agent: start a job in words, follow it, stop it")
-    def chat(body: ChatMessage, caller: str = Depends(user)) -> dict[str, Any]:
+    def chat(body: ChatMessage, who: CallerDep) -> dict[str, Any]:
         """The conversation of `ftagent chat`: a request missing something gets a question back, and the
-        next message (with the reply's `session_id`) answers it."""
-        return sessions.reply(caller, body.session_id, body.message, body.options)
+        next message (with the reply's `session_id`) answers it. Its jobs are the caller's remote jobs."""
+        return sessions.reply(who.user, body.session_id, body.message, body.options, remote=who)

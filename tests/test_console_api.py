@@ -55,21 +55,29 @@ def test_no_asset_reaches_for_another_origin():
         assert "@import" not in text and "@font-face" not in text
 
 
-def test_chat_asks_back_for_a_missing_subject_then_starts_the_job(client, tmp_path):
-    me = client.get(f"{PREFIX}/me", headers={**AUTH, "X-Ftagent-User": "alice"})
-    assert me.json() == {"user": "alice"}
-    headers = {**AUTH, "X-Ftagent-User": "alice"}
+def test_chat_asks_back_for_a_missing_subject_then_starts_the_job(client, service):
+    from tools.api_tokens import TokenStore
+
+    tokens = TokenStore(service.settings.database)
+    headers = {"Authorization": f"Bearer {tokens.add('alice')}"}
+    me = client.get(f"{PREFIX}/me", headers={**headers, "X-Ftagent-User": "mallory"})
+    assert me.json() == {"user": "alice", "admin": False}  # the token names the user, not the header
+    docs = service.settings.documents_root / "marine"
+    docs.mkdir(parents=True)
     first = client.post(f"{PREFIX}/chat", json={"message": "fine-tune SmolLM2 please"}, headers=headers).json()
     assert first["awaiting_subject"] and first["reply"].startswith("What should") and first["job_id"] is None
     second = client.post(f"{PREFIX}/chat", headers=headers, json={
         "message": "marine biology", "session_id": first["session_id"],
-        "options": {"docs_path": str(tmp_path), "max_rounds": 0}}).json()
+        "options": {"docs_path": "marine", "max_rounds": 0}}).json()
     assert second["started"] and second["session_id"] == first["session_id"]
     job = client.get(f"{PREFIX}/jobs/{second['job_id']}", headers=AUTH).json()
     assert job["owner"] == "alice" and job["request"].endswith(" on marine biology")
-    assert job["options"]["docs_path"] == str(tmp_path.resolve())
+    assert job["options"]["docs_path"] == str(docs.resolve())
+    outside = client.post(f"{PREFIX}/chat", headers=headers, json={
+        "message": "fine-tune SmolLM2 on marine biology", "options": {"docs_path": "/etc"}}).json()
+    assert outside["reply"].startswith("I cannot start that: docs_path must be inside one of the document roots")
     # another user cannot continue alice's conversation: the id starts a new one
-    other = client.post(f"{PREFIX}/chat", headers={**AUTH, "X-Ftagent-User": "bob"},
+    other = client.post(f"{PREFIX}/chat", headers={"Authorization": f"Bearer {tokens.add('bob')}"},
                         json={"message": "how is it going?", "session_id": first["session_id"]}).json()
     assert other["session_id"] != first["session_id"] and other["reply"].startswith("There is no job yet")
     bad = client.post(f"{PREFIX}/chat", headers=headers, json={"message": ""})

@@ -40,7 +40,7 @@ def api_server(home, tmp_path):
     """`ftagent api` (with its queue worker) on a free loopback port; yields its base URL."""
     port, log = _free_port(), tmp_path / "server.log"
     env = {**os.environ, "FTAGENT_HOME": str(home), "FTAGENT_API_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false", "FTAGENT_DOCUMENT_ROOTS": str(tmp_path)}  # the docs box's folder
     process = subprocess.Popen([sys.executable, "-m", "agent.cli", "api", "--port", str(port)], cwd=REPO,
                                env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -382,3 +382,17 @@ def test_a_chat_session_opened_by_a_remote_caller_follows_the_remote_rules(servi
     assert inside.reply("fine-tune SmolLM2 on quantum error correction").startswith("Started job")
     assert "replaced it" in inside.reply("use pubmed only")  # resubmitted under the same rules
     assert [r.owner for r in service.list_jobs()] == ["alice", "alice"]
+
+
+def test_only_an_admin_changes_the_registry_and_artefacts_are_the_owners(api, service):
+    base, users = api
+    service.registry.register(_version(service))
+    for method, path in (("POST", "/models/ft-qec-v1/promote"), ("POST", "/models/ft-qec-v1/rollback"),
+                         ("DELETE", "/models/ft-qec-v1")):
+        reply = httpx.request(method, f"{base}{path}", headers=users["alice"])
+        assert reply.status_code == 403 and "only an admin" in reply.json()["error"], path
+    assert service.registry.get("ft-qec-v1").status == "staging"
+    job_id = _submit(base, users["alice"], docs_path="qec").json()["job_id"]
+    for what in ("dataset", "evaluation", "rounds"):
+        assert httpx.get(f"{base}/jobs/{job_id}/{what}", headers=users["bob"]).status_code == 404
+        assert httpx.get(f"{base}/jobs/{job_id}/{what}", headers=users["alice"]).status_code == 200
