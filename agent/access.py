@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from graphs.context import Settings
-from graphs.spec import Gates, JobSpec
+from graphs.spec import Gates, JobSpec, parse_request
 from tools.api_tokens import Caller
 from tools.http import address_problem
 
@@ -65,7 +65,8 @@ def remote_docs_path(given: str, settings: Settings, key: str = "docs_path") -> 
     return str(path)
 
 
-def check_before_parsing(options: dict[str, Any], settings: Settings, caller: Caller) -> dict[str, Any]:
+def check_before_parsing(sentence: str, options: dict[str, Any], settings: Settings,
+                         caller: Caller) -> dict[str, Any]:
     """The options a remote caller may send, with docs_path resolved and private URLs turned off;
     Refused for what they may not ask. Runs before the spec is built, so that no existence check
     answers first."""
@@ -75,8 +76,9 @@ def check_before_parsing(options: dict[str, Any], settings: Settings, caller: Ca
     for key in _PATH_OPTIONS:
         if isinstance(options.get(key), str):
             options[key] = remote_docs_path(options[key], settings, key)
-    base = options.get("base_model")
-    if isinstance(base, str) and base.strip().startswith(_LOCAL_PATH_PREFIXES) and not caller.admin:
+    named = [options.get("base_model"), parse_request(sentence)["base_model"]]  # the sentence may name one
+    if any(isinstance(base, str) and base.strip().startswith(_LOCAL_PATH_PREFIXES) for base in named) \
+            and not caller.admin:
         raise Refused("a base model folder can be named only by an admin or the local CLI; "
                       "name a catalogue model (e.g. SmolLM2-135M-Instruct) or a Hugging Face id")
     return options

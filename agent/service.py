@@ -148,7 +148,7 @@ class JobService:
         may ask). `claim`: create it already claimed by this process, for `run` here (no worker takes it)."""
         options = dict(options or {})
         if remote is not None:
-            options, owner = access.check_before_parsing(options, self.settings, remote), remote.user
+            options, owner = access.check_before_parsing(sentence, options, self.settings, remote), remote.user
         spec = build_spec(sentence, options)
         if remote is not None:
             access.check_spec(spec, remote)

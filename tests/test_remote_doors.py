@@ -21,6 +21,7 @@ from graphs.context import resolve_settings
 from tools.api_tokens import TokenStore
 
 ADMIN_TOKEN = "admin-token-for-tests"
+HTTP = httpx.Client(timeout=60)  # generous: the shared test machine can be slow; a hang still fails
 
 
 @pytest.fixture()
@@ -49,7 +50,7 @@ def api(service):
 
 
 def _submit(base: str, headers: dict[str, str], **options) -> httpx.Response:
-    return httpx.post(f"{base}/jobs", json={"request": SUBJECT_SENTENCE, "options": options}, headers=headers)
+    return HTTP.post(f"{base}/jobs", json={"request": SUBJECT_SENTENCE, "options": options}, headers=headers)
 
 
 # --- identity from the token --------------------------------------------------------------------------
@@ -80,36 +81,36 @@ def test_the_user_comes_from_the_token_and_others_jobs_are_invisible(api, servic
     assert job["owner"] == "alice"  # the header is ignored
     job_id = job["job_id"]
     as_bob = {**users["bob"], "X-Ftagent-User": "alice"}
-    for reply in (httpx.get(f"{base}/jobs/{job_id}", headers=as_bob),
-                  httpx.post(f"{base}/jobs/{job_id}/cancel", headers=as_bob),
-                  httpx.get(f"{base}/jobs/{job_id}/events", headers=as_bob)):
+    for reply in (HTTP.get(f"{base}/jobs/{job_id}", headers=as_bob),
+                  HTTP.post(f"{base}/jobs/{job_id}/cancel", headers=as_bob),
+                  HTTP.get(f"{base}/jobs/{job_id}/events", headers=as_bob)):
         assert reply.status_code == 404 and reply.json()["error"] == f"no job with id {job_id!r}"
-    assert httpx.get(f"{base}/jobs", headers=as_bob).json() == []
-    assert [j["job_id"] for j in httpx.get(f"{base}/jobs", headers=users["alice"]).json()] == [job_id]
-    assert [j["job_id"] for j in httpx.get(f"{base}/jobs", headers=users["admin"]).json()] == [job_id]
+    assert HTTP.get(f"{base}/jobs", headers=as_bob).json() == []
+    assert [j["job_id"] for j in HTTP.get(f"{base}/jobs", headers=users["alice"]).json()] == [job_id]
+    assert [j["job_id"] for j in HTTP.get(f"{base}/jobs", headers=users["admin"]).json()] == [job_id]
     assert service.jobs.get(job_id).status == "queued"
-    cancelled = httpx.post(f"{base}/jobs/{job_id}/cancel", headers=users["alice"])
+    cancelled = HTTP.post(f"{base}/jobs/{job_id}/cancel", headers=users["alice"])
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     TokenStore(service.settings.database).revoke("alice")
-    assert httpx.get(f"{base}/jobs", headers=users["alice"]).status_code == 401
+    assert HTTP.get(f"{base}/jobs", headers=users["alice"]).status_code == 401
 
 
 def test_an_admin_may_cancel_anyones_job(api):
     base, users = api
     job_id = _submit(base, users["bob"], docs_path="qec").json()["job_id"]
-    assert httpx.post(f"{base}/jobs/{job_id}/cancel", headers=users["admin"]).json()["status"] == "cancelled"
+    assert HTTP.post(f"{base}/jobs/{job_id}/cancel", headers=users["admin"]).json()["status"] == "cancelled"
 
 
 def test_feedback_is_the_callers_and_bounded(api, service):
     base, users = api
     service.registry.register(_version(service))
     body = {"model": "ft-qec-v1", "question": "What is a logical qubit?", "answer": "?", "rating": -1}
-    stored = httpx.post(f"{base}/feedback", json={**body, "correction": "Many physical qubits."},
+    stored = HTTP.post(f"{base}/feedback", json={**body, "correction": "Many physical qubits."},
                         headers={**users["bob"], "X-Ftagent-User": "alice"})
     assert stored.status_code == 201 and stored.json()["user"] == "bob"
-    long = httpx.post(f"{base}/feedback", json={**body, "correction": "call 555-0100 " * 400}, headers=users["bob"])
+    long = HTTP.post(f"{base}/feedback", json={**body, "correction": "call 555-0100 " * 400}, headers=users["bob"])
     assert long.status_code == 422 and "correction" in long.json()["error"]
-    huge = httpx.post(f"{base}/feedback", json={**body, "correction": "x" * 1_100_000}, headers=users["bob"])
+    huge = HTTP.post(f"{base}/feedback", json={**body, "correction": "x" * 1_100_000}, headers=users["bob"])
     assert huge.status_code == 413
     assert [f.user for f in service.feedback_store.list("ft-qec-v1")] == ["bob"]
 
@@ -162,7 +163,7 @@ def test_evaluation_sets_only_from_own_jobs_roots_or_eval_sets(api, service):
     test_set = service.settings.job_paths(other.job_id).dataset / "test.jsonl"
     test_set.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
     for path in (str(test_set), "/etc/passwd", str(service.settings.home / "api_token")):
-        reply = httpx.post(f"{base}/evaluations", json={"model": "base", "dataset_path": path}, headers=users["bob"])
+        reply = HTTP.post(f"{base}/evaluations", json={"model": "base", "dataset_path": path}, headers=users["bob"])
         assert reply.status_code == 422 and "one of your jobs" in reply.json()["error"], path
 
 
@@ -184,14 +185,14 @@ def test_private_urls_are_refused_at_submit_naming_the_url(api):
 def test_bodies_over_a_megabyte_get_413_with_or_without_a_length(api):
     base, users = api
     big = json.dumps({"request": SUBJECT_SENTENCE, "options": {"research": {"extra_queries": ["x" * 1_100_000]}}})
-    assert httpx.post(f"{base}/jobs", content=big, headers={**users["alice"], "content-type": "application/json"}
+    assert HTTP.post(f"{base}/jobs", content=big, headers={**users["alice"], "content-type": "application/json"}
                       ).status_code == 413
 
     def chunks():
         for start in range(0, len(big), 65536):
             yield big[start:start + 65536].encode()
 
-    streamed = httpx.post(f"{base}/jobs", content=chunks(), headers={**users["alice"],
+    streamed = HTTP.post(f"{base}/jobs", content=chunks(), headers={**users["alice"],
                                                                      "content-type": "application/json"})
     assert streamed.status_code == 413 and "1,000,000" in streamed.json()["error"]
 
@@ -221,21 +222,24 @@ def test_only_an_admin_may_loosen_a_gate(api):
     assert _submit(base, users["admin"], docs_path="qec", gates={"min_nll_improvement": 0.0}).status_code == 201
     folder = _submit(base, users["alice"], docs_path="qec", base_model="/etc")
     assert folder.status_code == 403 and "admin" in folder.json()["error"]
+    in_sentence = HTTP.post(f"{base}/jobs", json={"request": "fine-tune ../../etc on quantum codes",
+                                                   "options": {"docs_path": "qec"}}, headers=users["alice"])
+    assert in_sentence.status_code == 403 and "exist" not in in_sentence.json()["error"]
 
 
 def test_malformed_text_and_event_ids_get_4xx_not_500(api):
     base, users = api
     surrogate = '{"request": "fine-tune on quantum \\ud800 error correction"}'
-    reply = httpx.post(f"{base}/jobs", content=surrogate, headers={**users["alice"],
+    reply = HTTP.post(f"{base}/jobs", content=surrogate, headers={**users["alice"],
                                                                    "content-type": "application/json"})
     assert reply.status_code == 400 and "malformed text" in reply.json()["error"]
     in_options = '{"request": "fine-tune on qec", "options": {"research": {"extra_queries": ["\\udc80"]}}}'
-    assert httpx.post(f"{base}/jobs", content=in_options, headers={**users["alice"],
+    assert HTTP.post(f"{base}/jobs", content=in_options, headers={**users["alice"],
                                                                    "content-type": "application/json"}
                       ).status_code == 400
     job_id = _submit(base, users["alice"], docs_path="qec").json()["job_id"]
     for bad in ("²".encode(), b"-1", b"abc", b"9" * 40):
-        stream = httpx.get(f"{base}/jobs/{job_id}/events", headers={**users["alice"], "Last-Event-ID": bad})
+        stream = HTTP.get(f"{base}/jobs/{job_id}/events", headers={**users["alice"], "Last-Event-ID": bad})
         assert stream.status_code == 400 and "Last-Event-ID" in stream.json()["error"], bad
 
 
@@ -252,7 +256,7 @@ def test_the_event_stream_tails_from_an_offset_and_resumes_after_an_id(api, serv
     service.cancel(job_id, "alice")
 
     def kinds_and_ids(headers):
-        text = httpx.get(f"{base}/jobs/{job_id}/events", headers=headers, timeout=10).text
+        text = HTTP.get(f"{base}/jobs/{job_id}/events", headers=headers).text
         ids = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
         return ids, [line[7:] for line in text.splitlines() if line.startswith("event: ")]
 
@@ -389,10 +393,10 @@ def test_only_an_admin_changes_the_registry_and_artefacts_are_the_owners(api, se
     service.registry.register(_version(service))
     for method, path in (("POST", "/models/ft-qec-v1/promote"), ("POST", "/models/ft-qec-v1/rollback"),
                          ("DELETE", "/models/ft-qec-v1")):
-        reply = httpx.request(method, f"{base}{path}", headers=users["alice"])
+        reply = HTTP.request(method, f"{base}{path}", headers=users["alice"])
         assert reply.status_code == 403 and "only an admin" in reply.json()["error"], path
     assert service.registry.get("ft-qec-v1").status == "staging"
     job_id = _submit(base, users["alice"], docs_path="qec").json()["job_id"]
     for what in ("dataset", "evaluation", "rounds"):
-        assert httpx.get(f"{base}/jobs/{job_id}/{what}", headers=users["bob"]).status_code == 404
-        assert httpx.get(f"{base}/jobs/{job_id}/{what}", headers=users["alice"]).status_code == 200
+        assert HTTP.get(f"{base}/jobs/{job_id}/{what}", headers=users["bob"]).status_code == 404
+        assert HTTP.get(f"{base}/jobs/{job_id}/{what}", headers=users["alice"]).status_code == 200

@@ -14,6 +14,7 @@ from tools.serving import serve_in_background
 from tools.serving_registry import app_for_registry
 
 KEY = "serving-key-for-tests"
+HTTP = httpx.Client(timeout=60)  # generous: the shared test machine can be slow
 QUESTION = [{"role": "user", "content": "What is a stabilizer code?"}]
 
 
@@ -45,11 +46,11 @@ def test_the_api_key_guards_v1_and_admin_but_not_health(keyed):
     auth = {"Authorization": f"Bearer {KEY}"}
     for method, path in (("GET", "/v1/models"), ("POST", "/admin/reload"), ("POST", "/v1/chat/completions")):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
-            reply = httpx.request(method, f"{keyed}{path}", headers=headers, json={})
+            reply = HTTP.request(method, f"{keyed}{path}", headers=headers, json={})
             assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_api_key", (path, headers)
-    assert httpx.get(f"{keyed}/v1/models", headers=auth).status_code == 200
-    assert httpx.post(f"{keyed}/admin/reload", headers=auth).status_code == 200
-    assert httpx.get(f"{keyed}/health").status_code == 200
+    assert HTTP.get(f"{keyed}/v1/models", headers=auth).status_code == 200
+    assert HTTP.post(f"{keyed}/admin/reload", headers=auth).status_code == 200
+    assert HTTP.get(f"{keyed}/health").status_code == 200
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{keyed}/v1", api_key=KEY, max_retries=0, timeout=30)
@@ -61,14 +62,14 @@ def test_the_api_key_guards_v1_and_admin_but_not_health(keyed):
 
 def test_a_rebound_host_or_a_cross_site_post_is_refused_on_loopback(keyed, registry):
     auth = {"Authorization": f"Bearer {KEY}"}
-    rebound = httpx.get(f"{keyed}/v1/models", headers={**auth, "Host": "attacker.example:8000"})
+    rebound = HTTP.get(f"{keyed}/v1/models", headers={**auth, "Host": "attacker.example:8000"})
     assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "bad_host"
-    assert httpx.get(f"{keyed}/health", headers={"Host": "attacker.example"}).status_code == 403
-    assert httpx.get(f"{keyed}/v1/models", headers={**auth, "Host": "localhost:1234"}).status_code == 200
+    assert HTTP.get(f"{keyed}/health", headers={"Host": "attacker.example"}).status_code == 403
+    assert HTTP.get(f"{keyed}/v1/models", headers={**auth, "Host": "localhost:1234"}).status_code == 200
     with serve_in_background(app_for_registry(*registry, reload_interval_s=0)) as url:  # no key at all
         base = url.removesuffix("/v1")
-        page = httpx.post(f"{base}/admin/reload", headers={"Origin": "https://attacker.example"})
+        page = HTTP.post(f"{base}/admin/reload", headers={"Origin": "https://attacker.example"})
         assert page.status_code == 403 and page.json()["error"]["code"] == "bad_origin"
-        assert httpx.post(f"{base}/admin/reload").status_code == 200  # a local script, no Origin
-        same_site = httpx.post(f"{base}/admin/reload", headers={"Origin": base})
+        assert HTTP.post(f"{base}/admin/reload").status_code == 200  # a local script, no Origin
+        same_site = HTTP.post(f"{base}/admin/reload", headers={"Origin": base})
         assert same_site.status_code == 200

@@ -146,7 +146,7 @@ def bot_url(app):
 def _post(url: str, body: str, content_type: dict[str, str], timestamp: str | None = None,
           **headers: str) -> httpx.Response:
     signed = sign(body, timestamp or str(int(time.time())))
-    return httpx.post(url, content=body, headers={**content_type, **signed, **headers}, timeout=10)
+    return httpx.post(url, content=body, headers={**content_type, **signed, **headers}, timeout=60)
 
 
 def test_a_replayed_command_or_event_starts_nothing_twice(bot_url, door, slack_api):
@@ -168,7 +168,7 @@ def test_a_timestamp_that_is_not_a_number_gets_400(bot_url):
     body = slash_command_body("/finetune", "help")
     for stamp in ("abc", "1e9", "²", "-5"):
         headers = {**FORM, "x-slack-request-timestamp": stamp, "x-slack-signature": "v0=00"}
-        reply = httpx.post(bot_url, content=body, headers={k: v.encode() for k, v in headers.items()})
+        reply = httpx.post(bot_url, content=body, headers={k: v.encode() for k, v in headers.items()}, timeout=60)
         assert reply.status_code == 400, stamp
 
 
