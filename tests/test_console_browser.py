@@ -19,7 +19,7 @@ from browser import BrowserUnavailable, full_page_screenshot, start_chromium
 from tiny_job import small_corpus, tiny_job_options
 
 REPO = Path(__file__).resolve().parents[1]
-TOKEN = "browser-token-42"
+TOKEN = "browser-token-42"  # the server's own (admin) token; the people below sign in with their own
 
 
 def _four_documents(target: Path) -> Path:
@@ -99,25 +99,34 @@ def _send(driver, field: str, text: str) -> None:
         box.send_keys(Keys.ENTER)  # Enter sends the chat message
 
 
+def _user_tokens(home: Path) -> dict[str, str]:
+    """alice is an admin (her job names a model folder and looser gates, and she promotes); bob is not."""
+    from graphs.context import resolve_settings
+    from tools.api_tokens import TokenStore
+
+    tokens = TokenStore(resolve_settings({"home": str(home)}).database)
+    return {"alice": tokens.add("alice", admin=True), "bob": tokens.add("bob")}
+
+
 def test_console_in_chromium_runs_a_job_from_a_sentence_and_promotes_it(api_server, chromium, tmp_path,
-                                                                        tiny_model_dir):
-    driver, shots = chromium, {}
+                                                                        tiny_model_dir, home):
+    driver, shots, tokens = chromium, {}, _user_tokens(home)
     started = time.monotonic()
     # --- sign in: a wrong token is refused with the server's reason, the right one lets us in
     driver.get(api_server + "/")
     _wait(driver, lambda d: d.find_elements("id", "token"), 10, "the sign-in box")
     _send(driver, "token", "not-the-token")
-    driver.find_element("id", "username").send_keys("alice")
     driver.find_element("css selector", "#signin button[type=submit]").click()
     _wait(driver, lambda d: "refused" in _text(d, "#signin-error"), 10, "the refusal")
-    _send(driver, "token", TOKEN)
+    _send(driver, "token", tokens["alice"])
     driver.find_element("css selector", "#signin button[type=submit]").click()
     _wait(driver, lambda d: "alice" in _text(d, "#who"), 10, "the signed-in user")
     # the fragment: after signing out, /#token=… signs in and leaves the address bar at once
     driver.find_element("id", "signout").click()
-    driver.get(f"{api_server}/#token={TOKEN}")
+    driver.get(f"{api_server}/#token={tokens['alice']}")
     _wait(driver, lambda d: d.find_elements("id", "chat-input"), 10, "the chat after a /#token= link")
-    assert TOKEN not in driver.current_url and driver.execute_script("return location.hash") == "#/"
+    assert tokens["alice"] not in driver.current_url and driver.execute_script("return location.hash") == "#/"
+    assert str(tmp_path) in _text(driver, "#docs-hint")  # the server's document roots
 
     # --- the chat: a request without a subject gets a question back; the answer starts the job
     options = tiny_job_options(tiny_model_dir, max_rounds=0, gates={
@@ -183,6 +192,17 @@ def test_console_in_chromium_runs_a_job_from_a_sentence_and_promotes_it(api_serv
     errors = [entry for entry in driver.get_log("browser")  # the wrong token's 401 is expected
               if entry["level"] == "SEVERE" and "status of 401" not in entry["message"]]
     assert not errors, errors
+
+    # --- bob, who is not an admin, sees none of alice's jobs and cannot change the registry
+    driver.find_element("id", "signout").click()
+    driver.get(f"{api_server}/#token={tokens['bob']}")
+    _wait(driver, lambda d: "bob" in _text(d, "#who"), 10, "bob signed in")
+    _wait(driver, lambda d: "No jobs yet" in _text(d, "#jobs-body"), 10, "bob's empty job list")
+    driver.get(f"{api_server}/#/jobs/{job_id}")
+    _wait(driver, lambda d: f"no job with id '{job_id}'" in _text(d, "#job-summary"), 10, "alice's job hidden")
+    driver.get(f"{api_server}/#/models/{name}")
+    _wait(driver, lambda d: "admin" in _text(d, "#model-actions"), 30, "no model actions for bob")
+    assert not driver.find_elements("id", "promote")
     for page, path in shots.items():
         print(f"screenshot of the {page} page: {path}")
     print(f"browser flow took {time.monotonic() - started:.1f}s for job {job_id}")

@@ -4,12 +4,12 @@
 
 const API = "/api/v1/fine-tuning";
 const TOKEN_KEY = "ftagent.token";
-const USER_KEY = "ftagent.user";
 const CHAT_KEY = "ftagent.chat";
 const PHASES = ["intake", "researcher", "curator", "generator", "trainer", "evaluator", "critic", "deployer"];
 const FINISHED = ["succeeded", "failed", "cancelled"];
 const store = window.sessionStorage;
 let page = { cleanup: [] }; // what the current page must stop when the next one renders
+let me = { user: null, admin: false, document_roots: [] }; // who the token names (GET /limits)
 
 // ---- small DOM helpers --------------------------------------------------------------------------
 function h(tag, attrs, ...children) {
@@ -51,10 +51,7 @@ class ApiError extends Error {
   constructor(status, message, body) { super(message); this.status = status; this.body = body || {}; }
 }
 function authHeaders() {
-  const headers = { Authorization: `Bearer ${store.getItem(TOKEN_KEY) || ""}` };
-  const user = store.getItem(USER_KEY);
-  if (user) headers["X-Ftagent-User"] = user;
-  return headers;
+  return { Authorization: `Bearer ${store.getItem(TOKEN_KEY) || ""}` };
 }
 async function api(path, { method = "GET", body, signal } = {}) {
   const headers = authHeaders();
@@ -213,28 +210,23 @@ function renderSignIn(reason) {
   const error = h("p", { class: "error", id: "signin-error", role: "alert" }, reason || "");
   const token = h("input", { type: "password", id: "token", autocomplete: "off", required: true,
                              "aria-describedby": "token-hint" });
-  const user = h("input", { type: "text", id: "username", autocomplete: "username",
-                            value: store.getItem(USER_KEY) || "" });
   const form = h("form", { class: "card signin", id: "signin", onsubmit: async (event) => {
     event.preventDefault();
     store.setItem(TOKEN_KEY, token.value.trim());
-    if (user.value.trim()) store.setItem(USER_KEY, user.value.trim()); else store.removeItem(USER_KEY);
     await enter();
   } },
   h("h1", {}, "Sign in to ftagent"),
   h("label", { for: "token" }, "API token"), token,
-  h("p", { class: "hint", id: "token-hint" }, "The server's API token ($FTAGENT_API_TOKEN, or the file <home>/api_token on the server). ",
-    "For a bookmark use /#token=… : the part after # never leaves this browser."),
-  h("label", { for: "username" }, "Your name (optional)"), user,
-  h("p", { class: "hint" }, "Shown as the owner of the jobs you start; only you can stop them."),
+  h("p", { class: "hint", id: "token-hint" }, "Your own token (an admin makes it with `ftagent token add NAME`); it says who you are: ",
+    "you see and stop your own jobs. For a bookmark use /#token=… : the part after # never leaves this browser."),
   error, h("div", { class: "row end" }, h("button", { type: "submit" }, "Sign in")));
   fill($("#main"), form);
   token.focus();
 }
 async function enter() {
   try {
-    const me = await api("/me");
-    fill($("#who"), "Signed in as ", h("strong", {}, me.user));
+    me = await api("/limits");
+    fill($("#who"), "Signed in as ", h("strong", {}, me.user), me.admin ? " (admin)" : "");
     $("#nav").hidden = false;
     $("#signout").hidden = false;
     route();
@@ -284,8 +276,8 @@ function renderHome() {
         "Tell me what to fine-tune, e.g. 'fine-tune SmolLM2 on marine biology'. Ask 'how is it going?' or 'stop it' any time."));
   const input = h("textarea", { id: "chat-input", rows: 2, required: true, "aria-describedby": "chat-hint",
                                 placeholder: "fine-tune SmolLM2 on …" });
-  const docs = h("input", { type: "text", id: "docs-folder", value: chat.docs || "", placeholder: "/path/to/documents",
-                            "aria-describedby": "docs-hint" });
+  const docs = h("input", { type: "text", id: "docs-folder", value: chat.docs || "", list: "docs-roots",
+                            placeholder: (me.document_roots || [])[0] || "/path/to/documents", "aria-describedby": "docs-hint" });
   const options = h("textarea", { id: "chat-options", rows: 4, class: "mono", placeholder: '{"training": {"epochs": 2}}' },
     chat.options || "");
   const error = h("p", { class: "error", role: "alert", id: "chat-error" });
@@ -294,7 +286,10 @@ function renderHome() {
     h("label", { for: "chat-input" }, "Message"), input,
     h("p", { class: "hint", id: "chat-hint" }, "Enter sends, Shift+Enter starts a new line."),
     h("label", { for: "docs-folder" }, "Documents folder (optional)"), docs,
-    h("p", { class: "hint", id: "docs-hint" }, "A folder on the server's disk with .md/.txt/.html/.pdf files; without one the agent searches its sources."),
+    h("p", { class: "hint", id: "docs-hint" }, "A folder of .md/.txt/.html/.pdf files inside a document root of the server",
+      (me.document_roots || []).length ? [": ", me.document_roots.join(", "), " (a relative path is taken inside the first)"] : "",
+      ". Without one the agent searches its sources."),
+    h("datalist", { id: "docs-roots" }, (me.document_roots || []).map((root) => h("option", { value: root }))),
     h("details", {}, h("summary", {}, "Job options (JSON)"),
       h("label", { for: "chat-options" }, "JobSpec options for jobs started from this chat"), options),
     error, h("div", { class: "row end" }, send));
@@ -665,7 +660,7 @@ async function modelDetail(name, detail) {
   fill(detail,
     h("h2", { id: "model-name" }, name), h("p", { class: "row" }, badge(model.status), h("span", {}, `${model.family} v${model.version}`),
       h("span", { class: "muted" }, `base ${model.base_model}`), model.job_id ? h("a", { href: `#/jobs/${enc(model.job_id)}` }, "its job") : null),
-    h("div", { class: "row" },
+    me.admin ? h("div", { class: "row", id: "model-actions" },
       h("button", { type: "button", id: "promote", disabled: model.status === "production",
         onclick: act(`${name} is in production.`, () => api(`/models/${enc(name)}/promote`, { method: "POST", body: { force: force.checked } })) }, "Promote to production"),
       model.gates_passed ? null : h("label", { class: "small", for: "force-promote" }, force, " even though its gates failed"),
@@ -677,7 +672,8 @@ async function modelDetail(name, detail) {
           await api(`/models/${enc(name)}?force=${model.status === "production"}`, { method: "DELETE" });
           location.hash = "#/models";
         }) }, "Delete"),
-      h("label", { class: "small", for: "confirm-delete" }, confirmDelete, " yes, delete")),
+      h("label", { class: "small", for: "confirm-delete" }, confirmDelete, " yes, delete"))
+      : h("p", { class: "muted small", id: "model-actions" }, "Promote, roll back and delete need an admin's token: they change what every user is served."),
     h("h3", {}, "Gates"), gateList(gates), ask, answers,
     h("details", { open: true }, h("summary", {}, "Model card"), markdown(model.card)));
 }
