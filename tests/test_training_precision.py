@@ -111,3 +111,21 @@ def test_micro_batches_follow_the_real_lengths(tiny_model_dir, tmp_path) -> None
     assert sum(len(m) for m in micro_batches) == 8
     assert all(len(m) * max(len(e.input_ids) for e in m) <= 120 or len(m) == 1 for m in micro_batches)
     assert len(micro_batches[0]) > len(micro_batches[-1])  # short examples share, long ones go alone
+
+
+def test_supervised_loss_through_the_chunked_head_equals_the_models_own_loss(tiny_model_dir) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from tools.linear_cross_entropy import supervised_loss_sum
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (3, 20), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[2, 15:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :6] = -100  # a prompt: no loss there
+    with torch.no_grad():
+        ours = supervised_loss_sum(model, ids, mask, labels)
+        own = model(input_ids=ids, attention_mask=mask, labels=labels).loss * int((labels[:, 1:] != -100).sum())
+    assert torch.allclose(ours, own.float(), rtol=1e-5)

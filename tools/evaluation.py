@@ -256,13 +256,24 @@ def answer_nll(model, tokenizer, records: Sequence[dict], max_seq_len: int = 512
                 n = len(example.input_ids)
                 ids[row, :n], labels[row, :n], mask[row, :n] = (
                     torch.tensor(example.input_ids), torch.tensor(example.labels), 1)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            targets = labels[:, 1:]
-            losses = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum")
-            total += float(losses)
-            count += int((targets != -100).sum())
+            total += float(_answer_loss_sum(model, ids, mask, labels))
+            count += int((labels[:, 1:] != -100).sum())
     return total / max(1, count)
+
+
+def _answer_loss_sum(model, ids, mask, labels):
+    """Summed loss over the answer tokens: through the chunked head (never batch x length x vocabulary
+    logits at once), or the model's own logits for a head that must not be bypassed."""
+    import torch
+
+    from tools.linear_cross_entropy import supervised_loss_sum
+
+    loss = supervised_loss_sum(model, ids, mask, labels)
+    if loss is not None:
+        return loss
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+                                             ignore_index=-100, reduction="sum")
 
 
 def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: int = 64,

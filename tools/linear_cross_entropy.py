@@ -33,6 +33,23 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     return LinearCrossEntropy.apply(hidden, weight, targets, chunk_rows)
 
 
+def supervised_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        labels: torch.Tensor) -> torch.Tensor | None:
+    """Summed next-token cross-entropy (fp32) of a causal LM over the positions whose label is not -100,
+    the head applied only to those positions, a chunk at a time. `model` is a transformers causal LM or a
+    peft model around one (its LoRA layers run). None when the model's head must not be bypassed (a bias,
+    a LoRA on the head, logit soft-capping): the caller then takes the model's own loss."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
+    plain_head = head is not None and getattr(head, "bias", None) is None and not hasattr(head, "base_layer")
+    if decoder is None or not plain_head or getattr(causal_lm.config, "final_logit_softcapping", None):
+        return None
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    supervised = targets != -100
+    return linear_cross_entropy(hidden[:, :-1][supervised], head.weight, targets[supervised])
+
+
 def _loss_only(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int) -> torch.Tensor:
     total = torch.zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32), device=hidden.device)
     for start in range(0, hidden.shape[0], chunk_rows):

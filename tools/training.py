@@ -437,17 +437,10 @@ class LoraRecipe:
         The vocabulary projection runs only on positions whose next token is supervised (for a 49k-token
         vocabulary that head is a fifth of the model's FLOPs, and prompt positions need none), a chunk of
         positions at a time (tools.linear_cross_entropy): the full positions x vocabulary logits never exist."""
-        from tools.linear_cross_entropy import linear_cross_entropy
+        from tools.linear_cross_entropy import supervised_loss_sum
 
-        causal_lm = self.model.get_base_model()
-        decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
-        plain_head = head is not None and getattr(head, "bias", None) is None and not hasattr(head, "base_layer")
-        if decoder is None or not plain_head or getattr(causal_lm.config, "final_logit_softcapping", None):
-            return self._loss_sum_full(ids, mask, labels)
-        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        targets = labels[:, 1:]
-        supervised = targets != -100
-        return linear_cross_entropy(hidden[:, :-1][supervised], head.weight, targets[supervised])
+        loss = supervised_loss_sum(self.model, ids, mask, labels)
+        return self._loss_sum_full(ids, mask, labels) if loss is None else loss
 
     def _loss_sum_full(self, ids, mask, labels):
         """Fallback through the model's own loss (mean) for heads we should not bypass."""
