@@ -162,7 +162,7 @@ def plan_memory(shape: ModelShape, seq_len: int, batch_size: int, available: int
     turned on only when even one example per micro-batch would not fit without it. Explicit
     `accumulation` / `checkpointing` values are kept as given. With `max_micro_tokens`, micro-batches
     hold at most that many padded tokens (the trainer then packs each step's examples by their real
-    lengths): on a CPU a matrix product of ~1k rows already runs at full rate, so larger micro-batches
+    lengths): on a CPU a matrix product of a few hundred rows already runs near full rate, so larger micro-batches
     only cost memory. `value_bytes`: 2 for a bf16 base, 4 for fp32; `head_chunk_rows`: the loss head is
     chunked (tools.linear_cross_entropy) with this many positions per chunk."""
     head = chunked_head_bytes(shape, head_chunk_rows) if head_chunk_rows else 0

@@ -30,7 +30,7 @@ from tools.hardware import (
     process_rss_mb,
 )
 
-CPU_MICRO_BATCH_TOKENS = 1024
+CPU_MICRO_BATCH_TOKENS = 512
 
 
 class TrainingError(RuntimeError):
@@ -379,7 +379,7 @@ class LoraRecipe:
                                       "gradient_checkpointing": plan.gradient_checkpointing, "why": plan.note})
 
     def _micro_token_target(self) -> int | None:
-        """Padded tokens per micro-batch on a CPU: its matrix products reach their full rate at ~1k rows, so
+        """Padded tokens per micro-batch on a CPU: its matrix products run near their full rate from a few hundred rows, so
         bigger micro-batches would only hold more activations (a GPU takes what memory allows: None)."""
         return CPU_MICRO_BATCH_TOKENS if self.device == "cpu" else None
 
