@@ -379,8 +379,9 @@ class LoraRecipe:
                                       "gradient_checkpointing": plan.gradient_checkpointing, "why": plan.note})
 
     def _micro_token_target(self) -> int | None:
-        """Padded tokens per micro-batch on a CPU: its matrix products run near their full rate from a few hundred rows, so
-        bigger micro-batches would only hold more activations (a GPU takes what memory allows: None)."""
+        """Padded tokens per micro-batch on a CPU: its matrix products run near their full rate from a few
+        hundred rows, so bigger micro-batches would only hold more activations (a GPU takes what memory
+        allows: None)."""
         return CPU_MICRO_BATCH_TOKENS if self.device == "cpu" else None
 
     def _build_optimizer(self) -> None:
