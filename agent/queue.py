@@ -4,6 +4,9 @@
   by the OS when the process dies, so a `kill -9` never leaves a stale lock).
 - On start the worker first resumes interrupted jobs (status running with a dead pid), from their last
   graph checkpoint, then takes queued jobs oldest first (claimed atomically in SQLite).
+- On a shared store (PostgreSQL, `database_url`) any number of workers, on any hosts, share one queue:
+  there is no home lock, and a claim takes over an interrupted job (its lease expired) or else the oldest
+  queued one, so no two workers ever run the same job (tools/job_store_postgres.py).
 - Cancellation: `JobService.cancel` sets a flag; `CancelWatch`, an event listener, reads it at every event
   the job writes (each phase change, decision and training step) and raises `JobCancelled`, which unwinds
   the graph. Work finished before that point is checkpointed and kept.
@@ -65,7 +68,10 @@ class Worker:
         self._lock_file: TextIO | None = None
 
     def acquire(self) -> None:
-        """Take this home's worker lock; WorkerBusy if another live worker has it."""
+        """Take this home's worker lock; WorkerBusy if another live worker has it. A shared store needs
+        none: its claims keep workers apart."""
+        if self.service.jobs.shared:
+            return
         path = Path(self.service.settings.home) / "worker.lock"
         handle = path.open("w")
         try:
@@ -84,7 +90,10 @@ class Worker:
             self._lock_file = None
 
     def recover(self) -> list[JobResult]:
-        """Resume every interrupted job (its process died mid-run); cancelled-while-dead ones are closed."""
+        """Resume every interrupted job (its process died mid-run); cancelled-while-dead ones are closed.
+        On a shared store the claims do this, one worker per job."""
+        if self.service.jobs.shared:
+            return []
         interrupted = [r for r in self.service.jobs.list() if r.status == "interrupted"]
         return [run_job(self.service, r.job_id, self.listeners, resume=True, keep_cancel=True)
                 for r in reversed(interrupted)]

@@ -32,7 +32,7 @@ from graphs.spec import build_spec
 from tools.api_tokens import Caller
 from tools.events import EventListener, EventLog
 from tools.feedback import Feedback, FeedbackStore, corrections_as_examples, write_jsonl
-from tools.job_store import TERMINAL_STATUSES, JobRecord, JobStore, UnknownJob
+from tools.job_store import TERMINAL_STATUSES, JobRecord, JobStore, UnknownJob, open_job_store
 from tools.registry import ModelRegistry, ModelVersion
 from tools.text import slugify
 
@@ -107,7 +107,7 @@ class CancelInterrupter:
         while not self._stop.wait(self.poll_seconds):
             try:
                 requested = self.store.get(self.job_id).cancel_requested
-            except sqlite3.Error:  # a locked database: the next poll asks again
+            except (sqlite3.Error, OSError):  # a locked or unreachable database: the next poll asks again
                 continue
             if requested:
                 with self._lock:
@@ -136,7 +136,7 @@ class JobService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
-        self.jobs = JobStore(settings.database)
+        self.jobs = open_job_store(settings.database, settings.job_lease_s)
         self.registry = ModelRegistry(settings.database)
         self.feedback_store = FeedbackStore(settings.database)
 
@@ -199,7 +199,7 @@ class JobService:
     def _claim(self, job_id: str) -> JobRecord:
         """The job, marked running under this process; JobBusy when another live process runs it."""
         record = self.jobs.get(job_id)
-        if record.status == "running" and record.pid == os.getpid():
+        if record.status == "running" and self.jobs.held_here(record):
             return record
         if record.status == "running" or not self.jobs.claim(record, os.getpid()):
             raise JobBusy(job_id, self.jobs.get(job_id).pid)
@@ -207,7 +207,12 @@ class JobService:
 
     @contextmanager
     def _training_lock(self, job_id: str, watch: Callable[[dict[str, Any]], None]) -> Iterator[None]:
-        """Hold <home>/training.lock while the job runs; while another job holds it, wait (cancellable)."""
+        """Hold <home>/training.lock while the job runs; while another job holds it, wait (cancellable).
+        Not on a shared store (PostgreSQL): there the home is the artifact root every host mounts, so the
+        lock would run one job at a time across all of them; each worker runs one job at a time."""
+        if self.jobs.shared:
+            yield
+            return
         handle = (self.settings.home / "training.lock").open("a")
         try:
             announced = False
@@ -541,15 +546,11 @@ class JobService:
     @contextmanager
     def _graph(self) -> Iterator[Any]:
         # imported here: the graph's imports cost seconds that `cancel` or `status` never need
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
         from graphs.graph import build_graph
+        from tools.checkpoints import open_checkpointer
 
-        connection = sqlite3.connect(self.settings.database, check_same_thread=False, timeout=30)
-        try:
-            yield build_graph(SqliteSaver(connection))
-        finally:
-            connection.close()
+        with open_checkpointer(self.settings.database) as checkpointer:
+            yield build_graph(checkpointer)
 
 
 TRAINING_SETTINGS = ("epochs", "max_steps", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "batch_size",

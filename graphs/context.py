@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from tools.events import EventListener, EventLog
+from tools.sql_table import check_database_url
 
 DEFAULT_HOME = "~/.ftagent"
 _ENVIRONMENT = {
@@ -38,6 +39,9 @@ _ENVIRONMENT = {
     "max_download_mb": "FTAGENT_MAX_DOWNLOAD_MB",
     "max_request_bytes": "FTAGENT_MAX_REQUEST_BYTES",
     "serving_api_key": "FTAGENT_SERVING_API_KEY",
+    "database_url": "FTAGENT_DATABASE_URL",
+    "job_lease_s": "FTAGENT_JOB_LEASE",
+    "chroma_url": "FTAGENT_CHROMA_URL",
 }
 
 
@@ -82,10 +86,37 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
         return value
+    # Shared state for several workers and hosts: jobs, queue, checkpoints, registry and feedback in this
+    # PostgreSQL database (postgresql://user:password@host:5432/db) instead of <home>/ftagent.sqlite.
+    database_url: str | None = None
+    # seconds a running job's lease lasts on PostgreSQL (renewed while its worker lives; after a dead
+    # worker's lease expires another worker takes the job over)
+    job_lease_s: float = Field(60.0, gt=0)
+    # a chroma server (http://host:8000) for the chunk store instead of the embedded <home>/chroma
+    chroma_url: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, url: str | None) -> str | None:
+        return check_database_url(url) if url else None
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _http_only(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"chroma_url must be an http:// or https:// URL of a chroma server, not {url!r}")
+        return url or None
 
     @property
-    def database(self) -> Path:
-        return self.home / "ftagent.sqlite"
+    def database(self) -> Path | str:
+        """Where jobs, checkpoints, the registry and feedback live: the PostgreSQL URL when one is set,
+        else the SQLite file in the home folder."""
+        return self.database_url or self.home / "ftagent.sqlite"
+
+    @property
+    def chroma(self) -> Path | str:
+        """The chunk store: the chroma server's URL when one is set, else <home>/chroma (embedded)."""
+        return self.chroma_url or self.home / "chroma"
 
     @property
     def http_cache(self) -> Path:

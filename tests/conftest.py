@@ -30,3 +30,31 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FTAGENT_HOME", str(folder))
     monkeypatch.delenv("FTAGENT_CONFIG", raising=False)
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A real PostgreSQL server for this test session (stopped and removed at its end). Fails, never
+    skips, when the server binaries are missing: the Postgres tests are part of the suite. Its folder is
+    not under pytest's tmp root, which the `postgres` user (the server's, when tests run as root) cannot enter."""
+    import shutil
+    import tempfile
+
+    from postgres_cluster import PostgresMissing, start_cluster
+
+    folder = Path(tempfile.mkdtemp(prefix="ftagent-postgres-"))
+    try:
+        cluster = start_cluster(folder)
+    except PostgresMissing as missing:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.fail(str(missing))
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture()
+def postgres_url(postgres_cluster, request) -> str:
+    """The URL of a fresh, empty database on the session's cluster, one per test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return postgres_cluster.create_database(name)

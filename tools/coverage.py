@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 
 
-def stored_vectors(path: str | Path, collection: str, ids: Sequence[str]) -> np.ndarray:
-    """The embeddings the curator stored in chroma for these chunk ids, in the same order."""
-    import chromadb
-    from chromadb.config import Settings
+def stored_vectors(location: str | Path, collection: str, ids: Sequence[str]) -> np.ndarray:
+    """The embeddings the curator stored in chroma (a folder, or a chroma server's URL) for these chunk
+    ids, in the same order."""
+    from tools.vector_store import chroma_client
 
-    client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+    client = chroma_client(location)
     found = client.get_collection(collection, embedding_function=None).get(ids=list(ids), include=["embeddings"])
     by_id = dict(zip(found["ids"], found["embeddings"], strict=True))
     return np.asarray([by_id[i] for i in ids], dtype=np.float32)

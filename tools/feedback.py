@@ -1,4 +1,4 @@
-"""Feedback on a registered model's answers (SQLite, next to the jobs and the registry).
+"""Feedback on a registered model's answers (in the jobs' and the registry's database: SQLite or PostgreSQL).
 
 A rating says whether an answer was good; a correction says what it should have been. Corrections are
 the useful part: `corrections_as_examples` turns them into chat training examples (the same
@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from tools.registry import now_iso
-from tools.sqlite_table import SqliteTable
+from tools.sql_table import SqlTable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
     feedback_id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, question TEXT NOT NULL,
-    answer TEXT NOT NULL, rating INTEGER NOT NULL, correction TEXT, user TEXT, created_at TEXT NOT NULL
+    answer TEXT NOT NULL, rating INTEGER NOT NULL, correction TEXT, "user" TEXT, created_at TEXT NOT NULL
 )"""
+# "user" is quoted: a reserved word in PostgreSQL (SQLite accepts the quotes too)
+_POSTGRES_SCHEMA = _SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
 RATINGS = (-1, 0, 1)  # bad, neutral, good
 # a correction becomes a training row of the model's next version: long ones are refused, not truncated
 MAX_QUESTION_CHARS, MAX_ANSWER_CHARS, MAX_CORRECTION_CHARS = 2000, 8000, 4000
@@ -45,10 +47,11 @@ class Feedback:
         return asdict(self)
 
 
-class FeedbackStore(SqliteTable):
+class FeedbackStore(SqlTable):
     """The feedback table: one row per rated answer."""
 
     schema = _SCHEMA
+    postgres_schema = _POSTGRES_SCHEMA
 
     def add(self, model: str, question: str, answer: str, rating: int, correction: str | None = None,
             user: str | None = None) -> Feedback:
@@ -63,10 +66,11 @@ class FeedbackStore(SqliteTable):
                 raise FeedbackError(f"{name} is {len(text):,} characters long; at most {limit:,}")
         created = now_iso()
         with self._connect() as connection:
-            cursor = connection.execute(
-                "INSERT INTO feedback (model, question, answer, rating, correction, user, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", (model, question, answer, rating, correction or None, user, created))
-        return Feedback(int(cursor.lastrowid), model, question, answer, rating, correction or None, user, created)
+            row = connection.execute(
+                'INSERT INTO feedback (model, question, answer, rating, correction, "user", created_at) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING feedback_id",
+                (model, question, answer, rating, correction or None, user, created)).fetchone()
+        return Feedback(int(row[0]), model, question, answer, rating, correction or None, user, created)
 
     def list(self, model: str | None = None) -> list[Feedback]:
         """All feedback, oldest first (only one model's when `model` is given)."""

@@ -1,4 +1,5 @@
-"""The jobs table: what was asked, by whom, its status and outcome (SQLite in the home folder)."""
+"""The jobs table: what was asked, by whom, its status and outcome (SQLite in the home folder; on
+PostgreSQL, tools/job_store_postgres.py, chosen by `open_job_store`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import json
 import os
 import sqlite3
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from tools.registry import now_iso
-from tools.sqlite_table import SqliteTable
+from tools.sql_table import SqlTable, is_postgres_url
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -49,8 +51,11 @@ class JobRecord:
         return asdict(self)
 
 
-class JobStore(SqliteTable):
+class JobStore(SqlTable):
     schema = _SCHEMA
+    # False: one host's workers (one at a time, under the home's worker lock); a running job whose process
+    # is gone reads as interrupted. A shared store (PostgreSQL) hands such jobs out through its claims.
+    shared = False
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
         present = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
@@ -81,6 +86,10 @@ class JobStore(SqliteTable):
                 "AND pid IS ?", (pid, now_iso(), seen.job_id,
                                  "running" if seen.status == "interrupted" else seen.status, seen.pid))
             return cursor.rowcount == 1
+
+    def held_here(self, record: JobRecord) -> bool:
+        """True when this process is the one running the job."""
+        return record.pid == os.getpid()
 
     def claim_next(self, pid: int) -> JobRecord | None:
         """Atomically mark the oldest queued job as running under `pid` and return it (None if none is queued),
@@ -123,6 +132,16 @@ class JobStore(SqliteTable):
         if record["status"] == "running" and record["pid"] and not _alive(record["pid"]):
             record["status"] = "interrupted"  # the process that ran it is gone (killed or crashed)
         return JobRecord(**record)
+
+
+def open_job_store(database: Path | str, lease_s: float = 60.0) -> JobStore:
+    """The jobs table in `database`: a SQLite file, or a PostgreSQL URL (a shared store whose running
+    jobs hold a lease of `lease_s` seconds, renewed while their process lives)."""
+    if is_postgres_url(database):
+        from tools.job_store_postgres import PostgresJobStore
+
+        return PostgresJobStore(database, lease_s)
+    return JobStore(database)
 
 
 def _alive(pid: int) -> bool:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tools.base_models import model_key
-from tools.sqlite_table import SqliteTable
+from tools.sql_table import SqlTable
 from tools.text import slugify
 
 STATUSES = ("staging", "production", "archived", "rejected")
@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS model_versions (
 _JSON_FIELDS = ("sources", "config", "metrics")
 
 
-class ModelRegistry(SqliteTable):
+class ModelRegistry(SqlTable):
     schema = _SCHEMA
 
     def next_version(self, family: str) -> int:

@@ -1,10 +1,13 @@
-"""Chunks, their embeddings and provenance in chromadb (embedded PersistentClient by default)."""
+"""Chunks, their embeddings and provenance in chromadb: an embedded PersistentClient in a folder by
+default, or a chroma server (`chroma run`, or a chroma deployment) through HttpClient when the store's
+location is an http(s):// URL, so that workers on several hosts share one chunk store."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -15,14 +18,8 @@ class ChunkStore:
     """One chroma collection per job. We always pass our own embeddings: chroma's default
     embedding function would try to download a model."""
 
-    def __init__(self, path: str | Path, collection: str) -> None:
-        import chromadb
-        from chromadb.config import Settings
-
-        Path(path).mkdir(parents=True, exist_ok=True)
-        self._client = chromadb.PersistentClient(
-            path=str(path), settings=Settings(anonymized_telemetry=False)
-        )
+    def __init__(self, location: str | Path, collection: str) -> None:
+        self._client = chroma_client(location)
         self._collection = self._client.get_or_create_collection(
             name=collection, embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
@@ -68,3 +65,21 @@ class ChunkStore:
 
     def count(self) -> int:
         return self._collection.count()
+
+
+def chroma_client(location: str | Path) -> Any:
+    """A chroma client: HttpClient for an http(s):// URL (a chroma server), else a PersistentClient in
+    that folder. Telemetry is off either way."""
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False)
+    if isinstance(location, str) and location.startswith(("http://", "https://")):
+        url = urlsplit(location)
+        if not url.hostname:
+            raise ValueError(f"chroma server URL {location!r} names no host")
+        https = url.scheme == "https"
+        return chromadb.HttpClient(host=url.hostname, port=url.port or (443 if https else 8000), ssl=https,
+                                   settings=settings)
+    Path(location).mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(location), settings=settings)

@@ -169,7 +169,7 @@ def curate_chunks(state: JobState, runtime: Runtime[JobContext]) -> dict:
 def _store(curated: Curated, documents: Sequence[Document], runtime: Runtime[JobContext], collection: str) -> None:
     by_id = {d.doc_id: d for d in documents}
     kept = curated.kept
-    store = ChunkStore(runtime.context.settings.home / "chroma", collection)
+    store = ChunkStore(runtime.context.settings.chroma, collection)
     store.clear()
     store.add([curated.chunks[i] for i in kept], curated.vectors[kept],
               [{**_flat(by_id[curated.chunks[i].doc_id].provenance()), "relevance": float(curated.relevance[i])}

@@ -66,7 +66,7 @@ def job_passages(state: JobState, settings: Settings, records: list[dict]) -> li
     the passage the record carries, else None."""
     collection = (state.get("curation") or {}).get("collection")
     ids = [(r.get("metadata") or {}).get("chunk_id") for r in records]
-    texts = ChunkStore(settings.home / "chroma", collection).texts([i for i in ids if i]) if collection else {}
+    texts = ChunkStore(settings.chroma, collection).texts([i for i in ids if i]) if collection else {}
     return [texts.get(chunk_id) or record_passage(r) for chunk_id, r in zip(ids, records, strict=True)]
 
 

@@ -74,8 +74,8 @@ def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
     spec = effective_spec(state)
     events = runtime.context.events(state["job_id"])
     collection = state["curation"]["collection"]
-    rows = ChunkStore(runtime.context.settings.home / "chroma", collection).all()
-    vectors = stored_vectors(runtime.context.settings.home / "chroma", collection, [c.chunk_id for c, _ in rows])
+    rows = ChunkStore(runtime.context.settings.chroma, collection).all()
+    vectors = stored_vectors(runtime.context.settings.chroma, collection, [c.chunk_id for c, _ in rows])
     drawn = draw_chunks(rows, vectors, spec) if rows else []
     generator, fallback = choose_generator(spec, runtime)
     if fallback:
