@@ -404,6 +404,7 @@ def create_app(service: JobService, token: str | None, poll_seconds: float = 0.2
     install_console(app)
 
     @app.get("/healthz", tags=["health"])
+    @app.get("/health", tags=["health"])  # the readiness path the deployment files probe (deploy/k8s)
     def health() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -19,6 +19,7 @@ from graphs.spec import RequestError
 from tools.base_models import BaseModelError
 from tools.job_store import UnknownJob
 from tools.registry import RegistryError, RegistryRefusal
+from tools.sql_table import DatabaseUnavailable
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
 EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_ENVIRONMENT = 2, 3, 4, 5
@@ -278,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
     console = Console(stderr=False, highlight=False)
     try:
-        service = JobService(resolve_settings({"home": args.home, "threads": args.threads}))
+        settings = resolve_settings({"home": args.home, "threads": args.threads})
+    except ValueError as error:  # a setting (environment, config file) that fails its check
+        console.print(f"[red]bad setting:[/red] {escape(str(error))}", highlight=False)
+        return EXIT_BAD_INPUT
+    try:
+        service = JobService(settings)
         return _dispatch(service, console, args)
     except RequestError as error:
         console.print(f"[red]cannot start:[/red] {error}", highlight=False)
@@ -294,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NOT_FOUND
     except BaseModelError as error:
         console.print(f"[red]base model:[/red] {error}", highlight=False)
+        return EXIT_ENVIRONMENT
+    except DatabaseUnavailable as error:
+        console.print(f"[red]database:[/red] {escape(str(error))}", highlight=False)
         return EXIT_ENVIRONMENT
     except OSError as error:  # the home folder cannot be written, a disk is full, ...
         console.print(f"[red]cannot read or write files:[/red] {error}", highlight=False)

@@ -218,3 +218,16 @@ def test_a_tiny_job_on_postgres_leaves_job_checkpoint_and_registry_rows(postgres
         assert count("SELECT count(*) FROM model_versions WHERE job_id = %s") == 1
     assert service.model(state["model"]["name"]).job_id == record.job_id
     assert service.state(record.job_id)["status"] == "succeeded"  # read back through the Postgres checkpointer
+
+
+def test_the_cli_names_a_bad_or_unreachable_database_without_its_password(monkeypatch, tmp_path, capsys):
+    from agent.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, main
+    from postgres_cluster import free_port
+
+    monkeypatch.setenv("FTAGENT_DATABASE_URL", "mysql://db/ft")
+    assert main(["--home", str(tmp_path), "status"]) == EXIT_BAD_INPUT
+    assert "must be a postgresql:// URL" in capsys.readouterr().out
+    monkeypatch.setenv("FTAGENT_DATABASE_URL", f"postgresql://bob:s3cret@127.0.0.1:{free_port()}/ft")
+    assert main(["--home", str(tmp_path), "status"]) == EXIT_ENVIRONMENT
+    said = capsys.readouterr().out
+    assert "cannot reach the database postgresql://bob:***@127.0.0.1" in said and "s3cret" not in said

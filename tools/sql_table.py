@@ -37,6 +37,19 @@ def check_database_url(url: str) -> str:
     return url
 
 
+class DatabaseUnavailable(ConnectionError):
+    """The PostgreSQL server cannot be reached or refuses the connection (the message names it, without
+    the password)."""
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, at, tail = url.rpartition("@")
+    if not at or ":" not in head.split("://", 1)[-1]:
+        return url
+    return f"{head.rsplit(':', 1)[0]}:***@{tail}"
+
+
 class Row(dict):
     """A result row: by column name, or by position like `sqlite3.Row`."""
 
@@ -58,7 +71,11 @@ class PostgresConnection:
     def __init__(self, url: str) -> None:
         import psycopg
 
-        self._connection = psycopg.connect(url, row_factory=_row_factory)
+        try:
+            self._connection = psycopg.connect(url, row_factory=_row_factory, connect_timeout=10)
+        except psycopg.OperationalError as error:
+            raise DatabaseUnavailable(f"cannot reach the database {redacted(url)}: "
+                                      f"{str(error).strip().splitlines()[0]}") from error
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
         return self._connection.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(parameters))
