@@ -199,6 +199,13 @@ def _add_registry_commands(commands: Any) -> None:
     serve.add_argument("--ab", dest="ab_splits", action="append", metavar="NAME=VERSION_A:W,VERSION_B:W",
                        help="answer NAME with an A/B split between served versions, by request id (repeatable; "
                             "weights optional = equal shares; overrides the config's serving_ab_splits)")
+    serve.add_argument("--engine", choices=("ftagent", "vllm"), default="ftagent",
+                       help="ftagent: this project's server (default); vllm: vLLM's OpenAI-compatible server with "
+                            "the versions as LoRA modules (a CUDA machine with vllm installed)")
+    serve.add_argument("--vllm-args", default="", metavar="'ARGS'",
+                       help="more arguments for vLLM's server, e.g. '--gpu-memory-utilization 0.85'")
+    serve.add_argument("--print-command", action="store_true",
+                       help="with --engine vllm: print the vLLM command line and exit")
     serve.add_argument("--reload-interval", type=float, default=5.0, metavar="SECONDS",
                        help="re-read the registry this often to load new versions and drop withdrawn ones "
                             "(0 = only on POST /admin/reload; default 5)")
@@ -500,6 +507,8 @@ def _export(service: JobService, console: Console, args: argparse.Namespace) -> 
 def _serve(service: JobService, console: Console, args: argparse.Namespace) -> int:
     from tools.serving import ServingError
 
+    if args.engine == "vllm":
+        return _serve_vllm(service, console, args)
     try:
         options = _serve_options(args)
     except ValueError as error:
@@ -514,6 +523,39 @@ def _serve(service: JobService, console: Console, args: argparse.Namespace) -> i
                   highlight=False)
     service.serve(args.host, args.port, app=app)
     return 0
+
+
+def _serve_vllm(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    """`serve --engine vllm`: vLLM's server over the registry's versions, its adapters kept in step."""
+    import shlex
+
+    from tools.serving import ServingError
+    from tools.vllm_engine import VllmUnavailable
+
+    try:
+        server = service.vllm_server(tuple(args.models or ()), args.host, args.port, args.reload_interval,
+                                     shlex.split(args.vllm_args), check_installed=not args.print_command)
+    except ServingError as error:
+        console.print(f"[red]cannot serve:[/red] {escape(str(error))}", highlight=False)
+        return EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_INPUT
+    except VllmUnavailable as error:
+        console.print(f"[red]cannot serve with vLLM:[/red] {escape(str(error))}", highlight=False)
+        return EXIT_ENVIRONMENT
+    if args.print_command:
+        print(shlex.join(server.command()))
+        return 0
+    try:
+        server.start()
+        console.print(f"vLLM serving {', '.join(server.plan.lora_modules)} on {server.plan.base_name} at "
+                      f"http://{args.host}:{args.port}/v1", highlight=False)
+        return server.wait()
+    except VllmUnavailable as error:
+        console.print(f"[red]vLLM did not start:[/red] {escape(str(error))}", highlight=False)
+        return EXIT_ENVIRONMENT
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.close()
 
 
 def _serve_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -498,6 +498,17 @@ class JobService:
 
         serve_forever(app if app is not None else self.serving_app(names), host, port)
 
+    def vllm_server(self, names: tuple[str, ...] = (), host: str = "127.0.0.1", port: int = 8000,
+                    reload_interval_s: float = 5.0, extra_args: list[str] | None = None,
+                    program: tuple[str, ...] | None = None, check_installed: bool = True) -> Any:
+        """A vLLM server (tools/vllm_engine.py) for the named versions (default: production and staging),
+        not started yet. VllmUnavailable when vLLM is not installed (unless `program` says what to run,
+        or `check_installed` is off to only build the command); ServingError when nothing can be served."""
+        from tools.vllm_engine import VLLM_PROGRAM, VllmServer
+
+        chosen = program or (None if check_installed else VLLM_PROGRAM)
+        return VllmServer(self.registry, names, host, port, reload_interval_s, extra_args or (), chosen)
+
     # -- export ------------------------------------------------------------------------------------
     def export(self, name: str, fmt: str = "safetensors", dtype: str | None = None,
                out: Path | str | None = None) -> Path:

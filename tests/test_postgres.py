@@ -221,8 +221,9 @@ def test_a_tiny_job_on_postgres_leaves_job_checkpoint_and_registry_rows(postgres
 
 
 def test_the_cli_names_a_bad_or_unreachable_database_without_its_password(monkeypatch, tmp_path, capsys):
-    from agent.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, main
     from postgres_cluster import free_port
+
+    from agent.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, main
 
     monkeypatch.setenv("FTAGENT_DATABASE_URL", "mysql://db/ft")
     assert main(["--home", str(tmp_path), "status"]) == EXIT_BAD_INPUT

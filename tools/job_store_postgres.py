@@ -24,6 +24,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from tools.job_store import JobRecord, JobStore, UnknownJob
 from tools.registry import now_iso
 
@@ -164,7 +166,7 @@ class LeaseKeeper:
                 held = sorted(self._held)
             try:
                 kept = self.store.renew(held)
-            except Exception as error:  # a database hiccup: try again next round
+            except (OSError, psycopg.Error) as error:  # a database hiccup: try again next round
                 log.warning("could not renew job leases %s: %s", held, error)
                 continue
             with self._lock:
