@@ -82,7 +82,7 @@ def environment(args) -> dict:
 
 
 def _training_data(base: Path) -> tuple[list[dict], list[dict]]:
-    sys.path.insert(0, str(REPO / "bench"))
+    # bench/ is on the path: this file runs as a script
     from bench_trainer import corpus_records
     from transformers import AutoTokenizer
 
