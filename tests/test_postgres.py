@@ -129,7 +129,8 @@ def test_three_workers_on_postgres_run_twenty_jobs_none_twice(postgres_url, tmp_
     outputs = [worker.communicate(timeout=240)[0] for worker in workers]
     assert [w.returncode for w in workers] == [0, 0, 0], outputs
     records = [service.jobs.get(job) for job in jobs]
-    assert {r.status for r in records} == {"failed"} and all("no documents" in r.outcome for r in records)
+    assert {r.status for r in records} == {"failed"}, [r.error for r in records]
+    assert all("no documents" in (r.outcome or "") for r in records), [(r.outcome, r.error) for r in records]
     leases = [service.jobs.lease(job) for job in jobs]
     assert [lease.attempts for lease in leases] == [1] * 20
     assert [_intake_runs(home, job) for job in jobs] == [1] * 20  # each job's graph ran once
