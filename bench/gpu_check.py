@@ -1,5 +1,5 @@
-"""GPU check: one command for a person with a CUDA GPU, to run what this project cannot run on its CPU
-machines, each part in its own child process and each printing one JSON line:
+"""GPU check: one command for a person with a CUDA GPU, to run what this project cannot run on its
+CPU machines, each part in its own child process and each printing one JSON line:
 
 - environment:   torch, CUDA, the GPUs
 - unsloth:       the Unsloth backend trains LoRA on SmolLM2 (tokens/s, peak GPU memory, final loss)
@@ -12,7 +12,8 @@ A part that cannot run prints {"part": ..., "ran": false, "why": ...} with the r
 package missing, one GPU), never a traceback; a part that fails prints "ran": false with its error.
 
     .venv/bin/python bench/gpu_check.py [--steps 30] [--home /tmp/ftagent-gpu-check] [--part NAME]
-    (on a CUDA machine: pip install -e '.[cuda]' first; vllm separately, a release built for this torch)
+    (on a CUDA machine: pip install -e '.[cuda]' first; vllm separately, a release built for this
+    torch)
 """
 
 from __future__ import annotations
@@ -35,8 +36,16 @@ def cuda_state() -> tuple[bool, int, str]:
     import torch
 
     if not torch.cuda.is_available():
-        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-        return False, 0, f"no CUDA GPU: torch.cuda.is_available() is False (torch {torch.__version__}, {build})"
+        build = (
+            "a CPU-only build"
+            if torch.version.cuda is None
+            else f"built for CUDA {torch.version.cuda}"
+        )
+        return (
+            False,
+            0,
+            f"no CUDA GPU: torch.cuda.is_available() is False (torch {torch.__version__}, {build})",
+        )
     return True, torch.cuda.device_count(), ""
 
 
@@ -59,10 +68,15 @@ def why_not(part: str) -> str | None:
         if gpus < 2:
             return f"needs 2 GPUs, this machine has {gpus}"
         if importlib.util.find_spec("tools.distributed") is None:
-            return "ftagent has no multi-process (DDP) trainer yet: nothing to launch under torchrun"
+            return (
+                "ftagent has no multi-process (DDP) trainer yet: nothing to launch under torchrun"
+            )
         return None
     if part == "vllm":
-        return missing("vllm") and "vllm is not installed: pip install vllm (a release built for this torch)"
+        return (
+            missing("vllm")
+            and "vllm is not installed: pip install vllm (a release built for this torch)"
+        )
     raise ValueError(part)
 
 
@@ -71,11 +85,17 @@ def environment(args) -> dict:
     import torch
 
     cuda, gpus, reason = cuda_state()
-    info = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cuda": cuda, "gpus": gpus}
+    info = {
+        "torch": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda": cuda,
+        "gpus": gpus,
+    }
     if cuda:
         info["devices"] = [torch.cuda.get_device_name(i) for i in range(gpus)]
-        info["memory_gib"] = [round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)
-                              for i in range(gpus)]
+        info["memory_gib"] = [
+            round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1) for i in range(gpus)
+        ]
     else:
         info["why_no_gpu"] = reason
     return info
@@ -103,21 +123,47 @@ def train_part(args, backend: str, qlora: bool) -> dict:
     base = _base_model(args)
     train, val = _training_data(base)
     work = Path(args.home) / f"gpu-check-{backend}{'-qlora' if qlora else ''}"
-    config = TrainingConfig(base_model_path=str(base), output_dir=str(work / "adapter"),
-                            checkpoint_dir=str(work / "checkpoints"), max_steps=args.steps, batch_size=8,
-                            max_seq_len=512, backend=backend, qlora=qlora, checkpoint_every=10_000)
+    config = TrainingConfig(
+        base_model_path=str(base),
+        output_dir=str(work / "adapter"),
+        checkpoint_dir=str(work / "checkpoints"),
+        max_steps=args.steps,
+        batch_size=8,
+        max_seq_len=512,
+        backend=backend,
+        qlora=qlora,
+        checkpoint_every=10_000,
+    )
     torch.cuda.reset_peak_memory_stats()
     result = train_lora(config, train, val)
-    return {"backend": result.backend, "qlora": qlora, "steps": result.steps,
-            "tokens_per_s": round(result.tokens_per_second, 1), "train_tokens": result.train_tokens,
-            "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
-            "train_loss": round(result.train_loss, 4), "val_loss": result.val_loss,
-            "precision": result.precision, "adapter": result.adapter_dir}
+    return {
+        "backend": result.backend,
+        "qlora": qlora,
+        "steps": result.steps,
+        "tokens_per_s": round(result.tokens_per_second, 1),
+        "train_tokens": result.train_tokens,
+        "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        "train_loss": round(result.train_loss, 4),
+        "val_loss": result.val_loss,
+        "precision": result.precision,
+        "adapter": result.adapter_dir,
+    }
 
 
 def torchrun_part(args) -> dict:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "tools.distributed",
-               "--home", args.home, "--steps", str(args.steps)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "tools.distributed",
+        "--home",
+        args.home,
+        "--steps",
+        str(args.steps),
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -139,9 +185,14 @@ def vllm_part(args) -> dict:
 
     adapter = train_part(args, "peft", False)["adapter"]
     base = _base_model(args)
-    plan = VllmPlan(base_model_path=str(base), base_name="smollm2", lora_modules={"tuned": adapter},
-                    port=args.vllm_port, max_lora_rank=lora_rank_for([adapter]),
-                    extra_args=["--gpu-memory-utilization", "0.5", "--max-model-len", "2048"])
+    plan = VllmPlan(
+        base_model_path=str(base),
+        base_name="smollm2",
+        lora_modules={"tuned": adapter},
+        port=args.vllm_port,
+        max_lora_rank=lora_rank_for([adapter]),
+        extra_args=["--gpu-memory-utilization", "0.5", "--max-model-len", "2048"],
+    )
     client = VllmClient(f"http://127.0.0.1:{args.vllm_port}")
     server = subprocess.Popen(vllm_command(plan), env=vllm_environment())
     try:
@@ -150,8 +201,11 @@ def vllm_part(args) -> dict:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"vLLM did not come up (exit code {server.poll()})")
             time.sleep(1)
-        return {**_chat_load(httpx, client.base_url, args.requests), "served": client.served(),
-                "peak_gpu_memory_mib": _gpu_memory_used_mib()}
+        return {
+            **_chat_load(httpx, client.base_url, args.requests),
+            "served": client.served(),
+            "peak_gpu_memory_mib": _gpu_memory_used_mib(),
+        }
     finally:
         server.terminate()
         server.wait(60)
@@ -161,8 +215,14 @@ def _chat_load(httpx, base_url: str, requests: int) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     def ask(number: int) -> int:
-        body = {"model": "tuned", "max_tokens": 128, "temperature": 0,
-                "messages": [{"role": "user", "content": f"What does a surface code protect? ({number})"}]}
+        body = {
+            "model": "tuned",
+            "max_tokens": 128,
+            "temperature": 0,
+            "messages": [
+                {"role": "user", "content": f"What does a surface code protect? ({number})"}
+            ],
+        }
         reply = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=300)
         reply.raise_for_status()
         return int(reply.json()["usage"]["completion_tokens"])
@@ -171,13 +231,21 @@ def _chat_load(httpx, base_url: str, requests: int) -> dict:
     with ThreadPoolExecutor(16) as pool:
         tokens = sum(pool.map(ask, range(requests)))
     seconds = time.perf_counter() - started
-    return {"requests": requests, "completion_tokens": tokens, "completion_tokens_per_s": round(tokens / seconds, 1)}
+    return {
+        "requests": requests,
+        "completion_tokens": tokens,
+        "completion_tokens_per_s": round(tokens / seconds, 1),
+    }
 
 
 def _gpu_memory_used_mib() -> float | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     return max(float(line) for line in out.split())
@@ -188,8 +256,13 @@ def run_part(part: str, args) -> dict:
     reason = why_not(part)
     if reason:
         return {"part": part, "ran": False, "why": reason}
-    runners = {"environment": environment, "unsloth": lambda a: train_part(a, "unsloth", False),
-               "qlora": lambda a: train_part(a, "peft", True), "torchrun_2gpu": torchrun_part, "vllm": vllm_part}
+    runners = {
+        "environment": environment,
+        "unsloth": lambda a: train_part(a, "unsloth", False),
+        "qlora": lambda a: train_part(a, "peft", True),
+        "torchrun_2gpu": torchrun_part,
+        "vllm": vllm_part,
+    }
     try:
         return {"part": part, "ran": True, **runners[part](args)}
     except Exception as error:  # noqa: BLE001 - a failed part is reported and the next one runs
@@ -212,13 +285,39 @@ def main() -> None:
         if reason:
             print(json.dumps({"part": part, "ran": False, "why": reason}), flush=True)
             continue
-        child = subprocess.run([sys.executable, __file__, "--part", part, "--steps", str(args.steps), "--home",
-                                args.home, "--requests", str(args.requests), "--vllm-port", str(args.vllm_port)],
-                               cwd=REPO, capture_output=True, text=True, check=False)
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--part",
+                part,
+                "--steps",
+                str(args.steps),
+                "--home",
+                args.home,
+                "--requests",
+                str(args.requests),
+                "--vllm-port",
+                str(args.vllm_port),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-        print(lines[-1] if lines else json.dumps(
-            {"part": part, "ran": False, "why": f"the check crashed ({child.returncode}): {child.stderr[-800:]}"}),
-            flush=True)
+        print(
+            lines[-1]
+            if lines
+            else json.dumps(
+                {
+                    "part": part,
+                    "ran": False,
+                    "why": f"the check crashed ({child.returncode}): {child.stderr[-800:]}",
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

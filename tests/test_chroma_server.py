@@ -1,5 +1,5 @@
-"""The chunk store on a chroma server: `chroma run` (from the chromadb package) on a free loopback port,
-reached through chromadb.HttpClient when `chroma_url` is set."""
+"""The chunk store on a chroma server: `chroma run` (from the chromadb package) on a free loopback
+port, reached through chromadb.HttpClient when `chroma_url` is set."""
 
 from __future__ import annotations
 
@@ -28,8 +28,21 @@ def chroma_server(tmp_path):
     if command is None:
         pytest.fail("the `chroma` command (from the chromadb package) is not installed")
     port = free_port()
-    server = subprocess.Popen([command, "run", "--path", str(tmp_path / "server-data"), "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            command,
+            "run",
+            "--path",
+            str(tmp_path / "server-data"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -40,7 +53,8 @@ def chroma_server(tmp_path):
             except httpx.TransportError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"chroma run did not start: {server.communicate()[0] if server.poll() is not None else ''}")
+                said = server.communicate()[0] if server.poll() is not None else "(still starting)"
+                pytest.fail(f"chroma run did not start: {said}")
             time.sleep(0.2)
         yield url
     finally:
@@ -49,19 +63,31 @@ def chroma_server(tmp_path):
 
 
 def test_chunks_and_embeddings_round_trip_through_a_chroma_server(chroma_server, tmp_path):
-    settings = resolve_settings({"home": str(tmp_path / "home"), "chroma_url": chroma_server}, environ={})
+    settings = resolve_settings(
+        {"home": str(tmp_path / "home"), "chroma_url": chroma_server}, environ={}
+    )
     assert settings.chroma == chroma_server
-    chunks = [Chunk("c1", "doc-a", "The surface code protects logical qubits.", "Surface code", 0),
-              Chunk("c2", "doc-a", "Stabilizers are measured each round.", "Surface code", 1),
-              Chunk("c3", "doc-b", "Shor's code uses nine physical qubits.", "Shor code", 0)]
+    chunks = [
+        Chunk("c1", "doc-a", "The surface code protects logical qubits.", "Surface code", 0),
+        Chunk("c2", "doc-a", "Stabilizers are measured each round.", "Surface code", 1),
+        Chunk("c3", "doc-b", "Shor's code uses nine physical qubits.", "Shor code", 0),
+    ]
     vectors = np.eye(3, 8, dtype=np.float32) + 0.1
-    ChunkStore(settings.chroma, "job-1").add(chunks, vectors, [{"relevance": 0.9}, {"relevance": 0.8}, {}])
-    reader = ChunkStore(settings.chroma, "job-1")  # another client (another worker) sees the same chunks
+    ChunkStore(settings.chroma, "job-1").add(
+        chunks, vectors, [{"relevance": 0.9}, {"relevance": 0.8}, {}]
+    )
+    reader = ChunkStore(
+        settings.chroma, "job-1"
+    )  # another client (another worker) sees the same chunks
     assert reader.count() == 3
-    assert [(chunk, meta["doc_id"]) for chunk, meta in reader.all()] == [(c, c.doc_id) for c in chunks]
+    assert [(chunk, meta["doc_id"]) for chunk, meta in reader.all()] == [
+        (c, c.doc_id) for c in chunks
+    ]
     assert reader.texts(["c3", "missing"]) == {"c3": chunks[2].text}
     assert reader.query(vectors[1], k=1)[0][0] == "c2"
-    np.testing.assert_allclose(stored_vectors(settings.chroma, "job-1", ["c3", "c1"]), vectors[[2, 0]], rtol=1e-6)
+    np.testing.assert_allclose(
+        stored_vectors(settings.chroma, "job-1", ["c3", "c1"]), vectors[[2, 0]], rtol=1e-6
+    )
     assert not (tmp_path / "home" / "chroma").exists()  # nothing went to the embedded store
     reader.clear()
     assert ChunkStore(settings.chroma, "job-1").count() == 0

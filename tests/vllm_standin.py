@@ -23,7 +23,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--enable-lora", action="store_true")
     parser.add_argument("--max-loras", type=int, default=1)
-    parser.add_argument("--max-lora-rank", type=int, default=16, choices=(1, 8, 16, 32, 64, 128, 256, 320, 512))
+    parser.add_argument(
+        "--max-lora-rank", type=int, default=16, choices=(1, 8, 16, 32, 64, 128, 256, 320, 512)
+    )
     parser.add_argument("--lora-modules", nargs="+", default=[])
     parser.add_argument("--gpu-memory-utilization", type=float)
     return parser.parse_args()
@@ -38,8 +40,16 @@ def main() -> None:
     modules = dict(module.split("=", 1) for module in args.lora_modules)
     runtime = os.environ.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "").lower() in ("1", "true")
     log = Path(os.environ["STANDIN_LOG"])
-    _note(log, {"call": "start", "modules": modules, "max_loras": args.max_loras,
-                "max_lora_rank": args.max_lora_rank, "runtime_updates": runtime})
+    _note(
+        log,
+        {
+            "call": "start",
+            "modules": modules,
+            "max_loras": args.max_loras,
+            "max_lora_rank": args.max_lora_rank,
+            "runtime_updates": runtime,
+        },
+    )
     base_name = (args.served_model_name or [args.model])[0]
 
     class Handler(BaseHTTPRequestHandler):
@@ -47,12 +57,19 @@ def main() -> None:
             if self.path == "/health":
                 return self._reply(200, {})
             if self.path == "/v1/models":
-                return self._reply(200, {"object": "list", "data": [{"id": name, "object": "model"}
-                                                                    for name in [base_name, *modules]]})
+                return self._reply(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": name, "object": "model"} for name in [base_name, *modules]],
+                    },
+                )
             return self._reply(404, {"detail": "Not Found"})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            body = json.loads(
+                self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}"
+            )
             if not runtime or self.path not in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
                 return self._reply(404, {"detail": "Not Found"})
             _note(log, {"call": self.path.rsplit("/", 1)[1], **body})
@@ -61,7 +78,10 @@ def main() -> None:
                 if name in modules:
                     return self._error(400, f"The lora adapter '{name}' has already been loaded.")
                 if not (Path(body.get("lora_path", "")) / "adapter_config.json").is_file():
-                    return self._error(400, f"Loading lora {name} failed: no adapter found for {body.get('lora_path')}")
+                    return self._error(
+                        400,
+                        f"Loading lora {name} failed: no adapter found for {body.get('lora_path')}",
+                    )
                 modules[name] = body["lora_path"]
                 return self._text(f"Success: LoRA adapter '{name}' added successfully.")
             if name not in modules:
@@ -70,7 +90,10 @@ def main() -> None:
             return self._text(f"Success: LoRA adapter '{name}' removed successfully.")
 
         def _error(self, status: int, message: str) -> None:
-            self._reply(status, {"object": "error", "message": message, "type": "BadRequestError", "code": status})
+            self._reply(
+                status,
+                {"object": "error", "message": message, "type": "BadRequestError", "code": status},
+            )
 
         def _text(self, text: str) -> None:
             data = text.encode()

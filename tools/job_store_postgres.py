@@ -1,13 +1,14 @@
-"""The jobs table on PostgreSQL: the queue that several `ftagent worker` processes, on one host or on
-several, share.
+"""The jobs table on PostgreSQL: the queue that several `ftagent worker` processes, on one host or
+on several, share.
 
-- Claims: `claim_next` takes the oldest claimable job with `SELECT … FOR UPDATE SKIP LOCKED` inside one
+- Claims: `claim_next` takes the oldest claimable job with `SELECT … FOR UPDATE SKIP LOCKED` inside
+  one
   UPDATE, so two workers never take the same job and neither waits for the other's row lock.
 - Leases: a running job holds a lease (`lease_expires`, in the database's clock, so hosts' clocks do
-  not matter) that a daemon thread of the process running it renews every third of the lease. A worker
-  that dies (kill -9, a lost host) stops renewing; once the lease has expired the job reads as
-  `interrupted` and the next claim takes it over, and the job resumes from its last graph checkpoint.
-  Interrupted jobs are claimed before queued ones.
+  not matter) that a daemon thread of the process running it renews every third of the lease. A
+  worker that dies (kill -9, a lost host) stops renewing; once the lease has expired the job reads
+  as `interrupted` and the next claim takes it over, and the job resumes from its last graph
+  checkpoint. Interrupted jobs are claimed before queued ones.
 - `attempts` counts the claims and starts of a job (1 for a job that ran once), `worker` is the
   `host:pid` holding its lease: what an operator reads to see who ran what.
 
@@ -34,15 +35,20 @@ log = logging.getLogger(__name__)
 _POSTGRES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, request TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, outcome TEXT, model_name TEXT, error TEXT, pid INTEGER,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, outcome TEXT, model_name TEXT, error TEXT,
+    pid INTEGER,
     owner TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,
     seq BIGSERIAL, worker TEXT, lease_expires TIMESTAMPTZ, attempts INTEGER NOT NULL DEFAULT 0
 )"""
 # The columns of a JobRecord; the lease columns stay in the table (see `lease`).
-_RECORD_COLUMNS = ("job_id, request, options, status, created_at, updated_at, outcome, model_name, error, pid, "
-                   "owner, cancel_requested")
-_SELECT = (f"SELECT {_RECORD_COLUMNS}, (status = 'running' AND lease_expires < now()) AS lease_lost "
-           "FROM jobs")
+_RECORD_COLUMNS = (
+    "job_id, request, options, status, created_at, updated_at, outcome, model_name, error, pid, "
+    "owner, cancel_requested"
+)
+_SELECT = (
+    f"SELECT {_RECORD_COLUMNS}, (status = 'running' AND lease_expires < now()) AS lease_lost "
+    "FROM jobs"
+)
 _CLAIM = """
 UPDATE jobs SET status = 'running', pid = ?, worker = ?, attempts = attempts + 1, updated_at = ?,
                 lease_expires = now() + make_interval(secs => ?)
@@ -78,8 +84,9 @@ class PostgresJobStore(JobStore):
         """Nothing to add yet: the table was created whole."""
 
     def claim_next(self, pid: int) -> JobRecord | None:
-        """Atomically take the oldest interrupted (lease expired) or queued job for this worker and start
-        its lease; None when there is none. Never blocks on a job another worker is claiming."""
+        """Atomically take the oldest interrupted (lease expired) or queued job for this worker and
+        start its lease; None when there is none. Never blocks on a job another worker is
+        claiming."""
         with self._connect() as connection:
             row = connection.execute(_CLAIM, (pid, self.worker, now_iso(), self.lease_s)).fetchone()
         if row is None:
@@ -88,14 +95,17 @@ class PostgresJobStore(JobStore):
         return self.get(row["job_id"])
 
     def update(self, job_id: str, **fields: Any) -> JobRecord:
-        """As the SQLite store; a job set running here (a foreground run) takes the lease for this process."""
+        """As the SQLite store; a job set running here (a foreground run) takes the lease for this
+        process."""
         if fields.get("status") != "running":
             return super().update(job_id, **fields)
         with self._connect() as connection:
             connection.execute(
-                "UPDATE jobs SET attempts = attempts + (CASE WHEN status = 'running' AND worker = ? THEN 0 "
-                "ELSE 1 END), worker = ?, lease_expires = now() + make_interval(secs => ?) WHERE job_id = ?",
-                (self.worker, self.worker, self.lease_s, job_id))
+                "UPDATE jobs SET attempts = attempts + "
+                "(CASE WHEN status = 'running' AND worker = ? THEN 0 ELSE 1 END), worker = ?, "
+                "lease_expires = now() + make_interval(secs => ?) WHERE job_id = ?",
+                (self.worker, self.worker, self.lease_s, job_id),
+            )
         record = super().update(job_id, **fields)
         self._keeper.hold(job_id)
         return record
@@ -106,18 +116,23 @@ class PostgresJobStore(JobStore):
             rows = connection.execute(
                 "UPDATE jobs SET lease_expires = now() + make_interval(secs => ?) "
                 "WHERE job_id = ANY(?) AND worker = ? AND status = 'running' RETURNING job_id",
-                (self.lease_s, list(job_ids), self.worker)).fetchall()
+                (self.lease_s, list(job_ids), self.worker),
+            ).fetchall()
         return {row["job_id"] for row in rows}
 
     def lease(self, job_id: str) -> JobLease:
         """Who holds the job's lease, until when, and how many times the job was started."""
         with self._connect() as connection:
             row = connection.execute(
-                "SELECT worker, lease_expires, attempts, coalesce(lease_expires < now(), false) AS expired "
-                "FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                "SELECT worker, lease_expires, attempts, "
+                "coalesce(lease_expires < now(), false) AS expired FROM jobs WHERE job_id = ?",
+                (job_id,),
+            ).fetchone()
         if row is None:
             self.get(job_id)  # UnknownJob
-        return JobLease(row["worker"], row["lease_expires"], int(row["attempts"]), bool(row["expired"]))
+        return JobLease(
+            row["worker"], row["lease_expires"], int(row["attempts"]), bool(row["expired"])
+        )
 
     def get(self, job_id: str) -> JobRecord:
         with self._connect() as connection:
@@ -138,13 +153,16 @@ class PostgresJobStore(JobStore):
         record["options"] = json.loads(record["options"])
         record["cancel_requested"] = bool(record["cancel_requested"])
         if lease_lost:
-            record["status"] = "interrupted"  # its worker stopped renewing the lease (died or lost its host)
+            record["status"] = (
+                "interrupted"  # its worker stopped renewing the lease (died or lost its host)
+            )
         return JobRecord(**record)
 
 
 class LeaseKeeper:
-    """A daemon thread that renews the leases of the jobs this process runs, every third of the lease,
-    until none of them is running here any more. It dies with the process: that is the point."""
+    """A daemon thread that renews the leases of the jobs this process runs, every third of the
+    lease, until none of them is running here any more. It dies with the process: that is the
+    point."""
 
     def __init__(self, store: PostgresJobStore) -> None:
         self.store = store
@@ -156,7 +174,9 @@ class LeaseKeeper:
         with self._lock:
             self._held.add(job_id)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._renew_loop, name="ftagent-lease", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._renew_loop, name="ftagent-lease", daemon=True
+                )
                 self._thread.start()
 
     def _renew_loop(self) -> None:
@@ -171,7 +191,9 @@ class LeaseKeeper:
                 continue
             with self._lock:
                 for lost in set(held) - kept:
-                    self._held.discard(lost)  # finished, or (after a stall) taken over by another worker
+                    self._held.discard(
+                        lost
+                    )  # finished, or (after a stall) taken over by another worker
                 if not self._held:
                     self._thread = None
                     return

@@ -1,6 +1,7 @@
-"""Tables of shared state (jobs, model versions, feedback) in one database: a SQLite file in the home
-folder by default, or a PostgreSQL database when the `database_url` setting is a `postgresql://` URL
-(several workers on several hosts then share the jobs, the queue and the registry).
+"""Tables of shared state (jobs, model versions, feedback) in one database: a SQLite file in the
+home folder by default, or a PostgreSQL database when the `database_url` setting is a
+`postgresql://` URL (several workers on several hosts then share the jobs, the queue and the
+registry).
 
 Each store writes its SQL once, in SQLite's dialect with `?` placeholders; on PostgreSQL the
 connection turns `?` into psycopg's `%s` and rows come back as `Row`s (a dict that also answers
@@ -29,17 +30,20 @@ def is_postgres_url(database: Path | str) -> bool:
 
 
 def check_database_url(url: str) -> str:
-    """The URL itself when it names a PostgreSQL database; DatabaseUrlError says what is wrong otherwise."""
+    """The URL itself when it names a PostgreSQL database; DatabaseUrlError says what is wrong
+    otherwise."""
     if not is_postgres_url(url):
         scheme = url.split("://", 1)[0] + "://" if "://" in url else repr(url)
-        raise DatabaseUrlError(f"database_url must be a postgresql:// URL (SQLite is the default without one), "
-                               f"not {scheme}")
+        raise DatabaseUrlError(
+            f"database_url must be a postgresql:// URL (SQLite is the default without one), "
+            f"not {scheme}"
+        )
     return url
 
 
 class DatabaseUnavailable(ConnectionError):
-    """The PostgreSQL server cannot be reached or refuses the connection (the message names it, without
-    the password)."""
+    """The PostgreSQL server cannot be reached or refuses the connection (the message names it,
+    without the password)."""
 
 
 def redacted(url: str) -> str:
@@ -74,17 +78,24 @@ class PostgresConnection:
         try:
             self._connection = psycopg.connect(url, row_factory=_row_factory, connect_timeout=10)
         except psycopg.OperationalError as error:
-            raise DatabaseUnavailable(f"cannot reach the database {redacted(url)}: "
-                                      f"{str(error).strip().splitlines()[0]}") from error
+            raise DatabaseUnavailable(
+                f"cannot reach the database {redacted(url)}: {str(error).strip().splitlines()[0]}"
+            ) from error
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
-        return self._connection.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(parameters))
+        return self._connection.execute(
+            sql.replace("%", "%%").replace("?", "%s"), tuple(parameters)
+        )
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         try:
             if kind is None:
                 self._connection.commit()
@@ -99,7 +110,8 @@ class PostgresConnection:
 
 class SqlTable:
     """Base for a store of one table: creates the table on first use and hands out connections.
-    `schema` is the table in SQLite's dialect; `postgres_schema`, when set, replaces it on PostgreSQL."""
+    `schema` is the table in SQLite's dialect; `postgres_schema`, when set, replaces it on
+    PostgreSQL."""
 
     schema: str = ""
     postgres_schema: str | None = None
@@ -110,11 +122,15 @@ class SqlTable:
         if not self.postgres:
             Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as connection:
-            if self.postgres:  # workers starting together: one creates the tables, the others wait for it
+            if (
+                self.postgres
+            ):  # workers starting together: one creates the tables, the others wait for it
                 connection.execute("SELECT pg_advisory_xact_lock(hashtext('ftagent schema'))")
                 connection.execute(self.postgres_schema or self.schema)
             else:
-                connection.execute("PRAGMA journal_mode=WAL")  # readers (status, events) never block the job
+                connection.execute(
+                    "PRAGMA journal_mode=WAL"
+                )  # readers (status, events) never block the job
                 connection.execute(self.schema)
             self._migrate(connection)
 

@@ -8,8 +8,8 @@ gets production.
 
 Following the registry: vLLM is started with `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`, and
 `AdapterSync` re-reads the registry every `reload_interval_s` seconds and makes vLLM agree through
-`POST /v1/load_lora_adapter` and `POST /v1/unload_lora_adapter`: a new version is loaded, a deleted or
-archived one unloaded, a promotion reloads the family name on the new production adapter.
+`POST /v1/load_lora_adapter` and `POST /v1/unload_lora_adapter`: a new version is loaded, a deleted
+or archived one unloaded, a promotion reloads the family name on the new production adapter.
 
 Differences from our server, said plainly: vLLM does not add a version's training-time system
 prompt (a client sends it), has no A/B splits, and sizes its LoRA slots at start (`--max-loras`,
@@ -42,7 +42,8 @@ VLLM_PROGRAM = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
 
 
 class VllmUnavailable(RuntimeError):
-    """vLLM is not installed here, or its server did not come up (the message says which and why)."""
+    """vLLM is not installed here, or its server did not come up (the message says which and
+    why)."""
 
 
 @dataclass
@@ -60,8 +61,8 @@ class VllmPlan:
 
 
 def lora_modules(registry: ModelRegistry, names: Sequence[str] = ()) -> tuple[str, dict[str, str]]:
-    """(base model folder, {module name: adapter folder}) for the versions to serve: every version by
-    its name, and every family name on its production version's adapter."""
+    """(base model folder, {module name: adapter folder}) for the versions to serve: every version
+    by its name, and every family name on its production version's adapter."""
     versions = servable_versions(registry, names)
     chosen = served_names(versions, {})
     modules = dict(chosen.adapters)
@@ -71,39 +72,74 @@ def lora_modules(registry: ModelRegistry, names: Sequence[str] = ()) -> tuple[st
 
 def lora_rank_for(adapter_paths: Sequence[str]) -> int:
     """The smallest --max-lora-rank vLLM accepts that fits every adapter's rank `r`."""
-    ranks = [int(json.loads((Path(path) / "adapter_config.json").read_text()).get("r", 8))
-             for path in adapter_paths if (Path(path) / "adapter_config.json").is_file()]
+    ranks = [
+        int(json.loads((Path(path) / "adapter_config.json").read_text()).get("r", 8))
+        for path in adapter_paths
+        if (Path(path) / "adapter_config.json").is_file()
+    ]
     largest = max(ranks, default=8)
     fitting = [size for size in VLLM_LORA_RANKS if size >= largest]
     if not fitting:
-        raise ServingError(400, f"an adapter has LoRA rank {largest}; vLLM serves at most {VLLM_LORA_RANKS[-1]}",
-                           "lora_rank_too_large")
+        raise ServingError(
+            400,
+            f"an adapter has LoRA rank {largest}; vLLM serves at most {VLLM_LORA_RANKS[-1]}",
+            "lora_rank_too_large",
+        )
     return fitting[0]
 
 
-def plan_for_registry(registry: ModelRegistry, names: Sequence[str] = (), host: str = "127.0.0.1",
-                      port: int = 8000, extra_args: Sequence[str] = ()) -> VllmPlan:
-    """The vLLM server for the registry's servable versions (ServingError when there is nothing to serve
-    or the named versions use several base models)."""
+def plan_for_registry(
+    registry: ModelRegistry,
+    names: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    extra_args: Sequence[str] = (),
+) -> VllmPlan:
+    """The vLLM server for the registry's servable versions (ServingError when there is nothing to
+    serve or the named versions use several base models)."""
     base, modules = lora_modules(registry, names)
-    return VllmPlan(base_model_path=base, base_name=Path(base).name, lora_modules=modules, host=host, port=port,
-                    max_lora_rank=lora_rank_for(sorted(set(modules.values()))),
-                    max_loras=max(4, len(modules)), extra_args=list(extra_args))
+    return VllmPlan(
+        base_model_path=base,
+        base_name=Path(base).name,
+        lora_modules=modules,
+        host=host,
+        port=port,
+        max_lora_rank=lora_rank_for(sorted(set(modules.values()))),
+        max_loras=max(4, len(modules)),
+        extra_args=list(extra_args),
+    )
 
 
 def vllm_command(plan: VllmPlan, program: Sequence[str] = ()) -> list[str]:
     """The command line of vLLM's OpenAI-compatible server for a plan (`program`: what runs it, by
     default this Python's `-m vllm.entrypoints.openai.api_server`)."""
-    command = [*(program or VLLM_PROGRAM), "--model", plan.base_model_path,
-               "--served-model-name", plan.base_name, "--host", plan.host, "--port", str(plan.port),
-               "--enable-lora", "--max-loras", str(plan.max_loras), "--max-lora-rank", str(plan.max_lora_rank)]
+    command = [
+        *(program or VLLM_PROGRAM),
+        "--model",
+        plan.base_model_path,
+        "--served-model-name",
+        plan.base_name,
+        "--host",
+        plan.host,
+        "--port",
+        str(plan.port),
+        "--enable-lora",
+        "--max-loras",
+        str(plan.max_loras),
+        "--max-lora-rank",
+        str(plan.max_lora_rank),
+    ]
     if plan.lora_modules:
-        command += ["--lora-modules", *(f"{name}={path}" for name, path in plan.lora_modules.items())]
+        command += [
+            "--lora-modules",
+            *(f"{name}={path}" for name, path in plan.lora_modules.items()),
+        ]
     return command + plan.extra_args
 
 
 def vllm_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: ours, with runtime LoRA loading allowed (so new versions load live)."""
+    """The server's environment: ours, with runtime LoRA loading allowed (so new versions load
+    live)."""
     return {**(os.environ if base is None else base), RUNTIME_LORA_ENV: "True"}
 
 
@@ -112,8 +148,10 @@ def check_vllm_installed() -> None:
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        raise VllmUnavailable("vLLM is not installed: `pip install vllm` on a CUDA machine (a release built for "
-                              "this torch), or serve with the default engine (`ftagent serve`)")
+        raise VllmUnavailable(
+            "vLLM is not installed: `pip install vllm` on a CUDA machine (a release built for "
+            "this torch), or serve with the default engine (`ftagent serve`)"
+        )
 
 
 class VllmClient:
@@ -144,20 +182,31 @@ class VllmClient:
     def _post(self, path: str, body: dict[str, str]) -> None:
         response = self.http.post(f"{self.base_url}{path}", json=body)
         if response.status_code >= 400:
-            raise ServingError(502, f"vLLM refused {path} for {body['lora_name']!r} ({response.status_code}): "
-                                    f"{response.text[:300]}", "vllm_refused")
+            raise ServingError(
+                502,
+                f"vLLM refused {path} for {body['lora_name']!r} ({response.status_code}): "
+                f"{response.text[:300]}",
+                "vllm_refused",
+            )
 
     def close(self) -> None:
         self.http.close()
 
 
 class AdapterSync:
-    """Keeps vLLM's LoRA modules in step with the registry (see the module's policy). Only modules on
-    the server's base model are loaded; a load or unload that vLLM refuses is logged with its reason
-    and retried at the next poll, and the rest go on."""
+    """Keeps vLLM's LoRA modules in step with the registry (see the module's policy). Only modules
+    on the server's base model are loaded; a load or unload that vLLM refuses is logged with its
+    reason and retried at the next poll, and the rest go on."""
 
-    def __init__(self, client: VllmClient, registry: ModelRegistry, base_model_path: str,
-                 loaded: Mapping[str, str], names: Sequence[str] = (), reload_interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: VllmClient,
+        registry: ModelRegistry,
+        base_model_path: str,
+        loaded: Mapping[str, str],
+        names: Sequence[str] = (),
+        reload_interval_s: float = 5.0,
+    ) -> None:
         self.client = client
         self.registry = registry
         self.base_model_path = base_model_path
@@ -176,16 +225,21 @@ class AdapterSync:
         return modules if base == self.base_model_path else {}
 
     def sync(self) -> dict[str, list[str]]:
-        """One pass: unload what is gone or moved, load what is new or moved; returns what changed."""
+        """One pass: unload what is gone or moved, load what is new or moved; returns what
+        changed."""
         wanted = self.wanted()
         changed: dict[str, list[str]] = {"loaded": [], "unloaded": [], "failed": []}
         for name in sorted(n for n, path in self.loaded.items() if wanted.get(n) != path):
             self._apply(changed, "unloaded", name, lambda n=name: self.client.unload(n))
         for name in sorted(n for n, path in wanted.items() if self.loaded.get(n) != path):
-            self._apply(changed, "loaded", name, lambda n=name: self.client.load(n, wanted[n]), wanted[name])
+            self._apply(
+                changed, "loaded", name, lambda n=name: self.client.load(n, wanted[n]), wanted[name]
+            )
         return changed
 
-    def _apply(self, changed: dict[str, list[str]], kind: str, name: str, call, path: str | None = None) -> None:
+    def _apply(
+        self, changed: dict[str, list[str]], kind: str, name: str, call, path: str | None = None
+    ) -> None:
         try:
             call()
         except (ServingError, httpx.HTTPError) as error:
@@ -200,7 +254,9 @@ class AdapterSync:
 
     def start(self) -> None:
         if self.reload_interval_s > 0:
-            self._thread = threading.Thread(target=self._poll, name="ftagent-vllm-sync", daemon=True)
+            self._thread = threading.Thread(
+                target=self._poll, name="ftagent-vllm-sync", daemon=True
+            )
             self._thread.start()
 
     def stop(self) -> None:
@@ -218,33 +274,48 @@ class AdapterSync:
 
 
 class VllmServer:
-    """One vLLM server for the registry's versions, with its adapters kept in step: `start()` launches
-    it and waits for /health, `wait()` blocks until it exits, `close()` stops both."""
+    """One vLLM server for the registry's versions, with its adapters kept in step: `start()`
+    launches it and waits for /health, `wait()` blocks until it exits, `close()` stops both."""
 
-    def __init__(self, registry: ModelRegistry, names: Sequence[str] = (), host: str = "127.0.0.1",
-                 port: int = 8000, reload_interval_s: float = 5.0, extra_args: Sequence[str] = (),
-                 program: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        names: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        reload_interval_s: float = 5.0,
+        extra_args: Sequence[str] = (),
+        program: Sequence[str] | None = None,
+    ) -> None:
         if program is None:
             check_vllm_installed()
         self.program = tuple(program or VLLM_PROGRAM)
         self.plan = plan_for_registry(registry, names, host, port, extra_args)
         self.client = VllmClient(f"http://{host}:{port}")
-        self.sync = AdapterSync(self.client, registry, self.plan.base_model_path, self.plan.lora_modules, names,
-                                reload_interval_s)
+        self.sync = AdapterSync(
+            self.client,
+            registry,
+            self.plan.base_model_path,
+            self.plan.lora_modules,
+            names,
+            reload_interval_s,
+        )
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
         return vllm_command(self.plan, self.program)
 
     def start(self, startup_timeout_s: float = 900.0) -> None:
-        """Launch vLLM (its output goes to ours) and wait until /health answers; VllmUnavailable if it
-        exits first or is not ready in time."""
+        """Launch vLLM (its output goes to ours) and wait until /health answers; VllmUnavailable if
+        it exits first or is not ready in time."""
         self.process = subprocess.Popen(self.command(), env=vllm_environment())
         deadline = time.monotonic() + startup_timeout_s
         while not self.client.healthy():
             if self.process.poll() is not None:
-                raise VllmUnavailable(f"vLLM exited with code {self.process.returncode} before it was ready "
-                                      "(its output above says why)")
+                raise VllmUnavailable(
+                    f"vLLM exited with code {self.process.returncode} before it was ready "
+                    "(its output above says why)"
+                )
             if time.monotonic() > deadline:
                 self.close()
                 raise VllmUnavailable(f"vLLM was not ready after {startup_timeout_s:.0f} s")
