@@ -49,6 +49,10 @@ _SELECT = (
     f"SELECT {_RECORD_COLUMNS}, (status = 'running' AND lease_expires < now()) AS lease_lost "
     "FROM jobs"
 )
+_TAKE_LEASE = (
+    "UPDATE jobs SET worker = ?, attempts = attempts + 1, "
+    "lease_expires = now() + make_interval(secs => ?) WHERE job_id = ?"
+)
 _CLAIM = """
 UPDATE jobs SET status = 'running', pid = ?, worker = ?, attempts = attempts + 1, updated_at = ?,
                 lease_expires = now() + make_interval(secs => ?)
@@ -94,21 +98,46 @@ class PostgresJobStore(JobStore):
         self._keeper.hold(row["job_id"])
         return self.get(row["job_id"])
 
-    def update(self, job_id: str, **fields: Any) -> JobRecord:
-        """As the SQLite store; a job set running here (a foreground run) takes the lease for this
-        process."""
-        if fields.get("status") != "running":
-            return super().update(job_id, **fields)
-        with self._connect() as connection:
-            connection.execute(
-                "UPDATE jobs SET attempts = attempts + "
-                "(CASE WHEN status = 'running' AND worker = ? THEN 0 ELSE 1 END), worker = ?, "
-                "lease_expires = now() + make_interval(secs => ?) WHERE job_id = ?",
-                (self.worker, self.worker, self.lease_s, job_id),
-            )
-        record = super().update(job_id, **fields)
-        self._keeper.hold(job_id)
+    def create(
+        self,
+        job_id: str,
+        request: str,
+        options: dict[str, Any],
+        owner: str | None = None,
+        claimed_by: int | None = None,
+    ) -> JobRecord:
+        """As the SQLite store; a job created already claimed (`ftagent run`) takes its lease here."""
+        record = super().create(job_id, request, options, owner, claimed_by)
+        if claimed_by is not None:
+            with self._connect() as connection:
+                connection.execute(_TAKE_LEASE, (self.worker, self.lease_s, job_id))
+            self._keeper.hold(job_id)
         return record
+
+    def claim(self, seen: JobRecord, pid: int) -> bool:
+        """Take the job for this worker if it is still as `seen`: queued (or failed, cancelled, …) with
+        the same status, or interrupted (running with an expired lease). Of two claimants, one wins."""
+        condition = (
+            "status = 'running' AND lease_expires < now()"
+            if seen.status == "interrupted"
+            else "status = ? AND pid IS NOT DISTINCT FROM ?"
+        )
+        values = () if seen.status == "interrupted" else (seen.status, seen.pid)
+        with self._connect() as connection:
+            row = connection.execute(
+                "UPDATE jobs SET status = 'running', pid = ?, worker = ?, attempts = attempts + 1, "
+                "updated_at = ?, lease_expires = now() + make_interval(secs => ?) "
+                f"WHERE job_id = ? AND {condition} RETURNING job_id",
+                (pid, self.worker, now_iso(), self.lease_s, seen.job_id, *values),
+            ).fetchone()
+        if row is None:
+            return False
+        self._keeper.hold(seen.job_id)
+        return True
+
+    def held_here(self, record: JobRecord) -> bool:
+        """True when this process holds the job's lease (a pid alone means nothing across hosts)."""
+        return self.lease(record.job_id).worker == self.worker
 
     def renew(self, job_ids: list[str]) -> set[str]:
         """Extend the lease of those of `job_ids` that still run under this worker; returns them."""

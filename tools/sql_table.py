@@ -83,9 +83,14 @@ class PostgresConnection:
             ) from error
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
-        return self._connection.execute(
-            sql.replace("%", "%%").replace("?", "%s"), tuple(parameters)
-        )
+        import psycopg
+
+        try:
+            return self._connection.execute(
+                sql.replace("%", "%%").replace("?", "%s"), tuple(parameters)
+            )
+        except psycopg.OperationalError as error:  # the server went away, a connection dropped
+            raise DatabaseUnavailable(f"the database stopped answering: {error}") from error
 
     def __enter__(self) -> Self:
         return self
