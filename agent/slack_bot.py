@@ -48,7 +48,7 @@ from agent.service import JobService, NotOwner
 from graphs.spec import RequestError, parse_request
 from tools.api_tokens import Caller
 from tools.job_store import TERMINAL_STATUSES, JobRecord, UnknownJob
-from tools.sqlite_table import SqliteTable
+from tools.sql_table import SqlTable
 
 USAGE = ("Usage: `/finetune <what to learn>` (e.g. `/finetune SmolLM2 on marine biology`), "
          "`/finetune status [job]`, `/finetune cancel [job]`.")
@@ -63,7 +63,7 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class SeenRequests(SqliteTable):
+class SeenRequests(SqlTable):
     """Ids of the signed Slack requests already handled (the home's database), for replay detection."""
 
     schema = "CREATE TABLE IF NOT EXISTS slack_seen (request_key TEXT PRIMARY KEY, seen_at REAL NOT NULL)"
@@ -73,8 +73,8 @@ class SeenRequests(SqliteTable):
         now = time.time() if now is None else now
         with self._connect() as connection:
             connection.execute("DELETE FROM slack_seen WHERE seen_at < ?", (now - REPLAY_WINDOW_S,))
-            inserted = connection.execute("INSERT OR IGNORE INTO slack_seen (request_key, seen_at) VALUES (?, ?)",
-                                          (key, now))
+            inserted = connection.execute("INSERT INTO slack_seen (request_key, seen_at) VALUES (?, ?) "
+                                          "ON CONFLICT DO NOTHING", (key, now))
             return inserted.rowcount == 1
 
 

@@ -321,3 +321,15 @@ def test_the_cli_names_a_bad_or_unreachable_database_without_its_password(
     assert (
         "cannot reach the database postgresql://bob:***@127.0.0.1" in said and "s3cret" not in said
     )
+
+
+def test_api_tokens_and_slack_replays_on_postgres(postgres_url):
+    from agent.slack_bot import SeenRequests
+    from tools.api_tokens import TokenStore
+
+    tokens = TokenStore(postgres_url)
+    secret = tokens.add("alice", admin=True)
+    assert [t.name for t in tokens.list()] == ["alice"]
+    assert tokens.caller(secret).user == "alice"
+    seen = SeenRequests(postgres_url)
+    assert seen.first_time("event-1", now=100.0) and not seen.first_time("event-1", now=101.0)

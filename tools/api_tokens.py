@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tools.registry import now_iso
-from tools.sqlite_table import SqliteTable
+from tools.sql_table import SqlTable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_tokens (
@@ -52,10 +52,11 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class TokenStore(SqliteTable):
+class TokenStore(SqlTable):
     """The api_tokens table in the home's database."""
 
     schema = _SCHEMA
+    postgres_schema = _SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
 
     def add(self, name: str, admin: bool = False) -> str:
         """Make a token for `name` and return it (the only time it is seen); TokenError if the name is

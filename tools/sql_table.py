@@ -85,6 +85,8 @@ class PostgresConnection:
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
         import psycopg
 
+        if sql.strip().upper() == "BEGIN IMMEDIATE":  # SQLite's one-writer transaction: the same here
+            sql = "SELECT pg_advisory_xact_lock(hashtext('ftagent begin immediate'))"
         try:
             return self._connection.execute(
                 sql.replace("%", "%%").replace("?", "%s"), tuple(parameters)
