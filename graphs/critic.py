@@ -33,13 +33,36 @@ def searches_remote_sources(spec: JobSpec) -> bool:
     return bool(REMOTE_SOURCES & set(spec.sources)) or not (spec.sources or spec.docs_path or spec.urls)
 
 
+MAX_PER_FACT = 6
+MAX_DOCUMENT_SHARE = 0.6
+
+
 def remedy_for_too_little_data(spec: JobSpec, train_examples: int) -> Remedy:
-    """Widen curation first (cheap, offline): lower relevance thresholds so more chunks reach the generator.
-    When curation is already widened and the job searches remote sources, widen the research instead:
-    twice the queries per source, and Wikipedia added when the job named sources without it."""
+    """More from the same text first (the recipe: more question forms per fact, the passages repeated
+    more), then widen curation (lower relevance thresholds so more chunks reach the generator), then,
+    when the job searches remote sources, widen the research: twice the queries per source, and Wikipedia
+    added when the job named sources without it."""
+    if richer := richer_data(spec, train_examples):
+        return richer
     widened = spec.curation.doc_relevance_threshold < Curation().doc_relevance_threshold
     research = widen_research(spec, train_examples)
     return research if widened and research else widen_curation(spec, train_examples)
+
+
+def richer_data(spec: JobSpec, train_examples: int) -> Remedy | None:
+    """More rows from the text the job has: one more question form per fact, a tenth more document rows
+    (one more repeat allowed); None when the recipe is already at its limits."""
+    gen = spec.generation
+    if gen.max_per_fact >= MAX_PER_FACT and gen.document_share >= MAX_DOCUMENT_SHARE:
+        return None
+    return Remedy(
+        route="generator", section="generation",
+        changes={"max_per_fact": min(MAX_PER_FACT, gen.max_per_fact + 1),
+                 "max_per_chunk": min(60, gen.max_per_chunk + 4),
+                 "document_share": round(min(MAX_DOCUMENT_SHARE, gen.document_share + 0.1), 3),
+                 "max_document_repeats": min(10, gen.max_document_repeats + 1)},
+        reason=f"too little data: {train_examples} training rows, the gate needs {spec.gates.min_train_examples}; "
+               "more question forms per fact and more document rows from the same text")
 
 
 def widen_research(spec: JobSpec, train_examples: int) -> Remedy | None:
@@ -76,7 +99,9 @@ def remedy_for_gates(spec: JobSpec, failed: list[dict[str, Any]], training: dict
         return stricter_generation(spec)
     if is_overfit(training):
         return shorter_training(cfg)
-    return longer_training(cfg) if cfg.epochs < MAX_EPOCHS else faster_training(cfg)
+    if cfg.epochs < MAX_EPOCHS:
+        return longer_training(cfg)
+    return (None if spec.dataset else more_document_rows(spec)) or faster_training(cfg)
 
 
 def can_regenerate(spec: JobSpec) -> bool:
@@ -123,6 +148,19 @@ def stricter_generation(spec: JobSpec) -> Remedy:
                   "weak grounding (tuned answers far from the references, NLL fine): stricter example gate")
 
 
+def more_document_rows(spec: JobSpec) -> Remedy | None:
+    """Answers the documents support but the model has not learned: regenerate with a larger share of
+    document rows (the passages read more often) and one more question form per fact."""
+    gen = spec.generation
+    if gen.document_share >= MAX_DOCUMENT_SHARE:
+        return None
+    return Remedy("generator", "generation",
+                  {"document_share": round(min(MAX_DOCUMENT_SHARE, gen.document_share + 0.15), 3),
+                   "max_document_repeats": min(10, gen.max_document_repeats + 1),
+                   "max_per_fact": min(MAX_PER_FACT, gen.max_per_fact + 1)},
+                  "underfit on the documents' answers at the epoch cap: more document rows and question forms")
+
+
 def shorter_training(cfg: Training) -> Remedy:
     """Overfit: half the epochs (and half a step cap, which would otherwise keep the length), more dropout."""
     return Remedy("trainer", "training",
@@ -154,7 +192,8 @@ def remedy_menu(spec: JobSpec, failed: list[dict[str, Any]], training: dict[str,
     """Every remedy the policy allows for this situation, by id, each within the policy's bounds.
     Too little data: the data remedies; failed gates: the training remedies that still change something."""
     if train_examples < spec.gates.min_train_examples:
-        menu = {"widen_curation": widen_curation(spec, train_examples),
+        menu = {"richer_data": richer_data(spec, train_examples),
+                "widen_curation": widen_curation(spec, train_examples),
                 "widen_research": widen_research(spec, train_examples)}
     else:
         cfg = spec.training
@@ -162,7 +201,8 @@ def remedy_menu(spec: JobSpec, failed: list[dict[str, Any]], training: dict[str,
                 "shorter_training": shorter_training(cfg) if cfg.epochs > 1 or cfg.lora_dropout < 0.3 else None,
                 "longer_training": longer_training(cfg) if cfg.epochs < MAX_EPOCHS else None,
                 "faster_training": faster_training(cfg) if cfg.learning_rate < 1e-3 else None,
-                "stricter_generation": stricter_generation(spec) if can_regenerate(spec) else None}
+                "stricter_generation": stricter_generation(spec) if can_regenerate(spec) else None,
+                "more_document_rows": more_document_rows(spec) if not spec.dataset else None}
     return {key: remedy for key, remedy in menu.items() if remedy is not None}
 
 

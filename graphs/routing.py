@@ -27,8 +27,12 @@ def after_curation(state: JobState) -> Literal["generator", "critic", "stop_with
 
 
 def after_generation(state: JobState) -> Literal["trainer", "critic", "stop_without_model"]:
-    train = (state.get("dataset") or {}).get("counts", {}).get("train", 0)
-    if train >= state["spec"]["gates"]["min_train_examples"]:
+    """Train when there are enough training rows, or when the documents hold enough text (then even a
+    handful of rows is what that text gives); otherwise a data remedy, or stop."""
+    dataset, gates = state.get("dataset") or {}, state["spec"]["gates"]
+    train = dataset.get("train_rows", dataset.get("counts", {}).get("train", 0))
+    enough_text = dataset.get("kept_words", 0) >= gates.get("min_kept_words", 1500) and train >= 2
+    if train >= gates["min_train_examples"] or enough_text:
         return "trainer"
     return "critic" if _rounds_left(state) else "stop_without_model"
 

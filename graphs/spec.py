@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -51,7 +51,9 @@ class Gates(_Section):
 
     min_nll_improvement: float = Field(0.05, ge=0, lt=1)
     max_general_ppl_increase: float = Field(0.05, ge=0, le=100)
-    min_train_examples: int = Field(16, ge=2, le=1_000_000)
+    min_train_examples: int = Field(16, ge=2, le=1_000_000, description="training rows (QA and document rows)")
+    # "too little data" only when the documents hold too little text to learn from
+    min_kept_words: int = Field(1500, ge=0, le=10_000_000, description="words of curated text a job needs to train")
     # grounding (gate answer_rouge_l; the critic makes the generator stricter when it fails and NLL passes)
     max_rouge_l_drop: float = Field(0.05, ge=0, le=1, description="1 = no relative check")
     min_rouge_l: float = Field(0.0, ge=0, le=1, description="absolute floor; 0 = none")
@@ -82,7 +84,15 @@ class Generation(_Section):
     """Which generator writes examples, and the quality gate every example passes."""
 
     generator: str = Field("extractive", pattern="^(extractive|llm|local)$")
-    max_per_chunk: int = Field(3, ge=1, le=20)
+    max_per_chunk: int = Field(12, ge=1, le=60)
+    max_per_fact: int = Field(3, ge=1, le=10, description="question forms asked of one fact")
+    max_cloze_share: float = Field(0.15, ge=0, le=1, description="cloze items, as a share of the QA rows")
+    # the mix: document rows (the passages, loss on every token) beside the QA rows
+    document_share: float = Field(0.3, ge=0, lt=1, description="share of training rows that are document "
+                                  "rows (repeated up to max_document_repeats to reach it); 0 = QA rows only")
+    max_document_repeats: int = Field(3, ge=1, le=10)
+    documents_from: Literal["all", "train"] = Field("all", description="document rows of every kept document "
+                                                    "(held-out ones too), or of the training split's only")
     max_chunks: int | None = Field(None, ge=1, le=100_000, description="chunks drawn (for coverage); None = all")
     min_quality: float = Field(0.6, ge=0, le=1, description="the gate's review score")
     keep_quality: float = Field(0.75, ge=0, le=1, description="kept without extra checks at this score")

@@ -18,6 +18,7 @@ from tools.text import normalise_whitespace, split_sentences
 TokenCounter = Callable[[str], int]
 _HEADING = re.compile(r"^#{1,6}\s")
 _LIST_ITEM = re.compile(r"^(?:[-*•+]|\d{1,3}[.)])\s+")
+_TABLE_LINE = re.compile(r"^\|.*\|$")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,10 @@ def word_count(text: str) -> int:
 
 
 def _join_block(lines: list[str]) -> str:
-    """A list keeps one item per line (so it still reads as a list); prose is joined into one line."""
-    if len(lines) > 1 and sum(bool(_LIST_ITEM.match(line)) for line in lines) >= len(lines) / 2:
+    """A list or a table keeps one item (row) per line, so it still reads as one; prose is joined into
+    one line."""
+    structured = sum(bool(_LIST_ITEM.match(line) or _TABLE_LINE.match(line)) for line in lines)
+    if len(lines) > 1 and structured >= len(lines) / 2:
         return "\n".join(normalise_whitespace(line) for line in lines)
     return normalise_whitespace(" ".join(lines))
 
@@ -69,6 +72,14 @@ def blocks(text: str) -> list[tuple[str, str]]:
         if body:
             found.append((heading, _join_block(body)))
     return found
+
+
+def join_units(units: list[str]) -> str:
+    """Prose units join with a space; a list or a table (a unit of several lines) stays on lines of its own."""
+    text = units[0] if units else ""
+    for previous, unit in zip(units, units[1:]):
+        text += ("\n" if "\n" in unit or "\n" in previous else " ") + unit
+    return text
 
 
 def _units(block: str, max_tokens: int, count: TokenCounter) -> list[str]:
@@ -112,7 +123,7 @@ def chunk_by_tokens(document: Document, max_tokens: int = 200, overlap_tokens: i
         if not current or not state["fresh"]:
             current.clear()
             return
-        text = " ".join(current)
+        text = join_units(current)
         chunks.append(Chunk(f"{document.doc_id}-{len(chunks):04d}", document.doc_id, text,
                             state["heading"], len(chunks)))
         current.clear()

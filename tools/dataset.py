@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,17 +16,29 @@ SPLITS = ("train", "val", "test")
 
 
 def split_by_document(
-    examples: Sequence[Example], seed: int = 0, val_share: float = 0.1, test_share: float = 0.15
+    examples: Sequence[Example], seed: int = 0, val_share: float = 0.1, test_share: float = 0.1,
+    min_rows: int = 10, max_held_out: float = 0.4,
 ) -> dict[str, list[Example]]:
-    """No document appears in two splits. With three or more documents, val and test each get at
-    least one; with fewer, everything trains and the evaluator has no held-out set."""
+    """No document appears in two splits. With three or more documents, validation and test each get at
+    least `val_share` / `test_share` of the documents (at least one) and then more documents until they
+    hold `min_rows` rows, as long as the two together keep at most `max_held_out` of the rows; with
+    fewer documents everything trains and the evaluator has no held-out set."""
     doc_ids = sorted({e.doc_id for e in examples})
     random.Random(seed).shuffle(doc_ids)
-    n_docs = len(doc_ids)
-    n_test = max(1, round(test_share * n_docs)) if n_docs >= 3 else 0
-    n_val = max(1, round(val_share * n_docs)) if n_docs >= 3 else 0
-    assignment = {d: "test" for d in doc_ids[:n_test]}
-    assignment |= {d: "val" for d in doc_ids[n_test : n_test + n_val]}
+    if len(doc_ids) < 3:
+        return {"train": list(examples), "val": [], "test": []}
+    rows = Counter(e.doc_id for e in examples)
+    budget = max_held_out * len(examples)
+    assignment: dict[str, str] = {}
+    queue = list(doc_ids)
+    for split, share in (("test", test_share), ("val", val_share)):
+        taken = 0
+        while queue and len(queue) > 1 and (
+                taken < max(1, math.ceil(share * len(doc_ids))) or
+                (sum(rows[d] for d, s in assignment.items() if s == split) < min_rows
+                 and sum(rows[d] for d in assignment) + rows[queue[0]] <= budget)):
+            assignment[queue.pop(0)] = split
+            taken += 1
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
     for example in examples:
         splits[assignment.get(example.doc_id, "train")].append(example)
@@ -65,10 +79,14 @@ def to_sharegpt_record(example: Example, system_prompt: str) -> dict:
 EXPORTS = {"alpaca": to_alpaca_record, "sharegpt": to_sharegpt_record}
 
 
-def write_splits(folder: Path, splits: dict[str, list[Example]], system_prompt: str) -> dict[str, dict[str, Path]]:
-    """Every split in the job format (<split>.jsonl) and next to it in Alpaca and ShareGPT
-    (<split>.alpaca.jsonl, <split>.sharegpt.jsonl). Returns {format: {split: path}}."""
+def write_splits(folder: Path, splits: dict[str, list[Example]], system_prompt: str,
+                 documents: Sequence[dict] = ()) -> dict[str, dict[str, Path]]:
+    """Every split's QA rows in the job format (<split>.jsonl) and next to it in Alpaca and ShareGPT
+    (<split>.alpaca.jsonl, <split>.sharegpt.jsonl); the document rows ({"text": ...} records) of the
+    training set in train.documents.jsonl. Returns {format: {split: path}} ("documents": {"train": path})."""
     written: dict[str, dict[str, Path]] = {"chat": {}, **{name: {} for name in EXPORTS}}
+    written["documents"] = {"train": folder / "train.documents.jsonl"}
+    write_jsonl(written["documents"]["train"], list(documents))
     for split in SPLITS:
         written["chat"][split] = folder / f"{split}.jsonl"
         write_jsonl(written["chat"][split], [to_chat_record(e, system_prompt) for e in splits[split]])

@@ -44,6 +44,26 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _mix_section(summary: Mapping[str, Any]) -> list[str]:
+    """The training mix (QA rows and document rows) and how many rows teach each fact."""
+    mix, coverage = summary.get("mix") or {}, summary.get("coverage") or {}
+    if not mix:
+        return []
+    lines = ["## The training mix", "",
+             f"- QA rows (chat, loss on the answer): {mix.get('qa', 0)}",
+             f"- document rows (the passages as text, loss on every token): {mix.get('document', 0)} "
+             f"({summary.get('document_passages', 0)} passages; {mix.get('document_share', 0):.0%} of the "
+             "training rows)",
+             f"- curated text: {summary.get('kept_words', 0)} words", ""]
+    if coverage:
+        qa, rows = coverage.get("qa_rows_per_fact", {}), coverage.get("rows_per_fact", {})
+        lines += [f"### Coverage of the {coverage.get('facts', 0)} facts (sentences, list and table rows)", "",
+                  "| rows teaching a fact | facts (QA rows) | facts (QA + document rows) |", "|---|---|---|"]
+        lines += [f"| {b} | {qa.get(b, 0)} | {rows.get(b, 0)} |" for b in ("0", "1", "2", "3+")]
+        lines.append("")
+    return lines
+
+
 def card_text(subject: str, splits: Mapping[str, Sequence[Example]], summary: Mapping[str, Any],
               seed: int = 0, shown: int = 10) -> str:
     """The card's Markdown (pure: the same data and seed give the same card)."""
@@ -53,8 +73,10 @@ def card_text(subject: str, splits: Mapping[str, Sequence[Example]], summary: Ma
              "from the curated chunks, each checked against its source chunk by the quality gate."), "",
              "| split | examples | documents |", "|---|---|---|"]
     lines += [f"| {name} | {len(items)} | {len({e.doc_id for e in items})} |" for name, items in splits.items()]
-    lines += ["", "Files: `<split>.jsonl` (chat messages), `<split>.alpaca.jsonl`, `<split>.sharegpt.jsonl`.", "",
-              "## Counts", ""]
+    lines += ["", "Files: `<split>.jsonl` (chat messages), `<split>.alpaca.jsonl`, `<split>.sharegpt.jsonl`; "
+              "`train.documents.jsonl` (document rows, `{\"text\": ...}`).", ""]
+    lines += _mix_section(summary)
+    lines += ["## Counts", ""]
     lines += _table("By source document", Counter(e.source for e in examples))
     lines += _table("By question type", Counter(e.type for e in examples))
     lines += _table("By difficulty", Counter(e.metadata.get("difficulty", "?") for e in examples))

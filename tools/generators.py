@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from tools.chunking import Chunk
 from tools.prompts import render_prompt
-from tools.qa_extractive import Example, generate_examples
+from tools.qa_extractive import Example, generate_candidates
 
 ExampleType = Literal["definition", "cause", "comparison", "function", "reasoning", "fact"]
 
@@ -67,16 +67,19 @@ class ExtractiveGenerator:
 
     name = "extractive"
 
-    def __init__(self, min_quality: float = 0.6, allow_cloze: bool = True) -> None:
-        self.min_quality, self.allow_cloze = min_quality, allow_cloze
+    def __init__(self, min_quality: float = 0.6, allow_cloze: bool = True, max_per_fact: int = 3) -> None:
+        self.min_quality, self.allow_cloze, self.max_per_fact = min_quality, allow_cloze, max_per_fact
         self.stats: Counter[str] = Counter()
 
     def generate(self, chunk: Chunk, source: str, max_examples: int) -> list[Example]:
         self.stats["chunks"] += 1
-        made = generate_examples(chunk, source, max_examples, self.min_quality, self.allow_cloze)
+        made, rejected = generate_candidates(chunk, source, max_examples, self.min_quality, self.allow_cloze,
+                                             self.max_per_fact)
         self.stats["generated"] += len(made)
         self.stats["chunks without questions"] += not made
-        return [Example(**{**e.to_dict(), "metadata": {"generator": self.name}}) for e in made]
+        for reason, count in rejected.items():
+            self.stats[f"question gate: {reason}"] += count
+        return [Example(**{**e.to_dict(), "metadata": {**e.metadata, "generator": self.name}}) for e in made]
 
 
 class LLMGenerator:
@@ -181,12 +184,12 @@ class GeneratorUnavailable(RuntimeError):
 
 
 def make_generator(name: str, *, subject: str, min_quality: float = 0.6, allow_cloze: bool = True,
-                   chat_model: str | None = None, chat_base_url: str | None = None,
+                   max_per_fact: int = 3, chat_model: str | None = None, chat_base_url: str | None = None,
                    chat_api_key: str | None = None, retries: int = 2, timeout_s: float = 60.0,
                    local_model_path: str | None = None, max_new_tokens: int = 256) -> Generator:
     """The generator called `name`; GeneratorUnavailable when its model is not configured."""
     if name == "extractive":
-        return ExtractiveGenerator(min_quality, allow_cloze)
+        return ExtractiveGenerator(min_quality, allow_cloze, max_per_fact)
     if name == "llm":
         if not chat_model:
             raise GeneratorUnavailable("the llm generator needs a chat model (FTAGENT_CHAT_MODEL and "

@@ -71,7 +71,9 @@ class TrainingConfig(LoraHyperparameters):
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     keep_checkpoints: int = Field(2, ge=1)
-    early_stopping_patience: int = Field(2, ge=1)
+    early_stopping_patience: int = Field(2, ge=1, description="validations without a new best before stopping")
+    validations_per_epoch: int = Field(2, ge=1, le=20, description="validation-loss checks per epoch (early "
+                                       "stopping and the best adapter are chosen on them)")
     threads: int | None = None
     max_rollbacks: int = Field(2, ge=0)
     spike_factor: float = Field(3.0, gt=1)  # loss above this x its moving average is an anomaly
@@ -179,6 +181,28 @@ def encode_chat(tokenizer, messages: Sequence[dict], max_seq_len: int) -> tuple[
     return EncodedExample(input_ids[:max_seq_len], labels[:max_seq_len]), truncated
 
 
+def encode_text(tokenizer, text: str, max_seq_len: int) -> list[EncodedExample]:
+    """A document row: its tokens (with the end-of-sequence token) and labels on every token, in windows
+    of at most `max_seq_len` (a long passage is split, never cut off)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    windows = [ids[start:start + max_seq_len] for start in range(0, len(ids), max_seq_len)]
+    return [EncodedExample(window, list(window)) for window in windows if len(window) >= 2]
+
+
+def encode_record(tokenizer, record: dict, max_seq_len: int) -> tuple[list[EncodedExample], bool]:
+    """A chat row (loss on the assistant's reply) or a document row {"text": ...} (loss on every token).
+    Returns (encoded rows, truncated)."""
+    if "messages" in record:
+        example, truncated = encode_chat(tokenizer, record["messages"], max_seq_len)
+        return [example], truncated
+    if isinstance(record.get("text"), str):
+        return encode_text(tokenizer, record["text"], max_seq_len), False
+    raise TrainingError(f"a training row is neither a chat row ('messages') nor a document row ('text'): "
+                        f"keys {sorted(record)[:6]}")
+
+
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
     """Shuffle, sort within windows of 16 batches by length (little padding), shuffle the batches."""
     rng = random.Random(seed)
@@ -269,6 +293,7 @@ class LoraRecipe:
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.batches_per_epoch = self.steps_per_epoch  # optimizer steps per epoch (older name)
         self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
+        self._validation_steps = self.validation_steps()
         self._build_optimizer()
         self._initial_state = self._state_snapshot()
 
@@ -341,7 +366,8 @@ class LoraRecipe:
 
     def _encode_data(self, train: Sequence[dict], val: Sequence[dict]) -> None:
         self.train_set, truncated_train = self._encode(train)
-        self.val_set, truncated_val = self._encode(val)
+        # validation measures answers (the early-stopping signal): chat rows only
+        self.val_set, truncated_val = self._encode([r for r in val if "messages" in r])
         self.truncated = truncated_train + truncated_val
         if self.truncated:
             self.on_event("examples truncated", {"count": self.truncated, "max_seq_len": self.config.max_seq_len})
@@ -351,10 +377,9 @@ class LoraRecipe:
     def _encode(self, records: Sequence[dict]) -> tuple[list[EncodedExample], int]:
         encoded, truncated = [], 0
         for record in records:
-            example, was_truncated = encode_chat(self.tokenizer, record["messages"], self.config.max_seq_len)
+            examples, was_truncated = encode_record(self.tokenizer, record, self.config.max_seq_len)
             truncated += was_truncated
-            if any(label != -100 for label in example.labels):
-                encoded.append(example)
+            encoded += [e for e in examples if any(label != -100 for label in e.labels)]
         return encoded, truncated
 
     def _apply_memory_plan(self, model) -> None:
@@ -651,12 +676,22 @@ class LoraRecipe:
             metrics_file.write(json.dumps(asdict(metrics)) + "\n")
             metrics_file.flush()
 
+    def validation_steps(self) -> set[int]:
+        """The steps after which the validation loss is measured: `validations_per_epoch` evenly spaced
+        points in every epoch (its end included) and the last step."""
+        per_epoch = self.steps_per_epoch
+        points = {math.ceil(per_epoch * k / self.config.validations_per_epoch)
+                  for k in range(1, self.config.validations_per_epoch + 1)}
+        epochs = math.ceil(self.total_steps / per_epoch)
+        return {e * per_epoch + p for e in range(epochs) for p in points if 0 < e * per_epoch + p <= self.total_steps} \
+            | {self.total_steps}
+
     def _end_of_step(self, step: int, progress: Progress) -> None:
-        """Validation and early stopping at an epoch end; a checkpoint then and every N steps."""
-        epoch_end = step % self.steps_per_epoch == 0 or step == self.total_steps
-        if epoch_end:
+        """Validation and early stopping at the validation points; a checkpoint then and every N steps."""
+        validate = step in self._validation_steps
+        if validate:
             self._validate(step, progress)
-        if epoch_end or step % self.config.checkpoint_every == 0:
+        if validate or step % self.config.checkpoint_every == 0:
             self.save_checkpoint(step, progress)
 
     def _validate(self, step: int, progress: Progress) -> None:

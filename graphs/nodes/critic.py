@@ -20,7 +20,8 @@ from tools.chat_model import chat_model_from
 def choose_remedy(state: JobState, runtime: Runtime[JobContext]) -> dict:
     spec = effective_spec(state)
     evaluation = state.get("evaluation") or {}
-    train_count = (state.get("dataset") or {}).get("counts", {}).get("train", 0)
+    dataset = state.get("dataset") or {}
+    train_count = dataset.get("train_rows", dataset.get("counts", {}).get("train", 0))
     training = state.get("training") or {}
     failed = [g for g in evaluation.get("gates", []) if not g["passed"]]
     if train_count < spec.gates.min_train_examples:

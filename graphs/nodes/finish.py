@@ -18,9 +18,11 @@ def stop_without_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
         outcome = ("no passage of the documents was relevant enough to the subject. Try: documents closer to "
                    "the subject, or a subject phrased like the documents' own terms")
     else:
-        counts = (state.get("dataset") or {}).get("counts", {})
-        outcome = (f"too little training data ({counts.get('train', 0)} examples; the gate needs "
-                   f"{state['spec']['gates']['min_train_examples']}) even after widening. Try: more documents")
+        dataset, gates = state.get("dataset") or {}, state["spec"]["gates"]
+        rows = dataset.get("train_rows", dataset.get("counts", {}).get("train", 0))
+        outcome = (f"too little text to learn from: {dataset.get('kept_words', 0)} words kept after curation "
+                   f"(a job needs about {gates.get('min_kept_words', 1500)}), giving {rows} training rows "
+                   f"(the gate needs {gates['min_train_examples']}) even after widening. Try: more documents")
     runtime.context.events(state["job_id"]).emit("finish", "phase", f"stopped: {outcome}")
     final = {**state, "outcome": f"stopped: {outcome}", "status": "failed"}
     runtime.context.paths(state["job_id"]).report.write_text(job_report(final))

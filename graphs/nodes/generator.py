@@ -1,6 +1,8 @@
-"""generator: draw the stored chunks for coverage (subtopic clusters × documents), write examples with
-the chosen generator (extractive | llm | local), pass each through the quality gate, split by source
-document, and write chat JSONL (+ Alpaca, ShareGPT) and the dataset card."""
+"""generator: the training mix. Draw the stored chunks for coverage (subtopic clusters × documents),
+write QA rows with the chosen generator (extractive | llm | local), pass each through the question and
+example gates, cap cloze items, split the QA rows by source document; add document rows (the passages
+themselves, for continued pretraining) to the training set in the configured share; write chat JSONL
+(+ Alpaca, ShareGPT), the document rows and the dataset card with the coverage of every fact."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from tools.chunking import Chunk
 from tools.coverage import coverage_order, stored_vectors
 from tools.dataset import SPLITS, dataset_hash, split_by_document, write_splits
 from tools.dataset_card import write_dataset_card
+from tools.document_rows import DocumentRow, document_rows, mix
+from tools.facts import fact_coverage
 from tools.generators import Generator, GeneratorUnavailable, make_generator
 from tools.prompts import render_prompt
 from tools.qa_extractive import Example
@@ -41,13 +45,14 @@ def choose_generator(spec: JobSpec, runtime: Runtime[JobContext]) -> tuple[Gener
         local_path = str(resolve_base_model(spec.base_model, settings.home))
     try:
         return make_generator(g.generator, subject=spec.subject, min_quality=g.min_quality,
-                              allow_cloze=g.allow_cloze, chat_model=settings.chat_model,
+                              allow_cloze=g.allow_cloze, max_per_fact=g.max_per_fact, chat_model=settings.chat_model,
                               chat_base_url=settings.chat_base_url, chat_api_key=settings.chat_api_key,
                               retries=g.llm_retries, timeout_s=g.llm_timeout_s, local_model_path=local_path,
                               max_new_tokens=g.local_max_new_tokens), ""
     except GeneratorUnavailable as error:
         return make_generator("extractive", subject=spec.subject, min_quality=g.min_quality,
-                              allow_cloze=g.allow_cloze), f"{error}; used the extractive generator"
+                              allow_cloze=g.allow_cloze, max_per_fact=g.max_per_fact), \
+            f"{error}; used the extractive generator"
 
 
 def draw_chunks(rows: list[tuple[Chunk, dict]], vectors: np.ndarray, spec: JobSpec) -> list[int]:
@@ -70,6 +75,30 @@ def answer_support(embedder: Any, examples: list[Example], chunk_vectors: dict[s
     return np.einsum("ij,ij->i", answers, np.stack([chunk_vectors[e.chunk_id] for e in examples]))
 
 
+def cap_cloze(examples: list[Example], max_share: float) -> tuple[list[Example], int]:
+    """At most `max_share` of the QA rows are cloze items (the lowest-scoring go first); how many went."""
+    cloze = [i for i, e in enumerate(examples) if e.type == "cloze"]
+    others = len(examples) - len(cloze)
+    cap = int(max_share * others / (1 - max_share)) if max_share < 1 else len(cloze)
+    if len(cloze) <= cap:
+        return examples, 0
+    keep = set(sorted(cloze, key=lambda i: -examples[i].quality_score)[:cap])
+    return [e for i, e in enumerate(examples) if e.type != "cloze" or i in keep], len(cloze) - cap
+
+
+def training_documents(chunks: list[tuple[Chunk, str]], splits: dict[str, list[Example]], qa_train: int,
+                       spec: JobSpec) -> tuple[list[DocumentRow], int]:
+    """The document rows of the training set (repeated toward the configured share) and how many distinct
+    passages they hold."""
+    g = spec.generation
+    if g.document_share <= 0:
+        return [], 0
+    held_out = {e.doc_id for name in ("val", "test") for e in splits[name]}
+    chosen = [(c, t) for c, t in chunks if g.documents_from == "all" or c.doc_id not in held_out]
+    rows = document_rows(chosen)
+    return mix(rows, qa_train, g.document_share, g.max_document_repeats), len(rows)
+
+
 def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
     spec = effective_spec(state)
     events = runtime.context.events(state["job_id"])
@@ -80,40 +109,57 @@ def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
     generator, fallback = choose_generator(spec, runtime)
     if fallback:
         events.emit("generator", "decision", fallback)
-    examples = synthesise(generator, [(rows[i][0], rows[i][1].get("title", "")) for i in drawn],
-                          spec.generation.max_per_chunk)
+    chunks = [(rows[i][0], rows[i][1].get("title", "")) for i in drawn]
+    examples = synthesise(generator, chunks, spec.generation.max_per_chunk)
     chunk_vectors = {rows[i][0].chunk_id: vectors[i] for i in drawn}
     sources = {rows[i][0].chunk_id: rows[i][0].text for i in drawn}
     kept, dropped = gate_examples(examples, sources, answer_support(runtime.context.embedder, examples, chunk_vectors),
                                   gate_config(spec), max_share=spec.generation.max_type_share)
+    kept, over_cloze = cap_cloze(kept, spec.generation.max_cloze_share)
+    if over_cloze:
+        dropped["cloze over its share"] += over_cloze
     if len(kept) > spec.budget.max_examples:
         dropped["over the example budget"] += len(kept) - spec.budget.max_examples
         kept = kept[: spec.budget.max_examples]  # coverage order: the prefix is still spread out
-    summary = _write(state, runtime, spec, kept, {
+    kept_words = sum(len(c.text.split()) for c, _ in rows)
+    summary = _write(state, runtime, spec, kept, chunks, {
         "generator": generator.name, "generator_fallback": fallback, "chunks_available": len(rows),
         "chunks_drawn": len(drawn), "generated": len(examples), "dropped_examples": dict(dropped),
-        "generator_stats": dict(generator.stats), "yield": round(len(kept) / len(examples), 3) if examples else 0.0})
-    events.emit("generator", "phase", "examples: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()),
-                types=summary["types"], dropped_examples=summary["dropped_examples"], generator=generator.name)
+        "generator_stats": dict(generator.stats), "kept_words": kept_words,
+        "yield": round(len(kept) / len(examples), 3) if examples else 0.0})
+    events.emit("generator", "phase", "QA rows: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+                + f"; document rows {summary['document_rows']} ({summary['document_passages']} passages); "
+                f"{kept_words} words kept", types=summary["types"], dropped_examples=summary["dropped_examples"],
+                generator=generator.name, document_rows=summary["document_rows"], kept_words=kept_words)
     return {"dataset": summary}
 
 
 def _write(state: JobState, runtime: Runtime[JobContext], spec: JobSpec, kept: list[Example],
-           summary: dict[str, Any]) -> dict[str, Any]:
-    """Split by document, write every format and the card; the summary the state keeps."""
+           chunks: list[tuple[Chunk, str]], summary: dict[str, Any]) -> dict[str, Any]:
+    """Split by document, add the document rows, write every format and the card; the summary the state keeps."""
     splits = split_by_document(kept, seed=spec.generation.seed)
+    documents, passages = training_documents(chunks, splits, len(splits["train"]), spec)
     system_prompt = render_prompt("system_subject_expert", subject=spec.subject)
     folder = runtime.context.paths(state["job_id"]).dataset
-    written = write_splits(folder, splits, system_prompt)
+    written = write_splits(folder, splits, system_prompt, [row.to_record() for row in documents])
+    counts = {k: len(v) for k, v in splits.items()}
     summary = {
         **summary,
         "paths": {k: str(v) for k, v in written["chat"].items()},
-        "exports": {fmt: {k: str(v) for k, v in paths.items()} for fmt, paths in written.items() if fmt != "chat"},
-        "counts": {k: len(v) for k, v in splits.items()},
+        "documents_path": str(written["documents"]["train"]),
+        "exports": {fmt: {k: str(v) for k, v in paths.items()} for fmt, paths in written.items()
+                    if fmt not in ("chat", "documents")},
+        "counts": counts,
+        "document_rows": len(documents),
+        "document_passages": passages,
+        "train_rows": counts["train"] + len(documents),
+        "mix": {"qa": counts["train"], "document": len(documents),
+                "document_share": round(len(documents) / max(1, counts["train"] + len(documents)), 3)},
         "documents_per_split": {k: len({e.doc_id for e in v}) for k, v in splits.items()},
         "types": dict(Counter(e.type for e in kept)),
         "difficulty": dict(Counter(e.metadata.get("difficulty") for e in kept)),
-        "hash": dataset_hash([written["chat"][name] for name in SPLITS]),
+        "coverage": fact_coverage([c for c, _ in chunks], splits["train"], documents),
+        "hash": dataset_hash([written["chat"][name] for name in SPLITS] + [written["documents"]["train"]]),
         "system_prompt": system_prompt,
     }
     summary["card"] = str(write_dataset_card(folder, spec.subject, splits, summary, spec.generation.seed))

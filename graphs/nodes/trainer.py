@@ -58,6 +58,12 @@ def training_examples(spec: JobSpec, train: list[dict], database: Path,
     return train + replayed + corrections, {"replay_examples": len(replayed), "feedback_examples": len(corrections)}
 
 
+def training_documents(dataset: dict) -> list[dict]:
+    """The dataset's document rows ({"text": ...}); none for datasets written before the mix existed."""
+    path = dataset.get("documents_path")
+    return read_jsonl(Path(path)) if path and Path(path).exists() else []
+
+
 def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
     spec = effective_spec(state)
     job_id, round_number = state["job_id"], state.get("round", 0) + 1
@@ -84,10 +90,17 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
 
     train, added = training_examples(spec, read_jsonl(state["dataset"]["paths"]["train"]),
                                      runtime.context.settings.database, events)
+    documents = training_documents(state["dataset"])
+    if documents:
+        events.emit("trainer", "decision", f"training on {len(train)} QA rows and {len(documents)} document rows "
+                    "(loss on every token of a document row, on the answer of a QA row)",
+                    qa_rows=len(train), document_rows=len(documents))
+    train = train + documents
     result = train_lora(config, train, read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
     summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
     summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump(),
-                "replay_general": spec.training.replay_general, "train_examples": len(train), **added}
+                "replay_general": spec.training.replay_general, "train_examples": len(train),
+                "document_rows": len(documents), **added}
     events.emit("trainer", "phase", f"trained {result.steps} steps at {result.tokens_per_second:.0f} tokens/s; "
                 f"train loss {result.train_loss:.3f}, val loss {result.val_loss or float('nan'):.3f}",
                 **{k: summary[k] for k in ("steps", "tokens_per_second", "train_loss", "val_loss")})

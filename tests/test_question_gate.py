@@ -1,0 +1,52 @@
+"""The question gate on real bad questions (verbatim from jobs on real prose) and good ones."""
+
+import pytest
+
+from tools.question_gate import question_problem
+
+BAD = [
+    # seen in training sets written from real abstracts and papers (issue 11)
+    ("What do the increase?", "no verb after the subject"),
+    ("What does primary outcome measure?", "noun taken for a verb"),
+    ("What is the corresponding mathematical model?", "leans on missing context"),
+    ("Explain why why fault tolerance, not just error correction Error correction by itself is not enough "
+     "to establish the theorem.", "doubled word"),
+    ("What was the total number of patients included in this study?", "leans on missing context"),
+    ("What did these results show about survival?", "leans on missing context"),
+    ("How does it compare with the surface code?", "leans on missing context"),
+    ("What does the decoder?", "no verb after the subject"),
+    ("What is the error correction Error correction threshold?", "doubled word"),
+    ("What is described in Table 2?", "leans on missing context"),
+    ("What does the code described in [12] correct?", "citation or markup in the question"),
+    ("Why is the overview The surface code is a stabilizer code?", "heading run into a sentence"),
+    ("What is?", "too short"),
+    ("The surface code is a stabilizer code.", "not a question"),
+    ("Qubits are fragile?", "not a question"),
+    ('How does the sentence "The unadjusted odds ratio (versus …" continue?', "unbalanced brackets or quotes"),
+]
+GOOD = [
+    "What does the decoder use?",
+    "What is a fault-tolerant circuit?",
+    "Did telephone counseling promote a significantly higher proportion of women having mammograms on "
+    "schedule than tailored print?",
+    "Were APC mutations detected in 48% (327/680) of families?",
+    "How many patients underwent emergency surgery of the aorta between January 1982 and December 1997?",
+    "What can a code of distance d correct?",
+    "What did the study \"Tailored interventions for mammography use\" conclude?",
+    "Who took part in the study that set out to assess whether statins improve stroke outcome?",
+    "Was the infarct area smaller in preconditioned hearts than in control hearts (p<0.05)?",
+    "What is the distance of the Steane code in the table of codes?",
+    "How does the surface code compare with the Steane code?",
+    "Why are magic states needed for universal quantum computation?",
+    "What was the mean age of the participants?",
+]
+
+
+@pytest.mark.parametrize(("question", "reason"), BAD)
+def test_bad_questions_are_caught_with_their_reason(question, reason):
+    assert question_problem(question) == reason
+
+
+@pytest.mark.parametrize("question", GOOD)
+def test_good_questions_pass(question):
+    assert question_problem(question) is None
