@@ -1,15 +1,17 @@
-"""Tuned vs base on PubMedQA after a job on the same abstracts, with the real embedded SmolLM2.
+"""Tuned vs base on PubMedQA, one job per group of abstracts that share a MeSH term, real SmolLM2.
 
-Writes N PubMedQA abstracts (their CONTEXTS) as local .txt documents, runs one job on them through
-`JobService` (the same path as every front door), then on the abstracts' expert questions measures:
+For each group (30-40 abstracts sharing a MeSH term, groups disjoint), the abstracts are written as
+PubMed text (one "LABEL: text" paragraph per section, as the PubMed source writes them; no conclusion, no
+question) and one job runs on them through `JobService`, the path of every front door. Then, on the
+experts' questions for those abstracts:
 - answer NLL of the authors' LONG_ANSWER given the QUESTION (chat format, the job's system prompt),
-- ROUGE-L / token F1 of greedy answers against the LONG_ANSWER,
-for the base model and the tuned adapter, split by whether the abstract's document reached the
-training split or stayed held out (test/val documents or dropped by curation).
+- ROUGE-L of greedy answers against the LONG_ANSWER,
+for the base model and the tuned adapter; plus the job's own figures: yield (QA rows, document rows),
+questions the gate caught, cloze share, general perplexity, wall time.
 
 The data set is bench input only (../shared/datasets/pubmedqa); the product never reads it.
-Prints JSON lines. Usage:
-  python bench/bench_pubmedqa.py [--abstracts 120] [--generate 30] [--home DIR] [--base-home DIR]
+Prints one JSON line per group and one with the means. Usage:
+  python bench/bench_pubmedqa.py [--groups 3] [--per-group 36] [--generate 16] [--set generation.document_share=0.3]
 """
 
 from __future__ import annotations
@@ -17,36 +19,54 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from agent.service import JobService
 from graphs.context import resolve_settings
-from tools.dataset import read_jsonl
 from tools.evaluation import answer_nll, generate_answers, load_for_inference
-from tools.metrics import rouge_l, token_f1
+from tools.metrics import rouge_l
 from tools.prompts import render_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 PUBMEDQA = REPO.parent / "shared" / "datasets" / "pubmedqa" / "pqal_dev.json"
-SUBJECT_SENTENCE = "fine-tune SmolLM2 on biomedical and clinical research"
+# MeSH check tags (who was studied) and the two most generic design terms name no shared subject
+NOT_A_SUBJECT = {"Humans", "Female", "Male", "Adult", "Middle Aged", "Aged", "Adolescent", "Child", "Infant",
+                 "Young Adult", "Aged, 80 and over", "Child, Preschool", "Infant, Newborn", "Animals",
+                 "Retrospective Studies", "Prospective Studies"}
 
 
-def load_items(count: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
-    """`count` PubMedQA items (pmid, item), a seeded sample in a stable order."""
-    items = sorted(json.loads(PUBMEDQA.read_text()).items())
-    random.Random(seed).shuffle(items)
-    return items[:count]
+def mesh_groups(records: dict[str, Any], count: int, size: int, seed: int) -> list[tuple[str, list[str]]]:
+    """`count` disjoint groups of 30..`size` abstracts that share a MeSH subject term (most common first)."""
+    by_term: dict[str, list[str]] = {}
+    for pmid, item in sorted(records.items()):
+        for term in set(item["MESHES"]) - NOT_A_SUBJECT:
+            by_term.setdefault(term, []).append(pmid)
+    used: set[str] = set()
+    groups = []
+    for term, pmids in sorted(by_term.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        free = [p for p in pmids if p not in used]
+        if len(free) < 30:
+            continue
+        random.Random(seed).shuffle(free)
+        groups.append((term, free[:size]))
+        used |= set(free[:size])
+        if len(groups) == count:
+            break
+    return groups
 
 
-def write_documents(items: list[tuple[str, dict[str, Any]]], folder: Path) -> Path:
-    """One .txt per abstract: its CONTEXTS joined by blank lines (no question, no conclusion)."""
+def write_documents(records: dict[str, Any], pmids: list[str], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for pmid, item in items:
-        (folder / f"pubmed-{pmid}.txt").write_text("\n\n".join(item["CONTEXTS"]) + "\n")
+    for pmid in pmids:
+        item = records[pmid]
+        sections = [f"{label}: {text}" for label, text in zip(item["LABELS"], item["CONTEXTS"], strict=True)]
+        (folder / f"pubmed-{pmid}.txt").write_text("\n\n".join(sections) + "\n")
     return folder
 
 
@@ -58,99 +78,121 @@ def prepare_home(home: Path, base_home: Path) -> None:
         target.symlink_to(source, target_is_directory=True)
 
 
-def trained_pmids(state: dict[str, Any]) -> set[str]:
-    """PubMed ids whose document produced at least one training example."""
-    train_docs = {r["metadata"]["doc_id"] for r in read_jsonl(Path(state["dataset"]["paths"]["train"]))}
-    return {Path(d["uri"]).stem.removeprefix("pubmed-") for d in state["documents"] if d["doc_id"] in train_docs}
+def expert_records(records: dict[str, Any], pmids: list[str], system: str) -> list[dict[str, Any]]:
+    return [{"pmid": p, "messages": [{"role": "system", "content": system},
+                                     {"role": "user", "content": records[p]["QUESTION"]},
+                                     {"role": "assistant", "content": records[p]["LONG_ANSWER"]}]} for p in pmids]
 
 
-def question_records(items: list[tuple[str, dict[str, Any]]], system: str) -> list[dict[str, Any]]:
-    return [{"pmid": pmid, "messages": [{"role": "system", "content": system},
-                                        {"role": "user", "content": item["QUESTION"]},
-                                        {"role": "assistant", "content": item["LONG_ANSWER"]}]}
-            for pmid, item in items]
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 4) if values else None
-
-
-def score(model: Any, tokenizer: Any, records: list[dict[str, Any]], generate: int,
-          max_new_tokens: int) -> dict[str, Any]:
-    """Answer NLL on all records; ROUGE-L and token F1 of greedy answers on the first `generate`, and how
-    often an answer echoes its question: its ROUGE-L against the question above 0.7 and no yes/no
-    opening (a yes/no answer that restates the question is an answer, not an echo)."""
+def score(model: Any, tokenizer: Any, records: list[dict[str, Any]], generate: int, max_new_tokens: int) -> dict:
     answers = generate_answers(model, tokenizer, records[:generate], max_new_tokens)
     references = [r["messages"][-1]["content"] for r in records[:generate]]
-    questions = [r["messages"][-2]["content"] for r in records[:generate]]
-    echoes = [rouge_l(a, q) > 0.7 and not a.lstrip().lower().startswith(("yes", "no"))
-              for a, q in zip(answers, questions, strict=True)]
-    return {"answer_nll": round(answer_nll(model, tokenizer, records), 4) if records else None,
-            "rouge_l": _mean([rouge_l(a, r) for a, r in zip(answers, references, strict=True)]),
-            "token_f1": _mean([token_f1(a, r) for a, r in zip(answers, references, strict=True)]),
-            "echoed_questions": sum(echoes),
-            "questions": len(records), "generated": len(answers), "sample_answer": answers[0] if answers else None}
+    rouge = [rouge_l(a, r) for a, r in zip(answers, references, strict=True)]
+    return {"answer_nll": round(answer_nll(model, tokenizer, records), 4),
+            "rouge_l": round(sum(rouge) / len(rouge), 4) if rouge else None,
+            "sample_answer": answers[0] if answers else None}
 
 
-def compare(state: dict[str, Any], records: list[dict[str, Any]], generate: int, max_new_tokens: int,
-            threads: int | None) -> dict[str, dict[str, Any]]:
-    """{group: {base, tuned}} for the questions of trained and of held-out abstracts."""
-    training = state["training"]
-    model, tokenizer = load_for_inference(training["base_model_path"], training["adapter_dir"], threads)
-    trained = trained_pmids(state)
-    groups = {"trained_abstracts": [r for r in records if r["pmid"] in trained],
-              "held_out_abstracts": [r for r in records if r["pmid"] not in trained]}
-    results: dict[str, dict[str, Any]] = {}
-    for name, group in groups.items():
-        share = max(1, round(generate * len(group) / max(1, len(records)))) if group else 0
-        tuned = score(model, tokenizer, group, share, max_new_tokens)
-        with model.disable_adapter():
-            base = score(model, tokenizer, group, share, max_new_tokens)
-        results[name] = {"base": base, "tuned": tuned}
-    return results
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """--set section.key=value pairs as nested job options (numbers and booleans typed)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        value: Any = json.loads(raw) if raw and raw[0] in "0123456789-[{tf" else raw
+        section, _, name = key.partition(".")
+        options.setdefault(section, {})[name] = value
+    return options
+
+
+def job_figures(state: dict[str, Any], seconds: float) -> dict[str, Any]:
+    dataset, evaluation, training = state.get("dataset") or {}, state.get("evaluation") or {}, state.get("training") or {}
+    stats = Counter(dataset.get("generator_stats") or {})
+    caught = {k.removeprefix("question gate: "): v for k, v in stats.items() if k.startswith("question gate: ")}
+    types = dataset.get("types") or {}
+    qa_rows = sum((dataset.get("counts") or {}).values())
+    return {"status": state.get("status"), "kept_words": dataset.get("kept_words"),
+            "qa_rows": dataset.get("counts"), "document_rows": dataset.get("document_rows"),
+            "words_per_qa_row": round(dataset.get("kept_words", 0) / max(1, qa_rows), 1),
+            "questions_caught_by_gate": caught, "cloze_share": round(types.get("cloze", 0) / max(1, qa_rows), 3),
+            "types": types, "train_steps": training.get("steps"), "val_history": training.get("val_history"),
+            "stopped_early": training.get("stopped_early"), "gates_passed": evaluation.get("passed"),
+            "job_answer_nll": {k: (evaluation.get(k) or {}).get("answer_nll") for k in ("base", "tuned")},
+            "general_perplexity": {k: (evaluation.get(k) or {}).get("general_perplexity") for k in ("base", "tuned")},
+            "registered": (state.get("deployment") or {}).get("name"), "job_seconds": round(seconds, 1)}
+
+
+def run_group(service: JobService, records: dict[str, Any], term: str, pmids: list[str], args: Any,
+              extra: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="pubmedqa-docs-") as tmp:
+        docs = write_documents(records, pmids, Path(tmp) / "abstracts")
+        options = {"docs_path": str(docs), "max_rounds": args.max_rounds,
+                   "curation": {"doc_relevance_threshold": 0.05, "chunk_relevance_threshold": 0.0}, **extra}
+        record = service.submit(f"fine-tune SmolLM2 on {term.lower()}", options)
+        started = time.time()
+        state = service.run(record.job_id)
+        seconds = time.time() - started
+    figures = job_figures(state, seconds)
+    training = state.get("training") or {}
+    if not training.get("adapter_dir"):
+        return {"bench": "pubmedqa_group", "mesh": term, "abstracts": len(pmids), **figures}
+    system = render_prompt("system_subject_expert", subject=state["spec"]["subject"])
+    experts = expert_records(records, pmids, system)
+    model, tokenizer = load_for_inference(training["base_model_path"], training["adapter_dir"], service.settings.threads)
+    tuned = score(model, tokenizer, experts, args.generate, args.max_new_tokens)
+    with model.disable_adapter():
+        base = score(model, tokenizer, experts, args.generate, args.max_new_tokens)
+    drop = (base["answer_nll"] - tuned["answer_nll"]) / base["answer_nll"]
+    return {"bench": "pubmedqa_group", "mesh": term, "abstracts": len(pmids), "expert_questions": len(experts),
+            "expert_answer_nll": {"base": base["answer_nll"], "tuned": tuned["answer_nll"], "drop": round(drop, 4)},
+            "expert_rouge_l": {"base": base["rouge_l"], "tuned": tuned["rouge_l"], "generated": min(args.generate, len(experts))},
+            "samples": {"base": base["sample_answer"], "tuned": tuned["sample_answer"]}, **figures,
+            "loadavg": [round(x, 1) for x in os.getloadavg()]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--abstracts", type=int, default=120)
-    parser.add_argument("--generate", type=int, default=30, help="questions answered by generation (ROUGE-L)")
+    parser.add_argument("--groups", type=int, default=3)
+    parser.add_argument("--per-group", type=int, default=36)
+    parser.add_argument("--only", help="run one group: its MeSH term")
+    parser.add_argument("--generate", type=int, default=16, help="expert questions answered by generation")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--max-examples", type=int, default=300)
-    parser.add_argument("--max-steps", type=int, help="cap on training steps (default: the spec's 2 epochs)")
+    parser.add_argument("--max-rounds", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], help="job option section.key=value")
     parser.add_argument("--home", default="/tmp/ftagent-bench-pubmedqa")
     parser.add_argument("--base-home", default="/tmp/ftagent-bench-demo", help="a home with SmolLM2 converted")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    records = json.loads(PUBMEDQA.read_text())
     home = Path(args.home)
     prepare_home(home, Path(args.base_home))
-    items = load_items(args.abstracts, args.seed)
     service = JobService(resolve_settings({"home": home}))
-    with tempfile.TemporaryDirectory(prefix="pubmedqa-docs-") as tmp:
-        docs = write_documents(items, Path(tmp) / "abstracts")
-        options = {"docs_path": str(docs), "max_rounds": 0,
-                   "budget": {"max_documents": args.abstracts, "max_examples": args.max_examples},
-                   "curation": {"doc_relevance_threshold": 0.05, "chunk_relevance_threshold": 0.0},
-                   "training": {"max_steps": args.max_steps} if args.max_steps else {}}
-        record = service.submit(SUBJECT_SENTENCE, options)
-        started = time.time()
-        state = service.run(record.job_id)
-        job_seconds = time.time() - started
-    system = render_prompt("system_subject_expert", subject=state["spec"]["subject"])
-    started = time.time()
-    results = compare(state, question_records(items, system), args.generate, args.max_new_tokens,
-                      service.settings.threads)
-    evaluation, training = state.get("evaluation") or {}, state.get("training") or {}
-    print(json.dumps({"bench": "pubmedqa_job", "job_id": record.job_id, "abstracts": len(items),
-                      "documents_kept": (state.get("curation") or {}).get("documents_kept"),
-                      "examples": (state.get("dataset") or {}).get("counts"), "train_steps": training.get("steps"),
-                      "train_loss": training.get("train_loss"), "val_loss": training.get("val_loss"),
-                      "job_gates_passed": evaluation.get("passed"),
-                      "job_answer_nll": {"base": evaluation.get("base", {}).get("answer_nll"),
-                                         "tuned": evaluation.get("tuned", {}).get("answer_nll")},
-                      "job_seconds": round(job_seconds, 1), "loadavg": os.getloadavg()}))
-    for group, scores in results.items():
-        print(json.dumps({"bench": "pubmedqa_questions", "group": group, **scores,
-                          "eval_seconds": round(time.time() - started, 1), "loadavg": os.getloadavg()}))
+    print(json.dumps({"bench": "machine", "cpu": platform.processor() or platform.machine(),
+                      "cores": os.cpu_count(), "bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text(),
+                      "loadavg": [round(x, 1) for x in os.getloadavg()], "options": args.set}), flush=True)
+    results = []
+    for term, pmids in mesh_groups(records, args.groups, args.per_group, args.seed):
+        if args.only and term != args.only:
+            continue
+        results.append(run_group(service, records, term, pmids, args, parse_sets(args.set)))
+        print(json.dumps(results[-1]), flush=True)
+    scored = [r for r in results if "expert_answer_nll" in r]
+    if scored:
+        def mean(path: tuple[str, ...]) -> float:
+            values = []
+            for r in scored:
+                value: Any = r
+                for key in path:
+                    value = value[key]
+                values.append(value)
+            return round(sum(values) / len(values), 4)
+
+        print(json.dumps({"bench": "pubmedqa_mean", "groups": len(scored), "of": len(results),
+                          "expert_answer_nll_drop": mean(("expert_answer_nll", "drop")),
+                          "expert_rouge_l": {"base": mean(("expert_rouge_l", "base")),
+                                             "tuned": mean(("expert_rouge_l", "tuned"))},
+                          "cloze_share": mean(("cloze_share",)), "words_per_qa_row": mean(("words_per_qa_row",)),
+                          "job_seconds": mean(("job_seconds",)),
+                          "gates_passed": sum(bool(r["gates_passed"]) for r in scored)}))
 
 
 if __name__ == "__main__":

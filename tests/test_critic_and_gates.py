@@ -30,7 +30,12 @@ def test_underfit_doubles_epochs_then_learning_rate():
     remedy = remedy_for_gates(SPEC, [{"name": "answer_nll"}], {"val_history": [2.0, 1.9]})
     assert remedy.changes == {"epochs": SPEC.training.epochs * 2}
     capped = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"epochs": 8.0})})
-    assert "learning_rate" in remedy_for_gates(capped, [{"name": "answer_nll"}], {}).changes
+    # at the epoch cap: the documents read more often first, then a higher learning rate
+    richer = remedy_for_gates(capped, [{"name": "answer_nll"}], {})
+    assert richer.route == "generator" and richer.changes["document_share"] > SPEC.generation.document_share
+    saturated = capped.model_copy(update={"generation": capped.generation.model_copy(
+        update={"document_share": 0.6})})
+    assert "learning_rate" in remedy_for_gates(saturated, [{"name": "answer_nll"}], {}).changes
 
 
 def test_overfit_cuts_epochs_and_adds_dropout():
@@ -38,7 +43,12 @@ def test_overfit_cuts_epochs_and_adds_dropout():
     assert remedy.changes["epochs"] < SPEC.training.epochs and "overfit" in remedy.reason
 
 
-def test_too_little_data_widens_curation():
-    remedy = remedy_for_too_little_data(SPEC, 3)
+def test_too_little_data_asks_more_of_the_text_then_widens_curation():
+    richer = remedy_for_too_little_data(SPEC, 3)
+    assert richer.route == "generator" and richer.changes["max_per_fact"] == SPEC.generation.max_per_fact + 1
+    assert richer.changes["document_share"] > SPEC.generation.document_share
+    at_limits = SPEC.model_copy(update={"generation": SPEC.generation.model_copy(
+        update={"max_per_fact": 6, "document_share": 0.6})})
+    remedy = remedy_for_too_little_data(at_limits, 3)
     assert remedy.route == "curator"
     assert remedy.changes["doc_relevance_threshold"] < SPEC.curation.doc_relevance_threshold
