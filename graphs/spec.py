@@ -91,6 +91,11 @@ class Generation(_Section):
     document_share: float = Field(0.3, ge=0, lt=1, description="share of training rows that are document "
                                   "rows (repeated up to max_document_repeats to reach it); 0 = QA rows only")
     max_document_repeats: int = Field(3, ge=1, le=10)
+    # with a chat model configured: grounded rewrites of each passage (key concepts, implications, a
+    # teacher's explanation) as more document rows, and its question/answer pairs as more QA rows
+    rewrites: Literal["auto", "off"] = Field("auto", description="auto = when a chat model is configured")
+    rewrites_per_chunk: int = Field(3, ge=1, le=12)
+    rewrite_concurrency: int = Field(4, ge=1, le=32)
     documents_from: Literal["all", "train"] = Field("all", description="document rows of every kept document "
                                                     "(held-out ones too), or of the training split's only")
     max_chunks: int | None = Field(None, ge=1, le=100_000, description="chunks drawn (for coverage); None = all")

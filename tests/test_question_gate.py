@@ -9,8 +9,8 @@ BAD = [
     ("What do the increase?", "no verb after the subject"),
     ("What does primary outcome measure?", "noun taken for a verb"),
     ("What is the corresponding mathematical model?", "leans on missing context"),
-    ("Explain why why fault tolerance, not just error correction Error correction by itself is not enough "
-     "to establish the theorem.", "doubled word"),
+    (("Explain why why fault tolerance, not just error correction Error correction by itself is not enough "
+     "to establish the theorem."), "doubled word"),
     ("What was the total number of patients included in this study?", "leans on missing context"),
     ("What did these results show about survival?", "leans on missing context"),
     ("How does it compare with the surface code?", "leans on missing context"),
@@ -27,8 +27,8 @@ BAD = [
 GOOD = [
     "What does the decoder use?",
     "What is a fault-tolerant circuit?",
-    "Did telephone counseling promote a significantly higher proportion of women having mammograms on "
-    "schedule than tailored print?",
+    ("Did telephone counseling promote a significantly higher proportion of women having mammograms on "
+    "schedule than tailored print?"),
     "Were APC mutations detected in 48% (327/680) of families?",
     "How many patients underwent emergency surgery of the aorta between January 1982 and December 1997?",
     "What can a code of distance d correct?",

@@ -83,11 +83,11 @@ def test_extractive_answers_are_source_text():
     ("A fault-tolerant circuit is a circuit in which one fault causes at most one error.",
      "What is a fault-tolerant circuit?"),
     ("A code of distance d can correct up to d - 1 erasures.", "What can a code of distance d correct?"),
-    ("Telephone counseling promoted a significantly higher proportion of women having mammograms on schedule "
-     "than did tailored print.", "What did telephone counseling promote?"),
-    ("Telephone counseling promoted a significantly higher proportion of women having mammograms on schedule "
-     "than did tailored print.", "What promoted a significantly higher proportion of women having mammograms on "
-     "schedule than did tailored print?"),
+    (("Telephone counseling promoted a significantly higher proportion of women having mammograms on schedule "
+     "than did tailored print."), "What did telephone counseling promote?"),
+    (("Telephone counseling promoted a significantly higher proportion of women having mammograms on schedule "
+     "than did tailored print."), ("What promoted a significantly higher proportion of women having mammograms on "
+     "schedule than did tailored print?")),
     ("Unlike classical bits, qubits cannot be copied.", "Can qubits be copied unlike classical bits?"),
     ("A total of 120 patients were enrolled in the trial.", "How many patients were enrolled in the trial?"),
     ("The mean age of the participants was 45 years.", "What was the mean age of the participants?"),
@@ -155,11 +155,12 @@ def test_a_structured_abstract_gives_a_question_per_section_naming_the_study():
 
 def test_a_cloze_question_quotes_the_opening_and_the_answer_is_the_rest_never_the_question_back():
     from tools.quality import question_overlap
+    from tools.questions import cloze_question
 
     sentence = "Most of the patients enrolled were Caucasian and had advanced stage disease at diagnosis."
-    chunk = Chunk(chunk_id="c1", doc_id="d1", text=f"{sentence} It rained.", heading="", position=0)
-    [example] = [e for e in generate_examples(chunk, "pubmedqa") if e.type == "cloze"]
+    example = cloze_question(sentence)
+    assert example.form == "cloze"
     assert example.question == 'How does the sentence "Most of the patients …" continue?'
     assert example.answer == "enrolled were Caucasian and had advanced stage disease at diagnosis."
-    assert example.answer in chunk.text
+    assert example.answer in sentence
     assert question_overlap(example.question, example.answer) < 0.2

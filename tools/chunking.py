@@ -7,6 +7,7 @@ usual English word-piece ratio), which is what `chunk_document` (the word-sized 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable
@@ -77,8 +78,10 @@ def blocks(text: str) -> list[tuple[str, str]]:
 def join_units(units: list[str]) -> str:
     """Prose units join with a space; a list or a table (a unit of several lines) stays on lines of its own."""
     text = units[0] if units else ""
-    for previous, unit in zip(units, units[1:]):
-        text += ("\n" if "\n" in unit or "\n" in previous else " ") + unit
+    for previous, unit in itertools.pairwise(units):
+        # a list, a table or a line with no sentence end (a title) stays on a line of its own
+        separate = "\n" in unit or "\n" in previous or not previous.rstrip().endswith((".", "!", "?", ";", ":", ")"))
+        text += ("\n" if separate else " ") + unit
     return text
 
 

@@ -51,9 +51,9 @@ def _mix_section(summary: Mapping[str, Any]) -> list[str]:
         return []
     lines = ["## The training mix", "",
              f"- QA rows (chat, loss on the answer): {mix.get('qa', 0)}",
-             f"- document rows (the passages as text, loss on every token): {mix.get('document', 0)} "
+             (f"- document rows (the passages as text, loss on every token): {mix.get('document', 0)} "
              f"({summary.get('document_passages', 0)} passages; {mix.get('document_share', 0):.0%} of the "
-             "training rows)",
+             "training rows)"),
              f"- curated text: {summary.get('kept_words', 0)} words", ""]
     if coverage:
         qa, rows = coverage.get("qa_rows_per_fact", {}), coverage.get("rows_per_fact", {})
@@ -73,8 +73,8 @@ def card_text(subject: str, splits: Mapping[str, Sequence[Example]], summary: Ma
              "from the curated chunks, each checked against its source chunk by the quality gate."), "",
              "| split | examples | documents |", "|---|---|---|"]
     lines += [f"| {name} | {len(items)} | {len({e.doc_id for e in items})} |" for name, items in splits.items()]
-    lines += ["", "Files: `<split>.jsonl` (chat messages), `<split>.alpaca.jsonl`, `<split>.sharegpt.jsonl`; "
-              "`train.documents.jsonl` (document rows, `{\"text\": ...}`).", ""]
+    lines += ["", ("Files: `<split>.jsonl` (chat messages), `<split>.alpaca.jsonl`, `<split>.sharegpt.jsonl`; "
+              "`train.documents.jsonl` (document rows, `{\"text\": ...}`)."), ""]
     lines += _mix_section(summary)
     lines += ["## Counts", ""]
     lines += _table("By source document", Counter(e.source for e in examples))

@@ -133,11 +133,15 @@ def _list_facts(lines: list[str], heading: str, start: int) -> list[Fact]:
     return [*facts, Fact(lead or heading, "", heading, "list", start + len(facts), lead, (), items)]
 
 
+_MARKUP = re.compile(r"^(?:[-=*_#>|~`]{2,}\s*|[#>*]+\s+|[-•+]\s+)+")
+
+
 def _sentence_facts(text: str, heading: str, start: int) -> list[Fact]:
     facts: list[Fact] = []
     for role, section in labelled_sections(text):
+        sentences = [_MARKUP.sub("", s).strip() for s in split_sentences(section)]
         facts += [Fact(s, role, heading, "sentence", start + len(facts) + i)
-                  for i, s in enumerate(split_sentences(section))]
+                  for i, s in enumerate(s for s in sentences if s)]
     return facts
 
 
@@ -175,8 +179,28 @@ def passage_facts(text: str, heading: str = "") -> list[Fact]:
         elif kind == "list":
             facts += _list_facts(group, heading, len(facts))
         else:
-            facts += _sentence_facts(" ".join(group), heading, len(facts))
+            for line_heading, prose in _headed_prose(group, heading):
+                facts += _sentence_facts(prose, line_heading, len(facts))
     return [f for f in facts if len(f.text.split()) >= 3 or f.kind != "sentence"]
+
+
+def _headed_prose(lines: list[str], heading: str) -> list[tuple[str, str]]:
+    """Prose lines with the heading above them: a short line without sentence punctuation is a title or a
+    heading (of a plain-text document), never the start of the sentence after it."""
+    parts: list[tuple[str, str]] = []
+    current: list[str] = []
+    for line in lines:
+        if len(line.split()) <= 12 and not line.rstrip().endswith((".", "!", "?", ":", ";", ",")) \
+                and not _LABEL.match(line):
+            if current:
+                parts.append((heading, " ".join(current)))
+                current = []
+            heading = line.strip().lstrip("#").strip()
+        else:
+            current.append(line)
+    if current:
+        parts.append((heading, " ".join(current)))
+    return parts
 
 
 def _bucket(count: int) -> str:

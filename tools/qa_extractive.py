@@ -8,15 +8,26 @@ small share of the QA rows."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from tools.chunking import Chunk
 from tools.facts import Fact, passage_facts
 from tools.question_gate import question_problem
-from tools.questions import (Question, cloze_question, heading_question, inferred_role, list_question,
-                             section_questions, sentence_questions, study_anchor, table_questions)
+from tools.questions import (
+    Question,
+    cloze_question,
+    heading_question,
+    inferred_role,
+    list_question,
+    section_questions,
+    sentence_questions,
+    study_anchor,
+    table_questions,
+)
 from tools.text import words
+
 
 @dataclass(frozen=True)
 class Example:
@@ -59,6 +70,22 @@ def _fact_questions(fact: Fact, table_name: str) -> list[Question]:
     return sentence_questions(fact.text)
 
 
+_SITUATED = frozenset({"yes_no", "subject", "value", "how_many", "object", "cause"})
+_GENERIC = re.compile(r"\b(?:the|both|each|all|either) (?:\w+ )?(?:patients?|groups?|participants?|subjects?|cohorts?|"
+                      r"samples?|trend|arms?|cases?|controls?|period|population|women|men|children)\b|^What (?:was|were) "
+                      r"(?:the )?(?:mean|median|overall|total)\b", re.IGNORECASE)
+
+
+def situated(question: Question, study: str | None) -> Question:
+    """A sentence question about a study names it when it is short or speaks of "the patients", "both groups"
+    (answerable without the passage: the reader knows which study is meant)."""
+    if not study or question.form not in _SITUATED or study.lower() in question.question.lower():
+        return question
+    if len(question.question.split()) > 12 and not _GENERIC.search(question.question):
+        return question
+    return Question(f"{question.question.rstrip('?')} in {study}?", question.answer, question.form)
+
+
 def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3,
                         allow_cloze: bool = True) -> list[tuple[Question, tuple[int, ...]]]:
     """Every question the passage gives, with the indices of the facts each answer holds."""
@@ -70,7 +97,7 @@ def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3,
         found.append(heading)
     table_name = chunk.heading if chunk.heading and len(chunk.heading.split()) <= 8 else ""
     for fact in facts:
-        made = [q for q in _fact_questions(fact, table_name) if q.question][:max_per_fact]
+        made = [situated(q, study) for q in _fact_questions(fact, table_name) if q.question][:max_per_fact]
         if not made and allow_cloze and fact.kind == "sentence" and (cloze := cloze_question(fact.text)):
             made = [cloze]
         found += [(q, (fact.index,)) for q in made]

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from tools.dedup import find_duplicates
-from tools.qa_extractive import Example
+from tools.qa_extractive import RESTATING_FORMS, Example
+from tools.question_gate import question_problem
 from tools.text import words
 
 _STOPWORDS = frozenset(["a", "an", "the", "and", "or", "but", "of", "on", "in", "for", "to", "with", "about", "from", "by", "at", "as", "into", "is", "are", "was", "were", "be", "been", "being", "this", "that", "these", "those", "it", "its", "their", "there", "here", "which", "what", "who", "how", "why", "when", "where", "not", "no", "can", "could", "may", "might", "will", "would", "should", "must", "has", "have", "had", "do", "does", "did", "than", "then", "so", "such", "also"])
@@ -170,9 +171,11 @@ def _hard_failure(question: str, answer: str, kind: str, lexical: float, semanti
     answer_words = len(answer.split())
     if not config.min_answer_words <= answer_words <= config.max_answer_words:
         return "answer length out of limits"
-    if not well_formed_question(question, config):
-        return "malformed question"
-    if kind != "cloze" and question_overlap(question, answer) > config.max_question_overlap:  # cloze: by design
+    if problem := question_problem(question, config.min_question_words, config.max_question_words):
+        return f"question: {problem}"
+    # cloze continues its quote; yes/no, subject, value and how-many answers restate their question by nature
+    # ("Did X raise Y?" -> "Yes. X raised Y."): what they teach is the part the question leaves open
+    if kind not in RESTATING_FORMS | {"cloze"} and question_overlap(question, answer) > config.max_question_overlap:
         return "answer repeats the question"
     if lexical < config.min_lexical_support or semantic < config.min_semantic_support:
         return "answer not supported by its chunk"
@@ -186,7 +189,7 @@ def _parts(question: str, answer: str, kind: str, lexical: float, semantic: floa
     coherence = (0.6 if complete else 0.2) + 0.4 * min(1.0, len(set(content(answer))) / 6)
     factual = 0.5 * min(1.0, lexical / max(config.min_lexical_support, 1e-6)) \
         + 0.5 * min(1.0, semantic / max(config.min_semantic_support, 1e-6))
-    novelty = 1.0 - question_overlap(question, answer)
+    novelty = 0.7 if kind in RESTATING_FORMS else 1.0 - question_overlap(question, answer)
     length_fit = min(1.0, len(answer.split()) / 20)
     type_weight = {"cloze": 0.4}.get(kind, 1.0)
     complexity = type_weight * (0.5 * length_fit + 0.5 * novelty)
@@ -224,12 +227,14 @@ def _passes_review(answer: str, lexical: float, semantic: float, config: GateCon
 
 
 # -- balance --------------------------------------------------------------------------------------
-def balance(labels: Sequence[tuple[str, str]], scores: Sequence[float], max_share: float = 0.6) -> set[int]:
-    """Indices to drop so that no question type and no difficulty holds more than `max_share` of the
-    examples (the lowest-scoring of an over-represented group go first). A single-group dataset is
-    left alone: dropping would only lose data."""
+def balance(labels: Sequence[tuple[str, str]], scores: Sequence[float], max_share: float = 0.6,
+            max_difficulty_share: float = 0.8) -> set[int]:
+    """Indices to drop so that no question type holds more than `max_share` of the examples and no
+    difficulty more than `max_difficulty_share` (the lowest-scoring of an over-represented group go
+    first). Difficulty gets the looser cap: real prose has many short factual sentences, and dropping
+    their questions loses facts. A single-group dataset is left alone: dropping would only lose data."""
     dropped: set[int] = set()
-    for axis in (0, 1):
+    for axis, share in ((0, max_share), (1, max(max_share, max_difficulty_share))):
         alive = [i for i in range(len(labels)) if i not in dropped]
         groups: dict[str, list[int]] = defaultdict(list)
         for index in alive:
@@ -240,7 +245,7 @@ def balance(labels: Sequence[tuple[str, str]], scores: Sequence[float], max_shar
         for group, members in groups.items():
             rest = sum(others.values()) - others[group]
             # the largest count c with c <= max_share * (c + rest)
-            cap = max(1, math.floor(max_share * rest / (1 - max_share))) if max_share < 1 else len(members)
+            cap = max(1, math.floor(share * rest / (1 - share))) if share < 1 else len(members)
             if len(members) > cap:
                 dropped |= set(sorted(members, key=lambda i: scores[i])[: len(members) - cap])
     return dropped

@@ -20,6 +20,7 @@ question still passes the question gate (tools/question_gate.py)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,7 +139,9 @@ _PREPOSITIONS = {"from", "in", "at", "on", "of", "for", "with", "without", "by",
                  "between", "among", "to", "into", "through", "over", "under", "since", "until", "when", "if",
                  "while", "although", "because", "as", "than", "whether", "and", "or", "but", "out", "up",
                  "about", "against", "within", "upon", "per", "via"}
-_COORDINATED = re.compile(r";|\b(?:and|but|while|whereas|,)\s+(?:\S+\s+){0,5}?(?:is|are|was|were|has|have|had)\b")
+# a second clause after the first ("…, and larger codes perform worse"): inverting one clause breaks the other
+_COORDINATED = re.compile(r";|, (?:and|but|while|whereas|so|yet) |\b(?:and|but|while|whereas)\s+(?:\S+\s+){0,5}?"
+                          r"(?:is|are|was|were|has|have|had)\b")
 
 
 def _nounish(words: Sequence[str]) -> bool:
@@ -196,14 +199,34 @@ def read_clause(sentence: str) -> Clause | None:
         return None
     index = candidates[0]
     # "Patients treated with X had …": a participle modifies the subject when a finite verb follows soon
-    later = [i for i in candidates[1:] if i - index <= 8 and "," not in " ".join(tokens[index:i])]
+    after = _core(tokens[index + 1]).lower() if index + 1 < len(tokens) else ""
+    later = [i for i in candidates[1:] if i - index <= 8 and "," not in " ".join(tokens[index:i])
+             and _core(tokens[i]).lower() in AUXILIARIES and after in _PREPOSITIONS]
     if later and _core(tokens[index]).lower() not in AUXILIARIES:
         index = later[0]
     subject = tokens[:index]
-    if not _nounish(subject) or len(subject) > 12 or any(w.lower() in {"that", "which", "who", "whom"}
+    cores = [_core(t).lower() for t in subject]
+    if any(parts_of_speech(a) == {"ADV"} and "VERB" in parts_of_speech(b) for a, b in itertools.pairwise(cores)):
+        return None  # "sonography also increased …": an adverb before a verb inside the "subject" is a predicate
+    if parts_of_speech(_core(subject[-1]).lower()) == {"ADV"} or tokens[index].endswith(","):
+        return None  # "experiments soon followed, showing …": an adverb or an intransitive verb read as a clause
+    if not _nounish(subject) or cores[-1] in _PREPOSITIONS or len(subject) > 12 or any(w.lower() in {"that", "which", "who", "whom"}
                                                         for w in subject):
         return None
     return Clause(fronted, " ".join(subject), _core(tokens[index]), " ".join(tokens[index + 1:]))
+
+
+def _second_clause(rest: str) -> bool:
+    """Whether the rest of a clause holds another clause ("… and the contralateral neck received …")."""
+    tokens = rest.split()
+    for position, token in enumerate(tokens):
+        if token.lower() not in {"and", "but", "while", "whereas"}:
+            continue
+        for later in tokens[position + 2:position + 7]:
+            word = _core(later).lower()
+            if word in AUXILIARIES or (parts_of_speech(word) == {"VERB"} and verb_tense(word) == "past"):
+                return True
+    return False
 
 
 def _finish(text: str) -> str:
@@ -223,7 +246,7 @@ def yes_no_question(clause: Clause) -> tuple[str, bool] | None:
     rest = re.sub(r"^(?:not|never)\s+", "", rest)
     subject = re.sub(r"^(?:no|none of the)\s+", "any ", subject, flags=re.IGNORECASE)
     if len(subject.split()) + len(rest.split()) > 30 or _ANAPHORA.search(f"{subject} {rest}") \
-            or _COORDINATED.search(rest):
+            or _COORDINATED.search(rest) or _second_clause(rest):
         return None
     if verb.lower() in AUXILIARIES - {"has", "have", "had"} or (
             verb.lower() in {"has", "have", "had"} and re.match(r"^(?:\w+ly\s+)?(?:been|\w+ed|\w+en)\b", rest)):
@@ -244,7 +267,7 @@ def subject_question(clause: Clause) -> str | None:
     passive = re.match(r"^(?:\w+ly\s+)?(?:been\s+|being\s+)?\w+(?:ed|en|wn|ung|ought|eld|ept|ound|ade)\b", clause.rest)
     if (clause.verb.lower() in _BE | {"has", "have", "had"} and not passive) or ":" in clause.rest \
             or _ANAPHORA.search(clause.subject) or not 3 <= len(clause.rest.split()) <= 30 \
-            or _COORDINATED.search(clause.rest):
+            or _COORDINATED.search(clause.rest) or _second_clause(clause.rest):
         return None
     head = _core(clause.subject.split()[-1]).lower()
     wh = "Who" if head in _PEOPLE else "What"

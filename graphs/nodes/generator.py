@@ -99,6 +99,27 @@ def training_documents(chunks: list[tuple[Chunk, str]], splits: dict[str, list[E
     return mix(rows, qa_train, g.document_share, g.max_document_repeats), len(rows)
 
 
+def llm_rewrites(spec: JobSpec, runtime: Runtime[JobContext], chunks: list[tuple[Chunk, str]],
+                 events: Any) -> tuple[list[DocumentRow], list[Example], dict[str, int]]:
+    """Grounded rewrites and QA pairs from the configured chat model (none without one, or when it fails:
+    the offline rows stand alone, and the events say why)."""
+    settings, g = runtime.context.settings, spec.generation
+    if g.rewrites == "off" or not settings.chat_model or not chunks:
+        return [], [], {}
+    from tools.rewrites import RewriteGenerator
+
+    generator = RewriteGenerator(settings.chat_model, settings.chat_base_url, settings.chat_api_key, spec.subject,
+                                 rewrites_per_chunk=g.rewrites_per_chunk, max_concurrency=g.rewrite_concurrency,
+                                 timeout_s=g.llm_timeout_s, retries=g.llm_retries)
+    result = generator.run(chunks)
+    if result.endpoint_failed:
+        events.emit("generator", "decision", f"rewrites: the chat model failed ({result.endpoint_reason}); "
+                    "the offline generator's rows stand alone", stats=dict(result.stats))
+    rows = [DocumentRow(r.text, r.chunk_id, r.doc_id, "rewrite", r.source, {"style": r.style, "support": r.support})
+            for r in result.rewrites]
+    return rows, result.examples, dict(result.stats)
+
+
 def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
     spec = effective_spec(state)
     events = runtime.context.events(state["job_id"])
@@ -111,6 +132,8 @@ def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
         events.emit("generator", "decision", fallback)
     chunks = [(rows[i][0], rows[i][1].get("title", "")) for i in drawn]
     examples = synthesise(generator, chunks, spec.generation.max_per_chunk)
+    rewrites, rewrite_examples, rewrite_stats = llm_rewrites(spec, runtime, chunks, events)
+    examples += rewrite_examples
     chunk_vectors = {rows[i][0].chunk_id: vectors[i] for i in drawn}
     sources = {rows[i][0].chunk_id: rows[i][0].text for i in drawn}
     kept, dropped = gate_examples(examples, sources, answer_support(runtime.context.embedder, examples, chunk_vectors),
@@ -122,10 +145,10 @@ def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
         dropped["over the example budget"] += len(kept) - spec.budget.max_examples
         kept = kept[: spec.budget.max_examples]  # coverage order: the prefix is still spread out
     kept_words = sum(len(c.text.split()) for c, _ in rows)
-    summary = _write(state, runtime, spec, kept, chunks, {
+    summary = _write(state, runtime, spec, kept, chunks, rewrites, {
         "generator": generator.name, "generator_fallback": fallback, "chunks_available": len(rows),
         "chunks_drawn": len(drawn), "generated": len(examples), "dropped_examples": dict(dropped),
-        "generator_stats": dict(generator.stats), "kept_words": kept_words,
+        "generator_stats": dict(generator.stats), "kept_words": kept_words, "rewrite_stats": rewrite_stats,
         "yield": round(len(kept) / len(examples), 3) if examples else 0.0})
     events.emit("generator", "phase", "QA rows: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
                 + f"; document rows {summary['document_rows']} ({summary['document_passages']} passages); "
@@ -135,10 +158,12 @@ def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
 
 
 def _write(state: JobState, runtime: Runtime[JobContext], spec: JobSpec, kept: list[Example],
-           chunks: list[tuple[Chunk, str]], summary: dict[str, Any]) -> dict[str, Any]:
+           chunks: list[tuple[Chunk, str]], rewrites: list[DocumentRow], summary: dict[str, Any]) -> dict[str, Any]:
     """Split by document, add the document rows, write every format and the card; the summary the state keeps."""
     splits = split_by_document(kept, seed=spec.generation.seed)
     documents, passages = training_documents(chunks, splits, len(splits["train"]), spec)
+    held_out = {e.doc_id for name in ("val", "test") for e in splits[name]}
+    documents += [r for r in rewrites if spec.generation.documents_from == "all" or r.doc_id not in held_out]
     system_prompt = render_prompt("system_subject_expert", subject=spec.subject)
     folder = runtime.context.paths(state["job_id"]).dataset
     written = write_splits(folder, splits, system_prompt, [row.to_record() for row in documents])
@@ -153,6 +178,7 @@ def _write(state: JobState, runtime: Runtime[JobContext], spec: JobSpec, kept: l
         "document_rows": len(documents),
         "document_passages": passages,
         "train_rows": counts["train"] + len(documents),
+        "rewrite_rows": sum(r.kind == "rewrite" for r in documents),
         "mix": {"qa": counts["train"], "document": len(documents),
                 "document_share": round(len(documents) / max(1, counts["train"] + len(documents)), 3)},
         "documents_per_split": {k: len({e.doc_id for e in v}) for k, v in splits.items()},
