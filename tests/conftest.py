@@ -58,3 +58,11 @@ def postgres_url(postgres_cluster, request) -> str:
     """The URL of a fresh, empty database on the session's cluster, one per test."""
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
     return postgres_cluster.create_database(name)
+
+
+@pytest.fixture(scope="session")
+def shared_embedder():
+    """The embedded MiniLM, loaded once for the tests that run whole jobs."""
+    from tools.embeddings import Embedder
+
+    return Embedder()

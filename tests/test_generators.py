@@ -87,7 +87,9 @@ def test_coverage_order_spreads_over_documents_and_topics():
     ("What is the surface code?", "Bananas are yellow fruit rich in potassium and grown in the tropics.", 0.1,
      "answer not supported by its chunk"),
     ("surface code", "The surface code is a topological stabilizer code on a square lattice.", 0.9,
-     "malformed question"),
+     "question: too short"),
+    ("What is the corresponding surface code?", "The surface code is a topological stabilizer code on a square "
+     "lattice.", 0.9, "question: leans on missing context"),
     ("What is the surface code, a topological stabilizer code on a square lattice?",
      "The surface code is a topological stabilizer code on a square lattice.", 0.9, "answer repeats the question"),
     ("What is the surface code?", "A code.", 0.9, "answer length out of limits"),

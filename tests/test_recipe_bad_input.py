@@ -43,7 +43,7 @@ def test_a_table_and_a_list_give_questions_of_their_own():
     assert all(e.answer.rstrip(".").split()[-1] in chunk.text for e in examples if e.type == "table")
 
 
-def test_bad_documents_are_counted_and_the_job_trains_on_the_rest(tiny_model_dir, tmp_path, embedder):
+def test_bad_documents_are_counted_and_the_job_trains_on_the_rest(tiny_model_dir, tmp_path, shared_embedder):
     docs = small_corpus(tmp_path / "docs")
     (docs / "codes-table.md").write_text(TABLE)
     (docs / "code-de-surface.txt").write_text(FRENCH)
@@ -51,7 +51,7 @@ def test_bad_documents_are_counted_and_the_job_trains_on_the_rest(tiny_model_dir
     shutil.copy(docs / "shor-code.md", docs / "shor-code-copy.md")
     (docs / "syndromes.py.txt").write_text(CODE)
     context = JobContext(Settings(home=tmp_path / "home"))
-    context.__dict__["embedder"] = embedder
+    context.__dict__["embedder"] = shared_embedder
     options = tiny_job_options(tiny_model_dir, docs, curation={"min_chunk_words": 12})
     state = build_graph(InMemorySaver()).invoke(
         {"job_id": "job-bad", "request": "fine-tune a model on quantum error correction", "options": options},
