@@ -38,3 +38,21 @@ def test_exports_and_card(tmp_path):
     assert "### By difficulty" in card and "| comparison |" in card and "| Doc 3 |" in card
     assert card.count("| What is topic") == 10  # ten random examples
     assert card == write_dataset_card(tmp_path, "quantum error correction", splits, summary, seed=1).read_text()
+
+
+def test_the_card_has_configs_that_datasets_reads_without_mixing_formats(tmp_path):
+    """`datasets.load_dataset(folder)` gives the chat rows' splits; the document rows are their own config."""
+    import datasets
+
+    from tools.dataset_card import write_dataset_card
+
+    splits = split_by_document(_examples())
+    write_splits(tmp_path, splits, "You are an expert.", [{"text": "The surface code is a code.",
+                                                           "metadata": {"kind": "document"}}])
+    write_dataset_card(tmp_path, "quantum error correction", splits, {"generator": "extractive"})
+    chat = datasets.load_dataset(str(tmp_path))
+    assert {name: len(rows) for name, rows in chat.items()} == \
+        {{"val": "validation"}.get(k, k): len(v) for k, v in splits.items() if v}
+    assert "messages" in chat["train"].column_names
+    documents = datasets.load_dataset(str(tmp_path), "documents")
+    assert documents["train"]["text"] == ["The surface code is a code."]

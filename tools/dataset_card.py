@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tools.hub_cards import dataset_configs, front_matter
 from tools.qa_extractive import Example
 
 
@@ -92,11 +93,24 @@ def card_text(subject: str, splits: Mapping[str, Sequence[Example]], summary: Ma
     return "\n".join(lines) + "\n"
 
 
+def card_metadata(folder: Path) -> dict[str, Any]:
+    """`configs:` front matter: one config per format with its splits (chat is the default), and the
+    document rows as a config of their own, so `datasets.load_dataset(folder)` never mixes formats."""
+    formats = {"chat": "{split}.jsonl", "alpaca": "{split}.alpaca.jsonl", "sharegpt": "{split}.sharegpt.jsonl"}
+    files = {fmt: {split: pattern.format(split=split) for split in ("train", "val", "test")
+                   if (folder / pattern.format(split=split)).exists()} for fmt, pattern in formats.items()}
+    if (folder / "train.documents.jsonl").exists():
+        files["documents"] = {"train": "train.documents.jsonl"}
+    return {"configs": dataset_configs({k: v for k, v in files.items() if v}), "tags": ["ftagent", "synthetic"]}
+
+
 def write_dataset_card(folder: Path, subject: str, splits: Mapping[str, Sequence[Example]],
                        summary: Mapping[str, Any], seed: int = 0) -> Path:
-    """Write README.md and the length histograms into the dataset folder; returns the card's path."""
+    """Write README.md (with `configs:` front matter) and the length histograms into the dataset folder;
+    returns the card's path."""
     folder.mkdir(parents=True, exist_ok=True)
     length_histograms([e for split in splits.values() for e in split], folder)
     path = folder / "README.md"
-    path.write_text(card_text(subject, splits, summary, seed), encoding="utf-8")
+    path.write_text(front_matter(card_metadata(folder)) + "\n" + card_text(subject, splits, summary, seed),
+                    encoding="utf-8")
     return path
