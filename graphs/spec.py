@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tools.base_models import DEFAULT_BASE_MODEL, find_in_catalogue
+from tools.request_reader import MAX_REQUEST_CHARS, RequestError, read_request
+from tools.sources.names import SOURCE_NAMES
 from tools.training import LoraHyperparameters
 
-MAX_REQUEST_CHARS = 2000
-
-
-class RequestError(ValueError):
-    """A request the agent cannot act on; `understood` says what it did make out."""
-
-    def __init__(self, message: str, understood: dict[str, Any] | None = None) -> None:
-        self.understood = understood or {}
-        detail = ", ".join(f"{k}={v!r}" for k, v in self.understood.items() if v)
-        super().__init__(f"{message}" + (f" (understood: {detail})" if detail else ""))
+__all__ = ["MAX_REQUEST_CHARS", "JobSpec", "RequestError", "build_spec", "parse_request", "understood_line"]
 
 
 class _Section(BaseModel):
@@ -169,120 +161,53 @@ class JobSpec(_Section):
     @field_validator("sources")
     @classmethod
     def _known_sources(cls, value: list[str]) -> list[str]:
-        known = {"local", "arxiv", "pubmed", "wikipedia", "web"}
-        unknown = [s for s in value if s not in known]
+        unknown = [s for s in value if s not in SOURCE_NAMES]
         if unknown:
-            raise ValueError(f"unknown sources {unknown}; choose from {sorted(known)}")
+            raise ValueError(f"unknown sources {unknown}; choose from {sorted(SOURCE_NAMES)}")
         return value
 
 
-# --- the sentence parser ------------------------------------------------------------------------
+# --- the sentence, read -------------------------------------------------------------------------
 
-_POLITE = re.compile(
-    r"^(?:(?:hey|hi|hello|ok|okay|so)\b[,!]?\s*)*(?:(?:please|kindly|could you|can you|would you|will you|"
-    r"i'?d like (?:you )?to|i would like (?:you )?to|i want (?:you )?to|go ahead and|let'?s)\s+)*",
-    re.IGNORECASE)
-_TRAILING = re.compile(r"(?:[,\s]+(?:please|thanks|thank you|thx|for me)\b)+[\s.!?]*$", re.IGNORECASE)
-_VERB = r"(?:fine[- ]?tune|finetune|train|tune|adapt|speciali[sz]e)"
-_MODEL_WORDS = re.compile(r"\b(?:the|a|an|my|base|model|llm)\b", re.IGNORECASE)
-_SUBJECT_LEAD = re.compile(r"^(?:the (?:topic|subject) of|the topic|topics? (?:like|such as)|everything about|all about|"
-                           r"documents? (?:about|on)|data (?:about|on)|papers? (?:about|on))\s+", re.IGNORECASE)
-
-_PATTERNS: tuple[re.Pattern[str], ...] = tuple(re.compile(p, re.IGNORECASE) for p in (
-    rf"^{_VERB}\s+(?:a\s+|an\s+)?(?:model\s+)?(?:on|about|for)\s+(?P<subject>.+?)\s+(?:using|with|on top of|based on|from|starting from)\s+(?P<model>.+)$",
-    rf"^{_VERB}\s+(?P<model>.+?)\s+(?:on|about|for|in|with data (?:on|about))\s+(?P<subject>.+)$",
-    rf"^{_VERB}\s+(?:a\s+|an\s+)?(?:model\s+)?(?:on|about|for)\s+(?P<subject>.+)$",
-    r"^(?:make|build|create|give me|get me)\s+(?:me\s+)?(?:a|an)\s+(?P<model>.+?)\s+(?:model\s+)?(?:about|on|for|that knows about|that is an expert (?:on|in))\s+(?P<subject>.+)$",
-    r"^(?:make|build|create|give me|get me)\s+(?:me\s+)?(?:a|an)\s+(?:model|llm|assistant)\s+(?:about|on|for|that knows about|that is an expert (?:on|in))\s+(?P<subject>.+)$",
-    r"^i\s+(?:need|want|would like)\s+(?P<model>.+?)\s+to\s+(?:know(?: more)?|learn|understand|be an expert (?:on|in)|be good at|specialise in|specialize in)\s+(?:about\s+)?(?P<subject>.+)$",
-    r"^i\s+(?:need|want|would like)\s+(?:a|an)\s+(?:model|llm|assistant)\s+(?:that|which)\s+(?:knows|understands)\s+(?:about\s+)?(?P<subject>.+)$",
-    r"^(?:teach|educate)\s+(?P<model>.+?)\s+(?:about|on|everything about)\s+(?P<subject>.+)$",
-    r"^(?:make|turn)\s+(?P<model>.+?)\s+(?:into\s+)?an expert (?:on|in)\s+(?P<subject>.+)$",
-    r"^(?P<subject>.+?)\s*(?:—|–|--|-|:|;|,)\s*(?:use|using|with|on|base(?:d)? on|model:?)\s+(?P<model>.+)$",
-    r"^(?P<subject>.+?)\s+(?:using|with|on)\s+(?P<model>\S+)\s*$",
-))
+def parse_request(sentence: str) -> dict[str, str | None]:
+    """{"subject": ..., "base_model": ...} from one sentence (base_model None when the sentence names
+    no model), or RequestError saying what is missing. `read_request` has the options said in words too."""
+    read = read_request(sentence)
+    return {"subject": read.subject, "base_model": read.base_model}
 
 
-def _clean(sentence: str) -> str:
-    text = re.sub(r"\s+", " ", sentence).strip().strip("\"'“”")
-    text = _POLITE.sub("", text)
-    text = _TRAILING.sub("", text)
-    return text.strip().rstrip(".!?").strip()
-
-
-def _clean_subject(subject: str) -> str:
-    subject = _SUBJECT_LEAD.sub("", subject.strip())
-    subject = re.sub(r"^(?:the )?(?:topic|subject) ", "", subject, flags=re.IGNORECASE)
-    return subject.strip(" ,.;:!?\"'")
-
-
-def _resolve_model(fragment: str) -> str | None:
-    """The catalogue key for the model named in the fragment (None when it names no model, as in
-    "a model"); RequestError if it names one we do not know."""
-    if fragment.strip().startswith(("/", "./", "../", "~")):
-        return fragment.strip()  # a local folder: checked when the model is loaded
-    name = _MODEL_WORDS.sub(" ", fragment).strip(" ,.;:")
-    name = re.sub(r"\s+", " ", name)
-    if not name:
-        return None
-    model = find_in_catalogue(name) or find_in_catalogue(name.replace(" ", "-"))
+def _resolve_model(name: str) -> str:
+    """The catalogue key for a model name given as an option; a folder or Hugging Face id as given."""
+    if name.strip().startswith(("/", "./", "../", "~")):
+        return name.strip()
+    model = find_in_catalogue(name)
     if model is None and "/" in name:
-        return name  # a Hugging Face id: checked (in the local cache) when the model is loaded
+        return name
     if model is None:
         raise RequestError(f"I don't know the model {name!r}", {"model": name})
     return model.key
 
 
-def parse_request(sentence: str) -> dict[str, str | None]:
-    """{"subject": ..., "base_model": ...} from one sentence (base_model None when the sentence names
-    no model), or RequestError saying what is missing."""
-    if not sentence or not sentence.strip():
-        raise RequestError("the request is empty: say what to fine-tune on, e.g. "
-                           "'fine-tune SmolLM2 on quantum error correction'")
-    if len(sentence) > MAX_REQUEST_CHARS:
-        raise RequestError(f"the request is {len(sentence)} characters long; keep it under {MAX_REQUEST_CHARS}")
-    text = _clean(sentence)
-    for pattern in _PATTERNS:
-        match = pattern.match(text)
-        if not match:
-            continue
-        groups = match.groupdict()
-        model_fragment = groups.get("model") or ""
-        subject = _clean_subject(groups.get("subject") or "")
-        if model_fragment and find_in_catalogue(_MODEL_WORDS.sub(" ", subject).strip()) and not re.search(
-                r"[a-z]{4,}", _MODEL_WORDS.sub(" ", model_fragment), re.IGNORECASE):
-            model_fragment, subject = subject, _clean_subject(model_fragment)
-        base_model = _resolve_model(model_fragment)
-        _check_subject(subject, base_model or DEFAULT_BASE_MODEL)
-        return {"subject": subject, "base_model": base_model}
-    understood_model = next((m.key for w in re.findall(r"[\w.\-/]+", text) if (m := find_in_catalogue(w))), "")
-    if understood_model:
-        raise RequestError("no subject: say what the model should learn, e.g. "
-                           "'fine-tune SmolLM2 on quantum error correction'", {"model": understood_model})
-    raise RequestError("I could not read a fine-tuning request in that; try "
-                       "'fine-tune <model> on <subject>'", {"text": sentence.strip()[:80]})
-
-
-def _check_subject(subject: str, base_model: str) -> None:
-    letters = re.sub(r"[^A-Za-z]", "", subject)
-    if len(letters) < 2 or subject.lower() in {"it", "this", "that", "something", "stuff", "anything", "data"}:
-        raise RequestError("no subject: say what the model should learn, e.g. "
-                           "'fine-tune SmolLM2 on quantum error correction'", {"model": base_model})
-    if find_in_catalogue(subject):
-        raise RequestError(f"the subject {subject!r} looks like a model name, not a topic",
-                           {"model": base_model, "subject": subject})
+def _merged(said: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Options said in the sentence under the options given explicitly (those win, key by key)."""
+    merged = dict(said)
+    for key, value in given.items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
 
 
 def build_spec(sentence: str, options: dict[str, Any] | None = None) -> JobSpec:
-    """The job spec: the parsed sentence, explicit options on top, defaults for the rest.
-    A model named in both the sentence and the options, differently, is a contradiction."""
-    parsed = parse_request(sentence)
+    """The job spec: the sentence as read (its options said in words included), explicit options on
+    top, defaults for the rest. A model named in both the sentence and the options, differently, is a
+    contradiction; any other option given explicitly wins over the sentence's."""
     options = {k: v for k, v in (options or {}).items() if v is not None}
-    named, optional = parsed["base_model"], options.get("base_model")
+    read = read_request(sentence)
+    parsed = {"subject": read.subject, "model": read.base_model}
+    named, optional = read.base_model, options.get("base_model")
     if named and optional and _resolve_model(optional) != named:
-        raise RequestError(f"the sentence names the model {named} but the options name {optional}",
-                           {"subject": parsed["subject"], "model": named})
-    merged = {**options, "subject": options.get("subject") or parsed["subject"],
+        raise RequestError(f"the sentence names the model {named} but the options name {optional}", parsed)
+    merged = {**_merged(read.options, options), "subject": options.get("subject") or read.subject,
               "base_model": named or (_resolve_model(optional) if optional else DEFAULT_BASE_MODEL)}
     try:
         spec = JobSpec.model_validate(merged)
@@ -321,3 +246,31 @@ def check_user_dataset(spec: JobSpec, understood: dict[str, Any]) -> None:
         raise RequestError(f"the dataset {spec.dataset} leaves {train} training rows of {dataset.rows} and the "
                            f"gate needs {needed}: add rows, or lower it (--set gates.min_train_examples={train})",
                            understood)
+
+
+_SOURCE_PHRASES = {"local": "local documents", "arxiv": "arXiv", "pubmed": "PubMed", "wikipedia": "Wikipedia",
+                   "web": "the web"}
+
+
+def understood_line(spec: JobSpec) -> str:
+    """One line of what the request was understood to ask, shown by every door before work starts:
+    "fine-tune smollm2-135m on 'organic chemistry' from local documents (2 epochs, LoRA rank 8)"."""
+    where = [_SOURCE_PHRASES[s] for s in spec.sources]
+    if spec.docs_path:
+        where = [f"the documents in {spec.docs_path}", *[w for w in where if w != "local documents"]]
+    if spec.urls:
+        where.append(f"{len(spec.urls)} web page{'s' if len(spec.urls) > 1 else ''}")
+    if spec.dataset:
+        where = [f"your dataset {spec.dataset}"]
+    line = f"fine-tune {spec.base_model} on {spec.subject!r}"
+    line += f" from {' and '.join(where) if where else 'sources chosen for the subject'}"
+    defaults = Training()
+    said = [f"{spec.training.epochs:g} epochs" if spec.training.epochs != defaults.epochs else "",
+            f"LoRA rank {spec.training.lora_r}" if spec.training.lora_r != defaults.lora_r else "",
+            f"learning rate {spec.training.learning_rate:g}"
+            if spec.training.learning_rate != defaults.learning_rate else "",
+            f"at most {spec.training.max_steps} steps" if spec.training.max_steps else "",
+            f"at most {spec.max_rounds} extra rounds" if spec.max_rounds != 2 else "",
+            "merged into the base" if spec.merge else ""]
+    said = [s for s in said if s]
+    return line + (f" ({', '.join(said)})" if said else "")

@@ -41,21 +41,39 @@ CATALOGUE: tuple[BaseModel, ...] = (
 DEFAULT_BASE_MODEL = "smollm2-135m"
 
 
-def _squash(text: str) -> str:
+# a family named without a size means its smallest model here
+FAMILY_DEFAULTS = {"smollm2": "smollm2-135m", "smollm": "smollm2-135m", "qwen": "qwen2.5-0.5b",
+                   "qwen2.5": "qwen2.5-0.5b", "llama": "llama-3.2-1b", "llama3.2": "llama-3.2-1b",
+                   "phi": "phi-3-mini", "phi3": "phi-3-mini", "gemma": "gemma-2-2b", "gemma2": "gemma-2-2b",
+                   "mistral": "mistral-7b", "tinyllama": "tinyllama-1.1b"}
+
+
+def squash_name(text: str) -> str:
+    """A model name with case, spaces and punctuation (but dots) removed: 'SmolLM-2 135M' -> 'smollm2135m'."""
     return re.sub(r"[^a-z0-9.]", "", text.lower())
+
+
+def catalogue_aliases() -> dict[str, tuple[str, bool]]:
+    """Every squashed name of a catalogue model -> (its key, whether the name is only a family name)."""
+    aliases: dict[str, tuple[str, bool]] = {}
+    for model in CATALOGUE:
+        for name in (model.key, model.display, model.hf_id, model.hf_id.split("/")[-1]):
+            squashed = squash_name(name)
+            aliases[squashed] = (model.key, False)
+            aliases[re.sub(r"(instruct|chat(v1.0)?|it)$", "", squashed)] = (model.key, False)
+    for family, key in FAMILY_DEFAULTS.items():
+        aliases.setdefault(family, (key, True))
+    return aliases
 
 
 def find_in_catalogue(name: str) -> BaseModel | None:
     """Match 'SmolLM2', 'smollm2-135m', 'HuggingFaceTB/SmolLM2-135M-Instruct', 'qwen 2.5 0.5b'..."""
-    wanted = _squash(name.removesuffix("-Instruct").removesuffix("-instruct"))
+    wanted = squash_name(name.removesuffix("-Instruct").removesuffix("-instruct"))
     for model in CATALOGUE:
         names = (model.key, model.display, model.hf_id, model.hf_id.split("/")[-1])
-        if any(_squash(n) == wanted or _squash(n).removesuffix("instruct") == wanted for n in names):
+        if any(squash_name(n) == wanted or squash_name(n).removesuffix("instruct") == wanted for n in names):
             return model
-    family_defaults = {"smollm2": "smollm2-135m", "smollm": "smollm2-135m", "qwen": "qwen2.5-0.5b",
-                       "qwen2.5": "qwen2.5-0.5b", "llama": "llama-3.2-1b", "phi": "phi-3-mini",
-                       "gemma": "gemma-2-2b", "mistral": "mistral-7b", "tinyllama": "tinyllama-1.1b"}
-    key = family_defaults.get(wanted)
+    key = FAMILY_DEFAULTS.get(wanted)
     return next((m for m in CATALOGUE if m.key == key), None)
 
 
