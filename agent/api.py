@@ -195,7 +195,7 @@ def _jobs_router(service: JobService, poll_seconds: float) -> APIRouter:
     @router.post("/jobs", status_code=201, summary="Start a fine-tuning job from one sentence")
     def create_job(body: JobRequest, caller: CallerDep) -> dict[str, Any]:
         record = service.submit(body.request, body.options, remote=caller)
-        return _job_view(service, record.job_id)
+        return {**_job_view(service, record.job_id), "understood": service.understood(record)}
 
     @router.get("/jobs", summary="Your jobs (an admin: all jobs), newest first")
     def list_jobs(caller: CallerDep) -> list[dict[str, Any]]:

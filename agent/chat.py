@@ -29,11 +29,10 @@ from tools.api_tokens import Caller
 from tools.chat_model import ChatIntent, chat_model_from, structured_decision
 from tools.job_store import TERMINAL_STATUSES, JobRecord, UnknownJob
 from tools.registry import RegistryError
+from tools.request_reader import has_action
+from tools.sources.names import SOURCE_WORDS
 
 IntentKind = Literal["fine_tune", "status", "cancel", "sources", "models", "ask", "help", "quit", "other"]
-SOURCES = ("pubmed", "arxiv", "wikipedia", "web", "local")
-_SOURCE_NAMES = {"pubmed": "pubmed", "arxiv": "arxiv", "wikipedia": "wikipedia", "wiki": "wikipedia",
-                 "web": "web", "local": "local", "my files": "local", "my documents": "local"}
 
 _ASK = re.compile(r"^(?:please\s+)?ask\s+(?:the\s+)?(?:(?P<latest>new|newest|latest|last|tuned)\s+model|"
                   r"(?:model\s+)?(?P<name>[\w.\-]+))\s*[:,]\s*(?P<question>.+)$", re.IGNORECASE)
@@ -56,7 +55,7 @@ class Intent:
 
 def _source_list(names: str) -> tuple[str, ...]:
     """Known source names mentioned in `names`, in order ("PubMed and arXiv" -> ("pubmed", "arxiv"))."""
-    found = [_SOURCE_NAMES[word] for word in re.split(r"[\s,/&]+|\band\b", names.lower()) if word in _SOURCE_NAMES]
+    found = [SOURCE_WORDS[word] for word in re.split(r"[\s,/&]+|\band\b", names.lower()) if word in SOURCE_WORDS]
     return tuple(dict.fromkeys(found))
 
 
@@ -122,7 +121,7 @@ def request_sentence(found: ChatIntent, message: str) -> str:
 
 
 def _mentions_fine_tuning(text: str) -> bool:
-    return bool(re.search(r"\b(?:fine[- ]?tune|finetune|train|teach|speciali[sz]e|adapt)\b", text, re.IGNORECASE))
+    return has_action(text)
 
 
 @dataclass
@@ -232,7 +231,8 @@ class ChatSession:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _submit(self, sentence: str, options: dict[str, Any]) -> JobRecord:
-        return self.service.submit(sentence, options, owner=self.user, remote=self.remote)
+        return self.service.submit(sentence, options, owner=self.user, remote=self.remote,
+                                   chat_reading=not self.use_chat_model)  # read() asked the model already
 
     def _start(self, sentence: str) -> str:
         try:
@@ -244,9 +244,7 @@ class ChatSession:
             self.pending_model = error.understood.get("model") if self.awaiting_subject else None
             return clarifying_question(error)
         self.awaiting_subject, self.pending_model, self.job_id = False, None, record.job_id
-        parsed = parse_request(sentence)
-        model = self.options.get("base_model") or parsed["base_model"] or "the default model"
-        return (f"Started job {record.job_id}: fine-tuning {model} on '{parsed['subject']}'. "
+        return (f"Started job {record.job_id}: {self.service.understood(record)}. "
                 "Ask 'how is it going?' any time, or 'stop it'.")
 
     def _with_subject(self, subject: str) -> str:

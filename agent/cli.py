@@ -15,7 +15,7 @@ from rich.table import Table
 from agent.service import JobBusy, JobFailed, JobService
 from graphs.context import resolve_settings
 from graphs.job_file import ResolvedJob, resolve_job, spec_yaml
-from graphs.spec import RequestError
+from graphs.spec import RequestError, understood_line
 from tools.base_models import BaseModelError
 from tools.job_store import UnknownJob
 from tools.registry import RegistryError, RegistryRefusal
@@ -320,9 +320,10 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
     if args.command == "run":
         job = resolve_job(args.sentence, args.config, args.sets, _run_options(args))
         if args.dry_run:
+            console.print(f"# understood: {understood_line(job.spec)}", highlight=False, markup=False, soft_wrap=True)
             return print_resolved_spec(console, job)
         record = service.submit(job.request, job.options, claim=True)
-        console.print(f"job {record.job_id}", highlight=False)
+        console.print(f"job {record.job_id}: {service.understood(record)}", highlight=False, soft_wrap=True)
         return _follow(service, console, record.job_id, resume=False)
     if args.command == "resume":
         return _follow(service, console, args.job, resume=True)

@@ -28,12 +28,14 @@ from typing import Any, Self
 
 from agent import access
 from graphs.context import JobContext, Settings
-from graphs.spec import build_spec
+from graphs.spec import build_spec, understood_line
 from tools.api_tokens import Caller
+from tools.chat_model import chat_model_from
 from tools.events import EventListener, EventLog
 from tools.feedback import Feedback, FeedbackStore, corrections_as_examples, write_jsonl
 from tools.job_store import TERMINAL_STATUSES, JobRecord, JobStore, UnknownJob, open_job_store
 from tools.registry import ModelRegistry, ModelVersion
+from tools.request_intake import read_with_chat_model
 from tools.text import slugify
 
 
@@ -142,11 +144,15 @@ class JobService:
 
     # -- jobs ------------------------------------------------------------------------------------
     def submit(self, sentence: str, options: dict[str, Any] | None = None, owner: str | None = None,
-               remote: Caller | None = None, claim: bool = False) -> JobRecord:
+               remote: Caller | None = None, claim: bool = False, chat_reading: bool = True) -> JobRecord:
         """Validate the request now (a bad sentence fails here, before any work) and queue the job.
         `remote`: the caller of a remote door (the job's owner; see agent/access.py for what such a caller
-        may ask). `claim`: create it already claimed by this process, for `run` here (no worker takes it)."""
-        options = dict(options or {})
+        may ask). `claim`: create it already claimed by this process, for `run` here (no worker takes it).
+        With a chat model configured it reads the request first (tools.request_intake); what it adds
+        is kept in the job's options (checked like the caller's own) and its disagreements with the offline
+        reader in the job's events (`chat_reading=False`: a door whose chat model read the message already)."""
+        intake = read_with_chat_model(sentence, chat_model_from(self.settings) if chat_reading else None)
+        options = {**intake.options, **(options or {})}
         if remote is not None:
             options, owner = access.check_before_parsing(sentence, options, self.settings, remote), remote.user
         spec = build_spec(sentence, options)
@@ -156,7 +162,16 @@ class JobService:
             if getattr(spec, key):
                 options[key] = str(Path(getattr(spec, key)).expanduser().resolve())
         job_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{slugify(spec.subject, 24)}-{secrets.token_hex(2)}"
-        return self.jobs.create(job_id, sentence, options, owner=owner, claimed_by=os.getpid() if claim else None)
+        record = self.jobs.create(job_id, sentence, options, owner=owner, claimed_by=os.getpid() if claim else None)
+        if intake.how != "offline reader":  # a chat model was asked: say how it went
+            EventLog(self.settings.job_paths(job_id).events).emit(
+                "intake", "understood", understood_line(spec), read_by=intake.how,
+                disagreements=list(intake.disagreements))
+        return record
+
+    def understood(self, record: JobRecord) -> str:
+        """The one line of what the job's request was understood to ask; every door shows it."""
+        return understood_line(build_spec(record.request, record.options))
 
     def run(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> dict[str, Any]:
         """Run (or continue) a job to its end in this process and return its final state: claims it (JobBusy

@@ -45,9 +45,10 @@ from slack_sdk.errors import SlackClientError
 from agent.access import Refused
 from agent.clarify import clarifying_question
 from agent.service import JobService, NotOwner
-from graphs.spec import RequestError, parse_request
+from graphs.spec import RequestError
 from tools.api_tokens import Caller
 from tools.job_store import TERMINAL_STATUSES, JobRecord, UnknownJob
+from tools.request_reader import has_action
 from tools.sql_table import SqlTable
 
 USAGE = ("Usage: `/finetune <what to learn>` (e.g. `/finetune SmolLM2 on marine biology`), "
@@ -141,17 +142,14 @@ class SlackDoor:
         return self._submit(text.strip(), user)
 
     def _submit(self, text: str, user: str) -> Reply:
-        sentence = text if re.match(r"(?i)(fine[- ]?tune|finetune|train|teach|make|build)\b", text) else \
-            f"fine-tune {text}"
+        sentence = text if has_action(text) else f"fine-tune {text}"
         try:
             record = self.service.submit(sentence, dict(self.options), remote=Caller(user))
         except RequestError as error:
             return Reply(f"{clarifying_question(error)} ({error})")
         except Refused as error:
             return Reply(f"I cannot start that: {error}")
-        parsed = parse_request(sentence)
-        model = self.options.get("base_model") or parsed["base_model"] or "the default model"
-        return Reply(f"Queued job `{record.job_id}`: fine-tuning {model} on '{parsed['subject']}'. "
+        return Reply(f"Queued job `{record.job_id}`: {self.service.understood(record)}. "
                      "I will post progress here.", record.job_id)
 
     def _latest_job(self, job_id: str | None, user: str) -> JobRecord | None:

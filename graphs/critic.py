@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from graphs.spec import Curation, JobSpec, Training
 from tools.chat_model import remedy_choice_schema, structured_decision
+from tools.sources.names import REMOTE_SOURCES
 
 MAX_EPOCHS = 8.0
 MAX_REPLAY = 0.3  # general examples mixed into training, as a fraction of the training split
 MAX_MIN_QUALITY = 0.95
 MAX_RESEARCH_QUERIES = 12
-REMOTE_SOURCES = frozenset({"arxiv", "pubmed", "wikipedia", "web"})
 # gates whose failure (with the NLL gate passing) means answers the sources do not support: stricter generation
 GROUNDING_GATES = frozenset({"answer_rouge_l", "judge_win_rate"})
 

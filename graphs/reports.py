@@ -226,7 +226,11 @@ def job_report(state: JobState) -> str:
     """The whole job on one page: documents, data, training, metrics, gates, rounds, the model."""
     curation, dataset = state.get("curation") or {}, state.get("dataset") or {}
     evaluation, model = state.get("evaluation") or {}, state.get("model") or {}
+    intake = state.get("intake") or {}
     lines = [f"# Job {state['job_id']}", "", f"Request: {state.get('request', '')}", "",
+             *([f"Understood: {intake['understood']} (read by the {intake['read_by']})", ""] if intake else []),
+             *[f"- the readers disagree on {d}" for d in intake.get("disagreements", [])],
+             *([""] if intake.get("disagreements") else []),
              f"Outcome: {state.get('outcome', '')}", "", "## Documents", "",
              f"- read: {len(state.get('documents', []))}; kept after curation: {curation.get('documents_kept', 0)}"]
     lines += [f"- dropped as off-topic: {d['title']} (relevance {d['relevance']})"

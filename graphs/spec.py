@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tools.base_models import DEFAULT_BASE_MODEL, find_in_catalogue
-from tools.request_reader import MAX_REQUEST_CHARS, RequestError, read_request
+from tools.request_reader import MAX_REQUEST_CHARS, ReadRequest, RequestError, normalise, read_request
 from tools.sources.names import SOURCE_NAMES
 from tools.training import LoraHyperparameters
 
@@ -188,6 +188,18 @@ def _resolve_model(name: str) -> str:
     return model.key
 
 
+def _read(sentence: str, options: dict[str, Any]) -> ReadRequest:
+    """The sentence as read; when the options carry the subject (a chat model read it at intake) a
+    sentence the offline reader cannot read is no error, but malformed or empty text still is."""
+    normalise(sentence)
+    try:
+        return read_request(sentence)
+    except RequestError:
+        if not options.get("subject"):
+            raise
+        return ReadRequest(str(options["subject"]))
+
+
 def _merged(said: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """Options said in the sentence under the options given explicitly (those win, key by key)."""
     merged = dict(said)
@@ -202,7 +214,7 @@ def build_spec(sentence: str, options: dict[str, Any] | None = None) -> JobSpec:
     top, defaults for the rest. A model named in both the sentence and the options, differently, is a
     contradiction; any other option given explicitly wins over the sentence's."""
     options = {k: v for k, v in (options or {}).items() if v is not None}
-    read = read_request(sentence)
+    read = _read(sentence, options)
     parsed = {"subject": read.subject, "model": read.base_model}
     named, optional = read.base_model, options.get("base_model")
     if named and optional and _resolve_model(optional) != named:

@@ -14,6 +14,7 @@ class JobState(TypedDict, total=False):
     request: str  # the sentence as the person wrote it
     options: dict[str, Any]  # explicit settings from the front door (docs path, overrides)
     spec: dict[str, Any]  # JobSpec.model_dump(), set by intake
+    intake: dict[str, Any]  # the understood line, who read the request, the readers' disagreements
     status: str  # "running", "succeeded", "failed"
     round: int  # training rounds started; the cap is spec.max_rounds (+1 for the first)
     documents: Annotated[list[dict[str, Any]], operator.add]  # kept documents' provenance + file path

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from tools.prompts import PromptError, render_prompt
+from tools.sources.names import SOURCE_NAMES
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
@@ -176,7 +177,7 @@ def remedy_choice_schema(ids: list[str]) -> type[RemedyChoice]:
 
 
 IntentKind = Literal["fine_tune", "status", "cancel", "models", "ask", "set_sources", "help", "quit", "other"]
-SourceName = Literal["pubmed", "arxiv", "wikipedia", "web", "local"]
+SourceName = Literal[SOURCE_NAMES]  # type: ignore[valid-type]
 
 
 class ChatIntent(BaseModel):

@@ -495,14 +495,17 @@ def _parenthesis(match: re.Match[str]) -> str:
 
 
 def has_action(text: str) -> bool:
-    """Whether the text asks for fine-tuning in words (the one test every door uses)."""
+    """Whether the text asks for fine-tuning in words (the one test every door uses): an action word,
+    or a goal ("to know", "get good at") said of a model or followed by a subject."""
     if re.search(ACTION_PATTERN, text, re.IGNORECASE):
         return True
     try:
         text, options = take_options(normalise(text))
     except RequestError:
         return False
-    return any(s.phases & {"action", "goal"} for s in segments(take_model(text, options)[0]))
+    text, model = take_model(text, options)
+    return any("action" in s.phases or "goal" in s.phases and (model or s.phases & {"obj", "cue"})
+               for s in segments(text))
 
 
 # -- the reader ---------------------------------------------------------------------------------------

@@ -32,11 +32,12 @@ from tools.query_expansion import arrange_queries, choose_sources, expand_querie
 from tools.sources.arxiv_source import ArxivSettings
 from tools.sources.base import Source
 from tools.sources.pubmed_source import PubMedSettings, PubMedSource
+from tools.sources.names import REMOTE_SOURCES
 from tools.sources.registry import SourcesSettings, build_http, build_source
 from tools.sources.web_source import WebSettings
 from tools.sources.wikipedia_source import WikipediaSettings
 
-REMOTE = frozenset({"arxiv", "pubmed", "wikipedia", "web"})
+REMOTE = REMOTE_SOURCES
 NO_NETWORK_HINT = ("try: --docs PATH with documents on the subject, or run again when online "
                    "(answers already fetched are served from the cache)")
 
