@@ -321,7 +321,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     handlers: dict[type[Exception], Any] = {
         ApiError: lambda _, e: reply(e.status, e.message, **e.extra),
         RequestValidationError: lambda _, e: reply(422, _validation_message(e), detail=json.loads(
-            json.dumps(e.errors(), default=str))),
+            json.dumps([{k: v for k, v in d.items() if k != "input"} for d in e.errors()], default=str))),
         RequestError: lambda _, e: reply(400, str(e), question=clarifying_question(e), understood=e.understood),
         UnknownJob: lambda _, e: reply(404, str(e)),
         RegistryError: lambda _, e: reply(404, str(e)),

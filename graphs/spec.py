@@ -8,7 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tools.base_models import DEFAULT_BASE_MODEL, find_in_catalogue
-from tools.request_reader import MAX_REQUEST_CHARS, ReadRequest, RequestError, normalise, read_request
+from tools.request_reader import (
+    MAX_REQUEST_CHARS,
+    ReadRequest,
+    RequestError,
+    normalise,
+    read_request,
+)
 from tools.sources.names import SOURCE_NAMES
 from tools.training import LoraHyperparameters
 

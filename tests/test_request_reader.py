@@ -288,3 +288,28 @@ def test_the_understood_line_says_model_subject_sources_and_options(tmp_path):
 def test_options_given_explicitly_win_over_options_said_in_words():
     spec = build_spec("fine-tune SmolLM2 on tides in 2 epochs with a rank of 8", {"training": {"epochs": 5}})
     assert spec.training.epochs == 5 and spec.training.lora_r == 8
+
+
+def test_the_api_takes_any_script_and_refuses_malformed_text_with_a_400(home):
+    from fastapi.testclient import TestClient
+
+    from agent.api import PREFIX, create_app
+    from agent.service import JobService
+    from graphs.context import resolve_settings
+
+    client = TestClient(create_app(JobService(resolve_settings({"home": str(home)})), "t"))
+    auth = {"Authorization": "Bearer t", "Content-Type": "application/json"}
+    for subject in ("квантовая механика", "有机化学", "αρχαία φιλοσοφία", "الفقه الإسلامي"):
+        made = client.post(f"{PREFIX}/jobs", json={"request": f"fine-tune SmolLM2 on {subject}"}, headers=auth)
+        assert made.status_code == 201 and made.json()["understood"].startswith(f"fine-tune smollm2-135m on '{subject}'")
+    bad = client.post(f"{PREFIX}/jobs", content=b'{"request": "fine-tune SmolLM2 on \\ud800 chemistry"}', headers=auth)
+    assert bad.status_code == 422 and "valid string" in bad.json()["error"]  # not echoed back: no 500
+
+
+def test_malformed_text_from_python_gets_a_clear_error_and_a_question(home):
+    from agent import FineTuner
+    from agent.clarify import clarifying_question
+
+    with pytest.raises(RequestError, match="malformed text") as error:
+        FineTuner(home=home, user="alice").submit("fine-tune SmolLM2 on \ud800 chemistry")
+    assert "plain text" in clarifying_question(error.value)

@@ -31,8 +31,8 @@ from tools.http import HttpSettings, NetworkUnavailable, host_key
 from tools.query_expansion import arrange_queries, choose_sources, expand_queries
 from tools.sources.arxiv_source import ArxivSettings
 from tools.sources.base import Source
-from tools.sources.pubmed_source import PubMedSettings, PubMedSource
 from tools.sources.names import REMOTE_SOURCES
+from tools.sources.pubmed_source import PubMedSettings, PubMedSource
 from tools.sources.registry import SourcesSettings, build_http, build_source
 from tools.sources.web_source import WebSettings
 from tools.sources.wikipedia_source import WikipediaSettings
