@@ -81,7 +81,8 @@ class Vocabulary:
         "i'd like", "i would like", "i'd love", "i would love", "i want", "i wanna", "i need", "we need",
         "we want", "we'd like", "i'm looking", "i am looking", "looking", "can you", "could you", "would you",
         "will you", "can u", "could u", "can we", "could we", "could i", "can i", "is it possible to",
-        "would it be possible to", "how do i", "how can i", "i'm trying to", "i am trying to", "trying to",
+        "would it be possible to", "is there any way", "is there a way to", "you could", "if you could",
+        "how do i", "how can i", "i'm trying to", "i am trying to", "trying to",
         "let's", "lets", "let us", "go ahead and", "help me", "help us", "you to", "u to", "for me", "for us",
         "want to", "wanna", "need to", "needs to", "has to", "have to", "got to", "gotta", "should", "must",
         "try to", "try and", "be able to", "quickly", "use", "using", "with", "based on", "on top of",
@@ -108,7 +109,7 @@ class Vocabulary:
         "to be able to answer questions", "model", "llm", "a model",
         "to handle", "handle", "to help with", "help with", "to cover", "covering", "more", "everything",
         "a lot", "stuff", "things", "all", "really well", "well", "deeply", "properly",
-        "to talk", "talk", "to chat", "chat",
+        "to talk", "talk", "to chat", "chat", "up to speed", "get up to speed", "to get up to speed",
     )
     cue: tuple[str, ...] = (
         "on", "about", "in", "for", "at", "regarding", "around", "re", "concerning", "of", "with data on",
@@ -130,7 +131,8 @@ _TRAILING_FILLER = (
     "better", "kthx", "kthxbye", "ok", "okay", "using", "use", "with", "based on", "on top of", "starting from",
     "via", "from", "on", "for", "and", "model", "the model", "llm", "or so", "etc", "stuff", "too", "as well",
     "please and thank you", "first", "today", "tonight", "real quick", "then", "i guess", "maybe", "lol",
-    "base model", "base", "as the base", "as base", "as the base model", "thanks in advance",
+    "base model", "base", "as the base", "as base", "as the base model", "thanks in advance", "also",
+    "and also", "plus", "but",
 )
 _TRAILING_QUESTION = re.compile(
     r"(?:[,;.!—–-]\s*|\s+)(?:(?:can|could|would|will|is|are|do|does|shall|may)\s+(?:you|u|we|i|that|this|it)"
