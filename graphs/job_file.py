@@ -19,7 +19,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from graphs.spec import JobSpec, RequestError, build_spec, parse_request
+from graphs.spec import JobSpec, RequestError, build_spec
+from tools.request_reader import ReadRequest, read_request
 
 PATH_KEYS = ("dataset", "docs_path")  # relative to the job file's folder
 ORIGINS = ("default", "sentence", "config", "option", "--set")
@@ -187,8 +188,12 @@ def resolve_job(sentence: str | None, config: Path | str | None = None, sets: li
 def origins(spec: JobSpec, request: str, config: Mapping[str, Any], options: Mapping[str, Any],
             sets: Mapping[str, Any]) -> dict[str, str]:
     """Where each leaf of the spec came from (the highest layer that named it)."""
-    parsed = parse_request(request)
-    from_sentence = {"subject"} | ({"base_model"} if parsed.get("base_model") else set())
+    try:
+        read: ReadRequest | None = read_request(request)
+    except RequestError:  # the subject came from the options
+        read = None
+    from_sentence = {"subject"} | ({"base_model"} if read and read.base_model else set()) | _leaves(
+        read.options if read else {})
     layers = (("--set", _leaves(sets)), ("option", _leaves(options)), ("config", _leaves(config)))
     result = {}
     for key in sorted(_leaves(spec.model_dump())):

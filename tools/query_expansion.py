@@ -16,11 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-REQUEST_PREFIX = re.compile(
-    r"^\s*(please\s+)?(fine[- ]?tune|finetune|train|teach|adapt|specialise|specialize)\b"
-    r".*?\b(on|about|for|in)\s+",
-    re.IGNORECASE,
-)
+from tools.request_reader import ACTION_PATTERN
+
+REQUEST_PREFIX = re.compile(r"^\s*(please\s+)?" + ACTION_PATTERN + r".*?\b(on|about|for|in)\s+", re.IGNORECASE)
 STOPWORDS = frozenset(
     {
         "a", "an", "the", "and", "or", "of", "on", "in", "for", "to", "with", "about", "from",

@@ -13,11 +13,10 @@ from tools.documents import SourceError
 from tools.http import HttpClient, HttpSettings
 from tools.sources.arxiv_source import ArxivSettings, ArxivSource
 from tools.sources.base import Source
+from tools.sources.names import SOURCE_NAMES
 from tools.sources.pubmed_source import PubMedSettings, PubMedSource
 from tools.sources.web_source import WebSettings, WebSource
 from tools.sources.wikipedia_source import WikipediaSettings, WikipediaSource
-
-SOURCE_NAMES = ("arxiv", "pubmed", "wikipedia", "web", "local")
 
 
 @dataclass(frozen=True)
