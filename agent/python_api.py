@@ -34,6 +34,10 @@ class FineTuner:
         """Queue a job (a worker runs it) and return its id; RequestError if the sentence cannot be read."""
         return self.service.submit(request, options, owner=self.user).job_id
 
+    def understood(self, job_id: str) -> str:
+        """The one line of what the job's request was understood to ask (as every door shows it)."""
+        return self.service.understood(self.service.jobs.get(job_id))
+
     def run(self, request: str, listeners: tuple[EventListener, ...] = (), **options: Any) -> JobResult:
         """Submit a job and run it to its end in this process (cancellable from any door)."""
         job_id = self.service.submit(request, options, owner=self.user, claim=True).job_id

@@ -53,13 +53,16 @@ def test_the_same_sentence_yields_the_same_spec_through_every_door(home, capsys,
     chat_reply = chat.reply(sentence)
     http = TestClient(create_app(service, "t")).post(f"{PREFIX}/jobs", json={"request": sentence},
                                                       headers={"Authorization": "Bearer t"}).json()
-    python = FineTuner(settings=service.settings, user="alice").submit(sentence)
+    tuner = FineTuner(settings=service.settings, user="alice")
+    python = tuner.submit(sentence)
     slack, slack_reply = _slack_job(service, sentence)
     for job_id in (chat.job_id, http["job_id"], python):
         service.cancel(job_id, service.jobs.get(job_id).owner)
     capsys.readouterr()
     assert cli(["--home", str(home), "run", sentence, "--dry-run"]) == 0
-    cli_line, cli_yaml = capsys.readouterr().out.split("\n", 1)
+    printed = capsys.readouterr().out
+    assert "# understood: " in printed, printed
+    cli_line, cli_yaml = printed[printed.index("# understood: "):].split("\n", 1)
 
     jobs = {"chat": chat.job_id, "http": http["job_id"], "python": python, "slack": slack}
     specs = {door: build_spec(service.jobs.get(job_id).request, service.jobs.get(job_id).options)
@@ -71,5 +74,6 @@ def test_the_same_sentence_yields_the_same_spec_through_every_door(home, capsys,
 
     line = understood_line(specs["chat"])
     assert line.startswith(f"fine-tune {model} on {subject!r}")
-    assert http["understood"] == line and line in chat_reply and line in slack_reply
+    assert http["understood"] == line == tuner.understood(python)
+    assert line in chat_reply and line in slack_reply
     assert cli_line == f"# understood: {line}"
