@@ -395,7 +395,7 @@ class JobService:
 
         version = self.registry.get(name)
         model, tokenizer = load_for_inference(version.base_model_path, version.adapter_path, self.settings.threads,
-                                              precision="auto", merge=True)
+                                              precision=self.settings.precision, merge=True)
         messages = [{"role": "system", "content": render_prompt("system_subject_expert", subject=version.subject)},
                     {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
         return generate_answers(model, tokenizer, [{"messages": messages}], max_new_tokens)[0]
@@ -445,7 +445,7 @@ class JobService:
         result = evaluate_on_set(str(base_path), adapter, records, folder, Evaluation(**(evaluation or {})),
                                  Gates(), self.settings.threads, f"Evaluation of {model} on "
                                  f"{Path(set_path).name if set_path is not None else 'inline examples'}",
-                                 judge=chat_model_from(self.settings))
+                                 judge=chat_model_from(self.settings), precision=self.settings.precision)
         return {"model": model, "base_model_path": str(base_path), "adapter": adapter,
                 "set": str(set_path) if set_path is not None else None, "examples": len(records), **result}
 
@@ -504,7 +504,7 @@ class JobService:
         splits = {**self.settings.serving_ab_splits, **(ab_splits or {})}
         return app_for_registry(self.registry, self.settings.home, names, ab_splits=splits,
                                 threads=self.settings.threads, api_key=api_key or self.settings.serving_api_key,
-                                **options)
+                                precision=self.settings.precision, **options)
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, names: tuple[str, ...] = (),
               app: Any = None) -> None:

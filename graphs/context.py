@@ -15,12 +15,14 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from tools.events import EventListener, EventLog
+from tools.hardware import Precision
 from tools.sql_table import check_database_url
 
 DEFAULT_HOME = "~/.ftagent"
 _ENVIRONMENT = {
     "home": "FTAGENT_HOME",
     "threads": "FTAGENT_THREADS",
+    "precision": "FTAGENT_PRECISION",
     "chat_model": "FTAGENT_CHAT_MODEL",
     "chat_base_url": "FTAGENT_CHAT_BASE_URL",
     "chat_api_key": "FTAGENT_CHAT_API_KEY",
@@ -48,6 +50,9 @@ _ENVIRONMENT = {
 class Settings(BaseModel):
     home: Path = Path(DEFAULT_HOME).expanduser()
     threads: int | None = None
+    # compute precision of training, evaluation and serving: fp32, bf16 (autocast), or auto (bf16 where the
+    # hardware has it natively); a job's own training.precision, when not auto, wins for that job
+    precision: Precision = "auto"
     chat_model: str | None = None  # any OpenAI-compatible chat model; None = deterministic policies
     chat_base_url: str | None = None
     chat_api_key: str | None = None
@@ -127,6 +132,10 @@ class Settings(BaseModel):
     def documents_root(self) -> Path:
         """The folder remote callers' documents go in; always a document root."""
         return self.home / "documents"
+
+    def precision_for(self, requested: str = "auto") -> str:
+        """The precision a job asked for, or this setting when it asked for "auto" (either may be "auto")."""
+        return requested if requested != "auto" else self.precision
 
     def job_paths(self, job_id: str) -> JobPaths:
         return JobPaths(self.home / "jobs" / job_id)

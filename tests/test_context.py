@@ -36,3 +36,33 @@ def test_chat_timeout_is_a_setting(tmp_path):
     assert resolve_settings({"chat_timeout_s": 2}, env).chat_timeout_s == 2.0
     with pytest.raises(ValidationError, match="chat_timeout_s"):
         resolve_settings({}, {"FTAGENT_HOME": str(home), "FTAGENT_CHAT_TIMEOUT": "0"})
+
+
+def test_precision_is_a_setting_that_a_job_can_override(tmp_path):
+    import pytest
+    from pydantic import ValidationError
+
+    home = tmp_path / "home"
+    home.mkdir()
+    assert resolve_settings({}, {"FTAGENT_HOME": str(home)}).precision == "auto"
+    (home / "config.yaml").write_text("precision: fp32\n")
+    assert resolve_settings({}, {"FTAGENT_HOME": str(home)}).precision == "fp32"
+    settings = resolve_settings({}, {"FTAGENT_HOME": str(home), "FTAGENT_PRECISION": "bf16"})
+    assert settings.precision == "bf16"
+    assert settings.precision_for("auto") == "bf16" and settings.precision_for("fp32") == "fp32"
+    with pytest.raises(ValidationError, match="precision"):
+        resolve_settings({}, {"FTAGENT_HOME": str(home), "FTAGENT_PRECISION": "fp16"})
+
+
+def test_auto_precision_follows_the_hardware_and_explicit_ones_are_kept():
+    import pytest
+
+    from tools.hardware import Hardware, resolve_precision
+
+    native = Hardware("cpu", True, 2, 8.0, "CPU with native bf16")
+    plain = Hardware("cpu", False, 2, 8.0, "CPU without native bf16")
+    assert [resolve_precision(p, h)[0] for p in ("auto", "fp32", "bf16") for h in (native, plain)] == [
+        "bf16", "fp32", "fp32", "fp32", "bf16", "bf16"]
+    assert "without native bf16" in resolve_precision("auto", plain)[1]
+    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+        resolve_precision("fp16", native)

@@ -37,15 +37,21 @@ def gate(record: dict[str, Any], name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def regression_job(general_base: Path, tmp_path_factory) -> tuple[Path, dict[str, Any]]:
-    """Round 1 at a high LR really forgets general text (+11% to +17% perplexity on this base, over
-    several document splits); the grounding gate is planted (ROUGE-L 0.99) and judged from 4 answers
-    (the test split may hold fewer than 10); NLL needs no gain. Expected: round 2 at half the LR with general replay (+3% to +4%: passes), then, with
-    grounding still failing, round 3 on data from a stricter generator."""
+    """Round 1 at a very high LR really forgets general text; the grounding gate is planted (ROUGE-L 0.99)
+    and judged from 4 answers (the test split may hold fewer than 10); NLL needs no gain. Expected: round 2
+    at half the LR with general replay passes, then, with grounding still failing, round 3 on data from a
+    stricter generator.
+
+    Planted so that it holds on any CPU and precision: the regression grows much faster than the LR
+    (measured on an avx512_bf16 CPU, fp32 and bf16 alike: lr 3e-3 +3%, 5e-3 with replay +15%, 1e-2 +78%,
+    2e-2 +225%), so the gate sits at the geometric middle between round 1 (lr 1e-2) and round 2 (5e-3 with
+    replay), a factor ~2.2 from each. The old plant (lr 3e-3 against a +8% gate) relied on +11..17% measured
+    on an AVX2 CPU and gave +3% here, in fp32 and bf16 alike."""
     home = tmp_path_factory.mktemp("home")
     options = tiny_options(general_base, docs_path=str(small_corpus(home / "docs")), max_rounds=2,
-                           training={"learning_rate": 3e-3}, evaluation={"generate_limit": 10},
+                           training={"learning_rate": 1e-2}, evaluation={"generate_limit": 10},
                            gates={"min_train_examples": 4, "min_nll_improvement": 0.0,
-                                  "max_general_ppl_increase": 0.08, "min_rouge_l": 0.99,
+                                  "max_general_ppl_increase": 0.35, "min_rouge_l": 0.99,
                                   "min_rouge_l_answers": 4})
     return home, run_job(home, "job-regression", options)
 
@@ -57,7 +63,7 @@ def test_general_regression_is_retrained_gentler_with_general_replay(regression_
     remedy = state["remedies"][0]
     assert remedy["route"] == "trainer" and remedy["metrics_before"]["failed_gates"] == [
         "general_perplexity", "answer_rouge_l"]
-    assert remedy["before"] == {"learning_rate": 3e-3, "replay_general": 0.0}
+    assert remedy["before"] == {"learning_rate": 1e-2, "replay_general": 0.0}
     # what round 2 really trained with
     assert second["config"]["learning_rate"] == pytest.approx(first["config"]["learning_rate"] / 2)
     assert (first["replay_examples"], first["replay_general"]) == (0, 0.0)
@@ -96,7 +102,7 @@ def test_report_shows_every_round_with_why_what_changed_and_before_after(regress
     for number in (1, 2, 3):
         assert f"- round {number}: gates failed" in rounds
     assert "why: failed gates general_perplexity, answer_rouge_l" in rounds
-    assert "changed training: learning_rate 0.003 → 0.0015, replay_general 0 → 0.1; back to trainer" in rounds
+    assert "changed training: learning_rate 0.01 → 0.005, replay_general 0 → 0.1; back to trainer" in rounds
     assert "changed generation: min_quality 0.6 → 0.7" in rounds
     first, second = (gate(r, "general_perplexity") for r in state["rounds"][:2])
     assert f"general_perplexity {first['value']:.3f} FAIL → {second['value']:.3f} PASS" in rounds

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graphs.context import JobContext, Settings
+from graphs.context import JobContext, resolve_settings
 from graphs.graph import build_graph
 from tools.export import export_problems
 from tools.registry import ModelRegistry
@@ -18,7 +18,7 @@ OFF_TOPIC = {"sourdough-baking.md", "medieval-castle-architecture.md", "cricket-
 def tiny_options(model_dir: Path, **overrides) -> dict:
     options = {
         "base_model": str(model_dir), "docs_path": str(DEMO),
-        "training": {"max_steps": 4, "batch_size": 8, "precision": "fp32", "checkpoint_every": 2},
+        "training": {"max_steps": 4, "batch_size": 8, "checkpoint_every": 2},  # precision: FTAGENT_PRECISION
         "evaluation": {"generate_limit": 2, "max_new_tokens": 6, "general_texts": 4},
     }
     for key, value in overrides.items():
@@ -28,7 +28,7 @@ def tiny_options(model_dir: Path, **overrides) -> dict:
 
 def run_job(home: Path, job_id: str, options: dict, request: str = "fine-tune a model on quantum error correction"):
     graph = build_graph(InMemorySaver())
-    context = JobContext(Settings(home=home))
+    context = JobContext(resolve_settings({"home": home}))  # FTAGENT_PRECISION and the like apply
     config = {"configurable": {"thread_id": job_id}, "recursion_limit": 60}
     return graph.invoke({"job_id": job_id, "request": request, "options": options}, config, context=context)
 

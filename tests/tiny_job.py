@@ -24,7 +24,7 @@ def tiny_job_options(model_dir: Path, docs: Path | str = DEMO_CORPUS, **override
     """The options the brief prescribes for a tiny job, with no critic rounds unless overridden."""
     options: dict[str, Any] = {
         "base_model": str(model_dir), "docs_path": str(docs), "max_rounds": 0,
-        "training": {"max_steps": 6, "checkpoint_every": 2, "precision": "fp32"},
+        "training": {"max_steps": 6, "checkpoint_every": 2},  # precision: FTAGENT_PRECISION
         "evaluation": {"generate_limit": 2, "max_new_tokens": 8, "general_texts": 3},
     }
     options.update(overrides)

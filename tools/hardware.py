@@ -6,6 +6,10 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+Precision = Literal["auto", "fp32", "bf16"]  # what a user asks for; "auto" = bf16 where the hardware has it
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,17 @@ def machine_report(threads: int | None = None) -> dict:
             "fp32_matmul_gflops": round(matmul_gflops("float32", threads), 1),
             "bf16_matmul_gflops": round(matmul_gflops("bfloat16", threads), 1),
             "load_avg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def resolve_precision(requested: str, hardware: Hardware | None = None) -> tuple[str, str]:
+    """("bf16" or "fp32", why) for a requested precision on this machine: "auto" takes bf16 only where the
+    hardware computes in it natively; an explicit "bf16" is honoured anywhere (emulated, slower, without)."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    if requested != "auto":
+        return requested, f"precision {requested} as configured"
+    hardware = hardware or detect_hardware()
+    return ("bf16" if hardware.bf16 else "fp32"), f"precision auto: {hardware.note}"
 
 
 def available_memory_bytes() -> int:

@@ -24,10 +24,12 @@ from pydantic import BaseModel, Field, field_validator
 from tools.hardware import (
     Hardware,
     ModelShape,
+    Precision,
     available_memory_bytes,
     detect_hardware,
     plan_memory,
     process_rss_mb,
+    resolve_precision,
 )
 
 CPU_MICRO_BATCH_TOKENS = 512
@@ -49,7 +51,7 @@ class LoraHyperparameters(BaseModel):
     batch_size: int = Field(8, ge=1)  # examples per optimizer step
     max_seq_len: int = Field(384, ge=16)
     checkpoint_every: int = Field(20, ge=1)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    precision: Precision = "auto"  # a job's "auto" takes the precision setting; the recipe's, the hardware
     seed: int = 0
 
 
@@ -276,11 +278,12 @@ class LoraRecipe:
             raise TrainingError(f"need at least 2 training examples, got {len(train)}")
         hardware = detect_hardware()
         self.device = hardware.device
-        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and hardware.bf16)
+        precision, why = resolve_precision(cfg.precision, hardware)
+        self.bf16 = precision == "bf16"
         threads = cfg.threads or hardware.cpu_threads
         torch.set_num_threads(threads)
-        self.on_event("training setup", {"device": hardware.device, "bf16": self.bf16, "threads": threads,
-                                         "why": hardware.note})
+        self.on_event("training setup", {"device": hardware.device, "bf16": self.bf16, "precision": precision,
+                                         "threads": threads, "why": why})
         self.tokenizer, model = self._load_base_model(hardware)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

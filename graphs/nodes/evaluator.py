@@ -112,14 +112,14 @@ def round_record(state: JobState, evaluation: dict[str, Any]) -> dict[str, Any]:
 def evaluate_on_set(base_model_path: str, adapter_dir: str | None, records: list[dict], folder: Path,
                     settings: Evaluation, gates: Gates, threads: int | None = None,
                     title: str = "Evaluation", max_answer_words: int = 150,
-                    judge: ChatOpenAI | None = None) -> dict[str, Any]:
+                    judge: ChatOpenAI | None = None, precision: str = "auto") -> dict[str, Any]:
     """Any model (adapter on its base, or a plain model) on any question/answer records: the same
     comparison, judge, gates and report as a job's evaluator, written to `folder` (report.json/.md + plots).
     `judge` is the configured chat model (None: no judge); records' metadata.passage reaches it."""
     questions = general_qa(render_prompt("system_general"), settings.general_qa)
     comparison = compare_with_base(base_model_path, adapter_dir, records, general_texts(settings.general_texts),
                                    settings.max_new_tokens, settings.generate_limit, threads, questions,
-                                   max_answer_words)
+                                   max_answer_words, precision)
     judgement = judge_comparison(judge, settings.judge, comparison, [record_passage(r) for r in records])
     base, tuned = comparison.base.to_dict(), comparison.tuned.to_dict() if comparison.tuned else None
     checked = check_gates(base, tuned, gates) + judge_gates(judgement.summary, gates) if tuned else []

@@ -76,7 +76,8 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
         checkpoint_dir=str(paths.checkpoints(round_number)),
         metrics_path=str(paths.metrics),
         threads=runtime.context.settings.threads,
-        **spec.training.model_dump(),
+        **(spec.training.model_dump() | {
+            "precision": runtime.context.settings.precision_for(spec.training.precision)}),
     )
     events.emit("trainer", "phase", f"round {round_number}: training LoRA r={config.lora_r} "
                 f"lr={config.learning_rate:g} epochs={config.epochs:g}", config=config.model_dump())
