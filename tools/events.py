@@ -1,14 +1,63 @@
-"""The job's events.jsonl: every decision and phase change, the source of progress for every front door."""
+"""The job's events.jsonl: every decision and phase change, the source of progress for every front door.
+
+The log survives torn writes (a kill -9 or a full disk in the middle of a line): readers skip a line that
+is not a whole JSON object, and a writer that finds the file not ending in a newline starts its event on
+a new line, so the next event is never glued onto the torn one. `read_events` reads from a byte offset, so
+a follower (SSE, a progress bar) reads each byte once instead of the whole file per poll."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 EventListener = Callable[[dict[str, Any]], None]
+
+
+def _line(event: dict[str, Any]) -> bytes:
+    return (json.dumps(event, default=str) + "\n").encode("utf-8")
+
+
+def append_event(path: Path, event: dict[str, Any]) -> None:
+    """Append one event as one write, on a new line even when the last one was torn."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as handle:
+        torn = handle.seek(0, os.SEEK_END) > 0 and _last_byte(handle) != b"\n"
+        handle.write((b"\n" if torn else b"") + _line(event))
+
+
+def _last_byte(handle) -> bytes:
+    handle.seek(-1, os.SEEK_END)
+    return handle.read(1)
+
+
+def parse_event(line: bytes) -> dict[str, Any] | None:
+    """One line's event, or None for a line that is not a whole event (torn, garbled, blank)."""
+    try:
+        event = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """(the events in whole lines from byte `offset` on, the offset after the last whole line).
+
+    A final line without its newline is not consumed (it may still be being written); lines that are not
+    whole events are skipped. Pass the returned offset back to read only what was appended since."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    events = [event for line in data[:end].split(b"\n") if (event := parse_event(line)) is not None]
+    return events, offset + end
 
 
 class EventLog:
@@ -20,37 +69,16 @@ class EventLog:
 
     def emit(self, phase: str, kind: str, message: str, **data: Any) -> dict[str, Any]:
         event = {"ts": round(time.time(), 3), "phase": phase, "kind": kind, "message": message, "data": data}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(event, default=str) + "\n")
+        append_event(self.path, event)
         for listener in self.listeners:
             listener(event)
         return event
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        """Every whole event in the log, in order (torn or garbled lines skipped)."""
+        return read_events(self.path)[0]
 
 
 def read_from(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """The events in the complete lines of `path` from byte `offset` on, and the offset after the last
-    complete line, so a follower (the API's event stream) reads each byte once instead of the whole file
-    at every poll. A line still being written (no newline yet) waits for the next call; a line that is
-    not a JSON object (a torn write) is skipped, as `EventLog.read` skips it."""
-    path = Path(path)
-    if not path.exists():
-        return [], offset
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    complete = data[: data.rfind(b"\n") + 1]
-    events = []
-    for line in complete.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events, offset + len(complete)
+    """The same as `read_events` (the name the API's event stream uses)."""
+    return read_events(path, offset)
