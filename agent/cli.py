@@ -18,6 +18,7 @@ from graphs.job_file import ResolvedJob, resolve_job, spec_yaml
 from graphs.spec import RequestError, understood_line
 from tools.base_models import BaseModelError
 from tools.job_store import UnknownJob
+from tools.refusals import RefusedToLoad
 from tools.registry import RegistryError, RegistryRefusal
 from tools.sql_table import DatabaseUnavailable
 
@@ -249,8 +250,9 @@ def _follow(service: JobService, console: Console, job_id: str, resume: bool) ->
         state = service.resume(job_id, (printer,)) if resume else service.run(job_id, (printer,))
     except JobFailed as failure:
         printer.close()
-        console.print(f"[red]error:[/red] {failure.error}\nfinished work is kept; continue with: "
-                      f"ftagent resume {job_id}", highlight=False)
+        refused = isinstance(failure.error, RefusedToLoad)  # it says what to do
+        console.print(f"[red]error:[/red] {escape(str(failure.error))}" + (
+            "" if refused else f"\nfinished work is kept; continue with: ftagent resume {job_id}"), highlight=False)
         return EXIT_JOB_FAILED
     printer.close()
     if state.get("status") == "cancelled":
@@ -310,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ENVIRONMENT
     except DatabaseUnavailable as error:
         console.print(f"[red]database:[/red] {escape(str(error))}", highlight=False)
+        return EXIT_ENVIRONMENT
+    except RefusedToLoad as error:
+        console.print(f"[red]refused:[/red] {escape(str(error))}", highlight=False)
         return EXIT_ENVIRONMENT
     except OSError as error:  # the home folder cannot be written, a disk is full, ...
         console.print(f"[red]cannot read or write files:[/red] {error}", highlight=False)

@@ -572,10 +572,11 @@ class JobService:
     @contextmanager
     def _graph(self) -> Iterator[Any]:
         # imported here: the graph's imports cost seconds that `cancel` or `status` never need
+        from graphs.checkpointer import StrictSerializer
         from graphs.graph import build_graph
         from tools.checkpoints import open_checkpointer
 
-        with open_checkpointer(self.settings.database) as checkpointer:
+        with open_checkpointer(self.settings.database, serde=StrictSerializer()) as checkpointer:
             yield build_graph(checkpointer)
 
 

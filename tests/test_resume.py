@@ -2,16 +2,17 @@
 last checkpoint (the step count goes on) and no document is read again."""
 
 import json
-import sqlite3
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from langgraph.checkpoint.sqlite import SqliteSaver
+import ormsgpack
 
+from graphs.checkpointer import sqlite_checkpointer
 from graphs.graph import build_graph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def _events(home: Path, job_id: str) -> list[dict]:
 
 
 def _resume(home: Path, job_id: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "--home", str(home), "resume", job_id], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "agent.cli", "--home", str(home), "resume", job_id], check=False, cwd=REPO,
                           capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
@@ -75,7 +76,7 @@ def test_sigkill_during_training_resumes_from_checkpoint(tiny_model_dir, tmp_pat
     assert killed_at < STEPS
 
     status = subprocess.run([sys.executable, "-m", "agent.cli", "--home", str(tmp_path), "status", job_id],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+                            check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert "interrupted" in status.stdout
 
     finished = _resume(tmp_path, job_id)
@@ -95,16 +96,51 @@ def _next_nodes(home: Path, job_id: str) -> tuple[str, ...]:
         return ()
     connection = sqlite3.connect(home / "ftagent.sqlite")
     try:
-        return build_graph(SqliteSaver(connection)).get_state({"configurable": {"thread_id": job_id}}).next
+        return build_graph(sqlite_checkpointer(connection)).get_state({"configurable": {"thread_id": job_id}}).next
     finally:
         connection.close()
 
 
+def _plant_in_newest_checkpoint(home: Path, job_id: str, command: str) -> tuple[str, bytes]:
+    """Rewrite the job's newest graph checkpoint row as an attacker with write access to the home would:
+    a msgpack extension that LangGraph's permissive decoding turns into os.system(command)."""
+    connection = sqlite3.connect(home / "ftagent.sqlite")
+    with connection:
+        checkpoint_id, blob = connection.execute(
+            "SELECT checkpoint_id, checkpoint FROM checkpoints WHERE thread_id = ? ORDER BY checkpoint_id DESC "
+            "LIMIT 1", (job_id,)).fetchone()
+        checkpoint = ormsgpack.unpackb(blob, option=ormsgpack.OPT_NON_STR_KEYS)
+        checkpoint["channel_values"]["request"] = ormsgpack.Ext(1, ormsgpack.packb(["os", "system", [command]]))
+        connection.execute("UPDATE checkpoints SET checkpoint = ? WHERE thread_id = ? AND checkpoint_id = ?",
+                           (ormsgpack.packb(checkpoint, option=ormsgpack.OPT_NON_STR_KEYS), job_id, checkpoint_id))
+    connection.close()
+    return checkpoint_id, blob
+
+
+def _restore_checkpoint(home: Path, job_id: str, checkpoint_id: str, blob: bytes) -> None:
+    connection = sqlite3.connect(home / "ftagent.sqlite")
+    with connection:
+        connection.execute("UPDATE checkpoints SET checkpoint = ? WHERE thread_id = ? AND checkpoint_id = ?",
+                           (blob, job_id, checkpoint_id))
+    connection.close()
+
+
 def test_sigkill_during_generation_resumes_without_reading_documents_again(tiny_model_dir, tmp_path):
+    """Also: a crafted checkpoint row is refused on resume (nothing runs, the error says what to do), and
+    the real rows still load (the job resumes once the row is put back)."""
     process, job_id = _start(tmp_path, _options(tiny_model_dir, max_steps=4))
     _wait_for(lambda: "generator" in _next_nodes(tmp_path, job_id), process)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+    marker = tmp_path / "ran"
+    planted = _plant_in_newest_checkpoint(tmp_path, job_id, f"touch {marker}")
+    refused = _resume(tmp_path, job_id)
+    assert refused.returncode != 0 and not marker.exists()
+    said = " ".join((refused.stdout + refused.stderr).split())
+    assert "refused to load a graph checkpoint: it asks to build os.system" in said, said
+    assert "delete this job's saved graph state" in said and "Traceback" not in said
+    _restore_checkpoint(tmp_path, job_id, *planted)
 
     finished = _resume(tmp_path, job_id)
     assert finished.returncode == 0, finished.stdout + finished.stderr

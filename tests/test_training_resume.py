@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,3 +74,45 @@ def test_killed_run_resumes_to_the_same_losses(tiny_model_dir, tmp_path) -> None
         assert abs(a - b) <= 1e-4 * abs(b), f"step {step}: resumed {a} vs uninterrupted {b}"
     for a, b in zip(resumed["val_history"], straight["val_history"], strict=True):
         assert abs(a - b) <= 1e-4 * abs(b)
+
+
+class _RunsAShellCommand:
+    """What an attacker plants: unpickling this calls os.system (torch.load with weights_only=False)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_planted_pickle_in_a_checkpoint_is_refused_and_says_how_to_go_on(tiny_model_dir, tmp_path) -> None:
+    import pytest
+    import torch
+
+    from tools.training import CheckpointRefused, TrainingConfig, train_lora
+
+    records = [{"messages": [{"role": "user", "content": f"Which code protects group {i}?"},
+                             {"role": "assistant", "content": f"Group {i} uses distance {i % 5 + 3}."}]}
+               for i in range(10)]
+    config = TrainingConfig(base_model_path=str(tiny_model_dir), output_dir=str(tmp_path / "adapter"),
+                            checkpoint_dir=str(tmp_path / "checkpoints"), precision="fp32", batch_size=4,
+                            max_steps=4, checkpoint_every=2, threads=1)
+    assert train_lora(config, records[:8], records[8:]).steps == 4
+    newest = tmp_path / "checkpoints" / "step-0000004"
+    state = torch.load(newest / "state.pt", weights_only=True)  # the real file loads without unpickling code
+    marker, proof = tmp_path / "ran", tmp_path / "would-have-run"
+    torch.save({**state, "progress": _RunsAShellCommand(f"touch {marker}")}, newest / "state.pt")
+    with pytest.raises(CheckpointRefused) as refused:
+        train_lora(config, records[:8], records[8:])
+    assert not marker.exists()
+    message = str(refused.value)
+    assert "posix.system" in message and f"delete the folder {newest}" in message and "weights_only" not in message
+    # the plant is a real exploit: the old loading (weights_only=False) runs it
+    torch.save({**state, "progress": _RunsAShellCommand(f"touch {proof}")}, tmp_path / "exploit.pt")
+    torch.load(tmp_path / "exploit.pt", weights_only=False)
+    assert proof.exists()
+    # doing what the message says: the run goes on from the checkpoint before
+    shutil.rmtree(newest)
+    resumed = train_lora(config, records[:8], records[8:])
+    assert (resumed.resumed_from_step, resumed.steps) == (2, 4) and not marker.exists()

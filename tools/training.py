@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import pickle
 import random
 import shutil
 import time
@@ -31,12 +32,18 @@ from tools.hardware import (
     process_rss_mb,
     resolve_precision,
 )
+from tools.refusals import RefusedToLoad
 
 CPU_MICRO_BATCH_TOKENS = 512
 
 
 class TrainingError(RuntimeError):
     """Training cannot start or go on; the message says why, before any work is lost."""
+
+
+class CheckpointRefused(TrainingError, RefusedToLoad):
+    """A step checkpoint that holds more than tensors and plain values: unpickling it could run code, so it
+    is never loaded (checkpoints are read with torch.load(weights_only=True))."""
 
 
 class LoraHyperparameters(BaseModel):
@@ -90,6 +97,18 @@ class TrainingConfig(LoraHyperparameters):
         if isinstance(value, list) and not value:
             raise ValueError("target_modules must name at least one module (or be 'all-linear')")
         return value
+
+
+def refused_checkpoint_message(checkpoint: Path, error: Exception) -> str:
+    """Why a checkpoint was not loaded and how to go on (torch's own advice, weights_only=False, is the
+    one thing not to do with a file someone else may have written)."""
+    found = str(error).split("\n")
+    detail = next((line.strip() for line in found if "GLOBAL" in line or "Unsupported" in line), "")
+    return (f"refused to load the training checkpoint {checkpoint / 'state.pt'}: it holds more than tensors "
+            f"and plain values ({detail or 'a pickled object'}), and loading it could run code. ftagent never "
+            f"writes such files; if you did not put it there, check who can write to this folder. To go on, "
+            f"delete the folder {checkpoint} and resume the job: training continues from the checkpoint "
+            f"before it (or from step 0).")
 
 
 @dataclass
@@ -554,7 +573,12 @@ class LoraRecipe:
 
         for checkpoint in reversed(self._checkpoints()):
             try:
-                state = torch.load(checkpoint / "state.pt", weights_only=False)
+                state = torch.load(checkpoint / "state.pt", weights_only=True)
+            except pickle.UnpicklingError as error:
+                if "weights only load failed" in str(error).lower():
+                    raise CheckpointRefused(refused_checkpoint_message(checkpoint, error)) from None
+                self.on_event("unreadable checkpoint skipped", {"path": str(checkpoint), "reason": str(error)})
+                continue
             except (OSError, RuntimeError, EOFError) as error:
                 self.on_event("unreadable checkpoint skipped", {"path": str(checkpoint), "reason": str(error)})
                 continue
