@@ -179,8 +179,9 @@ def _add_export_command(commands: Any) -> None:
     export.add_argument("--format", dest="export_format", choices=EXPORT_FORMATS, default="safetensors")
     export.add_argument("--dtype", help=f"safetensors: {', '.join(SAFETENSORS_DTYPES)} (default f32); "
                         f"gguf: {', '.join(GGUF_DTYPES)} (default f16)")
-    export.add_argument("--out", help="folder (safetensors) or .gguf file or folder (gguf); "
-                        "default under <home>/models/<model>/")
+    export.add_argument("--out", help="a new or empty folder (safetensors), a .gguf file or a folder (gguf; a "
+                        "path ending in / is a folder); an earlier export there is replaced, anything else "
+                        "is refused; default under <home>/models/<model>/")
 
 
 def _add_registry_commands(commands: Any) -> None:

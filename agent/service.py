@@ -533,7 +533,9 @@ class JobService:
         (default), f16 or bf16, by default <home>/models/<name>/merged (f32) or merged-<dtype>.
         "gguf": one file for llama.cpp (Llama-architecture models) in f16 (default), f32 or q8_0, written
         from the f32 merged folder (made once and remembered as the version's merged_path), by default
-        <home>/models/<name>/<name>-<dtype>.gguf; an existing folder as `out` receives that file name.
+        <home>/models/<name>/<name>-<dtype>.gguf; an existing folder as `out`, or one ending in "/", receives
+        that file name. An export never deletes what it did not write: a non-empty `out` folder that is not
+        an earlier export, or a file that is not an earlier GGUF, is refused (ExportError).
         Every export is listed on the model card. Bad format/dtype or architecture: ExportError;
         unknown model: RegistryError."""
         from tools.export import export_merged, resolve_export_options
@@ -544,14 +546,16 @@ class JobService:
         target = Path(out).expanduser() if out is not None else None
         if fmt == "safetensors":
             default = folder / ("merged" if chosen == "f32" else f"merged-{chosen}")
-            path = export_merged(version.base_model_path, version.adapter_path, target or default, chosen)
+            path = export_merged(version.base_model_path, version.adapter_path, target or default, chosen,
+                                 replace_unmarked=target is None)
             if path == folder / "merged":
                 self.registry.set_merged_path(name, str(path))
         else:
             from tools.gguf_export import write_gguf
 
             file_name = f"{name}-{chosen}.gguf"
-            target = target / file_name if target is not None and target.is_dir() else target
+            as_folder = target is not None and (target.is_dir() or str(out).endswith(("/", os.sep)))
+            target = target / file_name if as_folder else target
             path = write_gguf(self._merged_folder(version), target or folder / file_name, chosen)
         _note_export_on_card(Path(version.card_path), fmt, chosen, path)
         return path
@@ -564,7 +568,7 @@ class JobService:
         if version.merged_path and Path(version.merged_path).is_dir() and not export_problems(Path(version.merged_path)):
             return Path(version.merged_path)
         merged = export_merged(version.base_model_path, version.adapter_path,
-                               self.settings.home / "models" / version.name / "merged")
+                               self.settings.home / "models" / version.name / "merged", replace_unmarked=True)
         self.registry.set_merged_path(version.name, str(merged))
         return merged
 

@@ -302,3 +302,43 @@ def test_real_smollm2_exports_to_the_tensors_llama_cpp_wrote(tmp_path: Path) -> 
     differing = {key for key in theirs.fields if key in ours.fields and not key.startswith(("GGUF.", "general."))
                  and theirs.fields[key].contents() != ours.fields[key].contents()}
     assert differing == {"tokenizer.ggml.pre"}
+
+
+# -- an export never deletes what it did not write -------------------------------------------------
+
+def test_export_into_a_folder_with_other_files_is_refused_and_nothing_is_deleted(
+        home: Path, tiny_model_dir: Path, adapter_dir: Path, tmp_path: Path, capsys) -> None:
+    version = _register(home, tiny_model_dir, adapter_dir)
+    precious = tmp_path / "my-folder"
+    (precious / "notes").mkdir(parents=True)
+    (precious / "notes" / "thesis.txt").write_text("years of work")
+    code, out = _run(capsys, "export", version.name, "--out", str(precious))
+    assert code == EXIT_BAD_INPUT and "is not empty and is not an earlier ftagent export" in out
+    assert (precious / "notes" / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "my-folder"]  # no staging left behind
+    for gguf_out in (precious, precious / "notes" / "thesis.txt"):  # a folder gets a file; a file is kept
+        code, out = _run(capsys, "export", version.name, "--format", "gguf", "--out", str(gguf_out))
+        assert (code == 0) == (gguf_out == precious), out
+    assert "is not an earlier GGUF export" in out and (precious / "notes" / "thesis.txt").read_text() == "years of work"
+    assert (precious / f"{version.name}-f16.gguf").read_bytes()[:4] == b"GGUF"
+
+
+def test_export_replaces_its_own_earlier_export_and_fills_an_empty_folder(
+        home: Path, tiny_model_dir: Path, adapter_dir: Path, tmp_path: Path, capsys) -> None:
+    version = _register(home, tiny_model_dir, adapter_dir)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for _ in range(2):  # into the empty folder, then again over that export
+        code, out = _run(capsys, "export", version.name, "--dtype", "f16", "--out", str(empty))
+        assert code == 0 and export_problems(empty) == [], out
+    assert (empty / ".ftagent-export").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_gguf_out_ending_in_a_slash_is_a_folder(home: Path, tiny_model_dir: Path, adapter_dir: Path,
+                                                tmp_path: Path, capsys) -> None:
+    version = _register(home, tiny_model_dir, adapter_dir)
+    code, out = _run(capsys, "export", version.name, "--format", "gguf", "--dtype", "f32",
+                     "--out", str(tmp_path / "x" / "f32") + "/")
+    assert code == 0, out
+    assert (tmp_path / "x" / "f32" / f"{version.name}-f32.gguf").read_bytes()[:4] == b"GGUF"

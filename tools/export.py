@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,55 @@ _PEFT_MARKERS = ("lora_", "base_model.model.", ".base_layer.", "modules_to_save"
 _GGUF_ARCHITECTURES = {"LlamaForCausalLM": "LLAMA", "MistralForCausalLM": "LLAMA", "Qwen2ForCausalLM": "QWEN2"}
 
 
+EXPORT_MARKER = ".ftagent-export"  # in every merged folder we write: only such a folder is ever replaced
+
+
 class ExportError(ValueError):
     """The export cannot be made, or its output breaks a convention a runtime relies on; the message says which."""
+
+
+# -- where an export may go: it never deletes what it did not write -------------------------------
+
+def check_folder_target(target: Path, replace_unmarked: bool = False) -> None:
+    """Refuse a folder target that holds anything but an earlier export of ours (an empty folder is fine).
+    `replace_unmarked`: also replace an unmarked folder (the home's own export folders, written before the
+    marker existed)."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ExportError(f"{target} exists and is not a folder; export into a new or empty folder "
+                          "(nothing was changed)")
+    if (target.is_dir() and any(target.iterdir()) and not (target / EXPORT_MARKER).is_file()
+            and not replace_unmarked):
+        raise ExportError(f"{target} is not empty and is not an earlier ftagent export; export into a new or "
+                          "empty folder, or delete it yourself (nothing was deleted)")
+
+
+def check_file_target(target: Path, magic: bytes) -> None:
+    """Refuse a file target that exists and is not an earlier export of the same kind (starts with `magic`)."""
+    if target.is_symlink() or target.is_dir() or (target.exists() and not target.is_file()):
+        raise ExportError(f"{target} exists and is not a file we may replace (nothing was changed)")
+    if target.is_file():
+        with target.open("rb") as handle:
+            if handle.read(len(magic)) != magic:
+                raise ExportError(f"{target} exists and is not an earlier {magic.decode()} export; choose another "
+                                  "file name or delete it yourself (nothing was deleted)")
+
+
+def staging_folder(target: Path) -> Path:
+    """A new, uniquely named folder next to `target` (same file system, so the final rename is atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+
+
+def swap_in(staging: Path, target: Path) -> None:
+    """Put `staging` at `target` by renames: onto an empty folder directly, else the old export is moved
+    aside first and removed only once the new one is in place."""
+    if target.is_dir() and any(target.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.replace(target, old / target.name)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
 
 
 def resolve_export_options(fmt: str, dtype: str | None) -> str:
@@ -58,22 +106,29 @@ def merge_adapter(base_model_path: str, adapter_dir: str | Path, target: Path, d
     return target
 
 
-def export_merged(base_model_path: str, adapter_dir: str | Path, target: Path, dtype: str = "f32") -> Path:
-    """A standalone model folder at `target` (replaced atomically): merged weights, a config that says
-    their dtype and carries no quantization_config, generation_config.json, the tokenizer with its chat
-    template. Raises ExportError listing every convention the folder breaks (see `export_problems`)."""
+def export_merged(base_model_path: str, adapter_dir: str | Path, target: Path, dtype: str = "f32",
+                  replace_unmarked: bool = False) -> Path:
+    """A standalone model folder at `target`: merged weights, a config that says their dtype and carries no
+    quantization_config, generation_config.json, the tokenizer with its chat template. Written in a staging
+    folder and renamed into place; `target` may be new, empty or an earlier export of ours (see
+    `check_folder_target`), never a folder of someone else's files. Raises ExportError for a target it must
+    not replace, and listing every convention the folder breaks (see `export_problems`)."""
     if dtype not in SAFETENSORS_DTYPES:
         raise ExportError(f"dtype {dtype!r} cannot be written as safetensors; one of {', '.join(SAFETENSORS_DTYPES)}")
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    merge_adapter(base_model_path, adapter_dir, staging, dtype)
-    _normalise_config(staging, SAFETENSORS_DTYPES[dtype])
-    _ensure_generation_config(staging)
-    _copy_template_to_tokenizer_config(staging)
-    check_export(staging)
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, target)
+    check_folder_target(target, replace_unmarked)
+    staging = staging_folder(target)
+    try:
+        merge_adapter(base_model_path, adapter_dir, staging, dtype)
+        _normalise_config(staging, SAFETENSORS_DTYPES[dtype])
+        _ensure_generation_config(staging)
+        _copy_template_to_tokenizer_config(staging)
+        check_export(staging)
+        (staging / EXPORT_MARKER).write_text(json.dumps({"adapter": str(adapter_dir), "dtype": dtype}) + "\n")
+        check_folder_target(target, replace_unmarked)  # nothing appeared there while we merged
+        swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return target
 
 

@@ -19,11 +19,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.export import GGUF_DTYPES, ExportError, check_export, read_tensor_headers
+from tools.export import (
+    GGUF_DTYPES,
+    ExportError,
+    check_export,
+    check_file_target,
+    read_tensor_headers,
+)
+
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file: only such a file is ever replaced
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 
@@ -81,8 +90,11 @@ def write_gguf(merged_dir: Path, out_file: Path, dtype: str = "f16") -> Path:
         shape = LlamaShape.from_config(config)
     except KeyError as missing:
         raise ExportError(f"config.json in {merged_dir} lacks {missing}, which llama.cpp needs") from None
-    staging = out_file.with_name(out_file.name + ".partial")
+    check_file_target(out_file, GGUF_MAGIC)
     out_file.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging_name = tempfile.mkstemp(prefix=f".{out_file.name}.", suffix=".partial", dir=out_file.parent)
+    os.close(handle)
+    staging = Path(staging_name)
     writer = gguf.GGUFWriter(str(staging), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     try:
         tensors = list(_gguf_tensors(merged_dir, shape, dtype))
@@ -98,6 +110,11 @@ def write_gguf(merged_dir: Path, out_file: Path, dtype: str = "f16") -> Path:
     except BaseException:
         writer.close()
         staging.unlink(missing_ok=True)  # no half-written file is left for a runtime to pick up
+        raise
+    try:
+        check_file_target(out_file, GGUF_MAGIC)  # nothing else appeared there while we wrote
+    except ExportError:
+        staging.unlink(missing_ok=True)
         raise
     os.replace(staging, out_file)
     return out_file
