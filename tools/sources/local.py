@@ -1,21 +1,28 @@
-"""Local documents: a folder (searched recursively) or a single file."""
+"""Local documents: a folder (searched recursively) or a single file.
+
+Only files inside the folder are read: a symbolic link that leads out of it is skipped with its reason
+(a docs folder must not become a way to read the rest of the disk), and so is a file over the size cap
+(checked from its metadata, before any read; a sparse 1 GB file costs nothing)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tools.documents import Document, Reference, SourceError
-from tools.text_extraction import SUPPORTED_SUFFIXES, extract_file
+from tools.sources.common import SearchReport
+from tools.text_extraction import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, extract_file
 
 
 class LocalFolderSource:
     """Every supported file under a folder. The query is ignored: the user chose these files,
-    and the curator judges their relevance."""
+    and the curator judges their relevance. Files left out are in `last_report.skipped`."""
 
     name = "local"
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> None:
         self.root = Path(root).expanduser()
+        self.max_file_bytes = max_file_bytes
+        self.last_report: SearchReport | None = None
 
     def search(self, query: str, limit: int) -> list[Reference]:
         if not self.root.exists():
@@ -26,13 +33,28 @@ class LocalFolderSource:
             files = sorted(
                 p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith(".")
             )
-        references = [
-            Reference(
-                source=self.name, native_id=str(p.resolve()), title=p.stem, uri=p.resolve().as_uri()
-            )
-            for p in files
-        ]
+        kept, skipped = [], []
+        for path in files:
+            problem = self._problem(path)
+            if problem:
+                skipped.append((str(path), problem))
+            else:
+                kept.append(path.resolve())
+        references = [Reference(source=self.name, native_id=str(p), title=p.stem, uri=p.as_uri()) for p in kept]
+        self.last_report = SearchReport(self.name, query, total=len(files), returned=min(len(references), limit),
+                                        skipped=tuple(skipped))
         return references[:limit]
+
+    def _problem(self, path: Path) -> str:
+        """Why this file is left out ("" when it is read)."""
+        resolved, root = path.resolve(), self.root.resolve()
+        if self.root.is_dir() and not resolved.is_relative_to(root):
+            return f"a link to {resolved}, outside the docs folder {root}: not followed"
+        size = resolved.stat().st_size
+        if size > self.max_file_bytes:
+            return (f"{size / 2**20:.0f} MB, more than the {self.max_file_bytes / 2**20:.0f} MB limit for one "
+                    "file: not read")
+        return ""
 
     def fetch(self, reference: Reference) -> Document:
         path = Path(reference.native_id)
