@@ -48,6 +48,7 @@ from tools.evaluation import QASetError
 from tools.events import read_from
 from tools.feedback import MAX_ANSWER_CHARS, MAX_CORRECTION_CHARS, MAX_QUESTION_CHARS, FeedbackError
 from tools.job_store import UnknownJob
+from tools.private_files import write_private_text
 from tools.registry import RegistryError, RegistryRefusal
 
 PREFIX = "/api/v1/fine-tuning"
@@ -138,9 +139,7 @@ def resolve_token(home: Path, explicit: str | None = None) -> str:
         return explicit or os.environ[TOKEN_ENV]
     path = Path(home) / "api_token"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        write_private_text(path, secrets.token_urlsafe(32))  # 0600 from its first byte
     return path.read_text().strip()
 
 

@@ -34,8 +34,10 @@ from tools.chat_model import chat_model_from
 from tools.events import EventListener, EventLog
 from tools.feedback import Feedback, FeedbackStore, corrections_as_examples, write_jsonl
 from tools.job_store import TERMINAL_STATUSES, JobRecord, JobStore, UnknownJob, open_job_store
+from tools.private_files import private_file, private_folder
 from tools.registry import ModelRegistry, ModelVersion
 from tools.request_intake import read_with_chat_model
+from tools.sql_table import is_postgres_url
 from tools.text import slugify
 
 
@@ -137,7 +139,9 @@ LOCK_POLL_SECONDS = 0.5
 class JobService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
+        private_folder(settings.home)  # documents, tokens and the database: the owner's only
+        if not is_postgres_url(settings.database):
+            private_file(Path(settings.database))
         self.jobs = open_job_store(settings.database, settings.job_lease_s)
         self.registry = ModelRegistry(settings.database)
         self.feedback_store = FeedbackStore(settings.database)
