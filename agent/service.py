@@ -389,7 +389,13 @@ class JobService:
         return self.registry.get(name)
 
     def model_card(self, name: str) -> str:
-        return Path(self.registry.get(name).card_path).read_text()
+        """The version's model card; a card that is missing or unreadable is said plainly, not raised
+        (versions registered before cards were written first may lack one)."""
+        path = Path(self.registry.get(name).card_path)
+        try:
+            return path.read_text()
+        except OSError as error:
+            return f"# {name}\n\n(no model card: {path} cannot be read: {error.strerror or error})\n"
 
     def ask(self, name: str, question: str, max_new_tokens: int = 128) -> str:
         """An answer from a registered model (its adapter merged into its base's weights, bf16 where the CPU

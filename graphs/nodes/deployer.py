@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +24,12 @@ def register_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     registry = ModelRegistry(settings.database)
     training, evaluation = state["training"], state["evaluation"]
     version = registry.find_by_job(state["job_id"], training["round"])  # a resumed deployer registers once
-    if version is None:
-        version = registry.register(_new_version(state, spec, registry, settings.home))
-        card = model_card(state, version.to_dict())
-        Path(version.card_path).write_text(card)
+    if version is None:  # the card is written (atomically) before the row: a version is never seen without it
+        version = _new_version(state, spec, registry, settings.home)
+        write_card(Path(version.card_path), model_card(state, version.to_dict()))
+        version = registry.register(version)
+    elif not Path(version.card_path).is_file():  # registered by an older build that died before its card
+        write_card(Path(version.card_path), model_card(state, version.to_dict()))
     passed = evaluation["passed"]
     outcome = (f"{version.name} registered ({version.status}); gates "
                f"{'passed' if passed else 'failed after ' + str(len(state.get('remedies', []))) + ' remedies'}")
@@ -34,6 +37,13 @@ def register_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     final = {**state, "model": version.to_dict(), "outcome": outcome, "status": "succeeded"}
     runtime.context.paths(state["job_id"]).report.write_text(job_report(final))
     return {"model": version.to_dict(), "outcome": outcome, "status": "succeeded"}
+
+
+def write_card(path: Path, card: str) -> None:
+    """The model card, whole or not at all (a temporary file renamed into place)."""
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(card)
+    os.replace(temporary, path)
 
 
 def _new_version(state: JobState, spec, registry: ModelRegistry, home: Path) -> ModelVersion:
