@@ -38,7 +38,7 @@ def start(model: Path, work: Path, pause: float) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def wait_for_checkpoint(process: subprocess.Popen, folder: Path, timeout: float = 60) -> None:
+def wait_for_checkpoint(process: subprocess.Popen, folder: Path, timeout: float = 240) -> None:  # a loaded CI
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if folder.exists() and any(folder.glob("step-*/state.pt")):
