@@ -398,8 +398,7 @@ class JobService:
             return f"# {name}\n\n(no model card: {path} cannot be read: {error.strerror or error})\n"
 
     def ask(self, name: str, question: str, max_new_tokens: int = 128) -> str:
-        """An answer from a registered model (its adapter merged into its base's weights, bf16 where the CPU
-        computes in bf16 natively)."""
+        """An answer from a registered model (its adapter merged into a copy of its base's weights)."""
         from tools.evaluation import generate_answers, load_for_inference
         from tools.prompts import render_prompt
 

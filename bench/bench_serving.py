@@ -5,7 +5,7 @@ LoRA adapter (random weights, r=8, all linear layers: the same compute as a tune
 official `openai` client sends a fixed number of greedy chat requests from 1 and then 4 concurrent
 clients, with micro-batching off (`max_batch_size=1`: one generate call at a time, 4 clients queue)
 and on (concurrent greedy requests decode as one left-padded batch). One line for the same generation
-called directly (no HTTP: the floor; the adapter merged, bf16 where native), the same questions through
+called directly (no HTTP: the floor; the adapter merged, fp32 on a CPU), the same questions through
 plain transformers `generate` on a PeftModel of the same adapter (fp32, unmerged: what a user would write),
 and a comparison line between those two; one per (batching, concurrency) level (requests/s, generated
 tokens/s, latencies, and how many generate calls of each batch size ran), one with batching on where
@@ -131,7 +131,7 @@ def _greedy_rate(model: Any, tokenizer: Any, max_tokens: int, repeats: int) -> d
 
 def direct_generation(base: Path, adapter: Path, max_tokens: int, repeats: int = 3) -> dict[str, Any]:
     """Our fast path without HTTP, lock or streaming (the floor the server adds to): the adapter merged
-    into a copy of the weights, bf16 where the CPU has native bf16 (what the server runs for one version)."""
+    into a copy of the weights, in the dtype `inference_dtype("auto")` picks (what the server runs for one version)."""
     from tools.evaluation import inference_dtype, load_for_inference
 
     model, tokenizer = load_for_inference(str(base), str(adapter), precision="auto", merge=True)

@@ -2,8 +2,8 @@
 
 The tuned model is the adapter merged into a copy of the base weights (no LoRA layers to run per
 generated token); the base numbers come from the same files loaded in the same dtype with the same
-tokenizer, so the comparison cannot be skewed by loading differences. Weights are bf16 where the CPU
-computes in bf16 natively (`inference_dtype`), and answers are generated in left-padded batches.
+tokenizer, so the comparison cannot be skewed by loading differences. Weights are fp32 on a CPU and
+bf16 on a GPU with bf16 (`inference_dtype` says why), and answers are generated in left-padded batches.
 
 Also here: reading question/answer sets (``{"question","answer"}`` lines or the job's chat format), the
 general-capability sets in eval_sets/general, and mixing general examples into a training split (replay).
@@ -181,9 +181,12 @@ def mix_replay(train: Sequence[dict], general: Sequence[dict], fraction: float, 
 
 
 def inference_dtype(precision: str = "auto"):
-    """The weights' dtype for inference: "auto" is bf16 where this machine computes in bf16 natively
-    (avx512_bf16/AMX, or a CUDA GPU with bf16), else fp32. Generating from a small model is bound by
-    reading its weights, so half the bytes is most of the speed-up."""
+    """The weights' dtype for inference. "auto" is bf16 on a CUDA GPU with bf16 and fp32 on a CPU, even one
+    with native bf16: generation multiplies one token's vector by each weight matrix, and torch's CPU bf16
+    kernel for that shape is no faster than fp32 at one thread and 25-50x slower at two (measured on a
+    2-core avx512_bf16 EPYC with torch 2.13: 1536x576 weight, 1 row: fp32 1.2 ms, bf16 33-62 ms under load;
+    at 64 rows bf16 wins 1.6x, which training and prompt processing see, decoding does not). "bf16" asks
+    for bf16 weights anyway."""
     import torch
 
     from tools.hardware import detect_hardware
@@ -191,7 +194,8 @@ def inference_dtype(precision: str = "auto"):
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
     if precision == "auto":
-        return torch.bfloat16 if detect_hardware().bf16 else torch.float32
+        hardware = detect_hardware()
+        return torch.bfloat16 if hardware.bf16 and hardware.device == "cuda" else torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 

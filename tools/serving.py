@@ -29,7 +29,8 @@ Policies, decided here so every front door behaves the same:
 - **A/B.** A split's arm is chosen by a hash of the request id (the ``X-Request-ID`` header, else
   the ``user`` field, else a fresh random id), so the same caller always gets the same version.
   Every assignment is logged (logger ``ftagent.serving``, and a JSONL file when given).
-- **Speed.** Weights are bf16 where the CPU computes in bf16 natively (``precision="auto"``). When
+- **Speed.** Weights are fp32 on a CPU and bf16 on a GPU with bf16 (``precision="auto"``; see
+  ``tools.evaluation.inference_dtype`` for why a CPU with native bf16 still decodes in fp32). When
   exactly one adapter is served, its requests run on a second copy of the weights with that adapter
   merged in (``merge_single_adapter``): no LoRA layers per token. Base requests, rows of a batch that
   mix versions, and every request while several adapters share the base take peft's unmerged path.
@@ -726,7 +727,7 @@ def create_app(base_model_path: str, adapters: dict[str, str], api_key: str | No
 
     Options are ModelServer's: base_name, aliases, ab_splits ({name: {version: weight}}),
     system_prompts, context_length, default_max_tokens, assignment_log, threads, max_batch_size
-    (1 = no batching), batch_window_ms, precision (auto: bf16 where native), merge_single_adapter."""
+    (1 = no batching), batch_window_ms, precision (auto, fp32, bf16), merge_single_adapter."""
     return build_app(ModelServer(base_model_path, adapters, **options), api_key=api_key)
 
 

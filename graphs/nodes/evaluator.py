@@ -36,13 +36,12 @@ JUDGE_OFF = "judge turned off (evaluation.judge is false)"
 
 
 def compare(spec: JobSpec, training: dict[str, Any], test: list[dict], threads: int | None) -> Comparison:
-    """The job's comparison within spec.evaluation's limits (generation is the expensive part), at the
-    precision training ran in."""
+    """The job's comparison within spec.evaluation's limits (generation is the expensive part)."""
     questions = general_qa(render_prompt("system_general"), spec.evaluation.general_qa)
     return compare_with_base(
         training["base_model_path"], training["adapter_dir"], test, general_texts(spec.evaluation.general_texts),
         spec.evaluation.max_new_tokens, spec.evaluation.generate_limit, threads, questions,
-        spec.generation.max_answer_words, training.get("precision") or "auto")
+        spec.generation.max_answer_words)
 
 
 def write_report(folder: Path, evaluation: dict[str, Any], comparison: Comparison) -> Path:
