@@ -174,7 +174,7 @@ def test_critic_without_a_chat_model_records_the_policy(tmp_path):
 
 def test_the_menu_is_bounded_and_the_situation_is_numbers_only():
     spec = JobSpec(subject="xy")
-    assert set(remedy_menu(spec, [], {}, train_examples=0)) == {"widen_curation", "widen_research"}
+    assert set(remedy_menu(spec, [], {}, train_examples=0)) == {"richer_data", "widen_curation", "widen_research"}
     capped = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 8.0,
                                                                                   "learning_rate": 1e-3})})
     bounded = set(remedy_menu(capped, [], {}, 100))  # at the epoch and learning-rate caps
