@@ -28,7 +28,7 @@ from typing import Any, Self
 
 from agent import access
 from graphs.context import JobContext, Settings
-from graphs.spec import build_spec, understood_line
+from graphs.spec import RequestError, build_spec, understood_line
 from tools.api_tokens import Caller
 from tools.chat_model import chat_model_from
 from tools.events import EventListener, EventLog
@@ -162,6 +162,7 @@ class JobService:
         spec = build_spec(sentence, options)
         if remote is not None:
             access.check_spec(spec, remote)
+        self._check_base_model(spec)
         for key in ("docs_path", "dataset"):  # a later worker may run in another folder
             if getattr(spec, key):
                 options[key] = str(Path(getattr(spec, key)).expanduser().resolve())
@@ -176,6 +177,19 @@ class JobService:
     def understood(self, record: JobRecord) -> str:
         """The one line of what the job's request was understood to ask; every door shows it."""
         return understood_line(build_spec(record.request, record.options))
+
+    def _check_base_model(self, spec: Any) -> None:
+        """The base model is found and checked now (config, causal LM, tokenizer, chat template; no
+        weights loaded), so a bad one is refused before the job is queued; the embedded GGUF model, not
+        yet converted, only needs its package."""
+        from tools.base_models import BaseModelError, check_base_model, locate_base_model
+
+        try:
+            path, checkable = locate_base_model(spec.base_model, self.settings.home, self.settings.hub_downloads)
+            if checkable:
+                check_base_model(path)
+        except BaseModelError as error:
+            raise RequestError(str(error), {"subject": spec.subject, "model": spec.base_model}) from error
 
     def run(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> dict[str, Any]:
         """Run (or continue) a job to its end in this process and return its final state: claims it (JobBusy

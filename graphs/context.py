@@ -44,6 +44,7 @@ _ENVIRONMENT = {
     "database_url": "FTAGENT_DATABASE_URL",
     "job_lease_s": "FTAGENT_JOB_LEASE",
     "chroma_url": "FTAGENT_CHROMA_URL",
+    "hub_downloads": "FTAGENT_HUB_DOWNLOADS",
 }
 
 
@@ -71,6 +72,8 @@ class Settings(BaseModel):
     arxiv_url: str | None = None  # base URL overrides (mirrors, proxies, tests); None = the public API
     pubmed_url: str | None = None
     wikipedia_url: str | None = None
+    # base models named by a Hugging Face id may be downloaded from the Hub (off: only the local cache)
+    hub_downloads: bool = False
     # `ftagent serve`: A/B splits {public name: {version: weight}}; a --ab of the same name overrides one
     serving_ab_splits: dict[str, dict[str, float]] = {}
     # -- running it for a team (remote doors: HTTP API, Slack, chat over HTTP) --

@@ -44,6 +44,6 @@ def test_base_model_that_cannot_be_loaded(home, tmp_path, capsys):
     (broken / "config.json").write_text('{"model_type": "not-a-real-architecture"}')
     code = main(["run", "fine-tune on quantum error correction", "--docs", str(DEMO), "--model", str(broken),
                  "--max-steps", "1"])
-    assert code == EXIT_JOB_FAILED
-    out = capsys.readouterr().out
-    assert "cannot load the base model" in out and "ftagent resume" in out
+    assert code == EXIT_BAD_INPUT  # refused before the job is queued, not after research
+    out = " ".join(capsys.readouterr().out.split())
+    assert "has no config transformers can read" in out and not (home / "jobs").exists()

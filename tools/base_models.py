@@ -124,31 +124,99 @@ def convert_gguf(package: str, gguf_file: str, target: Path) -> Path:
     return target
 
 
-def resolve_base_model(name_or_path: str, home: Path) -> Path:
+def is_hub_id(name: str) -> bool:
+    """'owner/name' as the Hub spells ids (not a path: no leading ./ ~ /, one slash)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", name))
+
+
+def resolve_base_model(name_or_path: str, home: Path, allow_download: bool = False) -> Path:
     """A local folder transformers can load: a path as given, the embedded SmolLM2 (converted once
-    into `home/models/base/`), or a catalogue model already in the local Hugging Face cache."""
+    into `home/models/base/`), or a catalogue model or any Hub id already in the local Hugging Face
+    cache. With `allow_download` (the `hub_downloads` setting, off by default) a Hub model that is not
+    cached is downloaded."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
             raise BaseModelError(f"{path} is not a model folder (no config.json)")
         return path
     model = find_in_catalogue(name_or_path)
-    if model is None:
+    if model is None and not is_hub_id(name_or_path):
         raise BaseModelError(
-            f"unknown base model {name_or_path!r}: give a local model folder or one of "
-            + ", ".join(m.display for m in CATALOGUE)
+            f"unknown base model {name_or_path!r}: give a local model folder, a Hugging Face id in the "
+            "local cache, or one of " + ", ".join(m.display for m in CATALOGUE)
         )
-    if model.gguf_package:
+    if model is not None and model.gguf_package:
         target = home / "models" / "base" / model.key
         if (target / "config.json").exists():
             return target
         return convert_gguf(model.gguf_package, model.gguf_file or "", target)
+    return hub_snapshot(model.hf_id if model else name_or_path, allow_download)
+
+
+def hub_snapshot(hf_id: str, allow_download: bool) -> Path:
+    """The cached snapshot folder of a Hub model (downloaded first only when allowed)."""
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(model.hf_id, local_files_only=True))
-    except Exception as error:  # noqa: BLE001 - hub errors vary by version; all mean "not here"
+        return Path(snapshot_download(hf_id, local_files_only=not allow_download))
+    except Exception as error:  # hub errors vary by version; all mean "not here"
+        how = ("the download failed" if allow_download else "nothing is downloaded unless the hub_downloads "
+               "setting is on (FTAGENT_HUB_DOWNLOADS=1)")
         raise BaseModelError(
-            f"{model.display} is not on this machine and nothing is downloaded at run time: "
-            f"put it in the Hugging Face cache or pass a local folder ({type(error).__name__})"
+            f"{hf_id} is not in the local Hugging Face cache and {how}: put it in the cache or pass a "
+            f"local folder ({type(error).__name__})"
         ) from error
+
+
+def locate_base_model(name_or_path: str, home: Path, allow_download: bool = False) -> tuple[Path, bool]:
+    """(folder, checkable) without converting anything: the embedded GGUF model not converted yet gives
+    its package folder (checkable False: the package and its file are there, the conversion is the
+    trainer's first step); everything else resolves as `resolve_base_model` does."""
+    model = find_in_catalogue(name_or_path)
+    if model is not None and model.gguf_package and not Path(name_or_path).expanduser().exists():
+        target = home / "models" / "base" / model.key
+        if (target / "config.json").exists():
+            return target, True
+        source = _package_dir(model.gguf_package)
+        if not (source / (model.gguf_file or "")).exists():
+            raise BaseModelError(f"{model.gguf_file} is missing from {source}")
+        return source, False
+    return resolve_base_model(name_or_path, home, allow_download), True
+
+
+def hub_id_for(name_or_path: str) -> str | None:
+    """The Hub id a base model is known by (catalogue models and ids; None for a plain local folder)."""
+    if model := find_in_catalogue(name_or_path):
+        return model.hf_id
+    return name_or_path if is_hub_id(name_or_path) and not Path(name_or_path).exists() else None
+
+
+def check_base_model(path: Path) -> dict[str, str | bool]:
+    """A base model must be trainable here before any research starts: a readable config of a causal LM,
+    a tokenizer, and a chat template (training, evaluation and serving format every example with it;
+    there is no fallback, so a model without one is refused with that reason). Loads no weights.
+    Returns {"model_type", "architecture", "chat_template"}; BaseModelError names what is wrong."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except Exception as error:  # transformers raises ValueError/KeyError/OSError here
+        raise BaseModelError(f"the base model {path} has no config transformers can read: {error}") from error
+    architectures = list(getattr(config, "architectures", None) or [])
+    causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
+        not architectures or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures))
+    if not causal:
+        raise BaseModelError(f"the base model {path} is not a causal language model (model_type "
+                             f"{config.model_type!r}, architectures {architectures or 'none'}): give a "
+                             "decoder model such as SmolLM2, Qwen2.5 or Llama")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as error:  # missing or broken tokenizer files
+        raise BaseModelError(f"the base model {path} has no tokenizer transformers can load: {error}") from error
+    if not getattr(tokenizer, "chat_template", None):
+        raise BaseModelError(f"the base model {path} has no chat template: training and serving format "
+                             "every example as a chat, so give an instruct/chat model (or add a "
+                             "chat_template to its tokenizer_config.json)")
+    return {"model_type": config.model_type, "architecture": architectures[0] if architectures else "",
+            "chat_template": True}

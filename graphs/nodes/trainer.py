@@ -69,7 +69,8 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
     job_id, round_number = state["job_id"], state.get("round", 0) + 1
     events = runtime.context.events(job_id)
     paths = runtime.context.paths(job_id)
-    base_path = resolve_base_model(spec.base_model, runtime.context.settings.home)
+    settings = runtime.context.settings
+    base_path = resolve_base_model(spec.base_model, settings.home, settings.hub_downloads)
     config = TrainingConfig(
         base_model_path=str(base_path),
         output_dir=str(paths.adapter(round_number)),
