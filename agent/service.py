@@ -562,6 +562,7 @@ class JobService:
         Every export is listed on the model card. Bad format/dtype or architecture: ExportError;
         unknown model: RegistryError."""
         from tools.export import export_merged, resolve_export_options
+        from tools.hub_cards import write_merged_card
 
         chosen = resolve_export_options(fmt, dtype)
         version = self.registry.get(name)
@@ -571,6 +572,7 @@ class JobService:
             default = folder / ("merged" if chosen == "f32" else f"merged-{chosen}")
             path = export_merged(version.base_model_path, version.adapter_path, target or default, chosen,
                                  replace_unmarked=target is None)
+            write_merged_card(path, version)
             if path == folder / "merged":
                 self.registry.set_merged_path(name, str(path))
         else:
@@ -587,11 +589,13 @@ class JobService:
         """The version's f32 merged folder: the one recorded if it still passes the export check, else a new
         one at <home>/models/<name>/merged."""
         from tools.export import export_merged, export_problems
+        from tools.hub_cards import write_merged_card
 
         if version.merged_path and Path(version.merged_path).is_dir() and not export_problems(Path(version.merged_path)):
             return Path(version.merged_path)
         merged = export_merged(version.base_model_path, version.adapter_path,
                                self.settings.home / "models" / version.name / "merged", replace_unmarked=True)
+        write_merged_card(merged, version)
         self.registry.set_merged_path(version.name, str(merged))
         return merged
 

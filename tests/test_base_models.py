@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from hub_cache import cache_under_id, use_cache
 
 from agent.service import JobService
 from graphs.context import Settings
@@ -45,14 +46,10 @@ def test_a_model_without_a_chat_template_is_refused(tmp_path, tiny_model_dir):
 
 def test_a_hub_id_resolves_from_the_local_cache_only(tmp_path, monkeypatch, tiny_model_dir):
     cache = tmp_path / "hf-cache"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    use_cache(monkeypatch, cache)
     with pytest.raises(BaseModelError, match="not in the local Hugging Face cache .* hub_downloads"):
         resolve_base_model("someone/tiny-chat", tmp_path)
-    snapshot = cache / "models--someone--tiny-chat" / "snapshots" / ("0" * 40)
-    shutil.copytree(tiny_model_dir, snapshot)
-    (cache / "models--someone--tiny-chat" / "refs").mkdir()
-    (cache / "models--someone--tiny-chat" / "refs" / "main").write_text("0" * 40)
+    snapshot = cache_under_id(tiny_model_dir, cache, "someone/tiny-chat")
     assert resolve_base_model("someone/tiny-chat", tmp_path) == snapshot
     assert hub_id_for("someone/tiny-chat") == "someone/tiny-chat"
     assert hub_id_for("SmolLM2") == "HuggingFaceTB/SmolLM2-135M-Instruct"
