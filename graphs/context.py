@@ -183,6 +183,9 @@ class JobPaths:
     def eval(self) -> Path:
         return self.root / "eval"
 
+    def tensorboard(self, round_number: int) -> Path:
+        return self.root / "tensorboard" / f"round-{round_number}"
+
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"

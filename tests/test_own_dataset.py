@@ -144,3 +144,16 @@ def test_cli_refuses_a_bad_row_before_any_work(home, tmp_path, capsys):
     assert main(["run", SENTENCE, "--dataset", str(path)]) == EXIT_BAD_INPUT
     out = "".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert "own.jsonl:7:turn2needs" in out and not (home / "jobs").exists()
+
+
+def test_training_and_evaluation_are_in_tensorboard(own_job):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    home, state = own_job
+    run = EventAccumulator(str(home / "jobs/own-job/tensorboard/round-1"))
+    run.Reload()
+    tags = set(run.Tags()["scalars"])
+    assert {"train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second"} <= tags
+    assert [e.step for e in run.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert run.Scalars("eval/answer_nll/tuned")[0].value == pytest.approx(state["evaluation"]["tuned"]["answer_nll"])
+    assert "eval/answer_nll/base" in tags and "config/text_summary" in run.Tags()["tensors"]

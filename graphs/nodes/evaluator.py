@@ -27,6 +27,7 @@ from tools.evaluation import (
 )
 from tools.judge import Judgement, absent_judgement, judge_answers
 from tools.prompts import render_prompt
+from tools.tracking import TensorBoardRun
 from tools.vector_store import ChunkStore
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     evaluation = {"round": training["round"], "base": base, "tuned": tuned, "judge": judgement.summary,
                   "gates": gates, "passed": passed}
     evaluation["report"] = str(write_report(runtime.context.paths(state["job_id"]).eval, evaluation, comparison))
+    track_evaluation(runtime.context.paths(state["job_id"]).tensorboard(training["round"]), training, base, tuned)
     for gate in gates:
         events.emit("evaluator", "gate", f"{'PASS' if gate['passed'] else 'FAIL'} {gate['name']}: {gate['detail']}",
                     **gate)
@@ -94,6 +96,15 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
         events.emit("evaluator", "decision", f"grounding gate not judged: {tuned.get('generated', 0)} generated "
                     f"answers, it needs {spec.gates.min_rouge_l_answers} (evaluation.generate_limit)")
     return {"evaluation": evaluation, "rounds": [round_record(state, evaluation)]}
+
+
+def track_evaluation(log_dir: Path, training: dict[str, Any], base: dict[str, Any], tuned: dict[str, Any]) -> None:
+    """The round's metrics, base and tuned, into its TensorBoard run (at its last training step)."""
+    run = TensorBoardRun(log_dir)
+    try:
+        run.evaluation(int(training.get("steps") or 0), base, tuned)
+    finally:
+        run.close()
 
 
 def round_record(state: JobState, evaluation: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from tools.events import EventLog
 from tools.feedback import FeedbackStore, corrections_as_examples
 from tools.prompts import render_prompt
 from tools.registry import ModelRegistry, family_name
+from tools.tracking import TensorBoardRun
 from tools.training import TrainingConfig, train_lora
 
 
@@ -83,11 +84,16 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
     events.emit("trainer", "phase", f"round {round_number}: training LoRA r={config.lora_r} "
                 f"lr={config.learning_rate:g} epochs={config.epochs:g}", config=config.model_dump())
 
+    tracker = TensorBoardRun(paths.tensorboard(round_number))
+    tracker.config(config.model_dump())
+
     def on_step(metrics) -> None:
+        tracker.step(metrics)
         events.emit("trainer", "step", f"step {metrics.step}/{metrics.total_steps} loss {metrics.loss:.3f}",
                     **metrics.__dict__)
 
     def on_event(message: str, data: dict) -> None:
+        tracker.event(message, data)
         events.emit("trainer", "decision", message, **data)
 
     train, added = training_examples(spec, read_jsonl(state["dataset"]["paths"]["train"]),
@@ -98,7 +104,10 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
                     "(loss on every token of a document row, on the answer of a QA row)",
                     qa_rows=len(train), document_rows=len(documents))
     train = train + documents
-    result = train_lora(config, train, read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
+    try:
+        result = train_lora(config, train, read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
+    finally:
+        tracker.close()
     summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
     summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump(),
                 "replay_general": spec.training.replay_general, "train_examples": len(train),
