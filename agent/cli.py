@@ -168,6 +168,13 @@ def _add_door_commands(commands: Any) -> None:
     token_commands.add_parser("list", help="users with a live token")
     revoke = token_commands.add_parser("revoke", help="revoke NAME's token at once")
     revoke.add_argument("name")
+    mcp = commands.add_parser("mcp", help="serve the agent over the Model Context Protocol (stdio) for other agents",
+                              description="Serve ftagent's tools (start_job, job_status, job_events, list_models, "
+                                          "show_model, ask_model, cancel_job) over MCP on stdin/stdout, running "
+                                          "jobs in a worker thread. Example client config: "
+                                          '{"command": "ftagent", "args": ["mcp"]}')
+    mcp.add_argument("--user", help="owner of the jobs it starts (default: the OS user)")
+    mcp.add_argument("--no-worker", action="store_true", help="only queue jobs; an `ftagent worker` runs them")
 
 
 def _add_export_command(commands: Any) -> None:
@@ -374,6 +381,11 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
         return _serve(service, console, args)
     if args.command == "export":
         return _export(service, console, args)
+    if args.command == "mcp":
+        from agent.mcp_server import serve_stdio
+
+        serve_stdio(service, args.user, with_worker=not args.no_worker)
+        return 0
     if args.command in ("api", "worker", "chat"):
         return _door(service, console, args)
     raise AssertionError(args.command)
