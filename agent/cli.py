@@ -12,6 +12,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from agent.cli_extras import (
+    EXIT_BAD_INPUT,
+    EXIT_ENVIRONMENT,
+    EXIT_JOB_FAILED,
+    EXIT_NOT_FOUND,
+    add_extra_commands,
+    add_json_flags,
+    describe_commands,
+    dispatch_extra,
+)
 from agent.service import JobBusy, JobFailed, JobService
 from graphs.context import resolve_settings
 from graphs.job_file import ResolvedJob, resolve_job, spec_yaml
@@ -23,7 +33,6 @@ from tools.registry import RegistryError, RegistryRefusal
 from tools.sql_table import DatabaseUnavailable
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
-EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_ENVIRONMENT = 2, 3, 4, 5
 
 
 class ProgressPrinter:
@@ -86,38 +95,23 @@ def summary_table(state: dict[str, Any]) -> Table:
     return table
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ftagent")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftagent", description="Fine-tune a language model from one sentence.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--home", help="home folder (default ~/.ftagent or $FTAGENT_HOME)")
     parser.add_argument("--threads", type=int, help="CPU threads for training and inference")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help='run a job: ftagent run "fine-tune SmolLM2 on <subject>" --docs PATH')
-    run.add_argument("sentence", nargs="?", help="what to fine-tune, e.g. 'fine-tune SmolLM2 on soil science' "
-                     "(default: request: in the --config job file)")
-    run.add_argument("--config", metavar="JOB.yaml", help="a job file: request:, dataset:, base_model:, "
-                     "training: {...} and any other job spec key")
-    run.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="set any job spec key, typed by the spec (repeatable; wins over the job file and "
-                          "the other options), e.g. --set training.epochs=3 --set generation.generator=llm")
-    run.add_argument("--dry-run", action="store_true",
-                     help="print the resolved job spec as YAML (each value's origin as a comment) and exit")
-    run.add_argument("--docs", help="folder (or file) of .md/.txt/.html/.pdf documents")
-    run.add_argument("--demo", action="store_true", help="use the demo corpus in eval_sets/demo_corpus")
-    run.add_argument("--dataset", help="train on your own dataset instead of documents: chat-messages, Alpaca or "
-                     "ShareGPT JSONL, a folder of <split>.jsonl, or a folder saved by datasets.save_to_disk "
-                     "(research and generation are skipped)")
-    run.add_argument("--sources", help="comma-separated: arxiv,pubmed,wikipedia,web,local "
-                     "(default: local with --docs, web with --url, else chosen from the subject)")
-    run.add_argument("--url", dest="urls", action="append", metavar="URL", help="a web page or PDF to read (repeatable)")
-    run.add_argument("--model", dest="base_model", help="base model name or local folder")
-    run.add_argument("--epochs", type=float)
-    run.add_argument("--learning-rate", type=float)
-    run.add_argument("--lora-r", type=int)
-    run.add_argument("--max-steps", type=int)
-    run.add_argument("--max-rounds", type=int)
-    run.add_argument("--min-nll-improvement", type=float, help="gate: tuned answer NLL this fraction below base")
-    run.add_argument("--max-ppl-increase", type=float, help="gate: general perplexity at most this fraction above base")
-    run.add_argument("--merge", action="store_true", help="also save merged weights")
+    add_job_arguments(run)
     status = commands.add_parser("status", help="a job's status (or all jobs)")
     status.add_argument("job", nargs="?")
     resume = commands.add_parser("resume", help="continue an interrupted job from its last checkpoint")
@@ -144,7 +138,48 @@ def _parser() -> argparse.ArgumentParser:
     _add_registry_commands(commands)
     _add_export_command(commands)
     _add_door_commands(commands)
+    add_extra_commands(commands, add_job_arguments)
+    add_json_flags(commands)
+    describe_commands(commands)
     return parser
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job's arguments, shared by `run` and `submit`; defaults in the help are the job spec's."""
+    from graphs.spec import JobSpec, Training
+
+    training, spec = Training(), JobSpec.model_fields
+    parser.add_argument("sentence", nargs="?", help="what to fine-tune, e.g. 'fine-tune SmolLM2 on soil "
+                        "science' (default: request: in the --config job file)")
+    parser.add_argument("--config", metavar="JOB.yaml", help="a job file: request:, dataset:, base_model:, "
+                        "training: {...} and any other job spec key")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="set any job spec key, typed by the spec (repeatable; wins over the job file and "
+                             "the other options), e.g. --set training.epochs=3 --set generation.generator=llm")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved job spec as YAML (each value's origin as a comment) and exit")
+    parser.add_argument("--docs", help="folder (or file) of .md/.txt/.html/.pdf documents")
+    parser.add_argument("--demo", action="store_true", help="use the demo corpus in eval_sets/demo_corpus")
+    parser.add_argument("--dataset", help="train on your own dataset instead of documents: chat-messages, "
+                        "Alpaca or ShareGPT JSONL, a folder of <split>.jsonl, or a folder saved by "
+                        "datasets.save_to_disk (research and generation are skipped)")
+    parser.add_argument("--sources", help="comma-separated: arxiv,pubmed,wikipedia,web,local "
+                        "(default: local with --docs, web with --url, else chosen from the subject)")
+    parser.add_argument("--url", dest="urls", action="append", metavar="URL",
+                        help="a web page or PDF to read (repeatable)")
+    parser.add_argument("--model", dest="base_model", help="base model: a catalogue name, a Hugging Face "
+                        f"folder or a Hub id in the local cache (default: {spec['base_model'].default})")
+    parser.add_argument("--epochs", type=float, help=f"training epochs (default: {training.epochs:g})")
+    parser.add_argument("--learning-rate", type=float, help=f"LoRA learning rate (default: {training.learning_rate:g})")
+    parser.add_argument("--lora-r", type=int, help=f"LoRA rank (default: {training.lora_r})")
+    parser.add_argument("--max-steps", type=int, help="stop training after this many steps (default: the epochs)")
+    parser.add_argument("--max-rounds", type=int,
+                        help=f"critic rounds after the first (default: {spec['max_rounds'].default})")
+    parser.add_argument("--min-nll-improvement", type=float, help="gate: tuned answer NLL this fraction below "
+                        "base (default: 0.05)")
+    parser.add_argument("--max-ppl-increase", type=float, help="gate: general perplexity at most this fraction "
+                        "above base (default: 0.05)")
+    parser.add_argument("--merge", action="store_true", help="also save merged weights")
 
 
 def _add_door_commands(commands: Any) -> None:
@@ -287,7 +322,7 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-LIGHT_COMMANDS = ("cancel", "status", "token", "models", "show", "promote", "rollback")  # load no model
+LIGHT_COMMANDS = ("cancel", "status", "token", "models", "show", "promote", "rollback", "logs", "config")  # load no model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,11 +365,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -> int:
-    if args.command == "run":
+    extra = dispatch_extra(service, console, args)
+    if extra is not None:
+        return extra
+    if args.command in ("run", "submit"):
         job = resolve_job(args.sentence, args.config, args.sets, _run_options(args))
         if args.dry_run:
             console.print(f"# understood: {understood_line(job.spec)}", highlight=False, markup=False, soft_wrap=True)
             return print_resolved_spec(console, job)
+        if args.command == "submit":  # queued for a worker: not claimed by this process
+            record = service.submit(job.request, job.options)
+            console.print(record.job_id, highlight=False)
+            return 0
         record = service.submit(job.request, job.options, claim=True)
         console.print(f"job {record.job_id}: {service.understood(record)}", highlight=False, soft_wrap=True)
         return _follow(service, console, record.job_id, resume=False)

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -265,8 +266,40 @@ def create_asgi_app(app: App):
     return Starlette(routes=[Route("/slack/events", events, methods=["POST"])])
 
 
+class SlackTokensMissing(RuntimeError):
+    """The bot cannot start: the message names every missing environment variable."""
+
+
+def slack_tokens(environ: dict[str, str] | os._Environ, socket: bool) -> dict[str, str]:
+    """SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (and SLACK_APP_TOKEN in Socket Mode) from the
+    environment; SlackTokensMissing lists the ones that are not set and where to find them."""
+    needed = {"SLACK_BOT_TOKEN": "OAuth & Permissions > Bot User OAuth Token (xoxb-...)",
+              "SLACK_SIGNING_SECRET": "Basic Information > Signing Secret"}
+    if socket:
+        needed["SLACK_APP_TOKEN"] = "Basic Information > App-Level Tokens, scope connections:write (xapp-...)"
+    missing = [f"{name} ({where})" for name, where in needed.items() if not environ.get(name)]
+    if missing:
+        raise SlackTokensMissing("the Slack bot needs these environment variables, from your Slack app's "
+                                 "settings at api.slack.com/apps: " + "; ".join(missing))
+    return {name: environ[name] for name in needed}
+
+
+def run_slack_bot(service: JobService, socket: bool = False, host: str = "127.0.0.1", port: int = 3000) -> None:
+    """Run the bot against Slack (HTTP events at /slack/events, or Socket Mode) until interrupted."""
+    tokens = slack_tokens(os.environ, socket)
+    app = create_slack_app(SlackDoor(service), tokens["SLACK_SIGNING_SECRET"], tokens["SLACK_BOT_TOKEN"])
+    if socket:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        SocketModeHandler(app, tokens["SLACK_APP_TOKEN"]).start()
+        return
+    import uvicorn
+
+    uvicorn.run(create_asgi_app(app), host=host, port=port, log_level="warning")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m agent.slack_bot [--socket] [--port N]`: run the bot against Slack."""
+    """`python -m agent.slack_bot [--socket] [--port N]` (the same as `ftagent slack`)."""
     from graphs.context import resolve_settings
 
     parser = argparse.ArgumentParser(prog="ftagent-slack", description="The ftagent Slack bot.")
@@ -275,16 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
-    door = SlackDoor(JobService(resolve_settings({"home": args.home})))
-    app = create_slack_app(door, os.environ["SLACK_SIGNING_SECRET"], os.environ["SLACK_BOT_TOKEN"])
-    if args.socket:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-        SocketModeHandler(app, os.environ["SLACK_APP_TOKEN"]).start()
-        return 0
-    import uvicorn
-
-    uvicorn.run(create_asgi_app(app), host=args.host, port=args.port, log_level="warning")
+    try:
+        run_slack_bot(JobService(resolve_settings({"home": args.home})), args.socket, args.host, args.port)
+    except SlackTokensMissing as error:
+        print(f"cannot start: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
