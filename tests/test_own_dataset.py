@@ -157,3 +157,19 @@ def test_training_and_evaluation_are_in_tensorboard(own_job):
     assert [e.step for e in run.Scalars("train/loss")] == [1, 2, 3, 4]
     assert run.Scalars("eval/answer_nll/tuned")[0].value == pytest.approx(state["evaluation"]["tuned"]["answer_nll"])
     assert "eval/answer_nll/base" in tags and "config/text_summary" in run.Tags()["tensors"]
+
+
+def test_http_options_dataset_is_validated_before_queueing(home, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from agent.api import PREFIX, create_app
+    from agent.service import JobService
+    from graphs.context import resolve_settings
+
+    service = JobService(resolve_settings({"home": str(home)}))
+    client = TestClient(create_app(service, "token-1", poll_seconds=0.05))
+    path = write_rows(tmp_path / "own.jsonl", [*parts_rows("alpaca", 3), {"instruction": "Which?", "output": ""}])
+    answer = client.post(f"{PREFIX}/jobs", json={"request": SENTENCE, "options": {"dataset": str(path)}},
+                         headers={"Authorization": "Bearer token-1"})
+    assert answer.status_code == 400 and "own.jsonl:4: Alpaca rows need" in answer.json()["error"]
+    assert service.list_jobs() == []
