@@ -322,7 +322,8 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-LIGHT_COMMANDS = ("cancel", "status", "token", "models", "show", "promote", "rollback", "logs", "config")  # load no model
+# these load no model
+LIGHT_COMMANDS = ("cancel", "status", "token", "models", "show", "promote", "rollback", "logs", "config")
 
 
 def main(argv: list[str] | None = None) -> int:

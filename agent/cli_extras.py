@@ -36,6 +36,8 @@ EXAMPLES = {
     "chat": "ftagent chat --user alice",
     "mcp": 'ftagent mcp   # client config: {"command": "ftagent", "args": ["mcp"]}',
     "config": "ftagent config show   |   ftagent config init",
+    "cancel": "ftagent cancel 20260101-120000-soil-science-ab12",
+    "token": "ftagent token add alice   |   ftagent token list   |   ftagent token revoke alice",
     "slack": "SLACK_BOT_TOKEN=xoxb-... SLACK_SIGNING_SECRET=... ftagent slack --port 3000",
 }
 SECRET_SETTINGS = ("chat_api_key", "ncbi_api_key")
@@ -46,7 +48,8 @@ EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_ENVIRONMENT = 2, 3, 4, 5
 ARGUMENT_HELP = {"host": "address to listen on", "port": "port to listen on", "job": "the job id",
                  "model": "a registered model version (ftagent models lists them)", "question": "the question",
                  "max_new_tokens": "longest answer, in tokens", "family_or_model": "a model family or version",
-                 "threads": "CPU threads for training and inference",
+                 "threads": "CPU threads for training and inference", "name": "the user's name",
+                 "token_command": "add, list or revoke",
                  "export_format": "safetensors: a merged model folder; gguf: one file for llama.cpp"}
 
 

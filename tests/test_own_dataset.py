@@ -166,7 +166,7 @@ def test_http_options_dataset_is_validated_before_queueing(home, tmp_path):
     from agent.service import JobService
     from graphs.context import resolve_settings
 
-    service = JobService(resolve_settings({"home": str(home)}))
+    service = JobService(resolve_settings({"home": str(home), "document_roots": [str(tmp_path)]}))
     client = TestClient(create_app(service, "token-1", poll_seconds=0.05))
     path = write_rows(tmp_path / "own.jsonl", [*parts_rows("alpaca", 3), {"instruction": "Which?", "output": ""}])
     answer = client.post(f"{PREFIX}/jobs", json={"request": SENTENCE, "options": {"dataset": str(path)}},
