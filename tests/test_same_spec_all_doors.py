@@ -9,6 +9,7 @@ import time
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from hub_cache import cache_under_id, use_cache
 from slack_bolt.request import BoltRequest
 from slack_replay import SECRET, SlackApiRecorder, sign, slash_command_body
 from slack_sdk import WebClient
@@ -44,6 +45,13 @@ def _slack_job(service: JobService, sentence: str) -> tuple[str, str]:
         for follower in door.followers:
             follower.join(timeout=10)
     return job_id, text
+
+
+@pytest.fixture(autouse=True)
+def catalogue_models_in_a_local_cache(tmp_path, monkeypatch, tiny_model_dir):
+    """Doors check the base model before queueing: the catalogue's Qwen is found in a private cache."""
+    use_cache(monkeypatch, tmp_path / "hf-cache")
+    cache_under_id(tiny_model_dir, tmp_path / "hf-cache", "Qwen/Qwen2.5-0.5B-Instruct")
 
 
 @pytest.mark.parametrize(("sentence", "subject", "model"), SENTENCES)
