@@ -162,7 +162,8 @@ def training_summary(record: dict[str, Any]) -> str:
     lora = (f"LoRA r={config['lora_r']}, lr={config['learning_rate']:g}, epochs={config['epochs']:g}, "
             f"dropout={config['lora_dropout']:g}")
     data = (f"{_fmt(record.get('train_examples'))} examples incl. {record.get('replay_examples', 0)} replayed "
-            f"general ({record.get('replay_general', 0):.0%}); dataset {dataset.get('counts')} hash "
+            f"general ({record.get('replay_general', 0):.0%}) and {record.get('document_rows', 0)} document rows; "
+            f"dataset {dataset.get('counts')} hash "
             f"{str(dataset.get('hash'))[:12]}")
     return f"trained {_fmt(record.get('steps'))} steps: {lora}; {data}"
 

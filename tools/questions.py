@@ -269,8 +269,8 @@ def subject_question(clause: Clause) -> str | None:
             or _ANAPHORA.search(clause.subject) or not 3 <= len(clause.rest.split()) <= 30 \
             or _COORDINATED.search(clause.rest) or _second_clause(clause.rest):
         return None
-    head = _core(clause.subject.split()[-1]).lower()
-    wh = "Who" if head in _PEOPLE else "What"
+    people = {_core(w).lower() for w in clause.subject.split()} & _PEOPLE
+    wh = "Who" if people else "What"
     verb = clause.verb
     if wh == "What" and verb.lower() in {"are", "were", "have"}:  # "What were …" reads as asking for a plural
         verb = {"are": "are", "were": "were", "have": "have"}[verb.lower()]
@@ -331,7 +331,8 @@ def cause_question(sentence: str) -> str | None:
 
 def comparison_question(sentence: str) -> str | None:
     match = _THAN.match(_INTRO.sub("", sentence.rstrip(".")))
-    if not match or not _nounish(match["term"].split()) or _ANAPHORA.search(match["other"]):
+    if not match or not _nounish(match["term"].split()) or _ANAPHORA.search(match["other"]) \
+            or match["other"].split()[0].lower() in _PREPOSITIONS:  # "than in group I": no thing to compare with
         return None
     auxiliary = "does" if match["aux"] == "is" else "did" if match["aux"] == "was" else "do"
     return _finish(f"How {auxiliary} {lower_first(match['term'].strip())} compare with "

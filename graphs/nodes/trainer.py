@@ -110,7 +110,7 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
         tracker.close()
     summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
     summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump(),
-                "replay_general": spec.training.replay_general, "train_examples": len(train),
+                "replay_general": spec.training.replay_general, "train_examples": len(train) - len(documents),
                 "document_rows": len(documents), **added}
     events.emit("trainer", "phase", f"trained {result.steps} steps at {result.tokens_per_second:.0f} tokens/s; "
                 f"train loss {result.train_loss:.3f}, val loss {result.val_loss or float('nan'):.3f}",
