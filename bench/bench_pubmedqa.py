@@ -118,7 +118,7 @@ def job_figures(state: dict[str, Any], seconds: float) -> dict[str, Any]:
             "stopped_early": training.get("stopped_early"), "gates_passed": evaluation.get("passed"),
             "job_answer_nll": {k: (evaluation.get(k) or {}).get("answer_nll") for k in ("base", "tuned")},
             "general_perplexity": {k: (evaluation.get(k) or {}).get("general_perplexity") for k in ("base", "tuned")},
-            "registered": (state.get("deployment") or {}).get("name"), "job_seconds": round(seconds, 1)}
+            "registered": (state.get("model") or {}).get("name"), "job_seconds": round(seconds, 1)}
 
 
 def run_group(service: JobService, records: dict[str, Any], term: str, pmids: list[str], args: Any,
