@@ -97,7 +97,7 @@ def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3,
         found.append(heading)
     table_name = chunk.heading if chunk.heading and len(chunk.heading.split()) <= 8 else ""
     for fact in facts:
-        made = [situated(q, study) for q in _fact_questions(fact, table_name) if q.question][:max_per_fact]
+        made = [situated(q, study if research else None) for q in _fact_questions(fact, table_name) if q.question][:max_per_fact]
         if not made and allow_cloze and fact.kind == "sentence" and (cloze := cloze_question(fact.text)):
             made = [cloze]
         found += [(q, (fact.index,)) for q in made]

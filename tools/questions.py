@@ -178,7 +178,8 @@ def _verb_candidate(tokens: Sequence[str], index: int) -> bool:
         return False
     if tags & {"NOUN", "ADJ"}:  # "uses", "results", "increased": a verb only before its object's determiner
         previous = _core(tokens[index - 1]).lower()
-        return (following in _DETERMINER_START or following.isdigit()) and previous not in _DETERMINER_START
+        return ((following in _DETERMINER_START - {"that"} or following.isdigit())
+                and previous not in _DETERMINER_START)
     # an active verb is followed by its object, not by a bare noun ("tailored print") nor by a preposition
     # (then it is a participle: "self-reports obtained during 1995")
     tags = parts_of_speech(following)
