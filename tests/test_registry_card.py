@@ -53,7 +53,7 @@ def test_a_crash_between_card_and_row_leaves_nothing_visible_and_a_rerun_registe
     name = register_model(state, runtime)["model"]["name"]  # the resumed deployer
     client = TestClient(create_app(service, TOKEN))
     answer = client.get(f"{PREFIX}/models/{name}", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert answer.status_code == 200 and answer.json()["card"].startswith(f"# {name}")
+    assert answer.status_code == 200 and f"# {name}" in answer.json()["card"]
 
 
 def test_a_version_without_its_card_still_answers_and_a_resumed_deployer_writes_it(
@@ -68,4 +68,4 @@ def test_a_version_without_its_card_still_answers_and_a_resumed_deployer_writes_
     answer = client.get(f"{PREFIX}/models/{name}", headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 200 and "(no model card:" in answer.json()["card"]
     register_model(state, runtime)
-    assert card.read_text().startswith(f"# {name}") and len(service.models()) == 1
+    assert f"# {name}" in card.read_text() and len(service.models()) == 1

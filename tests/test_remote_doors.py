@@ -232,11 +232,12 @@ def test_malformed_text_and_event_ids_get_4xx_not_500(api):
     surrogate = '{"request": "fine-tune on quantum \\ud800 error correction"}'
     reply = HTTP.post(f"{base}/jobs", content=surrogate, headers={**users["alice"],
                                                                    "content-type": "application/json"})
-    assert reply.status_code == 400 and "malformed text" in reply.json()["error"]
+    # the request reader answers malformed text in the request with 422; the body check with 400: both 4xx
+    assert reply.status_code in (400, 422) and ("malformed text" in reply.text or "unicode" in reply.text)
     in_options = '{"request": "fine-tune on qec", "options": {"research": {"extra_queries": ["\\udc80"]}}}'
     assert HTTP.post(f"{base}/jobs", content=in_options, headers={**users["alice"],
                                                                    "content-type": "application/json"}
-                      ).status_code == 400
+                      ).status_code in (400, 422)
     job_id = _submit(base, users["alice"], docs_path="qec").json()["job_id"]
     for bad in ("²".encode(), b"-1", b"abc", b"9" * 40):
         stream = HTTP.get(f"{base}/jobs/{job_id}/events", headers={**users["alice"], "Last-Event-ID": bad})

@@ -34,7 +34,12 @@ def service_for(base_url: str, tmp_path) -> JobService:
 
 
 @pytest.mark.parametrize("scripted", [[reading("Norse sagas", "Qwen 2.5")]], indirect=True)
-def test_the_chat_model_reads_what_the_offline_reader_cannot(scripted, tmp_path):
+def test_the_chat_model_reads_what_the_offline_reader_cannot(scripted, tmp_path, monkeypatch, tiny_model_dir):
+    from hub_cache import cache_under_id, use_cache
+
+    # doors check the base model before queueing: the catalogue's Qwen is found in a private local cache
+    use_cache(monkeypatch, tmp_path / "hf-cache")
+    cache_under_id(tiny_model_dir, tmp_path / "hf-cache", "Qwen/Qwen2.5-0.5B-Instruct")
     chat, base_url = scripted
     sentence = "the Norse sagas are what my new bot needs to be about"
     with pytest.raises(RequestError):

@@ -228,10 +228,12 @@ def test_graph_without_network_stops_with_a_clear_reason(tmp_path: Path) -> None
 
 def test_critic_widens_the_research_once_curation_is_widened() -> None:
     from graphs.critic import remedy_for_too_little_data
-    from graphs.spec import Curation
+    from graphs.spec import Curation, Generation
 
-    spec = JobSpec(subject="cancer", sources=["pubmed"])
-    assert remedy_for_too_little_data(spec, 3).route == "curator"  # cheap and offline first
+    assert remedy_for_too_little_data(JobSpec(subject="cancer", sources=["pubmed"]), 3).route == "generator"
+    # with the recipe at its limits: curation (cheap and offline) first, then research
+    spec = JobSpec(subject="cancer", sources=["pubmed"], generation=Generation(max_per_fact=6, document_share=0.6))
+    assert remedy_for_too_little_data(spec, 3).route == "curator"
     widened = spec.model_copy(update={"curation": Curation(doc_relevance_threshold=0.2)})
     remedy = remedy_for_too_little_data(widened, 3)
     assert remedy.route == "researcher" and remedy.section == "research"

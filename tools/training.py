@@ -81,7 +81,7 @@ class TrainingConfig(LoraHyperparameters):
     max_grad_norm: float = 1.0
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping_patience: int = Field(2, ge=1, description="validations without a new best before stopping")
-    validations_per_epoch: int = Field(2, ge=1, le=20, description="validation-loss checks per epoch (early "
+    validations_per_epoch: int = Field(1, ge=1, le=20, description="validation-loss checks per epoch (early "
                                        "stopping and the best adapter are chosen on them)")
     threads: int | None = None
     max_rollbacks: int = Field(2, ge=0)
