@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, field_validator
@@ -45,6 +45,8 @@ _ENVIRONMENT = {
     "job_lease_s": "FTAGENT_JOB_LEASE",
     "chroma_url": "FTAGENT_CHROMA_URL",
     "hub_downloads": "FTAGENT_HUB_DOWNLOADS",
+    "tracking": "FTAGENT_TRACKING",
+    "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
 }
 
 
@@ -74,6 +76,10 @@ class Settings(BaseModel):
     wikipedia_url: str | None = None
     # base models named by a Hugging Face id may be downloaded from the Hub (off: only the local cache)
     hub_downloads: bool = False
+    # experiment tracking: TensorBoard event files always; "mlflow" also logs each training round to
+    # MLflow (mlflow_tracking_uri, $MLFLOW_TRACKING_URI; None = a file store in <home>/mlruns)
+    tracking: Literal["tensorboard", "mlflow"] = "tensorboard"
+    mlflow_tracking_uri: str | None = None
     # `ftagent serve`: A/B splits {public name: {version: weight}}; a --ab of the same name overrides one
     serving_ab_splits: dict[str, dict[str, float]] = {}
     # -- running it for a team (remote doors: HTTP API, Slack, chat over HTTP) --

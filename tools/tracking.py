@@ -45,3 +45,59 @@ class TensorBoardRun:
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+class RoundTrackers:
+    """TensorBoard and, when configured, MLflow for one round, called as one tracker. A tracker other
+    than the first that fails while logging is reported once through `on_problem` and dropped (a
+    tracking server going away never stops a training run); the first one's errors propagate."""
+
+    def __init__(self, trackers: list[Any], on_problem: Any = None) -> None:
+        self.trackers = list(trackers)
+        self.on_problem = on_problem
+
+    def _each(self, method: str, *args: Any) -> None:
+        for index, tracker in enumerate(list(self.trackers)):
+            call = getattr(tracker, method, None)
+            if call is None:
+                continue
+            try:
+                call(*args)
+            except Exception as error:
+                if index == 0:
+                    raise
+                self.trackers.remove(tracker)
+                if self.on_problem is not None:
+                    self.on_problem(f"{error}; tracking there is off for the rest of this round")
+
+    def step(self, metrics: Any) -> None:
+        self._each("step", metrics)
+
+    def event(self, message: str, data: Mapping[str, Any]) -> None:
+        self._each("event", message, data)
+
+    def config(self, config: Mapping[str, Any]) -> None:
+        self._each("config", config)
+
+    def evaluation(self, step: int, base: Mapping[str, Any], tuned: Mapping[str, Any]) -> None:
+        self._each("evaluation", step, base, tuned)
+
+    def adapter(self, folder: Path | str) -> None:
+        self._each("adapter", folder)
+
+    def close(self, failed: bool = False) -> None:
+        """Flush and close each tracker; `failed`: the round stopped on an error (MLflow marks it FAILED)."""
+        for tracker in self.trackers:
+            if failed and hasattr(tracker, "fail"):
+                self._each_one(tracker, "fail")
+            else:
+                self._each_one(tracker, "close")
+
+    def _each_one(self, tracker: Any, method: str) -> None:
+        try:
+            getattr(tracker, method)()
+        except Exception as error:
+            if tracker is self.trackers[0]:
+                raise
+            if self.on_problem is not None:
+                self.on_problem(str(error))

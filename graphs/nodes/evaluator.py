@@ -12,6 +12,7 @@ from langgraph.runtime import Runtime
 from graphs.context import JobContext, Settings
 from graphs.gates import check_gates, judge_gates
 from graphs.nodes.common import effective_spec
+from graphs.nodes.tracking import round_trackers
 from graphs.reports import write_evaluation_report
 from graphs.spec import Evaluation, Gates, JobSpec
 from graphs.state import JobState
@@ -27,7 +28,7 @@ from tools.evaluation import (
 )
 from tools.judge import Judgement, absent_judgement, judge_answers
 from tools.prompts import render_prompt
-from tools.tracking import TensorBoardRun
+from tools.tracking import RoundTrackers
 from tools.vector_store import ChunkStore
 
 if TYPE_CHECKING:
@@ -88,7 +89,8 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     evaluation = {"round": training["round"], "base": base, "tuned": tuned, "judge": judgement.summary,
                   "gates": gates, "passed": passed}
     evaluation["report"] = str(write_report(runtime.context.paths(state["job_id"]).eval, evaluation, comparison))
-    track_evaluation(runtime.context.paths(state["job_id"]).tensorboard(training["round"]), training, base, tuned)
+    track_evaluation(round_trackers(settings, spec, runtime.context.paths(state["job_id"]), state["job_id"],
+                                    training["round"], events, create=False), training, base, tuned)
     for gate in gates:
         events.emit("evaluator", "gate", f"{'PASS' if gate['passed'] else 'FAIL'} {gate['name']}: {gate['detail']}",
                     **gate)
@@ -98,9 +100,9 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     return {"evaluation": evaluation, "rounds": [round_record(state, evaluation)]}
 
 
-def track_evaluation(log_dir: Path, training: dict[str, Any], base: dict[str, Any], tuned: dict[str, Any]) -> None:
-    """The round's metrics, base and tuned, into its TensorBoard run (at its last training step)."""
-    run = TensorBoardRun(log_dir)
+def track_evaluation(run: RoundTrackers, training: dict[str, Any], base: dict[str, Any],
+                     tuned: dict[str, Any]) -> None:
+    """The round's metrics, base and tuned, into its TensorBoard (and MLflow) run, at its last training step."""
     try:
         run.evaluation(int(training.get("steps") or 0), base, tuned)
     finally:

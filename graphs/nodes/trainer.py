@@ -8,6 +8,7 @@ from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
+from graphs.nodes.tracking import round_trackers
 from graphs.spec import JobSpec
 from graphs.state import JobState
 from tools.base_models import resolve_base_model
@@ -17,7 +18,6 @@ from tools.events import EventLog
 from tools.feedback import FeedbackStore, corrections_as_examples
 from tools.prompts import render_prompt
 from tools.registry import ModelRegistry, family_name
-from tools.tracking import TensorBoardRun
 from tools.training import TrainingConfig, train_lora
 
 
@@ -84,7 +84,7 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
     events.emit("trainer", "phase", f"round {round_number}: training LoRA r={config.lora_r} "
                 f"lr={config.learning_rate:g} epochs={config.epochs:g}", config=config.model_dump())
 
-    tracker = TensorBoardRun(paths.tensorboard(round_number))
+    tracker = round_trackers(settings, spec, paths, job_id, round_number, events)
     tracker.config(config.model_dump())
 
     def on_step(metrics) -> None:
@@ -106,8 +106,11 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
     train = train + documents
     try:
         result = train_lora(config, train, read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
-    finally:
-        tracker.close()
+        tracker.adapter(result.adapter_dir)
+    except BaseException:
+        tracker.close(failed=True)
+        raise
+    tracker.close()
     summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
     summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump(),
                 "replay_general": spec.training.replay_general, "train_examples": len(train) - len(documents),
