@@ -203,13 +203,21 @@ def _add_door_commands(commands: Any) -> None:
     token_commands.add_parser("list", help="users with a live token")
     revoke = token_commands.add_parser("revoke", help="revoke NAME's token at once")
     revoke.add_argument("name")
-    mcp = commands.add_parser("mcp", help="serve the agent over the Model Context Protocol (stdio) for other agents",
+    mcp = commands.add_parser("mcp", help="serve the agent over the Model Context Protocol (stdio, or streamable "
+                              "HTTP with --http) for other agents",
                               description="Serve ftagent's tools (start_job, job_status, job_events, list_models, "
-                                          "show_model, ask_model, cancel_job) over MCP on stdin/stdout, running "
-                                          "jobs in a worker thread. Example client config: "
+                                          "show_model, ask_model, cancel_job) over MCP on stdin/stdout, or with "
+                                          "--http at http://HOST:PORT/mcp behind bearer tokens (ftagent token add "
+                                          "NAME), running jobs in a worker thread. Example client config: "
                                           '{"command": "ftagent", "args": ["mcp"]}')
-    mcp.add_argument("--user", help="owner of the jobs it starts (default: the OS user)")
+    mcp.add_argument("--user", help="stdio: owner of the jobs it starts (default: the OS user)")
     mcp.add_argument("--no-worker", action="store_true", help="only queue jobs; an `ftagent worker` runs them")
+    mcp.add_argument("--http", action="store_true", help="streamable HTTP instead of stdio; each request needs "
+                     "'Authorization: Bearer <token>' and acts for that token's user")
+    mcp.add_argument("--host", default="127.0.0.1", help="--http: address to bind (default: 127.0.0.1)")
+    mcp.add_argument("--port", type=int, default=8323, help="--http: port (default: 8323)")
+    mcp.add_argument("--token-file", metavar="FILE", help="--http: a file holding the admin token (default "
+                     "$FTAGENT_API_TOKEN, else <home>/api_token, as for `ftagent api`)")
 
 
 def _add_export_command(commands: Any) -> None:
@@ -425,10 +433,7 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
     if args.command == "export":
         return _export(service, console, args)
     if args.command == "mcp":
-        from agent.mcp_server import serve_stdio
-
-        serve_stdio(service, args.user, with_worker=not args.no_worker)
-        return 0
+        return _mcp(service, console, args)
     if args.command in ("api", "worker", "chat"):
         return _door(service, console, args)
     raise AssertionError(args.command)
@@ -469,6 +474,24 @@ def _door(service: JobService, console: Console, args: argparse.Namespace) -> in
     from agent.chat import run_terminal_chat
 
     return run_terminal_chat(service, console, args.user)
+
+
+def _mcp(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    """`ftagent mcp`: stdio for a local client; --http: streamable HTTP behind the users' bearer tokens."""
+    if not args.http:
+        from agent.mcp_server import serve_stdio
+
+        serve_stdio(service, args.user, with_worker=not args.no_worker)
+        return 0
+    from agent.api import resolve_token
+    from agent.mcp_server import serve_http
+
+    token_file = Path(args.token_file).expanduser() if args.token_file else None
+    admin_token = resolve_token(service.settings.home, token_file.read_text().strip() if token_file else None)
+    console.print(f"MCP (streamable HTTP) at http://{args.host}:{args.port}/mcp; send 'Authorization: Bearer "
+                  "<token>' (ftagent token add NAME)", highlight=False)
+    serve_http(service, args.host, args.port, admin_token, with_worker=not args.no_worker)
+    return 0
 
 
 def _token(service: JobService, console: Console, args: argparse.Namespace) -> int:

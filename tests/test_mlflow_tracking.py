@@ -7,16 +7,13 @@ import socket
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from mlflow.tracking import MlflowClient
 from own_dataset import parts_rows, write_rows
 
 from graphs.context import JobContext, Settings, resolve_settings
 from graphs.graph import build_graph
+from tools.mlflow_tracking import MlflowRun, MlflowTarget, TrackingError
 from tools.registry import family_name
-
-pytest.importorskip("mlflow", reason="the mlflow extra (mlflow-skinny) is part of the test extra")
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from tools.mlflow_tracking import MlflowRun, MlflowTarget, TrackingError  # noqa: E402
 
 SENTENCE = "fine-tune a model on our parts list"
 
