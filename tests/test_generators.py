@@ -109,6 +109,23 @@ def test_gate_keeps_a_supported_answer_with_its_weighted_score():
     assert verdict.kept and verdict.score == pytest.approx(expected, abs=1e-3) and verdict.score >= 0.6
 
 
+def test_a_verbatim_answer_needs_no_embedding_agreement_a_paraphrase_does():
+    """One sentence against a long chunk can embed far from it; passage text word for word is grounded by
+    construction, so only answers that are not verbatim spans must also agree in meaning."""
+    source = ("Twelve patients showed virologic relapse (54.54%). The mean interval between discontinuation and "
+              "relapse was 6.38 months. Relapse was more frequent among patients treated with lamivudine alone.")
+    sentence = "The mean interval between discontinuation and relapse was 6.38 months."
+    kept = judge_example("What was the mean interval between discontinuation and relapse?", sentence, "value",
+                         source, 0.30)
+    assert kept.kept and kept.parts["verbatim"] == 1.0
+    yes = judge_example("Was the mean interval between discontinuation and relapse 6.38 months?", f"Yes. {sentence}",
+                        "yes_no", source, 0.30)
+    assert yes.kept
+    paraphrase = judge_example("How long after stopping did relapse come?", "Relapse came 6.38 months after "
+                               "discontinuation on average, the mean interval.", "value", source, 0.30)
+    assert not paraphrase.kept and paraphrase.reason == "answer not supported by its chunk"
+
+
 def test_balance_caps_an_over_represented_type():
     labels = [("definition", "easy")] * 8 + [("cause", "hard")] * 2 + [("comparison", "medium")] * 2
     dropped = balance(labels, [0.8] * 12, max_share=0.5)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from tools.chunking import Chunk
 from tools.prompts import render_prompt
-from tools.qa_extractive import Example, generate_candidates
+from tools.qa_extractive import DocumentContext, Example, generate_candidates
 
 ExampleType = Literal["definition", "cause", "comparison", "function", "reasoning", "fact"]
 
@@ -40,12 +40,14 @@ class QAPairs(BaseModel):
 
 
 class Generator(Protocol):
-    """Writes examples for one chunk; `stats` counts attempts, outputs and failures by reason."""
+    """Writes examples for one chunk (with what its document's other chunks say, where the generator uses
+    it); `stats` counts attempts, outputs and failures by reason."""
 
     name: str
     stats: Counter[str]
 
-    def generate(self, chunk: Chunk, source: str, max_examples: int) -> list[Example]: ...
+    def generate(self, chunk: Chunk, source: str, max_examples: int,
+                 context: DocumentContext | None = None) -> list[Example]: ...
 
 
 def _to_examples(pairs: QAPairs, chunk: Chunk, source: str, generator: str, limit: int) -> list[Example]:
@@ -71,10 +73,11 @@ class ExtractiveGenerator:
         self.min_quality, self.allow_cloze, self.max_per_fact = min_quality, allow_cloze, max_per_fact
         self.stats: Counter[str] = Counter()
 
-    def generate(self, chunk: Chunk, source: str, max_examples: int) -> list[Example]:
+    def generate(self, chunk: Chunk, source: str, max_examples: int,
+                 context: DocumentContext | None = None) -> list[Example]:
         self.stats["chunks"] += 1
         made, rejected = generate_candidates(chunk, source, max_examples, self.min_quality, self.allow_cloze,
-                                             self.max_per_fact)
+                                             self.max_per_fact, context)
         self.stats["generated"] += len(made)
         self.stats["chunks without questions"] += not made
         for reason, count in rejected.items():
@@ -99,7 +102,8 @@ class LLMGenerator:
         self.subject, self.retries = subject, retries
         self.stats: Counter[str] = Counter()
 
-    def generate(self, chunk: Chunk, source: str, max_examples: int) -> list[Example]:
+    def generate(self, chunk: Chunk, source: str, max_examples: int,
+                 context: DocumentContext | None = None) -> list[Example]:  # the prompt shows the chunk alone
         self.stats["chunks"] += 1
         messages = prompt_messages(chunk, source, self.subject, max_examples)
         for _ in range(self.retries + 1):
@@ -156,7 +160,8 @@ class LocalGenerator:
         self.subject, self.max_new_tokens = subject, max_new_tokens
         self.stats: Counter[str] = Counter()
 
-    def generate(self, chunk: Chunk, source: str, max_examples: int) -> list[Example]:
+    def generate(self, chunk: Chunk, source: str, max_examples: int,
+                 context: DocumentContext | None = None) -> list[Example]:  # the prompt shows the chunk alone
         self.stats["chunks"] += 1
         text = self._complete(prompt_messages(chunk, source, self.subject, max_examples))
         pairs = parse_pairs(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from tools.chunking import Chunk
@@ -17,12 +18,15 @@ from tools.facts import Fact, passage_facts
 from tools.question_gate import question_problem
 from tools.questions import (
     Question,
+    aim_questions,
+    contiguous_facts,
     cloze_question,
     heading_question,
     inferred_role,
     list_question,
     section_questions,
     sentence_questions,
+    study_aim,
     study_anchor,
     table_questions,
 )
@@ -86,13 +90,71 @@ def situated(question: Question, study: str | None) -> Question:
     return Question(f"{question.question.rstrip('?')} in {study}?", question.answer, question.form)
 
 
-def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3,
-                        allow_cloze: bool = True) -> list[tuple[Question, tuple[int, ...]]]:
-    """Every question the passage gives, with the indices of the facts each answer holds."""
+@dataclass(frozen=True)
+class DocumentContext:
+    """What a chunk's questions may know of its whole document: how to name the study (its aim may sit in
+    another chunk than its results), the study's own questions ("Does X reduce Y?"), and the chunk that
+    holds its findings (which answer those questions)."""
+
+    study: str | None = None
+    aim_questions: tuple[str, ...] = ()
+    findings_chunk: str | None = None
+
+
+def document_context(chunks: Sequence[Chunk], source: str) -> DocumentContext:
+    """The context of one document's chunks (any order); an empty context for text that reports no study."""
+    ordered = sorted(chunks, key=lambda c: c.position)
+    by_chunk = [(c, passage_facts(c.text, c.heading)) for c in ordered]
+    facts = [f for _, chunk_facts in by_chunk for f in chunk_facts]
+    if not any(inferred_role(f) for f in facts):
+        return DocumentContext()
+    aim = study_aim(facts)
+    findings = None
+    for role in ("conclusion", "results"):
+        holding = [c.chunk_id for c, chunk_facts in by_chunk if any(inferred_role(f) == role for f in chunk_facts)]
+        if holding:
+            findings = holding[-1]
+            break
+    return DocumentContext(study_anchor(source, facts), tuple(aim_questions(aim)) if aim else (), findings)
+
+
+def findings_span(facts: Sequence[Fact]) -> list[Fact]:
+    """The sentences that answer a study's own question, one span of the passage: its conclusion (first
+    three sentences), else the last three sentences of its results, where the main comparison usually is."""
+    sentences = [f for f in facts if f.kind == "sentence"]
+    conclusion = [f for f in sentences if inferred_role(f) == "conclusion"]
+    if conclusion:
+        return contiguous_facts(conclusion, 3)
+    tail: list[Fact] = []
+    for fact in reversed([f for f in sentences if inferred_role(f) == "results"]):
+        if len(tail) == 3 or (tail and fact.index != tail[0].index - 1):
+            break
+        tail.insert(0, fact)
+    return tail
+
+
+def _findings_questions(chunk: Chunk, facts: Sequence[Fact],
+                        context: DocumentContext | None) -> list[tuple[Question, tuple[int, ...]]]:
+    if not context or context.findings_chunk != chunk.chunk_id or not context.aim_questions:
+        return []
+    span = findings_span(facts)
+    if not span:
+        return []
+    answer = " ".join(f.text for f in span)
+    return [(Question(q, answer, "findings"), tuple(f.index for f in span)) for q in context.aim_questions]
+
+
+def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3, allow_cloze: bool = True,
+                        context: DocumentContext | None = None) -> list[tuple[Question, tuple[int, ...]]]:
+    """Every question the passage gives, with the indices of the facts each answer holds. With the
+    document's context, the study is named even when its aim is in another chunk, and the chunk with the
+    findings answers the study's own questions."""
     facts = passage_facts(chunk.text, chunk.heading)
     research = any(inferred_role(f) for f in facts)
-    study = study_anchor(source, facts) if research or len(facts) > 2 else None
-    found: list[tuple[Question, tuple[int, ...]]] = section_questions(facts, study) if study else []
+    study = context.study if context and context.study else (
+        study_anchor(source, facts) if research or len(facts) > 2 else None)
+    found: list[tuple[Question, tuple[int, ...]]] = _findings_questions(chunk, facts, context)
+    found += section_questions(facts, study) if study and research else []
     if not research and (heading := heading_question(chunk.heading, facts)):
         found.append(heading)
     table_name = chunk.heading if chunk.heading and len(chunk.heading.split()) <= 8 else ""
@@ -105,11 +167,12 @@ def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3,
 
 
 def generate_candidates(chunk: Chunk, source: str, max_per_chunk: int = 12, min_score: float = 0.6,
-                        allow_cloze: bool = True, max_per_fact: int = 3) -> tuple[list[Example], Counter[str]]:
+                        allow_cloze: bool = True, max_per_fact: int = 3,
+                        context: DocumentContext | None = None) -> tuple[list[Example], Counter[str]]:
     """Examples from one chunk that pass the question gate, and the count of rejected questions by reason."""
     rejected: Counter[str] = Counter()
     examples: list[Example] = []
-    for question, fact_ids in candidate_questions(chunk, source, max_per_fact, allow_cloze):
+    for question, fact_ids in candidate_questions(chunk, source, max_per_fact, allow_cloze, context):
         if problem := question_problem(question.question):
             rejected[problem] += 1
             continue

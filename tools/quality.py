@@ -142,6 +142,13 @@ def lexical_support(answer: str, source: str) -> float:
     return len(answer_words & set(content(source))) / len(answer_words) if answer_words else 0.0
 
 
+def verbatim_span(answer: str, source: str) -> bool:
+    """Whether the answer is passage text word for word (behind "Yes."/"No." for yes/no answers): such an
+    answer is grounded by construction, whatever an embedding says of one sentence against a long chunk."""
+    body = re.sub(r"^(?:Yes|No)\.\s+", "", answer.strip())
+    return len(body.split()) >= 3 and " ".join(body.split()) in " ".join(source.split())
+
+
 def question_overlap(question: str, answer: str) -> float:
     """Share of the answer's content words that the question already says."""
     answer_words = set(content(answer))
@@ -167,7 +174,7 @@ def difficulty(kind: str, answer: str) -> str:
 
 
 def _hard_failure(question: str, answer: str, kind: str, lexical: float, semantic: float,
-                  config: GateConfig) -> str | None:
+                  config: GateConfig, verbatim: bool = False) -> str | None:
     answer_words = len(answer.split())
     if not config.min_answer_words <= answer_words <= config.max_answer_words:
         return "answer length out of limits"
@@ -177,18 +184,18 @@ def _hard_failure(question: str, answer: str, kind: str, lexical: float, semanti
     # ("Did X raise Y?" -> "Yes. X raised Y."): what they teach is the part the question leaves open
     if kind not in RESTATING_FORMS | {"cloze"} and question_overlap(question, answer) > config.max_question_overlap:
         return "answer repeats the question"
-    if lexical < config.min_lexical_support or semantic < config.min_semantic_support:
+    if lexical < config.min_lexical_support or (semantic < config.min_semantic_support and not verbatim):
         return "answer not supported by its chunk"
     return None
 
 
 def _parts(question: str, answer: str, kind: str, lexical: float, semantic: float,
-           config: GateConfig) -> dict[str, float]:
+           config: GateConfig, verbatim: bool = False) -> dict[str, float]:
     # a cloze answer continues a quoted opening, so it starts mid-sentence
     complete = (answer[:1].isupper() or kind == "cloze") and answer.rstrip().endswith((".", "!", "?"))
     coherence = (0.6 if complete else 0.2) + 0.4 * min(1.0, len(set(content(answer))) / 6)
     factual = 0.5 * min(1.0, lexical / max(config.min_lexical_support, 1e-6)) \
-        + 0.5 * min(1.0, semantic / max(config.min_semantic_support, 1e-6))
+        + 0.5 * (1.0 if verbatim else min(1.0, semantic / max(config.min_semantic_support, 1e-6)))
     novelty = 0.7 if kind in RESTATING_FORMS else 1.0 - question_overlap(question, answer)
     length_fit = min(1.0, len(answer.split()) / 20)
     type_weight = {"cloze": 0.4}.get(kind, 1.0)
@@ -197,7 +204,8 @@ def _parts(question: str, answer: str, kind: str, lexical: float, semantic: floa
         config.min_answer_words <= len(answer.split()) <= config.max_answer_words)
     return {"coherence": round(coherence, 3), "factual_consistency": round(factual, 3),
             "complexity": round(complexity, 3), "format": round(format_score, 3),
-            "lexical_support": round(lexical, 3), "semantic_support": round(semantic, 3)}
+            "lexical_support": round(lexical, 3), "semantic_support": round(semantic, 3),
+            "verbatim": float(verbatim)}
 
 
 WEIGHTS = {"coherence": 0.3, "factual_consistency": 0.3, "complexity": 0.2, "format": 0.2}
@@ -206,23 +214,24 @@ WEIGHTS = {"coherence": 0.3, "factual_consistency": 0.3, "complexity": 0.2, "for
 def judge_example(question: str, answer: str, kind: str, source: str, semantic: float,
                   config: GateConfig = GateConfig()) -> Verdict:
     """Score one example against its source chunk (`semantic`: cosine of answer and chunk embeddings)."""
-    lexical = lexical_support(answer, source)
-    parts = _parts(question, answer, kind, lexical, semantic, config)
+    lexical, verbatim = lexical_support(answer, source), verbatim_span(answer, source)
+    parts = _parts(question, answer, kind, lexical, semantic, config, verbatim)
     score = round(sum(parts[name] * weight for name, weight in WEIGHTS.items()), 3)
     level = difficulty(kind, answer)
-    if failure := _hard_failure(question, answer, kind, lexical, semantic, config):
+    if failure := _hard_failure(question, answer, kind, lexical, semantic, config, verbatim):
         return Verdict(False, score, failure, parts, level)
     if score >= config.keep_score:
         return Verdict(True, score, "kept", parts, level)
-    if score >= config.review_score and _passes_review(answer, lexical, semantic, config):
+    if score >= config.review_score and _passes_review(answer, lexical, semantic, config, verbatim):
         return Verdict(True, score, "kept after review", parts, level)
     return Verdict(False, score, "score below threshold", parts, level)
 
 
-def _passes_review(answer: str, lexical: float, semantic: float, config: GateConfig) -> bool:
+def _passes_review(answer: str, lexical: float, semantic: float, config: GateConfig,
+                   verbatim: bool = False) -> bool:
     """Extra checks for a borderline score: support with margin and a complete sentence."""
     return (lexical >= min(1.0, config.min_lexical_support + 0.2)
-            and semantic >= config.min_semantic_support + 0.1
+            and (verbatim or semantic >= config.min_semantic_support + 0.1)
             and answer[:1].isupper() and answer.rstrip().endswith((".", "!", "?")))
 
 

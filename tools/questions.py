@@ -373,12 +373,68 @@ def study_anchor(title: str, facts: Sequence[Fact]) -> str | None:
             asked = re.sub(r"^(?:Compared (?:to|with) [^,]+,\s*)", "", match["q"].rstrip(" ?."))
             if 3 <= len(asked.split()) <= 20 and not _ANAPHORA.search(asked):
                 return f'the study that asked "{asked}"'
-        if _STUDY_AIM.match(fact.text):
-            aim = re.sub(r"^.*?\bto\s+", "", fact.text, count=1, flags=re.IGNORECASE).rstrip(" .")
-            aim = re.split(r",|;| in order to | by means of | so as to ", aim)[0].strip()
-            if 3 <= len(aim.split()) <= 18 and aim != fact.text.rstrip(" .") and not _ANAPHORA.search(aim):
-                return f"the study that set out to {aim[:1].lower()}{aim[1:]}"
+    if aim := study_aim(facts):
+        aim = re.split(r",|;| in order to | by means of | so as to ", aim)[0].strip()
+        if 3 <= len(aim.split()) <= 18:
+            return f"the study that set out to {lower_first(aim)}"
     return None
+
+
+_AIM_VERBS = r"(?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|estimate|test|" \
+    r"analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review|clarify|elucidate|see|know|find out|learn)"
+_AIM_WHETHER = re.compile(rf"^(?:{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+)?(?:whether|if)\s+(?:or not\s+)?(?P<clause>.+)$",
+                          re.IGNORECASE)
+_AIM_NOUNS = ("effects?|impacts?|influences?|associations?|relationships?|relations?|roles?|values?|efficacy|"
+              "effectiveness|safety|feasibility|accuracy|reliability|validity|utility|usefulness|performance|"
+              "outcomes?|prevalence|incidence|frequency|rates?|risks?|risk factors|predictors|determinants|"
+              "causes|consequences|benefits?|costs?|correlations?|differences?|characteristics|patterns|"
+              "trends|prognosis|prognostic value|diagnostic value|predictive value|mechanisms?|results")
+_AIM_NOUN = re.compile(rf"^{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+(?:the\s+)?(?P<what>(?:(?:short|long)-term\s+|"
+                       rf"possible\s+|potential\s+|clinical\s+|overall\s+)?(?:{_AIM_NOUNS}))\s+"
+                       rf"(?P<prep>of|between|in|among|for|associated with)\s+(?P<rest>.+)$", re.IGNORECASE)
+_AIM_END = re.compile(r"(?:,|;|:| and to | and (?:whether|if) | as well as | in order to | so as to | by (?:means|using|"
+                      r"comparing|measuring|analy[sz]ing)\b)")
+
+
+_MODAL_WORD = re.compile(r"\b(?:can|could|will|would|should|may|might|must|cannot)\b", re.IGNORECASE)
+
+
+def study_aim(facts: Sequence[Fact]) -> str | None:
+    """What the study set out to do, as its text words it ("determine whether X reduces Y"), or None."""
+    for fact in facts:
+        if fact.kind == "sentence" and _STUDY_AIM.match(fact.text):
+            aim = re.sub(r"^.*?\bto\s+", "", fact.text, count=1, flags=re.IGNORECASE).rstrip(" .")
+            aim = re.sub(r"^(\w+):\s*\(?(?:1|i|a)\)\s*", r"\1 ", aim)  # "determine: (1) the incidence …"
+            aim = re.split(r",? and (?:to|secondly|second) \w+", aim)[0].strip()  # the first of several aims
+            if aim != fact.text.rstrip(" .") and not _ANAPHORA.search(aim):
+                return aim
+    return None
+
+
+def aim_questions(aim: str) -> list[str]:
+    """The study's own question, as a reader would ask it: 'determine whether X reduces Y' -> 'Does X reduce
+    Y?'; 'assess the impact of X on Y' -> 'What is the impact of X on Y?'. Empty when the aim cannot be
+    read as a question with confidence."""
+    found: list[str] = []
+    if match := _AIM_WHETHER.match(aim):
+        clause_text = _AIM_END.split(match["clause"])[0].strip()
+        clause_text = re.sub(r"\s+or not$", "", clause_text)
+        if there := re.match(r"^there (is|are|was|were) (.+)$", clause_text):
+            found.append(_finish(f"{there[1].capitalize()} there {there[2]}"))
+        elif (clause := read_clause(clause_text)) is not None and (yes_no := yes_no_question(clause)):
+            found.append(yes_no[0])
+    elif match := _AIM_NOUN.match(aim):
+        rest = _AIM_END.split(match["rest"])[0].strip()
+        what = match["what"].lower()
+        plural = what.endswith("s") and not what.endswith(("ss", "sis", "us"))
+        if match["prep"].lower() == "between":  # "between A, B and C": the list is the question
+            rest = re.split(r";|:| and to | in order to ", match["rest"])[0].strip().rstrip(",")
+        if 2 <= len(rest.split()) <= 20 and (match["prep"].lower() != "between" or " and " in rest) \
+                and " that of " not in rest:
+            found.append(_finish(f"What {'are' if plural else 'is'} the {what} {match['prep'].lower()} {rest}"))
+    # do-support over a modal ("Did the sensitivity … could be increased?") is a misread clause
+    return [q for q in found if 5 <= len(q.split()) <= 30
+            and not (q.startswith(("Do ", "Does ", "Did ")) and _MODAL_WORD.search(q))]
 
 
 _STUDY_METHOD = re.compile(
@@ -417,7 +473,7 @@ _SECTION_QUESTIONS = {
 }
 
 
-def _contiguous(facts: Sequence[Fact], limit: int) -> list[Fact]:
+def contiguous_facts(facts: Sequence[Fact], limit: int) -> list[Fact]:
     """The first facts that follow one another in the passage (so that their text is one span of it)."""
     run = list(facts[:1])
     for fact in facts[1:limit]:
@@ -435,7 +491,7 @@ def section_questions(facts: Sequence[Fact], study: str) -> list[tuple[Question,
         members = [f for f in facts if inferred_role(f) == role and f.kind == "sentence"]
         if not members or (role == "objective" and "set out to" in study):  # the name gives the aim away
             continue
-        members = _contiguous(members, 3)
+        members = contiguous_facts(members, 3)
         answer = " ".join(f.text for f in members)
         found.append((Question(template.format(study=study), answer, "section"), tuple(f.index for f in members)))
     return found
@@ -451,7 +507,7 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
     if not _nounish(words) or heading.endswith("?") or re.search(r"\d+(?:\.\d+)+", heading):
         return None
     plural = _core(words[-1]).lower().endswith("s") and not _core(words[-1]).lower().endswith("ss")
-    sentences = _contiguous(sentences, 2)
+    sentences = contiguous_facts(sentences, 2)
     answer = " ".join(f.text for f in sentences)
     return (Question(f"What {'are' if plural else 'is'} {lower_first(heading.strip(' :'))}?", answer, "heading"),
             tuple(f.index for f in sentences))

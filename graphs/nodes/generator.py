@@ -6,7 +6,7 @@ themselves, for continued pretraining) to the training set in the configured sha
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from tools.document_rows import DocumentRow, document_rows, mix
 from tools.facts import fact_coverage
 from tools.generators import Generator, GeneratorUnavailable, make_generator
 from tools.prompts import render_prompt
-from tools.qa_extractive import Example
+from tools.qa_extractive import Example, document_context
 from tools.quality import GateConfig, gate_examples
 from tools.vector_store import ChunkStore
 
@@ -63,8 +63,15 @@ def draw_chunks(rows: list[tuple[Chunk, dict]], vectors: np.ndarray, spec: JobSp
 
 
 def synthesise(generator: Generator, chunks: list[tuple[Chunk, str]], max_per_chunk: int) -> list[Example]:
-    """Run the generator over (chunk, source title) pairs in the given order."""
-    return [e for chunk, title in chunks for e in generator.generate(chunk, title, max_per_chunk)]
+    """Run the generator over (chunk, source title) pairs in the given order, each chunk with its
+    document's context (how the study is named, its own questions, where its findings are)."""
+    by_document: dict[str, list[Chunk]] = defaultdict(list)
+    for chunk, _ in chunks:
+        by_document[chunk.doc_id].append(chunk)
+    titles = {chunk.doc_id: title for chunk, title in chunks}
+    contexts = {doc_id: document_context(members, titles[doc_id]) for doc_id, members in by_document.items()}
+    return [example for chunk, title in chunks
+            for example in generator.generate(chunk, title, max_per_chunk, contexts[chunk.doc_id])]
 
 
 def answer_support(embedder: Any, examples: list[Example], chunk_vectors: dict[str, np.ndarray]) -> np.ndarray:

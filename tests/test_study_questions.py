@@ -1,0 +1,109 @@
+"""A study's own question, asked the way a reader would, answered by its findings (real abstract sentences)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tools.chunking import chunk_by_tokens
+from tools.documents import Document
+from tools.facts import passage_facts
+from tools.qa_extractive import candidate_questions, document_context, findings_span
+from tools.question_gate import question_problem
+from tools.questions import aim_questions, study_aim
+
+AIMS = [  # (aim sentence of a real abstract, the question a reader would ask)
+    ("To study whether exercise during pregnancy reduces the risk of postnatal depression.",
+     "Does exercise during pregnancy reduce the risk of postnatal depression?"),
+    ("The aim of the study was to see whether or not balloon predilatation is necessary in transcatheter aortic "
+     "valve replacement (TAVI).", "Is balloon predilatation necessary in transcatheter aortic valve replacement (TAVI)?"),
+    ("To determine whether there is a relationship between VEGF expression and renal vein invasion in stage pT3 "
+     "renal cell carcinoma and to evaluate its prognostic value.",
+     "Is there a relationship between VEGF expression and renal vein invasion in stage pT3 renal cell carcinoma?"),
+    ("To determine the impact of surgical extirpation and radiation therapy for outcomes of EPSCC.",
+     "What is the impact of surgical extirpation and radiation therapy for outcomes of EPSCC?"),
+    ("The purpose of this study was to assess the results of transsphenoidal pituitary surgery in patients with "
+     "Cushing's disease over a period of 18 years.",
+     "What are the results of transsphenoidal pituitary surgery in patients with Cushing's disease over a period of "
+     "18 years?"),
+    ("To examine the effects of irrelevant emotional material on working memory performance.",
+     "What are the effects of irrelevant emotional material on working memory performance?"),
+    ("We aimed to examine the relationship between knee extensor strength, dynamic stability, and functional "
+     "ambulation.", "What is the relationship between knee extensor strength, dynamic stability, and functional "
+     "ambulation?"),
+]
+
+NO_QUESTION = [  # aims that do not read as one question: none rather than a broken one
+    "To compare children's, parents' and physicians' perceptions of children's body size.",
+    "The purpose of this study was to characterize and classify mesocolon invasion from gastric cancer.",
+    "To assess whether the diagnostic sensitivity of rCBF single-photon emission compute tomography (SPECT) "
+    "could be increased.",
+]
+
+
+@pytest.mark.parametrize(("sentence", "question"), AIMS)
+def test_aim_reads_as_the_study_question(sentence: str, question: str) -> None:
+    aim = study_aim(passage_facts(f"OBJECTIVE: {sentence}"))
+    assert aim is not None
+    assert aim_questions(aim) == [question]
+    assert question_problem(question) is None
+
+
+@pytest.mark.parametrize("sentence", NO_QUESTION)
+def test_unreadable_aim_gives_no_question(sentence: str) -> None:
+    aim = study_aim(passage_facts(f"OBJECTIVE: {sentence}"))
+    assert aim is None or aim_questions(aim) == []
+
+
+ABSTRACT = (
+    "OBJECTIVE: To study whether exercise during pregnancy reduces the risk of postnatal depression.\n\n"
+    "DESIGN: Randomized controlled trial.\n\n"
+    "SETTING: Trondheim and Stavanger University Hospitals, Norway.\n\n"
+    "METHODS: Pregnant women were randomly assigned to a 12-week exercise programme or to standard antenatal care. "
+    "The programme included aerobic activity, strength training and balance exercises three times a week. "
+    "Women in the control group received the customary information from their midwife or general practitioner. "
+    "Questionnaires were completed at inclusion, after the intervention and three months after birth. "
+    "The Edinburgh Postnatal Depression Scale was used to measure symptoms of depression after birth.\n\n"
+    "RESULTS: Fourteen of 379 women in the intervention group and 17 of 340 in the control group had an EPDS score "
+    "of 10 or more (p=0.46). Four of 379 women in the intervention group and 8 of 340 in the control group had a "
+    "score of 13 or more (p=0.25). Among women who did not exercise before pregnancy, the intervention group had a "
+    "lower prevalence of high scores than the control group. Adherence to the exercise programme was 55% in the "
+    "intervention group."
+)
+
+
+def test_the_study_question_is_answered_by_the_chunk_with_the_findings() -> None:
+    """Across chunks: the aim is in the first chunk, the results in the last; the findings question is asked
+    once, in the chunk that holds the results, and its answer is one verbatim span of the results."""
+    chunks = chunk_by_tokens(Document("local", "exercise", "pubmed-123", ABSTRACT, "file://x"), max_tokens=120)
+    assert len(chunks) >= 2
+    context = document_context(chunks, "pubmed-123")
+    assert context.aim_questions == ("Does exercise during pregnancy reduce the risk of postnatal depression?",)
+    assert context.findings_chunk == chunks[-1].chunk_id
+    asked = [(c, q) for c in chunks for q, _ in candidate_questions(c, "pubmed-123", context=context)
+             if q.form == "findings"]
+    assert len(asked) == 1
+    chunk, question = asked[0]
+    assert chunk.chunk_id == chunks[-1].chunk_id and question.answer in chunk.text
+    assert question.answer.endswith("Adherence to the exercise programme was 55% in the intervention group.")
+    # the results chunk names the study by its aim, though the aim is in another chunk
+    sections = [q.question for q, _ in candidate_questions(chunks[-1], "pubmed-123", context=context)
+                if q.form == "section"]
+    assert "What did the study that set out to study whether exercise during pregnancy reduces the risk of " \
+           "postnatal depression find?" in sections
+
+
+def test_findings_prefer_the_conclusion() -> None:
+    facts = passage_facts("RESULTS: Relapse occurred in 12 of 22 patients. The mean interval was 6 months.\n\n"
+                          "CONCLUSIONS: Discontinuing treatment is followed by relapse in half of the patients.")
+    assert [f.text for f in findings_span(facts)] == [
+        "Discontinuing treatment is followed by relapse in half of the patients."]
+
+
+def test_text_that_reports_no_study_has_no_context() -> None:
+    text = ("The surface code is a topological quantum error-correcting code. It encodes one logical qubit in a "
+            "lattice of physical qubits. Its threshold is about one percent.")
+    chunks = chunk_by_tokens(Document("local", "sc", "Surface code", text, "file://x"))
+    context = document_context(chunks, "Surface code")
+    assert context.aim_questions == () and context.findings_chunk is None
+    assert not [q for c in chunks for q, _ in candidate_questions(c, "Surface code", context=context)
+                if q.form in ("findings", "section")]
