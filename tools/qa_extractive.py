@@ -135,13 +135,18 @@ def findings_span(facts: Sequence[Fact]) -> list[Fact]:
 
 def _findings_questions(chunk: Chunk, facts: Sequence[Fact],
                         context: DocumentContext | None) -> list[tuple[Question, tuple[int, ...]]]:
-    if not context or context.findings_chunk != chunk.chunk_id or not context.aim_questions:
+    """The study's own questions and "What were the main findings of <study>?", answered by its findings
+    (several phrasings of the one thing a reader most wants to know of a study)."""
+    if not context or context.findings_chunk != chunk.chunk_id:
         return []
     span = findings_span(facts)
     if not span:
         return []
-    answer = " ".join(f.text for f in span)
-    return [(Question(q, answer, "findings"), tuple(f.index for f in span)) for q in context.aim_questions]
+    asked = list(context.aim_questions)
+    if context.study:
+        asked.append(f"What were the main findings of {context.study}?")
+    answer, fact_ids = " ".join(f.text for f in span), tuple(f.index for f in span)
+    return [(Question(q, answer, "findings"), fact_ids) for q in asked]
 
 
 def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3, allow_cloze: bool = True,

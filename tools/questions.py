@@ -375,13 +375,14 @@ def study_anchor(title: str, facts: Sequence[Fact]) -> str | None:
                 return f'the study that asked "{asked}"'
     if aim := study_aim(facts):
         aim = re.split(r",|;| in order to | by means of | so as to ", aim)[0].strip()
-        if 3 <= len(aim.split()) <= 18:
+        if 3 <= len(aim.split()) <= 30:
             return f"the study that set out to {lower_first(aim)}"
     return None
 
 
 _AIM_VERBS = r"(?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|estimate|test|" \
-    r"analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review|clarify|elucidate|see|know|find out|learn)"
+    r"analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review|clarify|elucidate|see|know|find out|learn|" \
+    r"address|ask)"
 _AIM_WHETHER = re.compile(rf"^(?:{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+)?(?:whether|if)\s+(?:or not\s+)?(?P<clause>.+)$",
                           re.IGNORECASE)
 _AIM_NOUNS = ("effects?|impacts?|influences?|associations?|relationships?|relations?|roles?|values?|efficacy|"
@@ -399,16 +400,46 @@ _AIM_END = re.compile(r"(?:,|;|:| and to | and (?:whether|if) | as well as | in 
 _MODAL_WORD = re.compile(r"\b(?:can|could|will|would|should|may|might|must|cannot)\b", re.IGNORECASE)
 
 
+_STATED_AIM = re.compile(  # "This randomized study addressed whether …", "We evaluated the differences between …"
+    r"^(?:In (?:this|the present|the current) (?:study|analysis|trial|work|paper),\s+we\s+|(?:This|The present|"
+    r"The current|Our) (?:[\w-]+ ){0,3}(?:study|analysis|trial|work|paper|review|survey)\s+|We\s+)"
+    r"(?P<verb>[a-z]+(?:ed|es|s))\s+(?P<rest>.+)$")
+
+
+def _aim_text(fact: Fact) -> str | None:
+    """The aim a sentence states, with its verb in the base form, or None."""
+    if _STUDY_AIM.match(fact.text):
+        return re.sub(r"^.*?\bto\s+", "", fact.text, count=1, flags=re.IGNORECASE)
+    if fact.role == "objective" and re.match(rf"^{_AIM_VERBS}\s", fact.text, re.IGNORECASE):
+        return fact.text  # an objective section in the imperative: "Examine whether …"
+    match = _STATED_AIM.match(fact.text)
+    stated = match and (fact.role in ("objective", "background") or match["rest"].startswith(("whether", "if ")))
+    if stated and re.fullmatch(_AIM_VERBS, base := base_form(match["verb"]) or ""):
+        return f"{base} {match['rest']}"
+    return None
+
+
 def study_aim(facts: Sequence[Fact]) -> str | None:
     """What the study set out to do, as its text words it ("determine whether X reduces Y"), or None."""
     for fact in facts:
-        if fact.kind == "sentence" and _STUDY_AIM.match(fact.text):
-            aim = re.sub(r"^.*?\bto\s+", "", fact.text, count=1, flags=re.IGNORECASE).rstrip(" .")
-            aim = re.sub(r"^(\w+):\s*\(?(?:1|i|a)\)\s*", r"\1 ", aim)  # "determine: (1) the incidence …"
-            aim = re.split(r",? and (?:to|secondly|second) \w+", aim)[0].strip()  # the first of several aims
-            if aim != fact.text.rstrip(" .") and not _ANAPHORA.search(aim):
-                return aim
+        if fact.kind != "sentence" or not (aim := _aim_text(fact)):
+            continue
+        aim = aim.rstrip(" .")
+        aim = re.sub(r"^(\w+):\s*\(?(?:1|i|a)\)\s*", r"\1 ", aim)  # "determine: (1) the incidence …"
+        aim = re.split(r",? and (?:to|secondly|second) \w+", aim)[0].strip()  # the first of several aims
+        if aim != fact.text.rstrip(" .") or fact.role == "objective":
+            if not _ANAPHORA.search(aim):
+                return aim[:1].lower() + aim[1:]
     return None
+
+
+def _finite_verb_after_do_support(question: str) -> bool:
+    """'Did a well develop collateral circulation predisposes to …?': a second finite verb after do-support
+    means the clause was misread (a participle taken for the verb)."""
+    if not question.startswith(("Do ", "Does ", "Did ")):
+        return False
+    later = [_core(w).lower() for w in question.split()[3:]]
+    return any(parts_of_speech(w) == {"VERB"} and verb_tense(w) == "third person" for w in later)
 
 
 def aim_questions(aim: str) -> list[str]:
@@ -421,7 +452,8 @@ def aim_questions(aim: str) -> list[str]:
         clause_text = re.sub(r"\s+or not$", "", clause_text)
         if there := re.match(r"^there (is|are|was|were) (.+)$", clause_text):
             found.append(_finish(f"{there[1].capitalize()} there {there[2]}"))
-        elif (clause := read_clause(clause_text)) is not None and (yes_no := yes_no_question(clause)):
+        elif (clause := read_clause(clause_text)) is not None and (yes_no := yes_no_question(clause)) \
+                and not _finite_verb_after_do_support(yes_no[0]):
             found.append(yes_no[0])
     elif match := _AIM_NOUN.match(aim):
         rest = _AIM_END.split(match["rest"])[0].strip()
