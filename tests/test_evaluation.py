@@ -103,21 +103,24 @@ def test_plots_are_valid_pngs(tmp_path: Path) -> None:
 
 # -- gates and critic table ---------------------------------------------------------------------
 
+HALF_RATE = SPEC.training.learning_rate / 2  # the regression remedy halves the job's learning rate
+
+
 def _spec(**sections) -> JobSpec:
     return SPEC.model_copy(update={k: getattr(SPEC, k).model_copy(update=v) for k, v in sections.items()})
 
 
 @pytest.mark.parametrize(("spec", "failed", "route", "expected"), [
-    (SPEC, ["general_perplexity"], "trainer", {"learning_rate": 1e-4, "replay_general": 0.1}),
+    (SPEC, ["general_perplexity"], "trainer", {"learning_rate": HALF_RATE, "replay_general": 0.1}),
     (_spec(training={"replay_general": 0.1}), ["general_perplexity"], "trainer",
-     {"learning_rate": 1e-4, "lora_r": 8, "replay_general": 0.2}),
+     {"learning_rate": HALF_RATE, "lora_r": 8, "replay_general": 0.2}),
     (_spec(training={"replay_general": 0.3}), ["general_perplexity", "answer_rouge_l"], "trainer",
-     {"learning_rate": 1e-4, "lora_r": 8, "replay_general": 0.3}),
+     {"learning_rate": HALF_RATE, "lora_r": 8, "replay_general": 0.3}),
     (SPEC, ["answer_rouge_l"], "generator", {"min_quality": 0.7, "keep_quality": 0.85, "min_lexical_support": 0.7,
                                              "min_semantic_support": 0.55}),
     (_spec(generation={"min_quality": 0.95, "min_lexical_support": 0.95}), ["answer_rouge_l"], "trainer",
-     {"epochs": 4.0}),
-    (SPEC, ["answer_nll", "answer_rouge_l"], "trainer", {"epochs": 4.0}),
+     {"epochs": 2 * SPEC.training.epochs}),
+    (SPEC, ["answer_nll", "answer_rouge_l"], "trainer", {"epochs": 2 * SPEC.training.epochs}),
 ])
 def test_critic_remedies_for_regression_and_weak_grounding(spec, failed, route, expected) -> None:
     remedy = remedy_for_gates(spec, [{"name": name} for name in failed], {})

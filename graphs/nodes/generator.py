@@ -82,15 +82,15 @@ def answer_support(embedder: Any, examples: list[Example], chunk_vectors: dict[s
     return np.einsum("ij,ij->i", answers, np.stack([chunk_vectors[e.chunk_id] for e in examples]))
 
 
-def cap_cloze(examples: list[Example], max_share: float) -> tuple[list[Example], int]:
-    """At most `max_share` of the QA rows are cloze items (the lowest-scoring go first); how many went."""
-    cloze = [i for i, e in enumerate(examples) if e.type == "cloze"]
-    others = len(examples) - len(cloze)
-    cap = int(max_share * others / (1 - max_share)) if max_share < 1 else len(cloze)
-    if len(cloze) <= cap:
+def cap_form(examples: list[Example], form: str, max_share: float) -> tuple[list[Example], int]:
+    """At most `max_share` of the QA rows are of this form (the lowest-scoring go first); how many went."""
+    members = [i for i, e in enumerate(examples) if e.type == form]
+    others = len(examples) - len(members)
+    cap = int(max_share * others / (1 - max_share)) if max_share < 1 else len(members)
+    if len(members) <= cap:
         return examples, 0
-    keep = set(sorted(cloze, key=lambda i: -examples[i].quality_score)[:cap])
-    return [e for i, e in enumerate(examples) if e.type != "cloze" or i in keep], len(cloze) - cap
+    keep = set(sorted(members, key=lambda i: -examples[i].quality_score)[:cap])
+    return [e for i, e in enumerate(examples) if e.type != form or i in keep], len(members) - cap
 
 
 def training_documents(chunks: list[tuple[Chunk, str]], splits: dict[str, list[Example]], qa_train: int,
@@ -145,9 +145,10 @@ def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
     sources = {rows[i][0].chunk_id: rows[i][0].text for i in drawn}
     kept, dropped = gate_examples(examples, sources, answer_support(runtime.context.embedder, examples, chunk_vectors),
                                   gate_config(spec), max_share=spec.generation.max_type_share)
-    kept, over_cloze = cap_cloze(kept, spec.generation.max_cloze_share)
-    if over_cloze:
-        dropped["cloze over its share"] += over_cloze
+    for form, share in (("cloze", spec.generation.max_cloze_share), ("yes_no", spec.generation.max_yes_no_share)):
+        kept, over = cap_form(kept, form, share)
+        if over:
+            dropped[f"{form.replace('_', '/')} over its share"] += over
     if len(kept) > spec.budget.max_examples:
         dropped["over the example budget"] += len(kept) - spec.budget.max_examples
         kept = kept[: spec.budget.max_examples]  # coverage order: the prefix is still spread out
