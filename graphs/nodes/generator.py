@@ -145,7 +145,8 @@ def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
     sources = {rows[i][0].chunk_id: rows[i][0].text for i in drawn}
     kept, dropped = gate_examples(examples, sources, answer_support(runtime.context.embedder, examples, chunk_vectors),
                                   gate_config(spec), max_share=spec.generation.max_type_share)
-    for form, share in (("cloze", spec.generation.max_cloze_share), ("yes_no", spec.generation.max_yes_no_share)):
+    # yes/no first: the cloze cap is a share of what is left
+    for form, share in (("yes_no", spec.generation.max_yes_no_share), ("cloze", spec.generation.max_cloze_share)):
         kept, over = cap_form(kept, form, share)
         if over:
             dropped[f"{form.replace('_', '/')} over its share"] += over
