@@ -24,8 +24,8 @@ from typing import Any
 
 from graphs.context import Settings
 from graphs.spec import Gates, JobSpec, parse_request
-from tools.api_tokens import Caller
-from tools.http import address_problem
+from tools.sources.http import address_problem
+from tools.stores.api_tokens import Caller
 
 _LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")
 _PATH_OPTIONS = ("docs_path", "dataset")  # files a job reads: a documents folder, the user's own dataset

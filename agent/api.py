@@ -43,13 +43,18 @@ from agent.console_api import console_router
 from agent.queue import is_finished
 from agent.service import JobService, NotOwner
 from graphs.spec import RequestError
-from tools.api_tokens import Caller, TokenStore
-from tools.evaluation import QASetError
+from tools.evaluation.scoring import QASetError
 from tools.events import read_from
-from tools.feedback import MAX_ANSWER_CHARS, MAX_CORRECTION_CHARS, MAX_QUESTION_CHARS, FeedbackError
-from tools.job_store import UnknownJob
 from tools.private_files import write_private_text
-from tools.registry import RegistryError, RegistryRefusal
+from tools.stores.api_tokens import Caller, TokenStore
+from tools.stores.feedback import (
+    MAX_ANSWER_CHARS,
+    MAX_CORRECTION_CHARS,
+    MAX_QUESTION_CHARS,
+    FeedbackError,
+)
+from tools.stores.job_store import UnknownJob
+from tools.stores.model_registry import RegistryError, RegistryRefusal
 
 PREFIX = "/api/v1/fine-tuning"
 TOKEN_ENV = "FTAGENT_API_TOKEN"

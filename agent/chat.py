@@ -25,12 +25,12 @@ from agent.access import Refused
 from agent.clarify import clarifying_question
 from agent.service import JobService, NotOwner
 from graphs.spec import RequestError, parse_request
-from tools.api_tokens import Caller
-from tools.chat_model import ChatIntent, chat_model_from, structured_decision
-from tools.job_store import TERMINAL_STATUSES, JobRecord, UnknownJob
-from tools.registry import RegistryError
-from tools.request_reader import has_action
+from tools.intake.request_reader import has_action
+from tools.llm.chat_model import ChatIntent, chat_model_from, structured_decision
 from tools.sources.names import SOURCE_WORDS
+from tools.stores.api_tokens import Caller
+from tools.stores.job_store import TERMINAL_STATUSES, JobRecord, UnknownJob
+from tools.stores.model_registry import RegistryError
 
 IntentKind = Literal["fine_tune", "status", "cancel", "sources", "models", "ask", "help", "quit", "other"]
 

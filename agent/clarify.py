@@ -4,7 +4,7 @@ one short question that names what was understood so far."""
 from __future__ import annotations
 
 from graphs.spec import RequestError
-from tools.base_models import CATALOGUE
+from tools.models.catalogue import CATALOGUE
 
 EXAMPLE = "fine-tune SmolLM2 on quantum error correction"
 

@@ -26,11 +26,11 @@ from agent.service import JobBusy, JobFailed, JobService
 from graphs.context import resolve_settings
 from graphs.job_file import ResolvedJob, resolve_job, spec_yaml
 from graphs.spec import RequestError, understood_line
-from tools.base_models import BaseModelError
-from tools.job_store import UnknownJob
+from tools.models.catalogue import BaseModelError
 from tools.refusals import RefusedToLoad
-from tools.registry import RegistryError, RegistryRefusal
-from tools.sql_table import DatabaseUnavailable
+from tools.stores.job_store import UnknownJob
+from tools.stores.model_registry import RegistryError, RegistryRefusal
+from tools.stores.sql_table import DatabaseUnavailable
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
 
@@ -221,7 +221,7 @@ def _add_door_commands(commands: Any) -> None:
 
 
 def _add_export_command(commands: Any) -> None:
-    from tools.export import EXPORT_FORMATS, GGUF_DTYPES, SAFETENSORS_DTYPES
+    from tools.serving.export import EXPORT_FORMATS, GGUF_DTYPES, SAFETENSORS_DTYPES
 
     export = commands.add_parser("export", help="write a model version for vLLM/transformers (merged safetensors) "
                                  "or llama.cpp (GGUF)")
@@ -496,7 +496,7 @@ def _mcp(service: JobService, console: Console, args: argparse.Namespace) -> int
 
 def _token(service: JobService, console: Console, args: argparse.Namespace) -> int:
     """`ftagent token add|list|revoke`: one API token per user, stored hashed in the home's database."""
-    from tools.api_tokens import TokenError, TokenStore
+    from tools.stores.api_tokens import TokenError, TokenStore
 
     store = TokenStore(service.settings.database)
     try:
@@ -545,7 +545,7 @@ def add_judge_rows(table: Table, judge: dict[str, Any]) -> None:
 
 
 def _evaluate(service: JobService, console: Console, args: argparse.Namespace) -> int:
-    from tools.evaluation import QASetError
+    from tools.evaluation.scoring import QASetError
 
     overrides = {k: v for k, v in {"generate_limit": args.generate, "max_new_tokens": args.max_new_tokens}.items()
                  if v is not None} | ({"general_texts": 0, "general_qa": 0} if args.no_general else {})
@@ -578,7 +578,7 @@ def _registry_change(service: JobService, console: Console, args: argparse.Names
 
 
 def _export(service: JobService, console: Console, args: argparse.Namespace) -> int:
-    from tools.export import ExportError
+    from tools.serving.export import ExportError
 
     try:
         path = service.export(args.model, args.export_format, args.dtype, args.out)
@@ -590,7 +590,7 @@ def _export(service: JobService, console: Console, args: argparse.Namespace) -> 
 
 
 def _serve(service: JobService, console: Console, args: argparse.Namespace) -> int:
-    from tools.serving import ServingError
+    from tools.serving.server import ServingError
 
     if args.engine == "vllm":
         return _serve_vllm(service, console, args)
@@ -614,8 +614,8 @@ def _serve_vllm(service: JobService, console: Console, args: argparse.Namespace)
     """`serve --engine vllm`: vLLM's server over the registry's versions, its adapters kept in step."""
     import shlex
 
-    from tools.serving import ServingError
-    from tools.vllm_engine import VllmUnavailable
+    from tools.serving.server import ServingError
+    from tools.serving.vllm_engine import VllmUnavailable
 
     try:
         server = service.vllm_server(tuple(args.models or ()), args.host, args.port, args.reload_interval,
@@ -645,7 +645,7 @@ def _serve_vllm(service: JobService, console: Console, args: argparse.Namespace)
 
 def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
     """The serve command's options checked and shaped for the service; ValueError says what is wrong."""
-    from tools.serving_registry import parse_ab_split
+    from tools.serving.from_registry import parse_ab_split
 
     splits: dict[str, dict[str, float]] = {}
     for text in args.ab_splits or ():

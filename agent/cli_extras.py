@@ -144,7 +144,7 @@ def _logs(service: JobService, console: Console, args: argparse.Namespace) -> in
 
 
 def _feedback(service: JobService, console: Console, args: argparse.Namespace) -> int:
-    from tools.feedback import FeedbackError
+    from tools.stores.feedback import FeedbackError
 
     try:
         item = service.feedback(args.model, args.question, args.answer, args.rating, args.correction)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.access import Refused
 from agent.chat import ChatSessions
 from agent.service import JobService
-from tools.api_tokens import Caller
+from tools.stores.api_tokens import Caller
 
 MAX_EXAMPLES_PER_SPLIT = 50
 

@@ -25,7 +25,7 @@ import anyio
 from mcp.server.mcpserver import Context
 
 from agent.service import JobService
-from tools.api_tokens import Caller, TokenStore
+from tools.stores.api_tokens import Caller, TokenStore
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -98,9 +98,9 @@ def said_clearly(method: Callable[..., Any]) -> Callable[..., Any]:
     from agent.access import Refused
     from agent.service import NotOwner
     from graphs.spec import RequestError
-    from tools.base_models import BaseModelError
-    from tools.job_store import UnknownJob
-    from tools.registry import RegistryError, RegistryRefusal
+    from tools.models.catalogue import BaseModelError
+    from tools.stores.job_store import UnknownJob
+    from tools.stores.model_registry import RegistryError, RegistryRefusal
 
     @wraps(method)
     def checked(*args: Any, **kwargs: Any) -> Any:

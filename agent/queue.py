@@ -6,7 +6,7 @@
   graph checkpoint, then takes queued jobs oldest first (claimed atomically in SQLite).
 - On a shared store (PostgreSQL, `database_url`) any number of workers, on any hosts, share one queue:
   there is no home lock, and a claim takes over an interrupted job (its lease expired) or else the oldest
-  queued one, so no two workers ever run the same job (tools/job_store_postgres.py).
+  queued one, so no two workers ever run the same job (tools/stores/job_store_postgres.py).
 - Cancellation: `JobService.cancel` sets a flag; `CancelWatch`, an event listener, reads it at every event
   the job writes (each phase change, decision and training step) and raises `JobCancelled`, which unwinds
   the graph. Work finished before that point is checkpointed and kept.
@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from agent.service import CancelWatch, JobCancelled, JobFailed, JobService
 from tools.events import EventListener
-from tools.job_store import TERMINAL_STATUSES
+from tools.stores.job_store import TERMINAL_STATUSES
 
 __all__ = ["CancelWatch", "JobCancelled", "JobResult", "Worker", "WorkerBusy", "is_finished", "run_job"]
 

@@ -29,15 +29,16 @@ from typing import Any, Self
 from agent import access
 from graphs.context import JobContext, Settings
 from graphs.spec import RequestError, build_spec, understood_line
-from tools.api_tokens import Caller
-from tools.chat_model import chat_model_from
 from tools.events import EventListener, EventLog
-from tools.feedback import Feedback, FeedbackStore, corrections_as_examples, write_jsonl
-from tools.job_store import TERMINAL_STATUSES, JobRecord, JobStore, UnknownJob, open_job_store
+from tools.intake.request_intake import read_with_chat_model
+from tools.llm.chat_model import chat_model_from
 from tools.private_files import private_file, private_folder
-from tools.registry import ModelRegistry, ModelVersion
-from tools.request_intake import read_with_chat_model
-from tools.sql_table import is_postgres_url
+from tools.stores.api_tokens import Caller
+from tools.stores.databases import open_job_store
+from tools.stores.feedback import Feedback, FeedbackStore, corrections_as_examples, write_jsonl
+from tools.stores.job_store import TERMINAL_STATUSES, JobRecord, JobStore, UnknownJob
+from tools.stores.model_registry import ModelRegistry, ModelVersion
+from tools.stores.sql_table import is_postgres_url
 from tools.text import slugify
 
 
@@ -152,7 +153,7 @@ class JobService:
         """Validate the request now (a bad sentence fails here, before any work) and queue the job.
         `remote`: the caller of a remote door (the job's owner; see agent/access.py for what such a caller
         may ask). `claim`: create it already claimed by this process, for `run` here (no worker takes it).
-        With a chat model configured it reads the request first (tools.request_intake); what it adds
+        With a chat model configured it reads the request first (tools.intake.request_intake); what it adds
         is kept in the job's options (checked like the caller's own) and its disagreements with the offline
         reader in the job's events (`chat_reading=False`: a door whose chat model read the message already)."""
         intake = read_with_chat_model(sentence, chat_model_from(self.settings) if chat_reading else None)
@@ -182,7 +183,7 @@ class JobService:
         """The base model is found and checked now (config, causal LM, tokenizer, chat template; no
         weights loaded), so a bad one is refused before the job is queued; the embedded GGUF model, not
         yet converted, only needs its package."""
-        from tools.base_models import BaseModelError, check_base_model, locate_base_model
+        from tools.models.catalogue import BaseModelError, check_base_model, locate_base_model
 
         try:
             path, checkable = locate_base_model(spec.base_model, self.settings.home, self.settings.hub_downloads)
@@ -388,7 +389,7 @@ class JobService:
     def export_corrections(self, model: str, path: Path | None = None) -> Path:
         """Write the model's corrected answers as chat JSONL training examples (default
         <home>/feedback/<model>.jsonl) for the next version's training data."""
-        from tools.prompts import render_prompt
+        from tools.llm.prompt_files import render_prompt
 
         version = self.registry.get(model)
         system = render_prompt("system_subject_expert", subject=version.subject)
@@ -413,8 +414,9 @@ class JobService:
 
     def ask(self, name: str, question: str, max_new_tokens: int = 128) -> str:
         """An answer from a registered model (its adapter merged into a copy of its base's weights)."""
-        from tools.evaluation import generate_answers, load_for_inference
-        from tools.prompts import render_prompt
+        from tools.evaluation.scoring import generate_answers
+        from tools.llm.prompt_files import render_prompt
+        from tools.models.loading import load_for_inference
 
         version = self.registry.get(name)
         model, tokenizer = load_for_inference(version.base_model_path, version.adapter_path, self.settings.threads,
@@ -426,8 +428,9 @@ class JobService:
     def ask_with_base(self, name: str, question: str, max_new_tokens: int = 128) -> dict[str, str | None]:
         """The version's answer and its base model's answer to the same question (same system prompt, the
         adapter switched off for the base); base is None for a version without an adapter."""
-        from tools.evaluation import generate_answers, load_for_inference
-        from tools.prompts import render_prompt
+        from tools.evaluation.scoring import generate_answers
+        from tools.llm.prompt_files import render_prompt
+        from tools.models.loading import load_for_inference
 
         version = self.registry.get(name)
         model, tokenizer = load_for_inference(version.base_model_path, version.adapter_path, self.settings.threads)
@@ -454,9 +457,9 @@ class JobService:
         names and `base` are accepted."""
         from graphs.nodes.evaluator import evaluate_on_set
         from graphs.spec import Evaluation, Gates
-        from tools.chat_model import chat_model_from
-        from tools.evaluation import qa_records, read_qa_set
-        from tools.prompts import render_prompt
+        from tools.evaluation.scoring import qa_records, read_qa_set
+        from tools.llm.chat_model import chat_model_from
+        from tools.llm.prompt_files import render_prompt
 
         base_path, adapter, subject = self._evaluation_target(model, allow_folders)
         system = (render_prompt("system_subject_expert", subject=subject) if subject
@@ -476,7 +479,7 @@ class JobService:
         """(base model folder, adapter folder or None, subject or None) for a model name or folder."""
         import json
 
-        from tools.base_models import DEFAULT_BASE_MODEL, resolve_base_model
+        from tools.models.catalogue import DEFAULT_BASE_MODEL, resolve_base_model
 
         if model == "base":
             return resolve_base_model(DEFAULT_BASE_MODEL, self.settings.home), None, None
@@ -522,7 +525,7 @@ class JobService:
         the registry while it serves. A/B splits: the config's `serving_ab_splits`, each overridden by
         an explicit split of the same name. `api_key`: explicit, else the `serving_api_key` setting.
         Options: reload_interval_s, max_batch_size, batch_window_ms."""
-        from tools.serving_registry import app_for_registry
+        from tools.serving.from_registry import app_for_registry
 
         splits = {**self.settings.serving_ab_splits, **(ab_splits or {})}
         return app_for_registry(self.registry, self.settings.home, names, ab_splits=splits,
@@ -532,17 +535,17 @@ class JobService:
     def serve(self, host: str = "127.0.0.1", port: int = 8000, names: tuple[str, ...] = (),
               app: Any = None) -> None:
         """Serve registered models (or an app from `serving_app`) over HTTP until interrupted."""
-        from tools.serving import serve_forever
+        from tools.serving.server import serve_forever
 
         serve_forever(app if app is not None else self.serving_app(names), host, port)
 
     def vllm_server(self, names: tuple[str, ...] = (), host: str = "127.0.0.1", port: int = 8000,
                     reload_interval_s: float = 5.0, extra_args: list[str] | None = None,
                     program: tuple[str, ...] | None = None, check_installed: bool = True) -> Any:
-        """A vLLM server (tools/vllm_engine.py) for the named versions (default: production and staging),
+        """A vLLM server (tools/serving/vllm_engine.py) for the named versions (default: production and staging),
         not started yet. VllmUnavailable when vLLM is not installed (unless `program` says what to run,
         or `check_installed` is off to only build the command); ServingError when nothing can be served."""
-        from tools.vllm_engine import VLLM_PROGRAM, VllmServer
+        from tools.serving.vllm_engine import VLLM_PROGRAM, VllmServer
 
         chosen = program or (None if check_installed else VLLM_PROGRAM)
         return VllmServer(self.registry, names, host, port, reload_interval_s, extra_args or (), chosen)
@@ -561,8 +564,8 @@ class JobService:
         an earlier export, or a file that is not an earlier GGUF, is refused (ExportError).
         Every export is listed on the model card. Bad format/dtype or architecture: ExportError;
         unknown model: RegistryError."""
-        from tools.export import export_merged, resolve_export_options
         from tools.hub_cards import write_merged_card
+        from tools.serving.export import export_merged, resolve_export_options
 
         chosen = resolve_export_options(fmt, dtype)
         version = self.registry.get(name)
@@ -576,7 +579,7 @@ class JobService:
             if path == folder / "merged":
                 self.registry.set_merged_path(name, str(path))
         else:
-            from tools.gguf_export import write_gguf
+            from tools.serving.gguf_export import write_gguf
 
             file_name = f"{name}-{chosen}.gguf"
             as_folder = target is not None and (target.is_dir() or str(out).endswith(("/", os.sep)))
@@ -588,8 +591,8 @@ class JobService:
     def _merged_folder(self, version: ModelVersion) -> Path:
         """The version's f32 merged folder: the one recorded if it still passes the export check, else a new
         one at <home>/models/<name>/merged."""
-        from tools.export import export_merged, export_problems
         from tools.hub_cards import write_merged_card
+        from tools.serving.export import export_merged, export_problems
 
         if version.merged_path and Path(version.merged_path).is_dir() and not export_problems(Path(version.merged_path)):
             return Path(version.merged_path)
@@ -605,7 +608,7 @@ class JobService:
         # imported here: the graph's imports cost seconds that `cancel` or `status` never need
         from graphs.checkpointer import StrictSerializer
         from graphs.graph import build_graph
-        from tools.checkpoints import open_checkpointer
+        from tools.stores.checkpoints import open_checkpointer
 
         with open_checkpointer(self.settings.database, serde=StrictSerializer()) as checkpointer:
             yield build_graph(checkpointer)

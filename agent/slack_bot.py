@@ -47,10 +47,10 @@ from agent.access import Refused
 from agent.clarify import clarifying_question
 from agent.service import JobService, NotOwner
 from graphs.spec import RequestError
-from tools.api_tokens import Caller
-from tools.job_store import TERMINAL_STATUSES, JobRecord, UnknownJob
-from tools.request_reader import has_action
-from tools.sql_table import SqlTable
+from tools.intake.request_reader import has_action
+from tools.stores.api_tokens import Caller
+from tools.stores.job_store import TERMINAL_STATUSES, JobRecord, UnknownJob
+from tools.stores.sql_table import SqlTable
 
 USAGE = ("Usage: `/finetune <what to learn>` (e.g. `/finetune SmolLM2 on marine biology`), "
          "`/finetune status [job]`, `/finetune cancel [job]`.")

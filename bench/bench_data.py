@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.chunking import chunk_by_tokens, tokenizer_counter
-from tools.documents import Document
-from tools.embeddings import Embedder
-from tools.generators import ExtractiveGenerator, LLMGenerator, LocalGenerator
-from tools.quality import gate_examples
+from tools.data.chunking import chunk_by_tokens, tokenizer_counter
+from tools.data.generators import ExtractiveGenerator, LLMGenerator, LocalGenerator
+from tools.data.quality import gate_examples
+from tools.llm.embeddings import Embedder
+from tools.sources.documents import Document
 
 REPO = Path(__file__).resolve().parents[1]
 PUBMEDQA = REPO.parent / "shared" / "datasets" / "pubmedqa" / "pqal_dev.json"
@@ -72,7 +72,7 @@ def main() -> None:
     print(json.dumps({"bench": "embed", "chunks": len(chunks), "seconds": round(seconds, 2),
                       "chunks_per_s": round(len(chunks) / seconds, 1), "model": "all-MiniLM-L6-v2"}))
     print(json.dumps(_yield(ExtractiveGenerator(), chunks, vectors, embedder)))
-    from tools.serving import create_app, serve_in_background
+    from tools.serving.server import create_app, serve_in_background
 
     with tempfile.TemporaryDirectory() as folder:
         model = args.model or str(_tiny_model(Path(folder)))

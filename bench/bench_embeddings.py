@@ -1,4 +1,4 @@
-"""Curator embeddings: `tools.embeddings.Embedder.embed` against raw sentence-transformers `encode` on the same
+"""Curator embeddings: `tools.llm.embeddings.Embedder.embed` against raw sentence-transformers `encode` on the same
 model and texts, side by side in one run (alternating, best of `--repeats`), printed as JSON lines.
 
 The texts are the demo corpus's chunks, repeated to `--texts` (the curator embeds every chunk of a job in
@@ -16,15 +16,15 @@ import os
 import time
 from pathlib import Path
 
-from tools.embeddings import Embedder
 from tools.hardware import machine_report
+from tools.llm.embeddings import Embedder
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def corpus_chunks(count: int) -> list[str]:
-    from tools.chunking import chunk_document
-    from tools.documents import Document
+    from tools.data.chunking import chunk_document
+    from tools.sources.documents import Document
 
     chunks = []
     for path in sorted((REPO / "eval_sets" / "demo_corpus").glob("*.md")):

@@ -34,8 +34,8 @@ def llama_cpp_match(base: Path, work: Path) -> dict:
     import gguf
     import numpy as np
 
-    from tools.base_models import CATALOGUE, _package_dir
-    from tools.gguf_export import write_gguf
+    from tools.models.catalogue import CATALOGUE, _package_dir
+    from tools.serving.gguf_export import write_gguf
 
     model = CATALOGUE[0]
     started = time.perf_counter()
@@ -81,10 +81,10 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    from tools.base_models import resolve_base_model
-    from tools.evaluation import load_for_inference
-    from tools.export import export_merged
-    from tools.gguf_export import write_gguf
+    from tools.models.catalogue import resolve_base_model
+    from tools.models.loading import load_for_inference
+    from tools.serving.export import export_merged
+    from tools.serving.gguf_export import write_gguf
 
     base = resolve_base_model("smollm2-135m", work / "home")
     _emit(llama_cpp_match(base, work))

@@ -29,9 +29,10 @@ from typing import Any
 
 from agent.service import JobService
 from graphs.context import resolve_settings
-from tools.evaluation import answer_nll, generate_answers, load_for_inference
-from tools.metrics import rouge_l
-from tools.prompts import render_prompt
+from tools.evaluation.metrics import rouge_l
+from tools.evaluation.scoring import answer_nll, generate_answers
+from tools.llm.prompt_files import render_prompt
+from tools.models.loading import load_for_inference
 
 REPO = Path(__file__).resolve().parents[1]
 PUBMEDQA = REPO.parent / "shared" / "datasets" / "pubmedqa" / "pqal_dev.json"

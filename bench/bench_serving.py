@@ -1,6 +1,6 @@
 """Serving throughput on loopback, printed as JSON lines.
 
-The real server (`tools.serving`, uvicorn on 127.0.0.1, a free port) serves a base model with one
+The real server (`tools.serving.server`, uvicorn on 127.0.0.1, a free port) serves a base model with one
 LoRA adapter (random weights, r=8, all linear layers: the same compute as a tuned adapter); the
 official `openai` client sends a fixed number of greedy chat requests from 1 and then 4 concurrent
 clients, with micro-batching off (`max_batch_size=1`: one generate call at a time, 4 clients queue)
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.hardware import machine_report
-from tools.serving import create_app, serve_in_background
+from tools.serving.server import create_app, serve_in_background
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = (
@@ -56,7 +56,7 @@ def _tiny_model_module():
 
 def base_model(home: Path, scratch: Path) -> tuple[Path, str]:
     """(model folder, label): the embedded SmolLM2 if it can be had, else the tiny model."""
-    from tools.base_models import resolve_base_model
+    from tools.models.catalogue import resolve_base_model
 
     try:
         return resolve_base_model("smollm2-135m", home), "smollm2-135m (embedded GGUF, fp32 safetensors)"
@@ -132,7 +132,7 @@ def _greedy_rate(model: Any, tokenizer: Any, max_tokens: int, repeats: int) -> d
 def direct_generation(base: Path, adapter: Path, max_tokens: int, repeats: int = 3) -> dict[str, Any]:
     """Our fast path without HTTP, lock or streaming (the floor the server adds to): the adapter merged
     into a copy of the weights, in the dtype `inference_dtype("auto")` picks (what the server runs for one version)."""
-    from tools.evaluation import inference_dtype, load_for_inference
+    from tools.models.loading import inference_dtype, load_for_inference
 
     model, tokenizer = load_for_inference(str(base), str(adapter), precision="auto", merge=True)
     return {"direct": True, "engine": "ftagent (merged, " + str(inference_dtype("auto")).split(".")[-1] + ")",

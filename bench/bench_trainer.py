@@ -32,10 +32,10 @@ def corpus_records(tokenizer, train_count: int, val_count: int, seed: int = 0) -
     """(train, val) chat examples of 50-400 tokens from eval_sets/demo_corpus: every extractive QA pair
     twice, once bare and once with its source passage in the user turn (so lengths vary like a real
     job's). Validation examples are distinct from training ones; a small corpus repeats in training."""
-    from tools.chunking import chunk_document
-    from tools.dataset import to_chat_record
-    from tools.documents import Document
-    from tools.qa_extractive import generate_examples
+    from tools.data.chunking import chunk_document
+    from tools.data.dataset import to_chat_record
+    from tools.data.qa_extractive import generate_examples
+    from tools.sources.documents import Document
 
     records = []
     for path in sorted((REPO / "eval_sets" / "demo_corpus").glob("*")):
@@ -72,7 +72,7 @@ def supervised_val_loss(model, tokenizer, records: list[dict], max_len: int) -> 
     import torch
     import torch.nn.functional as F
 
-    from tools.training import encode_chat
+    from tools.training.lora import encode_chat
 
     model.eval()
     total, count = 0.0, 0
@@ -88,7 +88,8 @@ def supervised_val_loss(model, tokenizer, records: list[dict], max_len: int) -> 
 
 
 def run_ours(base: Path, train: list[dict], val: list[dict], args) -> dict:
-    from tools.training import TrainingConfig, train_lora
+    from tools.training.backends import train_lora
+    from tools.training.lora import TrainingConfig
 
     work = Path(tempfile.mkdtemp(prefix="bench-ours-"))
     config = TrainingConfig(base_model_path=str(base), output_dir=str(work / "adapter"),
@@ -203,7 +204,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    from tools.base_models import resolve_base_model
+    from tools.models.catalogue import resolve_base_model
 
     base = resolve_base_model("smollm2-135m", Path(args.home))
     machine = machine_report(args.threads)

@@ -110,7 +110,7 @@ def _training_data(base: Path) -> tuple[list[dict], list[dict]]:
 
 
 def _base_model(args) -> Path:
-    from tools.base_models import DEFAULT_BASE_MODEL, resolve_base_model
+    from tools.models.catalogue import DEFAULT_BASE_MODEL, resolve_base_model
 
     return resolve_base_model(DEFAULT_BASE_MODEL, Path(args.home))
 
@@ -118,7 +118,8 @@ def _base_model(args) -> Path:
 def train_part(args, backend: str, qlora: bool) -> dict:
     import torch
 
-    from tools.training import TrainingConfig, train_lora
+    from tools.training.backends import train_lora
+    from tools.training.lora import TrainingConfig
 
     base = _base_model(args)
     train, val = _training_data(base)
@@ -175,7 +176,7 @@ def torchrun_part(args) -> dict:
 def vllm_part(args) -> dict:
     import httpx
 
-    from tools.vllm_engine import (
+    from tools.serving.vllm_engine import (
         VllmClient,
         VllmPlan,
         lora_rank_for,

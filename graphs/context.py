@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from tools.events import EventListener, EventLog
 from tools.hardware import Precision
-from tools.sql_table import check_database_url
+from tools.stores.sql_table import check_database_url
 
 DEFAULT_HOME = "~/.ftagent"
 _ENVIRONMENT = {
@@ -221,6 +221,6 @@ class JobContext:
 
     @cached_property
     def embedder(self):
-        from tools.embeddings import Embedder
+        from tools.llm.embeddings import Embedder
 
         return Embedder(self.settings.embedding_model)

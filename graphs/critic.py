@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from graphs.spec import Curation, JobSpec, Training
-from tools.chat_model import remedy_choice_schema, structured_decision
+from tools.llm.chat_model import remedy_choice_schema, structured_decision
 from tools.sources.names import REMOTE_SOURCES
 
 MAX_EPOCHS = 8.0

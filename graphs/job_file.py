@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from graphs.spec import JobSpec, RequestError, build_spec
-from tools.request_reader import ReadRequest, read_request
+from tools.intake.request_reader import ReadRequest, read_request
 
 PATH_KEYS = ("dataset", "docs_path")  # relative to the job file's folder
 ORIGINS = ("default", "sentence", "config", "option", "--set")

@@ -7,16 +7,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tools.base_models import DEFAULT_BASE_MODEL, find_in_catalogue
-from tools.request_reader import (
+from tools.intake.request_reader import (
     MAX_REQUEST_CHARS,
     ReadRequest,
     RequestError,
     normalise,
     read_request,
 )
+from tools.models.catalogue import DEFAULT_BASE_MODEL, find_in_catalogue
 from tools.sources.names import SOURCE_NAMES
-from tools.training import LoraHyperparameters
+from tools.training.lora import LoraHyperparameters
 
 __all__ = ["MAX_REQUEST_CHARS", "JobSpec", "RequestError", "build_spec", "parse_request", "understood_line"]
 
@@ -263,7 +263,7 @@ def _check_paths(spec: JobSpec) -> None:
 
 def check_user_dataset(spec: JobSpec, understood: dict[str, Any]) -> None:
     """The user's own dataset must read (every row in a known format) and leave enough to train on."""
-    from tools.user_dataset import DatasetError, read_user_dataset
+    from tools.data.user_dataset import DatasetError, read_user_dataset
 
     try:
         dataset = read_user_dataset(spec.dataset or "", spec.generation.seed)

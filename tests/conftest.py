@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +62,6 @@ def postgres_url(postgres_cluster, request) -> str:
 @pytest.fixture(scope="session")
 def shared_embedder():
     """The embedded MiniLM, loaded once for the tests that run whole jobs."""
-    from tools.embeddings import Embedder
+    from tools.llm.embeddings import Embedder
 
     return Embedder()

@@ -208,7 +208,7 @@ class ReplayServer:
 def fast_http(tmp_path: Path, server: ReplayServer, pace: float | None = 0.0, **settings: object):
     """Our HTTP client set up for tests against the replay server: a cache in tmp_path, quick
     retries and backoff, and (unless pace is None) the server's host paced at `pace` seconds."""
-    from tools.http import HttpClient, HttpSettings
+    from tools.sources.http import HttpClient, HttpSettings
 
     values: dict[str, object] = {"cache_dir": tmp_path / "cache", "max_retries": 2, "backoff_base_s": 0.01,
                                  "max_backoff_s": 0.1, "timeout_s": 2.0}

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tools.serving import serve_in_background
+from tools.serving.server import serve_in_background
 
 PROSE = "Sure! Here is what I think."
 

@@ -68,7 +68,7 @@ def test_an_unreadable_sentence_gets_400_with_a_question_back_not_a_trace(client
 
 
 def test_submit_status_events_and_owner_only_cancel(client, service):
-    from tools.api_tokens import TokenStore
+    from tools.stores.api_tokens import TokenStore
 
     alice = {"Authorization": f"Bearer {TokenStore(service.settings.database).add('alice')}"}
     bob = {"Authorization": f"Bearer {TokenStore(service.settings.database).add('bob')}"}

@@ -14,8 +14,8 @@ from langgraph.runtime import Runtime
 from graphs.context import JobContext, Settings
 from graphs.nodes.researcher import gather_documents
 from graphs.spec import JobSpec
-from tools.documents import SourceError
-from tools.text_extraction import extract_file
+from tools.sources.documents import SourceError
+from tools.sources.text_extraction import extract_file
 
 DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
 GOOD = ("shor-code.md", "surface-code.md")

@@ -10,7 +10,7 @@ from hub_cache import cache_under_id, use_cache
 from agent.service import JobService
 from graphs.context import Settings
 from graphs.spec import RequestError
-from tools.base_models import BaseModelError, check_base_model, hub_id_for, resolve_base_model
+from tools.models.catalogue import BaseModelError, check_base_model, hub_id_for, resolve_base_model
 
 SENTENCE = "fine-tune a model on soil science"
 

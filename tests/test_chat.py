@@ -7,7 +7,7 @@ import pytest
 from agent.chat import ChatSession, Intent, parse_intent
 from agent.service import JobService
 from graphs.context import resolve_settings
-from tools.job_store import UnknownJob
+from tools.stores.job_store import UnknownJob
 
 
 @pytest.mark.parametrize(("message", "expected"), [

@@ -15,9 +15,8 @@ import pytest
 from postgres_cluster import free_port
 
 from graphs.context import resolve_settings
-from tools.chunking import Chunk
-from tools.coverage import stored_vectors
-from tools.vector_store import ChunkStore
+from tools.data.chunking import Chunk
+from tools.stores.vector_store import ChunkStore, stored_vectors
 
 
 @pytest.fixture()

@@ -16,7 +16,8 @@ from agent.api import PREFIX, create_app
 from agent.console import WEB
 from agent.service import JobService
 from graphs.context import resolve_settings
-from tools.registry import ModelVersion, now_iso
+from tools.stores.model_registry import ModelVersion
+from tools.stores.sql_table import now_iso
 
 TOKEN = "console-token-1"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -56,7 +57,7 @@ def test_no_asset_reaches_for_another_origin():
 
 
 def test_chat_asks_back_for_a_missing_subject_then_starts_the_job(client, service):
-    from tools.api_tokens import TokenStore
+    from tools.stores.api_tokens import TokenStore
 
     tokens = TokenStore(service.settings.database)
     headers = {"Authorization": f"Bearer {tokens.add('alice')}"}

@@ -11,11 +11,11 @@ import pytest
 
 from graphs.nodes.curator import chunk_rows, select_chunks
 from graphs.spec import JobSpec
-from tools.chunking import approximate_tokens, blocks, chunk_by_tokens, tokenizer_counter
-from tools.documents import Document
-from tools.embeddings import Embedder
-from tools.quality import detect_language, text_problem
-from tools.text_extraction import extract_file
+from tools.data.chunking import approximate_tokens, blocks, chunk_by_tokens, tokenizer_counter
+from tools.data.quality import detect_language, text_problem
+from tools.llm.embeddings import Embedder
+from tools.sources.documents import Document
+from tools.sources.text_extraction import extract_file
 
 DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
 PUBMEDQA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pubmedqa" / "pqal_dev.json"

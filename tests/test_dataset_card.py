@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tools.dataset import split_by_document, write_splits
-from tools.dataset_card import write_dataset_card
-from tools.qa_extractive import Example
+from tools.data.dataset import split_by_document, write_splits
+from tools.data.dataset_card import write_dataset_card
+from tools.data.examples import Example
 
 
 def _examples() -> list[Example]:
@@ -44,7 +44,7 @@ def test_the_card_has_configs_that_datasets_reads_without_mixing_formats(tmp_pat
     """`datasets.load_dataset(folder)` gives the chat rows' splits; the document rows are their own config."""
     import datasets
 
-    from tools.dataset_card import write_dataset_card
+    from tools.data.dataset_card import write_dataset_card
 
     splits = split_by_document(_examples())
     write_splits(tmp_path, splits, "You are an expert.", [{"text": "The surface code is a code.",

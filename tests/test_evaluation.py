@@ -21,12 +21,19 @@ from graphs.gates import check_gates
 from graphs.nodes.evaluator import evaluate_model
 from graphs.reports import job_report
 from graphs.spec import Gates, JobSpec
-from tools.chunking import Chunk
-from tools.eval_plots import write_plots
-from tools.evaluation import QASetError, general_qa, mix_replay, qa_records, read_qa_set
-from tools.metrics import exact_match, format_compliance, format_problems, rouge_l, token_f1
-from tools.registry import ModelRegistry, ModelVersion, now_iso
-from tools.vector_store import ChunkStore
+from tools.data.chunking import Chunk
+from tools.evaluation.metrics import (
+    exact_match,
+    format_compliance,
+    format_problems,
+    rouge_l,
+    token_f1,
+)
+from tools.evaluation.plots import write_plots
+from tools.evaluation.scoring import QASetError, general_qa, mix_replay, qa_records, read_qa_set
+from tools.stores.model_registry import ModelRegistry, ModelVersion
+from tools.stores.sql_table import now_iso
+from tools.stores.vector_store import ChunkStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TOKEN = "test-token"

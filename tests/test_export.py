@@ -16,11 +16,12 @@ import torch
 from tiny_model import build_tiny_model
 
 from agent.cli import EXIT_BAD_INPUT, EXIT_NOT_FOUND, main
-from tools.base_models import CATALOGUE, _package_dir, convert_gguf
-from tools.evaluation import load_for_inference
-from tools.export import ExportError, export_merged, export_problems, read_tensor_headers
-from tools.gguf_export import pre_tokenizer_name, write_gguf
-from tools.registry import ModelRegistry, ModelVersion, now_iso
+from tools.models.catalogue import CATALOGUE, _package_dir, convert_gguf
+from tools.models.loading import load_for_inference
+from tools.serving.export import ExportError, export_merged, export_problems, read_tensor_headers
+from tools.serving.gguf_export import pre_tokenizer_name, write_gguf
+from tools.stores.model_registry import ModelRegistry, ModelVersion
+from tools.stores.sql_table import now_iso
 
 SAMPLE = "Surface codes protect 17 qubits; the decoder's threshold is ~1%. <|im_end|> Done!"
 MESSAGES = [{"role": "system", "content": "You are an expert."}, {"role": "user", "content": "What is a qubit?"}]

@@ -10,8 +10,9 @@ import pytest
 import torch
 from tiny_model import random_adapter
 
-from tools.evaluation import generate_answers, inference_dtype, load_for_inference
-from tools.serving import ChatCompletionRequest, ModelServer, ServedNames
+from tools.evaluation.scoring import generate_answers
+from tools.models.loading import inference_dtype, load_for_inference
+from tools.serving.server import ChatCompletionRequest, ModelServer, ServedNames
 
 QUESTIONS = ("What is a stabilizer code?", "Why?",
              "Explain the surface code in two sentences, please, for a physicist who knows no coding theory.",

@@ -14,7 +14,7 @@ from tiny_job import small_corpus, tiny_job_options
 
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
-from tools.dataset import read_jsonl
+from tools.data.dataset import read_jsonl
 
 
 class Rewriter(ScriptedChat):
@@ -23,7 +23,7 @@ class Rewriter(ScriptedChat):
 
     def behaviour(self, body: dict[str, Any]) -> Any:
         prompt = "\n".join(m["content"] for m in body["messages"])
-        passage = re.search(r'Passage:\n"""\n(.*?)\n"""', prompt, re.S)
+        passage = re.search(r'Passage:\n"""\n(.*?)\n"""', prompt, re.DOTALL)
         if not passage:
             return "prose"
         sentences = [s for s in re.split(r"(?<=\.)\s+", passage[1]) if len(s.split()) > 6][:3]

@@ -18,13 +18,13 @@ from tiny_job import small_corpus, tiny_job_options
 
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
-from tools.chunking import chunk_by_tokens
-from tools.coverage import coverage_order
-from tools.documents import Document
-from tools.embeddings import Embedder
-from tools.generators import ExtractiveGenerator, LLMGenerator, LocalGenerator, parse_pairs
-from tools.quality import GateConfig, balance, gate_examples, judge_example
-from tools.serving import create_app, serve_in_background
+from tools.data.chunking import chunk_by_tokens
+from tools.data.coverage import coverage_order
+from tools.data.generators import ExtractiveGenerator, LLMGenerator, LocalGenerator, parse_pairs
+from tools.data.quality import GateConfig, balance, gate_examples, judge_example
+from tools.llm.embeddings import Embedder
+from tools.serving.server import create_app, serve_in_background
+from tools.sources.documents import Document
 
 PUBMEDQA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pubmedqa" / "pqal_dev.json"
 
@@ -88,8 +88,8 @@ def test_coverage_order_spreads_over_documents_and_topics():
      "answer not supported by its chunk"),
     ("surface code", "The surface code is a topological stabilizer code on a square lattice.", 0.9,
      "question: too short"),
-    ("What is the corresponding surface code?", "The surface code is a topological stabilizer code on a square "
-     "lattice.", 0.9, "question: leans on missing context"),
+    ("What is the corresponding surface code?", ("The surface code is a topological stabilizer code on a square "
+     "lattice."), 0.9, "question: leans on missing context"),
     ("What is the surface code, a topological stabilizer code on a square lattice?",
      "The surface code is a topological stabilizer code on a square lattice.", 0.9, "answer repeats the question"),
     ("What is the surface code?", "A code.", 0.9, "answer length out of limits"),

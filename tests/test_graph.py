@@ -8,8 +8,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.context import JobContext, resolve_settings
 from graphs.graph import build_graph
-from tools.export import export_problems
-from tools.registry import ModelRegistry
+from tools.serving.export import export_problems
+from tools.stores.model_registry import ModelRegistry
 
 DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
 OFF_TOPIC = {"sourdough-baking.md", "medieval-castle-architecture.md", "cricket-rules.txt"}
@@ -124,7 +124,7 @@ def test_bad_files_are_skipped_and_listed(tiny_model_dir, tmp_path):
 
 
 def test_feedback_corrections_train_the_next_version(passing_job, tiny_model_dir):
-    from tools.feedback import FeedbackStore
+    from tools.stores.feedback import FeedbackStore
 
     home, first = passing_job
     FeedbackStore(home / "ftagent.sqlite").add(first["model"]["name"], "What is the surface code?", "No idea.", -1,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from replay_server import ReplayServer, Reply, unused_port
 
-from tools.documents import SourceError
-from tools.http import (
+from tools.sources.documents import SourceError
+from tools.sources.http import (
     HttpClient,
     HttpSettings,
     HttpStatusError,

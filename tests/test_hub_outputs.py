@@ -14,11 +14,11 @@ from own_dataset import parts_rows, write_rows
 
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
-from tools.dataset import split_by_document, write_splits
-from tools.dataset_card import write_dataset_card
+from tools.data.dataset import split_by_document, write_splits
+from tools.data.dataset_card import write_dataset_card
+from tools.data.examples import Example
 from tools.hub_cards import split_parse
-from tools.qa_extractive import Example
-from tools.registry import ModelRegistry
+from tools.stores.model_registry import ModelRegistry
 
 HUB_ID = "someone/tiny-chat"
 

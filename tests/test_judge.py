@@ -12,8 +12,8 @@ from judge_server import JudgeServer, running_judge
 from graphs.critic import remedy_for_gates
 from graphs.gates import judge_gates
 from graphs.spec import Gates, JobSpec
-from tools.chat_model import NO_MODEL, build_chat
-from tools.judge import MAX_CONSECUTIVE_FAILURES, judge_answers
+from tools.llm.chat_model import NO_MODEL, build_chat
+from tools.llm.judge import MAX_CONSECUTIVE_FAILURES, judge_answers
 
 REFERENCE = "Stabilizer measurements reveal the error syndrome"
 PASSAGE = "In the surface code, stabilizer measurements reveal the error syndrome without collapsing the state."

@@ -16,7 +16,7 @@ import pytest
 from own_dataset import parts_rows, write_rows
 from test_mcp import TOOLS, payload
 
-from tools.api_tokens import TokenStore
+from tools.stores.api_tokens import TokenStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,9 @@ from own_dataset import parts_rows, write_rows
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
 from graphs.spec import RequestError, build_spec
+from tools.data.user_dataset import DatasetError, read_user_dataset
 from tools.hub_cards import split_parse
-from tools.registry import ModelRegistry
-from tools.user_dataset import DatasetError, read_user_dataset
+from tools.stores.model_registry import ModelRegistry
 
 SENTENCE = "fine-tune a model on our parts list"
 

@@ -22,10 +22,10 @@ from tiny_job import SUBJECT_SENTENCE, small_corpus, tiny_job_options
 
 from agent.service import JobService
 from graphs.context import resolve_settings
-from tools.feedback import FeedbackStore
-from tools.job_store import open_job_store
-from tools.job_store_postgres import PostgresJobStore
-from tools.registry import ModelRegistry, ModelVersion, RegistryRefusal
+from tools.stores.databases import open_job_store
+from tools.stores.feedback import FeedbackStore
+from tools.stores.job_store_postgres import PostgresJobStore
+from tools.stores.model_registry import ModelRegistry, ModelVersion, RegistryRefusal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -325,7 +325,7 @@ def test_the_cli_names_a_bad_or_unreachable_database_without_its_password(
 
 def test_api_tokens_and_slack_replays_on_postgres(postgres_url):
     from agent.slack_bot import SeenRequests
-    from tools.api_tokens import TokenStore
+    from tools.stores.api_tokens import TokenStore
 
     tokens = TokenStore(postgres_url)
     secret = tokens.add("alice", admin=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tools.query_expansion import (
+from tools.intake.query_expansion import (
     choose_sources,
     clean_subject,
     expand_queries,

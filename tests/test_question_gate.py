@@ -2,7 +2,7 @@
 
 import pytest
 
-from tools.question_gate import question_problem
+from tools.data.question_gate import question_problem
 
 BAD = [
     # seen in training sets written from real abstracts and papers (issue 11)

@@ -11,8 +11,8 @@ from tiny_job import SUBJECT_SENTENCE, small_corpus, tiny_job_options
 from agent.queue import Worker, WorkerBusy, run_job
 from agent.service import JobService, NotOwner
 from graphs.context import resolve_settings
-from tools.feedback import FeedbackError
-from tools.registry import RegistryError
+from tools.stores.feedback import FeedbackError
+from tools.stores.model_registry import RegistryError
 
 
 @pytest.fixture()

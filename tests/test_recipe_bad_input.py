@@ -10,8 +10,8 @@ from tiny_job import small_corpus, tiny_job_options
 
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
-from tools.chunking import Chunk
-from tools.qa_extractive import generate_candidates
+from tools.data.chunking import Chunk
+from tools.data.qa_extractive import generate_candidates
 
 TABLE = """# Error-correcting codes compared
 

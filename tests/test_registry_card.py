@@ -16,7 +16,7 @@ from agent.service import JobService
 from graphs.context import JobContext, Settings
 from graphs.nodes.deployer import register_model
 from graphs.spec import JobSpec
-from tools.registry import ModelRegistry
+from tools.stores.model_registry import ModelRegistry
 
 TOKEN = "test-token-123"
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import EXIT_BAD_INPUT, EXIT_NOT_FOUND, main
-from tools.registry import ModelRegistry, ModelVersion, now_iso
+from tools.stores.model_registry import ModelRegistry, ModelVersion
+from tools.stores.sql_table import now_iso
 
 FAMILY = "ft-tiny-qec"
 OTHER = "ft-tiny-botany"

@@ -18,7 +18,7 @@ from agent.api import PREFIX, create_app
 from agent.cli import main
 from agent.service import JobService
 from graphs.context import resolve_settings
-from tools.api_tokens import TokenStore
+from tools.stores.api_tokens import TokenStore
 
 ADMIN_TOKEN = "admin-token-for-tests"
 HTTP = httpx.Client(timeout=60)  # generous: the shared test machine can be slow; a hang still fails
@@ -116,7 +116,7 @@ def test_feedback_is_the_callers_and_bounded(api, service):
 
 
 def _version(service: JobService):
-    from tools.registry import ModelVersion
+    from tools.stores.model_registry import ModelVersion
 
     return ModelVersion(name="ft-qec-v1", family="ft-qec", version=1, base_model="tiny",
                         base_model_path="/nonexistent", subject="quantum error correction", status="staging",
@@ -338,9 +338,9 @@ class _ToLoopback(httpx.BaseTransport):
 
 
 def test_a_redirect_to_loopback_is_refused_at_the_hop_and_nothing_is_read(site, tmp_path, monkeypatch):
-    import tools.http as http_layer
-    from tools.documents import Reference, SourceError
-    from tools.http import HttpClient, HttpSettings
+    import tools.sources.http as http_layer
+    from tools.sources.documents import Reference, SourceError
+    from tools.sources.http import HttpClient, HttpSettings
     from tools.sources.web_source import WebSettings, WebSource
 
     real = http_layer._resolve
@@ -361,7 +361,7 @@ def test_a_redirect_to_loopback_is_refused_at_the_hop_and_nothing_is_read(site, 
 
 @pytest.mark.parametrize("path", ["/big", "/big-chunked"])
 def test_bodies_over_the_cap_fail_and_are_not_cached(site, tmp_path, path):
-    from tools.http import BodyTooLarge, HttpClient, HttpSettings
+    from tools.sources.http import BodyTooLarge, HttpClient, HttpSettings
 
     client = HttpClient(HttpSettings(cache_dir=tmp_path / "cache", max_retries=0, max_body_bytes=1_000_000))
     with pytest.raises(BodyTooLarge, match="1,000,000"):
@@ -375,7 +375,7 @@ def test_bodies_over_the_cap_fail_and_are_not_cached(site, tmp_path, path):
 
 def test_a_chat_session_opened_by_a_remote_caller_follows_the_remote_rules(service):
     from agent.chat import ChatSession
-    from tools.api_tokens import Caller
+    from tools.stores.api_tokens import Caller
 
     outside = ChatSession(service, user="alice", options={"docs_path": "/etc"}, use_chat_model=False,
                           remote=Caller("alice"))

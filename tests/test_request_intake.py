@@ -12,10 +12,10 @@ from agent.service import JobService
 from graphs.context import Settings
 from graphs.reports import job_report
 from graphs.spec import build_spec
-from tools.chat_model import build_chat
 from tools.events import EventLog
-from tools.request_intake import read_with_chat_model
-from tools.request_reader import RequestError
+from tools.intake.request_intake import read_with_chat_model
+from tools.intake.request_reader import RequestError
+from tools.llm.chat_model import build_chat
 
 
 def reading(subject: str, base_model: str = "", **extra) -> dict:

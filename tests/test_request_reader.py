@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from graphs.spec import build_spec, understood_line
-from tools.request_reader import RequestError, has_action, read_request
+from tools.intake.request_reader import RequestError, has_action, read_request
 
 S = "smollm2-135m"
 TABLE: list[tuple[str, str | None, str, dict]] = [

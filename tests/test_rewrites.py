@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from scripted_chat import ScriptedChat, serve
 
-from tools.chunking import Chunk
-from tools.rewrites import (
+from tools.data.chunking import Chunk
+from tools.data.rewrites import (
     ENDPOINT_FAILED,
     NOT_SENT,
     STYLES,
@@ -330,7 +330,7 @@ def test_results_come_in_input_order_whatever_order_replies_arrive_in():
 
 
 def test_an_embedder_adds_a_similarity_check():
-    from tools.embeddings import Embedder
+    from tools.llm.embeddings import Embedder
 
     embedder = Embedder()
     with serving(RewriteServer()) as (_, base_url):
@@ -349,7 +349,7 @@ def test_an_embedder_adds_a_similarity_check():
 
 def test_a_model_that_cannot_write_json_through_the_projects_own_server(tiny_model_dir):
     """The tiny random model answers every request, never with JSON: the run gives up and says so."""
-    from tools.serving import create_app, serve_in_background
+    from tools.serving.server import create_app, serve_in_background
 
     with serve_in_background(create_app(str(tiny_model_dir), {}, base_name="tiny")) as base_url:
         result = RewriteGenerator("tiny", base_url, None, "QEC", give_up_after=2, max_tokens=16,

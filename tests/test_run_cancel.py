@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tiny_job import SUBJECT_SENTENCE, small_corpus
 
-from tools.job_store import JobStore
+from tools.stores.job_store import JobStore
 
 REPO = Path(__file__).resolve().parents[1]
 

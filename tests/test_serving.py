@@ -10,9 +10,10 @@ import httpx
 import pytest
 from tiny_model import random_adapter
 
-from tools.registry import ModelRegistry, ModelVersion, now_iso
-from tools.serving import ABSplit, create_app, serve_in_background
-from tools.serving_registry import app_for_registry
+from tools.serving.from_registry import app_for_registry
+from tools.serving.server import ABSplit, create_app, serve_in_background
+from tools.stores.model_registry import ModelRegistry, ModelVersion
+from tools.stores.sql_table import now_iso
 
 ADAPTERS = ("ft-tiny-alpha-v1", "ft-tiny-beta-v1")
 
@@ -252,7 +253,7 @@ def test_a_running_server_loads_new_versions_moves_aliases_and_drops_withdrawn_o
 
 def test_admin_reload_applies_changes_at_once_and_splits_keep_their_remaining_arms(
         served: dict, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from tools.serving import ChatCompletionRequest, ServingError
+    from tools.serving.server import ChatCompletionRequest, ServingError
 
     registry = ModelRegistry(tmp_path / "ftagent.sqlite")
     alpha, beta = (served["adapters"][name] for name in ADAPTERS)

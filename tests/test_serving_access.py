@@ -9,9 +9,10 @@ import httpx
 import pytest
 from tiny_model import random_adapter
 
-from tools.registry import ModelRegistry, ModelVersion, now_iso
-from tools.serving import serve_in_background
-from tools.serving_registry import app_for_registry
+from tools.serving.from_registry import app_for_registry
+from tools.serving.server import serve_in_background
+from tools.stores.model_registry import ModelRegistry, ModelVersion
+from tools.stores.sql_table import now_iso
 
 KEY = "serving-key-for-tests"
 HTTP = httpx.Client(timeout=60)  # generous: the shared test machine can be slow

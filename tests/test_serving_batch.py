@@ -10,14 +10,14 @@ import httpx
 import pytest
 from tiny_model import random_adapter
 
-from tools.serving import ChatCompletionRequest, ModelServer, build_app, serve_in_background
-from tools.serving_batch import (
+from tools.serving.batch import (
     Generation,
     GenerationResult,
     MicroBatcher,
     cut_answer,
     fits_together,
 )
+from tools.serving.server import ChatCompletionRequest, ModelServer, build_app, serve_in_background
 
 ADAPTERS = ("ft-tiny-alpha-v1", "ft-tiny-beta-v1")
 # (model, question, max_tokens): every adapter and the base, prompts of different lengths, own limits

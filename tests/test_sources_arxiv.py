@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from replay_server import ReplayServer, Reply, fast_http, fixture_bytes, tiny_pdf
 
-from tools.documents import Reference, SourceError
-from tools.http import HttpClient
 from tools.sources.arxiv_source import ArxivSettings, ArxivSource, to_search_query
+from tools.sources.documents import Reference, SourceError
+from tools.sources.http import HttpClient
 
 API = "/api/query"
 ATOM = {"Content-Type": "application/atom+xml; charset=UTF-8"}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from replay_server import ReplayServer, Reply, fast_http, fixture_bytes
 
-from tools.documents import Reference, SourceError
-from tools.http import HttpClient, HttpSettings
+from tools.sources.documents import Reference, SourceError
+from tools.sources.http import HttpClient, HttpSettings
 from tools.sources.pubmed_source import (
     INTERVAL_WITH_KEY_S,
     INTERVAL_WITHOUT_KEY_S,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.documents import SourceError
-from tools.http import HttpClient, HttpSettings
 from tools.sources.arxiv_source import ArxivSettings, ArxivSource
+from tools.sources.documents import SourceError
+from tools.sources.http import HttpClient, HttpSettings
 from tools.sources.pubmed_source import PubMedSource
 from tools.sources.registry import SOURCE_NAMES, SourcesSettings, build_source
 from tools.sources.web_source import WebSource

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from replay_server import ReplayServer, Reply, fast_http, tiny_pdf
 
-from tools.documents import Document, Reference, SourceError
-from tools.http import HttpClient, HttpSettings
+from tools.sources.documents import Document, Reference, SourceError
+from tools.sources.http import HttpClient, HttpSettings
 from tools.sources.web_source import WebSettings, WebSource, decode_page
 
 ROBOTS_OK = b"User-agent: *\nDisallow: /private/\n"

@@ -15,8 +15,8 @@ from replay_server import (
     goldsmith_response,
 )
 
-from tools.documents import Reference, SourceError
-from tools.http import HttpClient, HttpSettings
+from tools.sources.documents import Reference, SourceError
+from tools.sources.http import HttpClient, HttpSettings
 from tools.sources.wikipedia_source import WikipediaSettings, WikipediaSource, split_sections
 
 API = "/w/api.php"

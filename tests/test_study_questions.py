@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tools.chunking import chunk_by_tokens
-from tools.documents import Document
-from tools.facts import passage_facts
-from tools.qa_extractive import candidate_questions, document_context, findings_span
-from tools.question_gate import question_problem
-from tools.questions import aim_questions, study_aim
+from tools.data.chunking import chunk_by_tokens
+from tools.sources.documents import Document
+from tools.data.facts import passage_facts
+from tools.data.qa_extractive import candidate_questions, document_context, findings_span
+from tools.data.question_gate import question_problem
+from tools.data.questions import aim_questions, study_aim
 
 AIMS = [  # (aim sentence of a real abstract, the question a reader would ask)
     ("To study whether exercise during pregnancy reduces the risk of postnatal depression.",

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from tools.chunking import Chunk, chunk_document
-from tools.dataset import split_by_document
-from tools.dedup import find_duplicates
-from tools.documents import Document, SourceError
-from tools.qa_extractive import generate_examples
-from tools.questions import sentence_questions
+from tools.data.chunking import Chunk, chunk_document
+from tools.data.dataset import split_by_document
+from tools.data.dedup import find_duplicates
+from tools.data.qa_extractive import generate_examples
+from tools.data.questions import sentence_questions
+from tools.sources.documents import Document, SourceError
 from tools.sources.local import LocalFolderSource
-from tools.text_extraction import extract_file
+from tools.sources.text_extraction import extract_file
 
 REPO = Path(__file__).resolve().parents[1]
 CORRUPT = REPO / "eval_sets" / "corrupt"
@@ -134,7 +134,7 @@ def test_splits_never_share_a_document():
 
 
 def test_a_structured_abstract_gives_a_question_per_section_naming_the_study():
-    from tools.qa_extractive import candidate_questions
+    from tools.data.qa_extractive import candidate_questions
 
     text = ("BACKGROUND: Statins have neuroprotective properties. OBJECTIVE: To assess whether statins improve "
             "outcome after stroke. METHODS: We studied 122 patients admitted with stroke. RESULTS: Patients on "
@@ -154,8 +154,8 @@ def test_a_structured_abstract_gives_a_question_per_section_naming_the_study():
 
 
 def test_a_cloze_question_quotes_the_opening_and_the_answer_is_the_rest_never_the_question_back():
-    from tools.quality import question_overlap
-    from tools.questions import cloze_question
+    from tools.data.quality import question_overlap
+    from tools.data.questions import cloze_question
 
     sentence = "Most of the patients enrolled were Caucasian and had advanced stage disease at diagnosis."
     example = cloze_question(sentence)

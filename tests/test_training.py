@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 
 from tools.hardware import ModelShape, plan_memory
-from tools.training import (
-    LoraRecipe,
-    Progress,
-    TrainingAnomaly,
-    TrainingConfig,
-    TrainingError,
-    train_lora,
-)
-from tools.training_backends import choose_backend
+from tools.training.backends import choose_backend, train_lora
+from tools.training.lora import LoraRecipe, Progress, TrainingAnomaly, TrainingConfig, TrainingError
 
 
 def chat(question: str, answer: str) -> dict:
@@ -177,7 +170,7 @@ def test_loss_spike_and_exploding_gradients_are_anomalies(tmp_path) -> None:
 def test_bf16_precision_trains_evaluates_and_reports_in_bf16(tiny_model_dir, tmp_path) -> None:
     """precision=bf16 really computes in bf16 (losses differ slightly from fp32's from the same seed), the
     result and the setup event say so, and the evaluation of the adapter in bf16 stays close to fp32's."""
-    from tools.evaluation import compare_with_base
+    from tools.evaluation.scoring import compare_with_base
 
     results, setups = {}, {}
     for precision in ("fp32", "bf16"):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from tools.dataset import split_by_document
-from tools.document_rows import mix, repeats_for_share
-from tools.qa_extractive import Example
-from tools.training import LoraRecipe, Progress, TrainingConfig, encode_record
+from tools.data.dataset import split_by_document
+from tools.data.document_rows import mix, repeats_for_share
+from tools.data.examples import Example
+from tools.training.lora import LoraRecipe, Progress, TrainingConfig, encode_record
 
 
 def chat(question: str, answer: str) -> dict:

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tools.hardware import ModelShape, plan_memory
-from tools.linear_cross_entropy import linear_cross_entropy
-from tools.training import LoraRecipe, TrainingConfig, train_lora
+from tools.training.backends import train_lora
+from tools.training.linear_cross_entropy import linear_cross_entropy
+from tools.training.lora import LoraRecipe, TrainingConfig
 
 
 def _full_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -116,7 +117,7 @@ def test_micro_batches_follow_the_real_lengths(tiny_model_dir, tmp_path) -> None
 def test_supervised_loss_through_the_chunked_head_equals_the_models_own_loss(tiny_model_dir) -> None:
     from transformers import AutoModelForCausalLM
 
-    from tools.linear_cross_entropy import supervised_loss_sum
+    from tools.training.linear_cross_entropy import supervised_loss_sum
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
     generator = torch.Generator().manual_seed(0)

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 RUNNER = """
 import json, sys, time
-from tools.training import TrainingConfig, train_lora
+from tools.training.backends import train_lora
+from tools.training.lora import TrainingConfig
 
 model, work, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
 records = [{"messages": [{"role": "user", "content": f"Which code protects qubit group {i}?"},
@@ -90,7 +91,8 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_says_how_to_go_on(tiny_mo
     import pytest
     import torch
 
-    from tools.training import CheckpointRefused, TrainingConfig, train_lora
+    from tools.training.backends import train_lora
+    from tools.training.lora import CheckpointRefused, TrainingConfig
 
     records = [{"messages": [{"role": "user", "content": f"Which code protects group {i}?"},
                              {"role": "assistant", "content": f"Group {i} uses distance {i % 5 + 3}."}]}

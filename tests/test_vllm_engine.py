@@ -19,15 +19,16 @@ from tiny_model import random_adapter
 from agent.cli import EXIT_ENVIRONMENT, main
 from agent.service import JobService
 from graphs.context import resolve_settings
-from tools.registry import ModelRegistry, ModelVersion, now_iso
-from tools.serving import ServingError
-from tools.vllm_engine import (
+from tools.serving.server import ServingError
+from tools.serving.vllm_engine import (
     RUNTIME_LORA_ENV,
     VllmServer,
     lora_rank_for,
     plan_for_registry,
     vllm_command,
 )
+from tools.stores.model_registry import ModelRegistry, ModelVersion
+from tools.stores.sql_table import now_iso
 
 STANDIN = Path(__file__).with_name("vllm_standin.py")
 

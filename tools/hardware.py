@@ -156,7 +156,7 @@ def activation_bytes_per_token(shape: ModelShape, seq_len: int, checkpointing: b
     q/k/v/o, LoRA dropout copies, gate/up/act/product) plus the attention weights of the math SDPA path
     (heads x seq). With checkpointing only each layer's input stays, plus one layer recomputed at a time.
     The loss head keeps logits, softmax and their gradient (~3 x vocab) for the supervised tokens unless
-    it is chunked (`chunked_head`, tools.linear_cross_entropy: then a fixed `chunked_head_bytes` instead)."""
+    it is chunked (`chunked_head`, tools.training.linear_cross_entropy: then a fixed `chunked_head_bytes` instead)."""
     per_layer = 20 * shape.hidden + 6 * shape.intermediate + shape.heads * seq_len
     kept = shape.layers * shape.hidden + per_layer if checkpointing else shape.layers * per_layer
     return value_bytes * kept + (0 if chunked_head else 4 * 3 * shape.vocab)
@@ -179,7 +179,7 @@ def plan_memory(shape: ModelShape, seq_len: int, batch_size: int, available: int
     hold at most that many padded tokens (the trainer then packs each step's examples by their real
     lengths): on a CPU a matrix product of a few hundred rows already runs near full rate, so larger micro-batches
     only cost memory. `value_bytes`: 2 for a bf16 base, 4 for fp32; `head_chunk_rows`: the loss head is
-    chunked (tools.linear_cross_entropy) with this many positions per chunk."""
+    chunked (tools.training.linear_cross_entropy) with this many positions per chunk."""
     head = chunked_head_bytes(shape, head_chunk_rows) if head_chunk_rows else 0
     budget = int(fraction * available) - value_bytes * shape.parameters - head  # weights stay resident
     sizes = _ActivationSizes(shape, seq_len, value_bytes, bool(head_chunk_rows))

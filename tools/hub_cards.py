@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from tools.registry import ModelVersion
+    from tools.stores.model_registry import ModelVersion
 
 # our split names -> the names `datasets` uses
 HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -97,7 +97,7 @@ def name_base_in_adapter(adapter_dir: Path | str, base_name: str) -> None:
 
 def version_metadata(version: ModelVersion, library: str = "peft") -> dict[str, Any]:
     """The README.md front matter of a registered version (or, library "transformers", of its merge)."""
-    from tools.base_models import hub_id_for
+    from tools.models.catalogue import hub_id_for
     from tools.text import slugify
 
     return model_metadata(name=version.name, base_hub_id=hub_id_for(version.base_model),

@@ -14,7 +14,7 @@ from graphs.critic import (
 )
 from graphs.nodes.common import effective_spec, merge_adjustments
 from graphs.state import JobState
-from tools.chat_model import chat_model_from
+from tools.llm.chat_model import chat_model_from
 
 
 def choose_remedy(state: JobState, runtime: Runtime[JobContext]) -> dict:

@@ -19,13 +19,13 @@ from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
 from graphs.spec import JobSpec
 from graphs.state import JobState
-from tools.chunking import Chunk, TokenCounter, chunk_by_tokens, tokenizer_counter
-from tools.dataset import write_jsonl
-from tools.dedup import find_duplicates
-from tools.documents import Document
-from tools.quality import detect_language, text_problem
-from tools.query_expansion import expand_queries
-from tools.vector_store import ChunkStore
+from tools.data.chunking import Chunk, TokenCounter, chunk_by_tokens, tokenizer_counter
+from tools.data.dataset import write_jsonl
+from tools.data.dedup import find_duplicates
+from tools.data.quality import detect_language, text_problem
+from tools.intake.query_expansion import expand_queries
+from tools.sources.documents import Document
+from tools.stores.vector_store import ChunkStore
 
 
 @dataclass

@@ -12,10 +12,10 @@ from langgraph.runtime import Runtime
 from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
 from graphs.state import JobState
-from tools.dataset import SPLITS, dataset_hash, write_jsonl
+from tools.data.dataset import SPLITS, dataset_hash, write_jsonl
+from tools.data.user_dataset import UserDataset, read_user_dataset, with_system_prompt
 from tools.hub_cards import dataset_configs, front_matter
-from tools.prompts import render_prompt
-from tools.user_dataset import UserDataset, read_user_dataset, with_system_prompt
+from tools.llm.prompt_files import render_prompt
 
 
 def write_user_splits(folder: Path, dataset: UserDataset, system_prompt: str) -> dict[str, Path]:

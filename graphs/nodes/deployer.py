@@ -13,10 +13,11 @@ from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
 from graphs.reports import job_report, model_card
 from graphs.state import JobState
-from tools.base_models import hub_id_for
-from tools.export import export_merged
 from tools.hub_cards import front_matter, name_base_in_adapter, version_metadata, write_merged_card
-from tools.registry import ModelRegistry, ModelVersion, family_name, now_iso
+from tools.models.catalogue import hub_id_for
+from tools.serving.export import export_merged
+from tools.stores.model_registry import ModelRegistry, ModelVersion, family_name
+from tools.stores.sql_table import now_iso
 
 
 def register_model(state: JobState, runtime: Runtime[JobContext]) -> dict:

@@ -16,20 +16,20 @@ from graphs.nodes.tracking import round_trackers
 from graphs.reports import write_evaluation_report
 from graphs.spec import Evaluation, Gates, JobSpec
 from graphs.state import JobState
-from tools.chat_model import chat_model_from
-from tools.dataset import read_jsonl
-from tools.eval_plots import write_plots
-from tools.evaluation import (
+from tools.data.dataset import read_jsonl
+from tools.evaluation.plots import write_plots
+from tools.evaluation.scoring import (
     Comparison,
     compare_with_base,
     general_qa,
     general_texts,
     record_passage,
 )
-from tools.judge import Judgement, absent_judgement, judge_answers
-from tools.prompts import render_prompt
-from tools.tracking import RoundTrackers
-from tools.vector_store import ChunkStore
+from tools.llm.chat_model import chat_model_from
+from tools.llm.judge import Judgement, absent_judgement, judge_answers
+from tools.llm.prompt_files import render_prompt
+from tools.stores.vector_store import ChunkStore
+from tools.training.tracking import RoundTrackers
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI

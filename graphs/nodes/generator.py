@@ -16,17 +16,18 @@ from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
 from graphs.spec import JobSpec
 from graphs.state import JobState
-from tools.chunking import Chunk
-from tools.coverage import coverage_order, stored_vectors
-from tools.dataset import SPLITS, dataset_hash, split_by_document, write_splits
-from tools.dataset_card import write_dataset_card
-from tools.document_rows import DocumentRow, document_rows, mix
-from tools.facts import fact_coverage
-from tools.generators import Generator, GeneratorUnavailable, make_generator
-from tools.prompts import render_prompt
-from tools.qa_extractive import Example, document_context
-from tools.quality import GateConfig, gate_examples
-from tools.vector_store import ChunkStore
+from tools.data.chunking import Chunk
+from tools.data.coverage import coverage_order
+from tools.data.dataset import SPLITS, dataset_hash, split_by_document, write_splits
+from tools.data.dataset_card import write_dataset_card
+from tools.data.document_rows import DocumentRow, document_rows, mix
+from tools.data.examples import Example
+from tools.data.facts import fact_coverage
+from tools.data.generators import Generator, GeneratorUnavailable, make_generator
+from tools.data.qa_extractive import document_context
+from tools.data.quality import GateConfig, gate_examples
+from tools.llm.prompt_files import render_prompt
+from tools.stores.vector_store import ChunkStore, stored_vectors
 
 
 def gate_config(spec: JobSpec) -> GateConfig:
@@ -40,7 +41,7 @@ def choose_generator(spec: JobSpec, runtime: Runtime[JobContext]) -> tuple[Gener
     settings, g = runtime.context.settings, spec.generation
     local_path = None
     if g.generator == "local":
-        from tools.base_models import resolve_base_model
+        from tools.models.catalogue import resolve_base_model
 
         local_path = str(resolve_base_model(spec.base_model, settings.home))
     try:
@@ -113,7 +114,7 @@ def llm_rewrites(spec: JobSpec, runtime: Runtime[JobContext], chunks: list[tuple
     settings, g = runtime.context.settings, spec.generation
     if g.rewrites == "off" or not settings.chat_model or not chunks:
         return [], [], {}
-    from tools.rewrites import RewriteGenerator
+    from tools.data.rewrites import RewriteGenerator
 
     generator = RewriteGenerator(settings.chat_model, settings.chat_base_url, settings.chat_api_key, spec.subject,
                                  rewrites_per_chunk=g.rewrites_per_chunk, max_concurrency=g.rewrite_concurrency,

@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 from graphs.context import JobContext
 from graphs.spec import build_spec, understood_line
 from graphs.state import JobState
-from tools.base_models import check_base_model, locate_base_model
+from tools.models.catalogue import check_base_model, locate_base_model
 
 
 def parse_job_request(state: JobState, runtime: Runtime[JobContext]) -> dict:

@@ -24,13 +24,13 @@ from graphs.context import JobContext, Settings
 from graphs.nodes.common import effective_spec
 from graphs.spec import JobSpec
 from graphs.state import JobState
-from tools.chat_model import chat_model_from, expand_queries_with_model
-from tools.documents import Document, Reference, SourceError
 from tools.events import EventLog
-from tools.http import HttpSettings, NetworkUnavailable, host_key
-from tools.query_expansion import arrange_queries, choose_sources, expand_queries
+from tools.intake.query_expansion import arrange_queries, choose_sources, expand_queries
+from tools.llm.chat_model import chat_model_from, expand_queries_with_model
 from tools.sources.arxiv_source import ArxivSettings
 from tools.sources.base import Source
+from tools.sources.documents import Document, Reference, SourceError
+from tools.sources.http import HttpSettings, NetworkUnavailable, host_key
 from tools.sources.names import REMOTE_SOURCES
 from tools.sources.pubmed_source import PubMedSettings, PubMedSource
 from tools.sources.registry import SourcesSettings, build_http, build_source

@@ -1,13 +1,14 @@
 """The trackers of one training round: TensorBoard event files always, an MLflow run with the
-`tracking: mlflow` setting (tools/tracking.py, tools/mlflow_tracking.py)."""
+`tracking: mlflow` setting (tools/training/tracking.py, tools/mlflow_tracking.py)."""
 
 from __future__ import annotations
+
+from tools.stores.model_registry import family_name
+from tools.training.tracking import RoundTrackers, TensorBoardRun
 
 from graphs.context import JobPaths, Settings
 from graphs.spec import JobSpec
 from tools.events import EventLog
-from tools.registry import family_name
-from tools.tracking import RoundTrackers, TensorBoardRun
 
 
 def mlflow_target(settings: Settings, spec: JobSpec, job_id: str, round_number: int):

@@ -1,4 +1,4 @@
-"""trainer: LoRA on the training split with the recipe in tools/training.py; resumes from its checkpoints."""
+"""trainer: LoRA on the training split with the recipe in tools/training/lora.py; resumes from its checkpoints."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from graphs.nodes.common import effective_spec
 from graphs.nodes.tracking import round_trackers
 from graphs.spec import JobSpec
 from graphs.state import JobState
-from tools.base_models import resolve_base_model
-from tools.dataset import read_jsonl
-from tools.evaluation import general_qa, mix_replay
+from tools.data.dataset import read_jsonl
+from tools.evaluation.scoring import general_qa, mix_replay
 from tools.events import EventLog
-from tools.feedback import FeedbackStore, corrections_as_examples
-from tools.prompts import render_prompt
-from tools.registry import ModelRegistry, family_name
-from tools.training import TrainingConfig, train_lora
+from tools.llm.prompt_files import render_prompt
+from tools.models.catalogue import resolve_base_model
+from tools.stores.feedback import FeedbackStore, corrections_as_examples
+from tools.stores.model_registry import ModelRegistry, family_name
+from tools.training.backends import train_lora
+from tools.training.lora import TrainingConfig
 
 
 def feedback_corrections(spec, database: Path) -> list[dict]:

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from tools.documents import Document, Reference, SourceError
-from tools.http import HttpClient, HttpStatusError, host_key
 from tools.sources.common import SearchReport, join_paragraphs, pdf_text, squash_whitespace
+from tools.sources.documents import Document, Reference, SourceError
+from tools.sources.http import HttpClient, HttpStatusError, host_key
 
 if TYPE_CHECKING:
     from arxiv import Result

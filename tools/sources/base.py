@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tools.documents import Document, Reference
+from tools.sources.documents import Document, Reference
 
 
 class Source(Protocol):

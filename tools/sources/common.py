@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.documents import SourceError
+from tools.sources.documents import SourceError
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.documents import Document, Reference, SourceError
 from tools.sources.common import SearchReport
-from tools.text_extraction import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, extract_file
+from tools.sources.documents import Document, Reference, SourceError
+from tools.sources.text_extraction import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, extract_file
 
 
 class LocalFolderSource:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 from xml.parsers.expat import ExpatError
 
-from tools.documents import Document, Reference, SourceError
-from tools.http import HttpClient, HttpStatusError, NetworkUnavailable, host_key
 from tools.sources.common import SearchReport, join_paragraphs, squash_whitespace
+from tools.sources.documents import Document, Reference, SourceError
+from tools.sources.http import HttpClient, HttpStatusError, NetworkUnavailable, host_key
 
 DEFAULT_BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
 INTERVAL_WITHOUT_KEY_S = 0.34  # NCBI: at most 3 requests per second without an API key

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.documents import SourceError
-from tools.http import HttpClient, HttpSettings
 from tools.sources.arxiv_source import ArxivSettings, ArxivSource
 from tools.sources.base import Source
+from tools.sources.documents import SourceError
+from tools.sources.http import HttpClient, HttpSettings
 from tools.sources.names import SOURCE_NAMES
 from tools.sources.pubmed_source import PubMedSettings, PubMedSource
 from tools.sources.web_source import WebSettings, WebSource

@@ -11,7 +11,7 @@ then charset detection, so Latin-1 or Shift_JIS pages come out right. PDF and pl
 URLs are handled too.
 
 URLs a remote caller named (`public_only`) are fetched only from public addresses, robots.txt
-and every redirect hop included (see tools/http.py); bodies are capped by the HTTP layer.
+and every redirect hop included (see tools/sources/http.py); bodies are capped by the HTTP layer.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from urllib.robotparser import RobotFileParser
 
 import httpx
 
-from tools.documents import Document, Reference, SourceError
-from tools.http import HttpClient, HttpStatusError, host_key
 from tools.sources.common import SearchReport, pdf_text
+from tools.sources.documents import Document, Reference, SourceError
+from tools.sources.http import HttpClient, HttpStatusError, host_key
 
 ROBOTS_AGENT = "ftagent"
 SINGLE_BYTE_LATIN = frozenset(

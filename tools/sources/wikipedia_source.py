@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from tools.documents import Document, Reference, SourceError
-from tools.http import HttpClient, HttpStatusError, host_key
 from tools.sources.common import SearchReport, squash_whitespace
+from tools.sources.documents import Document, Reference, SourceError
+from tools.sources.http import HttpClient, HttpStatusError, host_key
 
 LICENCE = "CC BY-SA 4.0"
 HEADING = re.compile(r"^(={2,6})\s*(.*?)\s*\1\s*$")

@@ -1,0 +1,1 @@
+"""Training data: chunks, facts and questions, extractive and LLM generators, the example gate, splits, cards."""

@@ -1,0 +1,122 @@
+"""The question gate: a training question must be one a reader could ask.
+
+It rejects, with a named reason, what generators (rule-based or LLM) get wrong on real prose:
+- "doubled word": "Explain why why fault tolerance …", "error correction Error correction",
+- "heading run into a sentence": a capitalised common word in mid-question after a lower-case word with no
+  punctuation between ("… not just error correction Error correction by itself …"),
+- "leans on missing context": "the corresponding model", "this study" with no name, "these results",
+  "the above", a pronoun where the thing should be named,
+- "no verb after the subject": "What do the increase?", "What does the decoder?",
+- "noun taken for a verb": "What does primary outcome measure?" (a bare noun compound before a word
+  that is a noun as often as a verb),
+- "citation or markup in the question", "not a question", "too short", "too long".
+The lexicon is lemminflect's (tools/questions.parts_of_speech)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from tools.data.questions import parts_of_speech
+
+_QUESTION_START = re.compile(
+    r"^(?:what|why|how|which|who|whom|whose|when|where|is|are|was|were|does|do|did|can|could|should|would|"
+    r"will|has|have|had|may|might|must|in what|to what|explain|describe|compare)\b", re.IGNORECASE)
+_MISSING_CONTEXT = re.compile(
+    r"\b(?:the|this|that) (?:corresponding|respective|aforementioned|above|following|same|former|latter|"
+    r"previous|present|current|proposed|above-mentioned)\b|"
+    r"\b(?:this|these|those|our|the present|the current) (?:study|paper|article|trial|work|review|analysis|"
+    r"results?|findings?|data|method|approach|model|section|chapter|figure|table|patients?|cohort|sample|"
+    r"experiment|survey|authors?|investigation)\b|"
+    r"\b(?:it|they|them|their|its|he|she|his|her|we|our|us)\b|\b(?:here|above|below)\?$|"
+    r"\b(?:fig\.|figure|table|eq\.|equation) \d", re.IGNORECASE)
+_DETERMINERS = {"the", "a", "an", "this", "that", "these", "those", "its", "their", "his", "her", "our",
+                "my", "your", "each", "every", "some", "any", "no"}
+_CITATION = re.compile(r"\[\d+(?:[,–-]\s*\d+)*\]|\bet al\b|\bdoi:|https?://|[{}]|</?[a-z]+>|\\[a-z]+")
+_DO_QUESTION = re.compile(r"^(?:what|which|how|why|when|where|who)\s+(?:\w+\s+)?(?:do|does|did)\s+(?P<rest>.+?)\?$",
+                          re.IGNORECASE)
+_QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
+
+
+def _doubled_word(text: str) -> bool:
+    """A word or a run of up to three words said twice in a row ("why why", "error correction Error
+    correction")."""
+    tokens = [t.lower().strip(".,;:?!\"'()") for t in text.split()]
+    for size in (1, 2, 3):
+        for start in range(len(tokens) - 2 * size + 1):
+            first, second = tokens[start:start + size], tokens[start + size:start + 2 * size]
+            if first == second and all(w.isalpha() for w in first):
+                return True
+    return False
+
+
+_FUNCTION_WORDS = {"the", "a", "an", "this", "these", "those", "it", "we", "in", "for", "our", "each", "its",
+                   "there", "however", "to", "of", "on", "with", "by", "as", "is", "are", "was", "were"}
+
+
+def _heading_run_in(text: str) -> bool:
+    """A heading glued to the sentence after it: mid-question, right after a lower-case word with nothing
+    between them, a capitalised function word ("… overview The code …") or a capitalised repeat of a word
+    said before ("… error correction Error correction by itself …")."""
+    tokens = _QUOTED.sub(" ", text).split()
+    for position in range(2, len(tokens)):
+        previous, word = tokens[position - 1], tokens[position].strip(".,;:?!\"'()")
+        if not (word[:1].isupper() and word[1:].islower()) or not (previous[-1:].isalpha() and previous[:1].islower()):
+            continue
+        earlier = {t.lower().strip(".,;:?!\"'()") for t in tokens[:position]}
+        if word.lower() in _FUNCTION_WORDS or word.lower() in earlier:
+            return True
+    return False
+
+
+def _verb_missing(text: str) -> str | None:
+    match = _DO_QUESTION.match(text.strip())
+    if not match:
+        return None
+    words = [w.strip(",;:\"'()").lower() for w in _QUOTED.sub("X", match["rest"]).split()]
+    if not words or words[-1] in _DETERMINERS or (len(words) >= 2 and words[-2] in _DETERMINERS):
+        return "no verb after the subject"
+    if "VERB" not in parts_of_speech(words[-1]) and words[-1] not in {"mean", "say", "do", "cause"}:
+        # the word after the subject must be able to be a verb ("What did X conclude?", not "What did X about")
+        tail = words[1:]
+        if not any("VERB" in parts_of_speech(w) for w in tail):
+            return "no verb after the subject"
+    subject = words[:-1]
+    last = words[-1]
+    if (subject and subject[0] not in _DETERMINERS and len(subject) >= 2
+            and parts_of_speech(last) >= {"NOUN", "VERB"} and "NOUN" in parts_of_speech(subject[-1])
+            and not any(c.isupper() for c in match["rest"].split()[0])):
+        return "noun taken for a verb"
+    return None
+
+
+def question_problem(question: str, min_words: int = 3, max_words: int = 45) -> str | None:
+    """Why a question is not one a reader could ask, or None when it is fine."""
+    text = question.strip()
+    count = len(text.split())
+    if count < min_words:
+        return "too short"
+    if count > max_words:
+        return "too long"
+    if not (text.endswith("?") or (text.endswith(".") and text.lower().startswith(("explain", "describe",
+                                                                                      "compare")))):
+        return "not a question"
+    if not _QUESTION_START.match(text):
+        return "not a question"
+    if _CITATION.search(text):
+        return "citation or markup in the question"
+    if _doubled_word(text):
+        return "doubled word"
+    if _heading_run_in(text):
+        return "heading run into a sentence"
+    if _MISSING_CONTEXT.search(_QUOTED.sub(" ", text)):
+        return "leans on missing context"
+    if text.count("(") != text.count(")") or text.count('"') % 2:
+        return "unbalanced brackets or quotes"
+    return _verb_missing(text)
+
+
+def gate_questions(questions: Iterable[str]) -> Counter[str]:
+    """How many questions fail, by reason (a question that passes is not counted)."""
+    return Counter(reason for q in questions if (reason := question_problem(q)))

@@ -1,0 +1,610 @@
+"""Questions a reader could ask about a fact, several forms per fact, with no LLM.
+
+A knowledge-injection training set needs each fact asked about in several ways (Ovadia et al. 2023:
+a fact is learned only after many paraphrases of it). From one sentence this module writes, where the
+sentence allows it:
+- a yes/no question by inverting its auxiliary or by do-support ("Did telephone counseling promote …?"
+  -> "Yes. <sentence>"; a negated sentence gives a "No." answer),
+- a subject question that keeps the predicate verbatim ("What promoted a higher proportion of …?"),
+- a value question for a copula with a figure ("What was the mean age of …?"),
+- "How many …" for a counted subject, "Why …" for a causal clause, "How does X compare with Y" for
+  comparisons, "What is X?" for definitions,
+- and, in structured abstracts, one question per section role naming the study ("What did <study>
+  conclude?", "Who took part in <study>?").
+List items are asked through the sentence that introduces them, table rows column by column.
+
+Grammar comes from a part-of-speech lexicon (lemminflect, whose English lexicon ships in its wheel):
+a word is taken for the main verb only when the lexicon says it can be one and its neighbours agree;
+when the sentence cannot be read with confidence it gives fewer questions, never a broken one. Every
+question still passes the question gate (tools/data/question_gate.py)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from tools.data.facts import Fact
+
+AUXILIARIES = {"is", "are", "was", "were", "has", "have", "had", "can", "cannot", "could", "may", "might",
+               "will", "would", "should", "must", "does", "do", "did"}
+_DETERMINER_START = {"the", "a", "an", "this", "that", "these", "those", "its", "their", "each", "every",
+                     "some", "any", "no", "all", "both", "more", "less", "most", "many", "several", "two", "three"}
+_BE = {"is", "are", "was", "were"}
+_PRONOUN_START = {"it", "this", "that", "these", "those", "they", "we", "our", "its", "their", "there",
+                  "here", "he", "she", "his", "her", "such", "both", "each", "all", "one", "i", "you"}
+_ANAPHORA = re.compile(r"\b(?:it|its|they|them|their|this|these|those|such|he|she|his|her|we|our|us|"
+                       r"former|latter|aforementioned|above|following|corresponding|respective(?:ly)?)\b",
+                       re.IGNORECASE)
+_INTRO = re.compile(
+    r"^(?:(?:However|Furthermore|Moreover|In addition|Additionally|Finally|Thus|Therefore|Hence|Similarly|"
+    r"Consequently|Importantly|Notably|Interestingly|Overall|In contrast|By contrast|In particular|"
+    r"Conversely|Nevertheless|Nonetheless|Likewise|Also|First|Second|Third|Lastly|Accordingly),\s+)",
+    re.IGNORECASE)
+_FRONTED = re.compile(r"^(?P<phrase>(?:In|At|During|After|Before|Among|Within|Across|Compared (?:to|with)|"
+                      r"For|Of|Over|Under|Between|Following|Despite|Unlike|Like|With|Without|On|By|Using|"
+                      r"When|Once|Although|While|Since|Through|From)\b[^,]{2,90}),\s+(?P<rest>.+)$")
+_PEOPLE = {"patients", "women", "men", "children", "participants", "subjects", "people", "adults", "infants",
+           "individuals", "respondents", "physicians", "nurses", "doctors", "surgeons", "residents",
+           "students", "volunteers", "mothers", "workers", "users", "authors", "researchers", "girls", "boys",
+           "survivors", "smokers", "athletes", "employees", "clinicians", "pharmacists", "parents", "cases",
+           "controls", "donors", "recipients", "veterans", "elderly", "persons"}
+_NUMBER_WORDS = ("one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+                 "sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|"
+                 "hundred|thousand|million|a total of")
+_COUNTED = re.compile(rf"^(?:(?:A total of|In total,|Overall,)\s+)?(?P<number>\d[\d,.]*|(?:(?:{_NUMBER_WORDS})"
+                      rf"[\s-]+)+)\s*(?P<noun>(?:[a-z][\w-]*\s+){{0,3}}?[a-z][\w-]*s)\s+"
+                      r"(?P<verb>were|was|are|is|had|have|received|underwent|completed|participated|met|"
+                      r"took part|developed|died|reported|showed|required|agreed|responded)\b(?P<rest>.*)$",
+                      re.IGNORECASE)
+_CAUSE = re.compile(r"^(?P<effect>.{12,}?),? (?:because|since|as a result of|due to) (?P<cause>.{8,})$")
+_THAN = re.compile(r"^(?P<term>.{3,80}?)\s+(?P<aux>is|are|was|were)\s+(?:\w+ly\s+)?(?:more|less|higher|lower|"
+                   r"better|worse|greater|smaller|faster|slower|larger|shorter|longer|stronger|weaker)\b"
+                   r"[\w\- ]{0,30}?\s+than\s+(?P<other>[^,;]{3,60}?)(?:[,;].*)?$")
+_DEFINITION = re.compile(r"^(?P<term>[A-Za-z0-9][\w\-/()' ]{1,60}?)\s+(?P<verb>is|are|refers to|denotes|"
+                         r"is defined as|are defined as)\s+(?P<rest>.+)$")
+_ARTICLE = re.compile(r"^(?:a|an|the|one|any)\s")
+_STUDY_AIM = re.compile(
+    r"^(?:(?:The|Our) (?:main |primary )?(?:aims?|purposes?|objectives?|goals?) of (?:this|the|our|the present|"
+    r"the current) (?:study|paper|work|trial|review|analysis|survey|investigation) (?:was|were|is|are) to|"
+    r"(?:This|The present|The current|Our) (?:study|paper|work|trial|review|analysis) (?:aimed|aims|sought|"
+    r"seeks|was designed|is designed) to|We (?:aimed|sought|set out|wanted|intended|hypothesized|"
+    r"hypothesised) to|To (?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|"
+    r"estimate|test|analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review))\b", re.IGNORECASE)
+_STUDY_QUESTION = re.compile(r"(?:addressed|asked|examined|investigated|explored) the question[s]?:?\s+(?P<q>.+)$",
+                             re.IGNORECASE)
+_GENERIC_HEADINGS = {"introduction", "overview", "summary", "notes", "background", "contents", "abstract",
+                     "references", "appendix", "discussion", "conclusion", "conclusions", "see also",
+                     "further reading", "external links", "methods", "results", "details", "examples"}
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question, its answer (verbatim passage text, or passage text behind "Yes."/"No."), its form."""
+
+    question: str
+    answer: str
+    form: str  # "yes_no", "subject", "value", "how_many", "cause", "comparison", "definition", "section", ...
+
+
+# -- the lexicon -------------------------------------------------------------------------------------
+@lru_cache(maxsize=65536)
+def parts_of_speech(word: str) -> frozenset[str]:
+    """The universal POS tags the English lexicon allows for a word (empty when it does not know it)."""
+    from lemminflect import getAllLemmas
+
+    return frozenset(getAllLemmas(word.lower()) or ())
+
+
+def base_form(verb: str) -> str | None:
+    """'promoted' -> 'promote', 'underwent' -> 'undergo'; None when the lexicon knows no verb."""
+    from lemminflect import getLemma
+
+    lemmas = getLemma(verb.lower(), upos="VERB")
+    return lemmas[0] if lemmas and lemmas[0] else None
+
+
+def verb_tense(verb: str) -> str | None:
+    """"past", "third person" or "plain" for a finite verb form; None when it is none of these."""
+    from lemminflect import getInflection
+
+    base = base_form(verb)
+    if base is None:
+        return None
+    lower = verb.lower()
+    if lower in getInflection(base, "VBD"):
+        return "past"
+    if lower in getInflection(base, "VBZ"):
+        return "third person"
+    return "plain" if lower == base else None
+
+
+def _core(token: str) -> str:
+    return token.strip(".,;:!?()[]\"'")
+
+
+def lower_first(text: str) -> str:
+    """Lower-case a sentence-initial capital, unless the first word is an acronym ("QEC", "HbA1c") or a
+    name in the possessive ("Shor's")."""
+    first = _core(text.split(" ", 1)[0])
+    if not first or sum(c.isupper() for c in first) > 1 or any(c.isdigit() for c in first) \
+            or first.endswith(("'s", "’s")):
+        return text
+    return text[:1].lower() + text[1:]
+
+
+_PREPOSITIONS = {"from", "in", "at", "on", "of", "for", "with", "without", "by", "during", "after", "before",
+                 "between", "among", "to", "into", "through", "over", "under", "since", "until", "when", "if",
+                 "while", "although", "because", "as", "than", "whether", "and", "or", "but", "out", "up",
+                 "about", "against", "within", "upon", "per", "via"}
+# a second clause after the first ("…, and larger codes perform worse"): inverting one clause breaks the other
+_COORDINATED = re.compile(r";|, (?:and|but|while|whereas|so|yet) |\b(?:and|but|while|whereas)\s+(?:\S+\s+){0,5}?"
+                          r"(?:is|are|was|were|has|have|had)\b")
+
+
+def _nounish(words: Sequence[str]) -> bool:
+    """A noun phrase holds a noun (or a name, acronym or number) and no word that can only be a verb."""
+    cores = [_core(w) for w in words if _core(w)]
+    if not cores or cores[0].lower() in _PRONOUN_START | _PREPOSITIONS:
+        return False
+    has_noun = any("NOUN" in parts_of_speech(c) or "PROPN" in parts_of_speech(c) or c[:1].isupper() or
+                   any(ch.isdigit() for ch in c) or not parts_of_speech(c) for c in cores)
+    verb_only = any(parts_of_speech(c) == {"VERB"} and not c.lower().endswith(("ed", "ing")) for c in cores)
+    return has_noun and not verb_only and not any(w.endswith(",") for w in words[:-1])
+
+
+# -- reading a sentence ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Clause:
+    """A main clause read as subject + verb (an auxiliary or a finite verb) + the rest."""
+
+    fronted: str  # a fronted adverbial moved out of the way ("Compared to usual care alone")
+    subject: str
+    verb: str
+    rest: str
+
+
+def _verb_candidate(tokens: Sequence[str], index: int) -> bool:
+    word = _core(tokens[index]).lower()
+    if word != tokens[index].lower().rstrip(",") or index == 0:
+        return False
+    if word in AUXILIARIES:
+        return True
+    tags = parts_of_speech(word)
+    following = _core(tokens[index + 1]).lower() if index + 1 < len(tokens) else ""
+    if "VERB" not in tags or verb_tense(word) not in {"past", "third person"}:
+        return False
+    if tags & {"NOUN", "ADJ"}:  # "uses", "results", "increased": a verb only before its object's determiner
+        previous = _core(tokens[index - 1]).lower()
+        return ((following in _DETERMINER_START - {"that"} or following.isdigit())
+                and previous not in _DETERMINER_START)
+    # an active verb is followed by its object, not by a bare noun ("tailored print") nor by a preposition
+    # (then it is a participle: "self-reports obtained during 1995")
+    tags = parts_of_speech(following)
+    return bool(following) and following not in _PREPOSITIONS and not (tags and tags <= {"NOUN", "PROPN"})
+
+
+def read_clause(sentence: str) -> Clause | None:
+    """The sentence's main clause, or None when its subject cannot be found with confidence."""
+    body = _INTRO.sub("", sentence.strip().rstrip(".!"))
+    fronted = ""
+    if match := _FRONTED.match(body):
+        fronted, body = match["phrase"], match["rest"]
+    tokens = body.split()
+    if len(tokens) < 3:
+        return None
+    candidates = [i for i in range(1, min(len(tokens) - 1, 14)) if _verb_candidate(tokens, i)]
+    if not candidates:
+        return None
+    index = candidates[0]
+    # "Patients treated with X had …": a participle modifies the subject when a finite verb follows soon
+    after = _core(tokens[index + 1]).lower() if index + 1 < len(tokens) else ""
+    later = [i for i in candidates[1:] if i - index <= 8 and "," not in " ".join(tokens[index:i])
+             and _core(tokens[i]).lower() in AUXILIARIES and after in _PREPOSITIONS]
+    if later and _core(tokens[index]).lower() not in AUXILIARIES:
+        index = later[0]
+    subject = tokens[:index]
+    cores = [_core(t).lower() for t in subject]
+    if any(parts_of_speech(a) == {"ADV"} and "VERB" in parts_of_speech(b) for a, b in itertools.pairwise(cores)):
+        return None  # "sonography also increased …": an adverb before a verb inside the "subject" is a predicate
+    if parts_of_speech(_core(subject[-1]).lower()) == {"ADV"} or tokens[index].endswith(","):
+        return None  # "experiments soon followed, showing …": an adverb or an intransitive verb read as a clause
+    if not _nounish(subject) or cores[-1] in _PREPOSITIONS or len(subject) > 12 or any(w.lower() in {"that", "which", "who", "whom"}
+                                                        for w in subject):
+        return None
+    return Clause(fronted, " ".join(subject), _core(tokens[index]), " ".join(tokens[index + 1:]))
+
+
+def _second_clause(rest: str) -> bool:
+    """Whether the rest of a clause holds another clause ("… and the contralateral neck received …")."""
+    tokens = rest.split()
+    for position, token in enumerate(tokens):
+        if token.lower() not in {"and", "but", "while", "whereas"}:
+            continue
+        for later in tokens[position + 2:position + 7]:
+            word = _core(later).lower()
+            if word in AUXILIARIES or (parts_of_speech(word) == {"VERB"} and verb_tense(word) == "past"):
+                return True
+    return False
+
+
+def _finish(text: str) -> str:
+    return re.sub(r"\s+([,;?])", r"\1", text.strip().rstrip(",;:")) + "?"
+
+
+def _with_fronted(question: str, fronted: str) -> str:
+    return f"{question} {lower_first(fronted)}" if fronted else question
+
+
+def yes_no_question(clause: Clause) -> tuple[str, bool] | None:
+    """(question, negated) by inverting the auxiliary, or by do-support for a finite main verb."""
+    verb, rest, subject = clause.verb, clause.rest, lower_first(clause.subject)
+    negated = bool(re.match(r"^(?:not|never)\b", rest)) or subject.lower().startswith(("no ", "none ")) \
+        or verb.lower() == "cannot"
+    verb = "can" if verb.lower() == "cannot" else verb
+    rest = re.sub(r"^(?:not|never)\s+", "", rest)
+    subject = re.sub(r"^(?:no|none of the)\s+", "any ", subject, flags=re.IGNORECASE)
+    if len(subject.split()) + len(rest.split()) > 30 or _ANAPHORA.search(f"{subject} {rest}") \
+            or _COORDINATED.search(rest) or _second_clause(rest):
+        return None
+    if verb.lower() in AUXILIARIES - {"has", "have", "had"} or (
+            verb.lower() in {"has", "have", "had"} and re.match(r"^(?:\w+ly\s+)?(?:been|\w+ed|\w+en)\b", rest)):
+        question = f"{verb.capitalize()} {subject} {rest}"
+    else:
+        base, tense = base_form(verb), verb_tense(verb)
+        if base is None or tense is None:
+            return None
+        auxiliary = {"past": "Did", "third person": "Does", "plain": "Do"}[tense]
+        question = f"{auxiliary} {subject} {base} {rest}"
+    return _finish(_with_fronted(question.rstrip(), clause.fronted)), negated
+
+
+def subject_question(clause: Clause) -> str | None:
+    """'Telephone counseling promoted X' -> 'What promoted X?' (the predicate verbatim, nothing inverted)."""
+    if _ANAPHORA.search(clause.rest) or not clause.rest or clause.verb.lower() in {"did", "does", "do"}:
+        return None
+    passive = re.match(r"^(?:\w+ly\s+)?(?:been\s+|being\s+)?\w+(?:ed|en|wn|ung|ought|eld|ept|ound|ade)\b", clause.rest)
+    if (clause.verb.lower() in _BE | {"has", "have", "had"} and not passive) or ":" in clause.rest \
+            or _ANAPHORA.search(clause.subject) or not 3 <= len(clause.rest.split()) <= 30 \
+            or _COORDINATED.search(clause.rest) or _second_clause(clause.rest):
+        return None
+    people = {_core(w).lower() for w in clause.subject.split()} & _PEOPLE
+    wh = "Who" if people else "What"
+    verb = clause.verb
+    if wh == "What" and verb.lower() in {"are", "were", "have"}:  # "What were …" reads as asking for a plural
+        verb = {"are": "are", "were": "were", "have": "have"}[verb.lower()]
+    return _finish(_with_fronted(f"{wh} {verb} {clause.rest}", clause.fronted))
+
+
+_MODALS = {"can", "could", "may", "might", "will", "would", "should", "must"}
+
+
+def object_question(clause: Clause) -> str | None:
+    """'The decoder uses the syndrome history' -> 'What does the decoder use?'; 'A code of distance d can
+    correct up to d - 1 erasures' -> 'What can a code of distance d correct?' (the object asked for)."""
+    subject, words = lower_first(clause.subject), clause.rest.split()
+    if not words or _ANAPHORA.search(clause.subject):
+        return None
+    verb = clause.verb.lower()
+    if verb in _MODALS | {"cannot"}:
+        main = _core(words[0]).lower()
+        if main != words[0].lower() or "VERB" not in parts_of_speech(main) or base_form(main) != main or main == "be" \
+                or len(words) < 2 or _core(words[1]).lower() in _PREPOSITIONS - {"up", "out"}:
+            return None
+        return _finish(f"What {verb} {subject} {main}")
+    if verb in AUXILIARIES:
+        return None
+    base, tense = base_form(verb), verb_tense(verb)
+    first = _core(words[0]).lower()
+    if base is None or tense is None or first in _PREPOSITIONS or first == "that" or len(words) < 2:
+        return None
+    auxiliary = {"past": "did", "third person": "does", "plain": "do"}[tense]
+    return _finish(f"What {auxiliary} {subject} {base}")
+
+
+def value_question(clause: Clause) -> str | None:
+    """'The mean age was 45 years' -> 'What was the mean age?' (a copula whose complement is a figure)."""
+    figure = r"^(?:approximately |about |around |nearly |only |almost |over |under |less than |more than |" \
+             r"a mean of |a median of |an average of |a total of |between |from |up to )?[\d(<>≤≥±]"
+    if clause.verb.lower() not in _BE or not re.match(figure, clause.rest) or len(clause.rest.split()) > 16:
+        return None
+    return _finish(_with_fronted(f"What {clause.verb.lower()} {lower_first(clause.subject)}", clause.fronted))
+
+
+def how_many_question(sentence: str) -> str | None:
+    match = _COUNTED.match(sentence.rstrip("."))
+    if not match or _ANAPHORA.search(match["rest"]):
+        return None
+    return _finish(f"How many {match['noun'].lower()} {match['verb'].lower()}{match['rest']}")
+
+
+def cause_question(sentence: str) -> str | None:
+    match = _CAUSE.match(sentence.rstrip("."))
+    if not match:
+        return None
+    clause = read_clause(match["effect"])
+    if clause is None or clause.verb.lower() not in AUXILIARIES - {"has", "have", "had"}:
+        return None
+    return _finish(f"Why {clause.verb.lower()} {lower_first(clause.subject)} {clause.rest}")
+
+
+def comparison_question(sentence: str) -> str | None:
+    match = _THAN.match(_INTRO.sub("", sentence.rstrip(".")))
+    if not match or not _nounish(match["term"].split()) or _ANAPHORA.search(match["other"]) \
+            or match["other"].split()[0].lower() in _PREPOSITIONS:  # "than in group I": no thing to compare with
+        return None
+    auxiliary = "does" if match["aux"] == "is" else "did" if match["aux"] == "was" else "do"
+    return _finish(f"How {auxiliary} {lower_first(match['term'].strip())} compare with "
+                   f"{lower_first(match['other'].strip())}")
+
+
+def definition_question(sentence: str) -> str | None:
+    match = _DEFINITION.match(sentence.rstrip("."))
+    if not match or not _nounish(match["term"].split()) or len(match["term"].split()) > 8:
+        return None
+    plural = match["verb"].startswith("are")
+    first = _core(match["rest"].split()[0]).lower()
+    # "X is a/the …" defines X; "X are <nouns> …" defines a plural; "X is important" does not
+    noun = parts_of_speech(first) == {"NOUN"} or (not parts_of_speech(first) and not first.endswith(("ed", "ly")))
+    if not (_ARTICLE.match(match["rest"]) or (plural and noun)):
+        return None
+    return _finish(f"What {'are' if plural else 'is'} {lower_first(match['term'].strip())}")
+
+
+# -- naming the document --------------------------------------------------------------------------------
+def names_a_study(title: str) -> bool:
+    """Whether a title can name a document in a question: 2 to 30 words, at least two of them words of
+    three or more letters. Identifiers and file stems ("pubmed 23774337", "2301.12345") cannot."""
+    words = title.split()
+    return 2 <= len(words) <= 30 and sum(1 for w in words if re.fullmatch(r"[^\W\d_]{3,}\W*", w)) >= 2
+
+
+def study_anchor(title: str, facts: Sequence[Fact]) -> str | None:
+    """How questions name the study a structured abstract reports: by its title when the title names
+    one, else by the aim or question its text states ("the study that set out to assess whether …"),
+    else None (then no section question is asked: "the study" alone names nothing)."""
+    title = title.strip().rstrip(".?")
+    if names_a_study(title):
+        return f'the study "{title}"'
+    for fact in facts:
+        if match := _STUDY_QUESTION.search(fact.text):
+            asked = re.sub(r"^(?:Compared (?:to|with) [^,]+,\s*)", "", match["q"].rstrip(" ?."))
+            if 3 <= len(asked.split()) <= 20 and not _ANAPHORA.search(asked):
+                return f'the study that asked "{asked}"'
+    if aim := study_aim(facts):
+        aim = re.split(r",|;| in order to | by means of | so as to ", aim)[0].strip()
+        if 3 <= len(aim.split()) <= 30:
+            return f"the study that set out to {lower_first(aim)}"
+    return None
+
+
+_AIM_VERBS = r"(?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|estimate|test|" \
+    r"analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review|clarify|elucidate|see|know|find out|learn|" \
+    r"address|ask)"
+_AIM_WHETHER = re.compile(rf"^(?:{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+)?(?:whether|if)\s+(?:or not\s+)?(?P<clause>.+)$",
+                          re.IGNORECASE)
+_AIM_NOUNS = ("effects?|impacts?|influences?|associations?|relationships?|relations?|roles?|values?|efficacy|"
+              "effectiveness|safety|feasibility|accuracy|reliability|validity|utility|usefulness|performance|"
+              "outcomes?|prevalence|incidence|frequency|rates?|risks?|risk factors|predictors|determinants|"
+              "causes|consequences|benefits?|costs?|correlations?|differences?|characteristics|patterns|"
+              "trends|prognosis|prognostic value|diagnostic value|predictive value|mechanisms?|results")
+_AIM_NOUN = re.compile(rf"^{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+(?:the\s+)?(?P<what>(?:(?:short|long)-term\s+|"
+                       rf"possible\s+|potential\s+|clinical\s+|overall\s+)?(?:{_AIM_NOUNS}))\s+"
+                       rf"(?P<prep>of|between|in|among|for|associated with)\s+(?P<rest>.+)$", re.IGNORECASE)
+_AIM_END = re.compile(r"(?:,|;|:| and to | and (?:whether|if) | as well as | in order to | so as to | by (?:means|using|"
+                      r"comparing|measuring|analy[sz]ing)\b)")
+
+
+_MODAL_WORD = re.compile(r"\b(?:can|could|will|would|should|may|might|must|cannot)\b", re.IGNORECASE)
+
+
+_STATED_AIM = re.compile(  # "This randomized study addressed whether …", "We evaluated the differences between …"
+    r"^(?:In (?:this|the present|the current) (?:study|analysis|trial|work|paper),\s+we\s+|(?:This|The present|"
+    r"The current|Our) (?:[\w-]+ ){0,3}(?:study|analysis|trial|work|paper|review|survey)\s+|We\s+)"
+    r"(?P<verb>[a-z]+(?:ed|es|s))\s+(?P<rest>.+)$")
+
+
+def _aim_text(fact: Fact) -> str | None:
+    """The aim a sentence states, with its verb in the base form, or None."""
+    if _STUDY_AIM.match(fact.text):
+        return re.sub(r"^.*?\bto\s+", "", fact.text, count=1, flags=re.IGNORECASE)
+    if fact.role == "objective" and re.match(rf"^{_AIM_VERBS}\s", fact.text, re.IGNORECASE):
+        return fact.text  # an objective section in the imperative: "Examine whether …"
+    match = _STATED_AIM.match(fact.text)
+    stated = match and (fact.role in ("objective", "background") or match["rest"].startswith(("whether", "if ")))
+    if stated and re.fullmatch(_AIM_VERBS, base := base_form(match["verb"]) or ""):
+        return f"{base} {match['rest']}"
+    return None
+
+
+def study_aim(facts: Sequence[Fact]) -> str | None:
+    """What the study set out to do, as its text words it ("determine whether X reduces Y"), or None."""
+    for fact in facts:
+        if fact.kind != "sentence" or not (aim := _aim_text(fact)):
+            continue
+        aim = aim.rstrip(" .")
+        aim = re.sub(r"^(\w+):\s*\(?(?:1|i|a)\)\s*", r"\1 ", aim)  # "determine: (1) the incidence …"
+        aim = re.split(r",? and (?:to|secondly|second) \w+", aim)[0].strip()  # the first of several aims
+        if aim != fact.text.rstrip(" .") or fact.role == "objective":
+            if not _ANAPHORA.search(aim):
+                return aim[:1].lower() + aim[1:]
+    return None
+
+
+def _finite_verb_after_do_support(question: str) -> bool:
+    """'Did a well develop collateral circulation predisposes to …?': a second finite verb after do-support
+    means the clause was misread (a participle taken for the verb)."""
+    if not question.startswith(("Do ", "Does ", "Did ")):
+        return False
+    later = [_core(w).lower() for w in question.split()[3:]]
+    return any(parts_of_speech(w) == {"VERB"} and verb_tense(w) == "third person" for w in later)
+
+
+def aim_questions(aim: str) -> list[str]:
+    """The study's own question, as a reader would ask it: 'determine whether X reduces Y' -> 'Does X reduce
+    Y?'; 'assess the impact of X on Y' -> 'What is the impact of X on Y?'. Empty when the aim cannot be
+    read as a question with confidence."""
+    found: list[str] = []
+    if match := _AIM_WHETHER.match(aim):
+        clause_text = _AIM_END.split(match["clause"])[0].strip()
+        clause_text = re.sub(r"\s+or not$", "", clause_text)
+        if there := re.match(r"^there (is|are|was|were) (.+)$", clause_text):
+            found.append(_finish(f"{there[1].capitalize()} there {there[2]}"))
+        elif (clause := read_clause(clause_text)) is not None and (yes_no := yes_no_question(clause)) \
+                and not _finite_verb_after_do_support(yes_no[0]):
+            found.append(yes_no[0])
+    elif match := _AIM_NOUN.match(aim):
+        rest = _AIM_END.split(match["rest"])[0].strip()
+        what = match["what"].lower()
+        plural = what.endswith("s") and not what.endswith(("ss", "sis", "us"))
+        if match["prep"].lower() == "between":  # "between A, B and C": the list is the question
+            rest = re.split(r";|:| and to | in order to ", match["rest"])[0].strip().rstrip(",")
+        if 2 <= len(rest.split()) <= 20 and (match["prep"].lower() != "between" or " and " in rest) \
+                and " that of " not in rest:
+            found.append(_finish(f"What {'are' if plural else 'is'} the {what} {match['prep'].lower()} {rest}"))
+    # do-support over a modal ("Did the sensitivity … could be increased?") is a misread clause
+    return [q for q in found if 5 <= len(q.split()) <= 30
+            and not (q.startswith(("Do ", "Does ", "Did ")) and _MODAL_WORD.search(q))]
+
+
+_STUDY_METHOD = re.compile(
+    r"^(?:We (?:retrospectively |prospectively )?(?:performed|conducted|analy[sz]ed|reviewed|studied|enrolled|"
+    r"recruited|surveyed|compared|measured|used|included|examined|evaluated|randomi[sz]ed)\b|(?:A|This) "
+    r"(?:retrospective|prospective|randomi[sz]ed|cross-sectional|cohort|case-control|population-based)\b)",
+    re.IGNORECASE)
+_STUDY_CONCLUSION = re.compile(
+    r"^(?:In conclusion|To conclude|Taken together|In summary)\b|^(?:These|Our|The|This) (?:results?|findings?|"
+    r"data|study|analysis|observations?) (?:suggests?|indicates?|shows?|demonstrates?|supports?|confirms?|imply|"
+    r"implies)\b|^We conclude\b", re.IGNORECASE)
+
+
+def inferred_role(fact: Fact) -> str:
+    """A sentence's section role: its label's, or for unlabelled abstracts what the sentence itself says
+    it is (an aim, a method, a conclusion)."""
+    if fact.role or fact.kind != "sentence":
+        return fact.role
+    if _STUDY_AIM.match(fact.text):
+        return "objective"
+    if _STUDY_METHOD.match(fact.text):
+        return "methods"
+    return "conclusion" if _STUDY_CONCLUSION.match(fact.text) else ""
+
+
+_SECTION_QUESTIONS = {
+    "background": "What is the background of {study}?",
+    "objective": "What was the objective of {study}?",
+    "methods": "How was {study} carried out?",
+    "setting": "Where was {study} carried out?",
+    "participants": "Who took part in {study}?",
+    "intervention": "Which interventions did {study} compare?",
+    "outcome": "What were the main outcome measures of {study}?",
+    "results": "What did {study} find?",
+    "conclusion": "What did {study} conclude?",
+}
+
+
+def contiguous_facts(facts: Sequence[Fact], limit: int) -> list[Fact]:
+    """The first facts that follow one another in the passage (so that their text is one span of it)."""
+    run = list(facts[:1])
+    for fact in facts[1:limit]:
+        if fact.index != run[-1].index + 1:
+            break
+        run.append(fact)
+    return run
+
+
+def section_questions(facts: Sequence[Fact], study: str) -> list[tuple[Question, tuple[int, ...]]]:
+    """One question per section role of a structured abstract, answered by the section's first
+    sentences (at most three); with the indices of the facts the answer holds."""
+    found: list[tuple[Question, tuple[int, ...]]] = []
+    for role, template in _SECTION_QUESTIONS.items():
+        members = [f for f in facts if inferred_role(f) == role and f.kind == "sentence"]
+        if not members or (role == "objective" and "set out to" in study):  # the name gives the aim away
+            continue
+        members = contiguous_facts(members, 3)
+        answer = " ".join(f.text for f in members)
+        found.append((Question(template.format(study=study), answer, "section"), tuple(f.index for f in members)))
+    return found
+
+
+def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tuple[int, ...]] | None:
+    """'What is magic state distillation?' for a section whose heading names a thing; answered by the
+    section's first two sentences."""
+    words = heading.split()
+    sentences = [f for f in facts if f.kind == "sentence"]
+    if not sentences or not 1 <= len(words) <= 6 or heading.lower().strip(" :") in _GENERIC_HEADINGS:
+        return None
+    if not _nounish(words) or heading.endswith("?") or re.search(r"\d+(?:\.\d+)+", heading):
+        return None
+    plural = _core(words[-1]).lower().endswith("s") and not _core(words[-1]).lower().endswith("ss")
+    sentences = contiguous_facts(sentences, 2)
+    answer = " ".join(f.text for f in sentences)
+    return (Question(f"What {'are' if plural else 'is'} {lower_first(heading.strip(' :'))}?", answer, "heading"),
+            tuple(f.index for f in sentences))
+
+
+# -- lists and tables -----------------------------------------------------------------------------------
+def list_question(fact: Fact) -> Question | None:
+    """'The surface code has three parts:' + items -> 'What three parts does the surface code have?'."""
+    lead = fact.key.rstrip(" :")
+    answer = f"{fact.key.rstrip()} " + "; ".join(fact.items) + "."
+    clause = read_clause(lead) if lead else None
+    if clause is None:
+        return None
+    if clause.verb.lower() in _BE and not clause.rest:
+        return Question(_finish(f"What {clause.verb.lower()} {lower_first(clause.subject)}"), answer, "list")
+    base, tense = base_form(clause.verb), verb_tense(clause.verb)
+    if base and tense and clause.verb.lower() not in AUXILIARIES - {"has", "have", "had"} and clause.rest:
+        auxiliary = {"past": "did", "third person": "does", "plain": "do"}[tense]
+        return Question(_finish(f"What {clause.rest} {auxiliary} {lower_first(clause.subject)} {base}"),
+                        answer, "list")
+    return None
+
+
+def table_questions(fact: Fact, table_name: str) -> list[Question]:
+    """One question per cell of a table row: 'What is the distance of the Surface code?'."""
+    found = []
+    for column, value in fact.values:
+        column_phrase = column if sum(c.isupper() for c in column) > 1 else column.lower()
+        answer = f"The {column_phrase} of {fact.key} is {value}."
+        where = f" in {table_name}" if table_name else ""
+        found.append(Question(f"What is the {column_phrase} of {fact.key}{where}?", answer, "table"))
+    return found
+
+
+# -- one sentence, every form -----------------------------------------------------------------------------
+def sentence_questions(sentence: str) -> list[Question]:
+    """Every question form the sentence allows, each answered by the sentence (behind "Yes."/"No." for
+    yes/no questions)."""
+    found: list[Question] = []
+    if question := definition_question(sentence):
+        found.append(Question(question, sentence, "definition"))
+    for make, form in ((how_many_question, "how_many"), (cause_question, "cause"),
+                       (comparison_question, "comparison")):
+        if question := make(sentence):
+            found.append(Question(question, sentence, form))
+    clause = read_clause(sentence)
+    if clause is not None:
+        if yes_no := yes_no_question(clause):
+            question, negated = yes_no
+            found.append(Question(question, f"{'No' if negated else 'Yes'}. {sentence}", "yes_no"))
+        if question := value_question(clause):
+            found.append(Question(question, sentence, "value"))
+        if question := object_question(clause):
+            found.append(Question(question, sentence, "object"))
+        if question := subject_question(clause):
+            found.append(Question(question, sentence, "subject"))
+    return found
+
+
+def cloze_question(sentence: str) -> Question | None:
+    """A continuation item for a sentence of 10+ words no other form fits: the question quotes its opening
+    (a third of it, 3 to 10 words) and asks how it continues; the answer is the rest, verbatim."""
+    tokens = sentence.split()
+    if len(tokens) < 10:
+        return None
+    cut = min(max(3, len(tokens) // 3), 10)
+    return Question(f'How does the sentence "{" ".join(tokens[:cut])} …" continue?', " ".join(tokens[cut:]),
+                    "cloze")

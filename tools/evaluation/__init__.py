@@ -1,0 +1,1 @@
+"""Evaluation: QA sets, general-capability checks, answer metrics and plots, base-versus-tuned scores."""

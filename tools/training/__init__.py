@@ -1,0 +1,1 @@
+"""LoRA fine-tuning: the recipe, its backends (peft, Unsloth), the chunked loss and TensorBoard tracking."""

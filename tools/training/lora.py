@@ -1,0 +1,784 @@
+"""The LoRA training recipe: a validated config in, a typed result out.
+
+setup (model, adapter, data, memory plan) -> train (length-grouped micro-batches with gradient
+accumulation, loss on the assistant's tokens only, anomaly watch with rollback) -> checkpoint (every N
+steps and at each epoch end, atomically, last K kept) -> cleanup (best adapter, loss-curve PNG).
+A resumed run continues from the newest checkpoint with the same data order and RNG state, so its
+loss history matches an uninterrupted run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import pickle
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from tools.hardware import (
+    Hardware,
+    ModelShape,
+    Precision,
+    available_memory_bytes,
+    detect_hardware,
+    plan_memory,
+    process_rss_mb,
+    resolve_precision,
+)
+from tools.refusals import RefusedToLoad
+
+CPU_MICRO_BATCH_TOKENS = 512
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on; the message says why, before any work is lost."""
+
+
+class CheckpointRefused(TrainingError, RefusedToLoad):
+    """A step checkpoint that holds more than tensors and plain values: unpickling it could run code, so it
+    is never loaded (checkpoints are read with torch.load(weights_only=True))."""
+
+
+class LoraHyperparameters(BaseModel):
+    """The knobs a job sets (the job spec's `training` section is this, with job defaults)."""
+
+    epochs: float = Field(2.0, gt=0, le=50)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    lora_r: int = Field(16, ge=1, le=512)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    batch_size: int = Field(8, ge=1)  # examples per optimizer step
+    max_seq_len: int = Field(384, ge=16)
+    checkpoint_every: int = Field(20, ge=1)
+    precision: Precision = "auto"  # a job's "auto" takes the precision setting; the recipe's, the hardware
+    seed: int = 0
+
+
+class TrainingConfig(LoraHyperparameters):
+    """Everything one training run needs; saved next to the adapter."""
+
+    base_model_path: str
+    output_dir: str
+    checkpoint_dir: str
+    metrics_path: str | None = None
+    plot_path: str | None = None  # loss-curve PNG; default: loss_curve.png next to metrics_path
+    backend: Literal["auto", "peft", "unsloth"] = "auto"
+    qlora: bool = False  # 4-bit base weights via bitsandbytes; CUDA only
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    gradient_accumulation: int | None = Field(None, ge=1)  # None: from free memory and sequence length
+    gradient_checkpointing: bool | None = None  # None: only when memory needs it
+    micro_batch_tokens: int | None = Field(None, ge=16)  # None: CPU_MICRO_BATCH_TOKENS on a CPU, memory on a GPU
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    keep_checkpoints: int = Field(2, ge=1)
+    early_stopping_patience: int = Field(2, ge=1, description="validations without a new best before stopping")
+    validations_per_epoch: int = Field(1, ge=1, le=20, description="validation-loss checks per epoch (early "
+                                       "stopping and the best adapter are chosen on them)")
+    threads: int | None = None
+    max_rollbacks: int = Field(2, ge=0)
+    spike_factor: float = Field(3.0, gt=1)  # loss above this x its moving average is an anomaly
+    grad_spike_factor: float = Field(10.0, gt=1)  # grad norm above this x its moving average too
+    anomaly_warmup_steps: int = Field(10, ge=1)  # moving averages settle before spikes count
+    rollback_lr_factor: float = Field(0.5, gt=0, lt=1)
+    inject_nan_at_step: int | None = Field(None, ge=1)  # test hook: NaN loss once at this step
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list) and not value:
+            raise ValueError("target_modules must name at least one module (or be 'all-linear')")
+        return value
+
+
+def refused_checkpoint_message(checkpoint: Path, error: Exception) -> str:
+    """Why a checkpoint was not loaded and how to go on (torch's own advice, weights_only=False, is the
+    one thing not to do with a file someone else may have written)."""
+    found = str(error).split("\n")
+    detail = next((line.strip() for line in found if "GLOBAL" in line or "Unsupported" in line), "")
+    return (f"refused to load the training checkpoint {checkpoint / 'state.pt'}: it holds more than tensors "
+            f"and plain values ({detail or 'a pickled object'}), and loading it could run code. ftagent never "
+            f"writes such files; if you did not put it there, check who can write to this folder. To go on, "
+            f"delete the folder {checkpoint} and resume the job: training continues from the checkpoint "
+            f"before it (or from step 0).")
+
+
+@dataclass
+class StepMetrics:
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    learning_rate: float
+    grad_norm: float
+    tokens_per_second: float
+    elapsed_seconds: float
+    rss_mb: float = 0.0
+
+
+@dataclass
+class TrainingResult:
+    adapter_dir: str
+    steps: int
+    total_steps: int
+    train_loss: float
+    val_loss: float | None
+    val_history: list[float]
+    train_tokens: int
+    tokens_per_second: float
+    wall_seconds: float
+    resumed_from_step: int
+    stopped_early: bool
+    precision: str
+    device: str
+    truncated_examples: int
+    loss_history: list[float] = field(default_factory=list)
+    backend: str = "peft"
+    rollbacks: int = 0
+    micro_batch: int = 0
+    gradient_accumulation: int = 1
+    gradient_checkpointing: bool = False
+    plot_path: str | None = None
+    peak_rss_mb: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class Progress:
+    """Everything about a run's position that a checkpoint must carry for an exact resume."""
+
+    loss_history: list[float] = field(default_factory=list)
+    val_history: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    best_val: float | None = None
+    bad_epochs: int = 0
+    train_tokens: int = 0
+    best_adapter: dict | None = None
+    stopped_early: bool = False
+    rollbacks: int = 0
+    lr_scale: float = 1.0
+    loss_ema: float | None = None
+    grad_ema: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Progress:
+        """Read a checkpoint's progress (older checkpoints lack the newer keys)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class TrainingAnomaly(Exception):
+    """A step went wrong (non-finite or spiking loss, exploding gradients); the run rolls back."""
+
+
+def encode_chat(tokenizer, messages: Sequence[dict], max_seq_len: int) -> tuple[EncodedExample, bool]:
+    """Token ids of the whole conversation and labels that keep only the assistant's reply
+    (prompt tokens are -100). Returns (example, truncated)."""
+    prompt_text = tokenizer.apply_chat_template(list(messages[:-1]), tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise TrainingError("the chat template does not render the prompt as a prefix of the conversation")
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    reply_ids = tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+    input_ids = prompt_ids + reply_ids
+    labels = [-100] * len(prompt_ids) + reply_ids
+    truncated = len(input_ids) > max_seq_len
+    return EncodedExample(input_ids[:max_seq_len], labels[:max_seq_len]), truncated
+
+
+def encode_text(tokenizer, text: str, max_seq_len: int) -> list[EncodedExample]:
+    """A document row: its tokens (with the end-of-sequence token) and labels on every token, in windows
+    of at most `max_seq_len` (a long passage is split, never cut off)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    windows = [ids[start:start + max_seq_len] for start in range(0, len(ids), max_seq_len)]
+    return [EncodedExample(window, list(window)) for window in windows if len(window) >= 2]
+
+
+def encode_record(tokenizer, record: dict, max_seq_len: int) -> tuple[list[EncodedExample], bool]:
+    """A chat row (loss on the assistant's reply) or a document row {"text": ...} (loss on every token).
+    Returns (encoded rows, truncated)."""
+    if "messages" in record:
+        example, truncated = encode_chat(tokenizer, record["messages"], max_seq_len)
+        return [example], truncated
+    if isinstance(record.get("text"), str):
+        return encode_text(tokenizer, record["text"], max_seq_len), False
+    raise TrainingError(f"a training row is neither a chat row ('messages') nor a document row ('text'): "
+                        f"keys {sorted(record)[:6]}")
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffle, sort within windows of 16 batches by length (little padding), shuffle the batches."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 16
+    batches = []
+    for start in range(0, len(order), window):
+        group = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def write_loss_plot(path: Path, history: Sequence[float], val_steps: Sequence[int],
+                    val_history: Sequence[float]) -> Path:
+    """A PNG of the training loss per step and the validation loss at epoch ends (Agg, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(range(1, len(history) + 1), history, label="train loss", linewidth=1)
+    if val_history:
+        axes.plot(val_steps[-len(val_history):], val_history, "o-", label="val loss")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss per assistant token")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".partial.png")
+    figure.savefig(str(staging))
+    staging.replace(path)
+    return path
+
+
+def model_shape(model) -> ModelShape:
+    """Sizes of a transformers causal LM, for the memory plan."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    return ModelShape(hidden=hidden, intermediate=int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden),
+                      layers=int(getattr(config, "num_hidden_layers", 1) or 1),
+                      heads=int(getattr(config, "num_attention_heads", 1) or 1),
+                      vocab=int(getattr(config, "vocab_size", 0) or 0),
+                      parameters=sum(p.numel() for p in model.parameters()))
+
+
+class LoraRecipe:
+    """peft + transformers LoRA on CPU, MPS or CUDA (QLoRA on CUDA)."""
+
+    name = "peft"
+
+    def __init__(self, config: TrainingConfig, on_step: Callable[[StepMetrics], None] | None = None,
+                 on_event: Callable[[str, dict], None] | None = None) -> None:
+        self.config = config
+        self.on_step = on_step or (lambda metrics: None)
+        self.on_event = on_event or (lambda message, data: None)
+        self._nan_injected = False
+        self._initial_state: dict | None = None
+        self.peak_rss_mb = 0.0
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self, train: Sequence[dict], val: Sequence[dict]) -> None:
+        """Load the base model, attach the adapter, encode the data, plan memory, build the optimizer."""
+        import torch
+
+        cfg = self.config
+        if len(train) < 2:
+            raise TrainingError(f"need at least 2 training examples, got {len(train)}")
+        hardware = detect_hardware()
+        self.device = hardware.device
+        precision, why = resolve_precision(cfg.precision, hardware)
+        self.bf16 = precision == "bf16"
+        threads = cfg.threads or hardware.cpu_threads
+        torch.set_num_threads(threads)
+        self.on_event("training setup", {"device": hardware.device, "bf16": self.bf16, "precision": precision,
+                                         "threads": threads, "why": why})
+        self.tokenizer, model = self._load_base_model(hardware)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._check_targets(model)
+        torch.manual_seed(cfg.seed)  # before the adapter: LoRA's A matrices are drawn from this RNG
+        random.seed(cfg.seed)
+        self.model = self._attach_adapter(model)
+        self._encode_data(train, val)
+        self._apply_memory_plan(model)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
+        self.batches_per_epoch = self.steps_per_epoch  # optimizer steps per epoch (older name)
+        self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
+        self._validation_steps = self.validation_steps()
+        self._build_optimizer()
+        self._initial_state = self._state_snapshot()
+
+    def _load_base_model(self, hardware: Hardware):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = self.config.base_model_path
+        extra = self._quantization_kwargs(hardware)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=self._weight_dtype(), **extra)
+        except ValueError as error:
+            if "Unrecognized configuration class" in str(error):
+                raise TrainingError(f"{path} is not a causal language model "
+                                    f"(AutoModelForCausalLM cannot load it): {str(error)[:200]}") from error
+            raise TrainingError(f"cannot load the base model at {path}: {error}") from error
+        except OSError as error:
+            raise TrainingError(f"cannot load the base model at {path}: {error}") from error
+        if not getattr(model, "can_generate", lambda: False)():
+            raise TrainingError(f"{path} is not a causal language model")
+        return tokenizer, model
+
+    def _weight_dtype(self):
+        """The frozen base weights' dtype: bf16 where the hardware computes in it natively (they are never
+        updated, so nothing accumulates their rounding), else fp32. The LoRA weights, their gradients and
+        the optimizer state stay fp32 (peft keeps adapter weights in fp32 over a bf16 base), and the loss is
+        taken in fp32."""
+        import torch
+
+        return torch.bfloat16 if self.bf16 else torch.float32
+
+    def _quantization_kwargs(self, hardware: Hardware) -> dict:
+        """QLoRA: 4-bit NF4 base weights through bitsandbytes, imported only when asked for on CUDA."""
+        if not self.config.qlora:
+            return {}
+        if hardware.device != "cuda":
+            raise TrainingError(f"QLoRA needs a CUDA GPU with bitsandbytes; this machine has {hardware.device}")
+        try:
+            import bitsandbytes  # noqa: F401 - presence check; transformers drives it
+            import torch
+            from transformers import BitsAndBytesConfig
+        except ImportError as error:
+            raise TrainingError(f"QLoRA needs bitsandbytes: {error}") from error
+        return {"quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if hardware.bf16 else torch.float16)}
+
+    def _attach_adapter(self, model):
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.config
+        if cfg.qlora:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+        peft_model = get_peft_model(model, lora)
+        return peft_model if cfg.qlora else peft_model.to(self.device)
+
+    def _check_targets(self, model) -> None:
+        targets = self.config.target_modules
+        if targets == "all-linear":
+            return
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        missing = [t for t in targets if t not in names]
+        if missing:
+            raise TrainingError(f"target modules {missing} do not exist in the model (it has e.g. "
+                                f"{sorted(n for n in names if n.endswith('proj'))[:8]})")
+
+    def _encode_data(self, train: Sequence[dict], val: Sequence[dict]) -> None:
+        self.train_set, truncated_train = self._encode(train)
+        # validation measures answers (the early-stopping signal): chat rows only
+        self.val_set, truncated_val = self._encode([r for r in val if "messages" in r])
+        self.truncated = truncated_train + truncated_val
+        if self.truncated:
+            self.on_event("examples truncated", {"count": self.truncated, "max_seq_len": self.config.max_seq_len})
+        if len(self.train_set) < 2:
+            raise TrainingError(f"need at least 2 training examples with assistant tokens, got {len(self.train_set)}")
+
+    def _encode(self, records: Sequence[dict]) -> tuple[list[EncodedExample], int]:
+        encoded, truncated = [], 0
+        for record in records:
+            examples, was_truncated = encode_record(self.tokenizer, record, self.config.max_seq_len)
+            truncated += was_truncated
+            encoded += [e for e in examples if any(label != -100 for label in e.labels)]
+        return encoded, truncated
+
+    def _apply_memory_plan(self, model) -> None:
+        """Split the step's batch into micro-batches that fit, and checkpoint activations only if needed."""
+        cfg = self.config
+        from tools.training.linear_cross_entropy import DEFAULT_CHUNK_ROWS
+
+        longest = max(len(e.input_ids) for e in self.train_set)
+        plan = plan_memory(model_shape(model), longest, cfg.batch_size, available_memory_bytes(),
+                           cfg.gradient_accumulation, cfg.gradient_checkpointing,
+                           value_bytes=2 if self.bf16 else 4, head_chunk_rows=DEFAULT_CHUNK_ROWS,
+                           max_micro_tokens=cfg.micro_batch_tokens or self._micro_token_target())
+        if not plan.fits and cfg.gradient_accumulation is None:
+            raise TrainingError(f"not enough memory to train: {plan.note}")
+        self.micro_batch, self.accumulation = plan.micro_batch, plan.gradient_accumulation
+        self.micro_tokens = plan.micro_batch_tokens
+        self.checkpointing = plan.gradient_checkpointing
+        if self.checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.on_event("memory plan", {"micro_batch": plan.micro_batch, "gradient_accumulation": plan.gradient_accumulation,
+                                      "micro_batch_tokens": plan.micro_batch_tokens,
+                                      "gradient_checkpointing": plan.gradient_checkpointing, "why": plan.note})
+
+    def _micro_token_target(self) -> int | None:
+        """Padded tokens per micro-batch on a CPU: its matrix products run near their full rate from a few
+        hundred rows, so bigger micro-batches would only hold more activations (a GPU takes what memory
+        allows: None)."""
+        return CPU_MICRO_BATCH_TOKENS if self.device == "cpu" else None
+
+    def _build_optimizer(self) -> None:
+        import torch
+        from transformers import get_cosine_schedule_with_warmup
+
+        cfg = self.config
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.trainable = parameters
+        # foreach: one kernel per op over all LoRA tensors instead of a Python loop per tensor
+        self.optimizer = torch.optim.AdamW(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           foreach=True)
+        self.scheduler = get_cosine_schedule_with_warmup(
+            self.optimizer, math.ceil(cfg.warmup_ratio * self.total_steps), self.total_steps)
+
+    # -- batches ---------------------------------------------------------------------------------
+    def _collate(self, examples: Sequence[EncodedExample]):
+        import torch
+
+        width = max(len(e.input_ids) for e in examples)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(examples), width), pad, dtype=torch.long)
+        labels = torch.full((len(examples), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example.input_ids)
+            ids[row, :n] = torch.tensor(example.input_ids)
+            labels[row, :n] = torch.tensor(example.labels)
+            mask[row, :n] = 1
+        return ids.to(self.device), mask.to(self.device), labels.to(self.device)
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's optimizer-step batches (a function of seed and epoch only)."""
+        lengths = [len(e.input_ids) for e in self.train_set]
+        return length_grouped_batches(lengths, self.config.batch_size, self.config.seed + epoch)
+
+    def _micro_batches(self, batch: list[int]) -> list[list[EncodedExample]]:
+        """One step's examples sorted by length and split into micro-batches (little padding each): of at
+        most `micro_tokens` padded tokens each when the plan packs by tokens, else `micro_batch` examples."""
+        ordered = [self.train_set[i] for i in sorted(batch, key=lambda i: len(self.train_set[i].input_ids))]
+        if not self.micro_tokens:
+            return [ordered[k : k + self.micro_batch] for k in range(0, len(ordered), self.micro_batch)]
+        micro_batches: list[list[EncodedExample]] = [[]]
+        for example in ordered:  # ascending length: the newest example sets the padded width
+            if micro_batches[-1] and (len(micro_batches[-1]) + 1) * len(example.input_ids) > self.micro_tokens:
+                micro_batches.append([])
+            micro_batches[-1].append(example)
+        return micro_batches
+
+    # -- loss ------------------------------------------------------------------------------------
+    def _loss_sum(self, ids, mask, labels):
+        """Summed cross-entropy (fp32) over the supervised tokens.
+
+        The vocabulary projection runs only on positions whose next token is supervised (for a 49k-token
+        vocabulary that head is a fifth of the model's FLOPs, and prompt positions need none), a chunk of
+        positions at a time (tools.training.linear_cross_entropy): the full positions x vocabulary logits never exist."""
+        from tools.training.linear_cross_entropy import supervised_loss_sum
+
+        loss = supervised_loss_sum(self.model, ids, mask, labels)
+        return self._loss_sum_full(ids, mask, labels) if loss is None else loss
+
+    def _loss_sum_full(self, ids, mask, labels):
+        """Fallback through the model's own loss (mean) for heads we should not bypass."""
+        loss = self.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+        return loss.float() * int((labels[:, 1:] != -100).sum())
+
+    def evaluate_loss(self, examples: Sequence[EncodedExample]) -> float | None:
+        """Mean loss per assistant token over a set (None when the set is empty)."""
+        import torch
+
+        if not examples:
+            return None
+        self.model.eval()
+        total, count = 0.0, 0
+        ordered = sorted(examples, key=lambda e: len(e.input_ids))
+        with torch.no_grad():
+            for start in range(0, len(ordered), self.micro_batch):
+                ids, mask, labels = self._collate(ordered[start : start + self.micro_batch])
+                total += float(self._loss_sum(ids, mask, labels))
+                count += int((labels[:, 1:] != -100).sum())
+        self.model.train()
+        return total / max(1, count)
+
+    # -- checkpoint ------------------------------------------------------------------------------
+    def _checkpoints(self) -> list[Path]:
+        root = Path(self.config.checkpoint_dir)
+        return sorted(p for p in root.glob("step-*") if (p / "state.pt").exists()) if root.exists() else []
+
+    def _state_snapshot(self) -> dict:
+        import copy
+
+        import torch
+        from peft import get_peft_model_state_dict
+
+        return {"adapter": {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(), "step": 0, "progress": asdict(Progress())}
+
+    def save_checkpoint(self, step: int, progress: Progress | dict) -> Path:
+        """Write adapter, optimizer, scheduler, RNG states and progress to step-N, atomically."""
+        import torch
+        from peft import get_peft_model_state_dict
+
+        root = Path(self.config.checkpoint_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"step-{step:07d}"
+        staging = root / f".step-{step:07d}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        torch.save({
+            "adapter": get_peft_model_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "step": step,
+            "progress": asdict(progress) if isinstance(progress, Progress) else progress,
+        }, staging / "state.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        for old in self._checkpoints()[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _restore(self, state: dict) -> tuple[int, Progress]:
+        import torch
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, state["adapter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        progress = Progress.from_dict(state["progress"])
+        self._scale_learning_rate(progress.lr_scale)
+        return int(state["step"]), progress
+
+    def load_latest_checkpoint(self) -> tuple[int, Progress]:
+        """Restore the newest readable checkpoint; (0, fresh progress) when there is none."""
+        import torch
+
+        for checkpoint in reversed(self._checkpoints()):
+            try:
+                state = torch.load(checkpoint / "state.pt", weights_only=True)
+            except pickle.UnpicklingError as error:
+                if "weights only load failed" in str(error).lower():
+                    raise CheckpointRefused(refused_checkpoint_message(checkpoint, error)) from None
+                self.on_event("unreadable checkpoint skipped", {"path": str(checkpoint), "reason": str(error)})
+                continue
+            except (OSError, RuntimeError, EOFError) as error:
+                self.on_event("unreadable checkpoint skipped", {"path": str(checkpoint), "reason": str(error)})
+                continue
+            return self._restore(state)
+        return 0, Progress()
+
+    def _scale_learning_rate(self, scale: float) -> None:
+        """Scale the schedule's peak LR (after a rollback) and the current LR with it."""
+        self.scheduler.base_lrs = [self.config.learning_rate * scale for _ in self.scheduler.base_lrs]
+        for group, base, schedule in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                         self.scheduler.lr_lambdas):
+            group["lr"] = base * schedule(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    # -- anomaly watch ---------------------------------------------------------------------------
+    def _check_step(self, step: int, loss: float, grad_norm: float, progress: Progress) -> None:
+        """Raise TrainingAnomaly for a non-finite loss, a loss spike or exploding gradients."""
+        cfg = self.config
+        if not math.isfinite(loss):
+            raise TrainingAnomaly(f"loss became {loss} at step {step}")
+        if not math.isfinite(grad_norm):
+            raise TrainingAnomaly(f"gradient norm became {grad_norm} at step {step}")
+        settled = len(progress.loss_history) >= cfg.anomaly_warmup_steps
+        if settled and progress.loss_ema and loss > cfg.spike_factor * progress.loss_ema:
+            raise TrainingAnomaly(f"loss spiked to {loss:.3f} at step {step} "
+                                  f"(> {cfg.spike_factor:g} x moving average {progress.loss_ema:.3f})")
+        if settled and progress.grad_ema and grad_norm > cfg.grad_spike_factor * progress.grad_ema:
+            raise TrainingAnomaly(f"gradient norm exploded to {grad_norm:.3g} at step {step} "
+                                  f"(> {cfg.grad_spike_factor:g} x moving average {progress.grad_ema:.3g})")
+
+    @staticmethod
+    def _update_averages(progress: Progress, loss: float, grad_norm: float, decay: float = 0.9) -> None:
+        progress.loss_ema = loss if progress.loss_ema is None else decay * progress.loss_ema + (1 - decay) * loss
+        progress.grad_ema = (grad_norm if progress.grad_ema is None
+                             else decay * progress.grad_ema + (1 - decay) * grad_norm)
+
+    def _roll_back(self, anomaly: TrainingAnomaly, progress: Progress) -> tuple[int, Progress]:
+        """Back to the newest checkpoint (or the initial state) with a lower LR, or give up after the cap."""
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        rollbacks = progress.rollbacks + 1
+        if rollbacks > cfg.max_rollbacks:
+            self.on_event("training failed", {"reason": str(anomaly), "rollbacks": progress.rollbacks})
+            raise TrainingError(f"{anomaly}; gave up after {cfg.max_rollbacks} rollbacks")
+        step, restored = self.load_latest_checkpoint()
+        if not step:
+            step, restored = self._restore(self._initial_state)
+        restored.rollbacks = rollbacks
+        restored.lr_scale = progress.lr_scale * cfg.rollback_lr_factor
+        self._scale_learning_rate(restored.lr_scale)
+        self.on_event("rolled back", {"reason": str(anomaly), "to_step": step, "rollback": rollbacks,
+                                      "max_rollbacks": cfg.max_rollbacks, "lr_scale": restored.lr_scale})
+        return step, restored
+
+    # -- train -----------------------------------------------------------------------------------
+    def _train_step(self, step: int, batch: list[int]) -> tuple[float, float, int]:
+        """Forward/backward over the step's micro-batches, clip, update. Returns (loss, grad_norm, tokens)."""
+        import torch
+
+        micro_batches = [self._collate(examples) for examples in self._micro_batches(batch)]
+        supervised = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in micro_batches)
+        loss_total, tokens = 0.0, 0
+        for ids, mask, labels in micro_batches:
+            loss = self._loss_sum(ids, mask, labels) / supervised
+            if self.config.inject_nan_at_step == step and not self._nan_injected:
+                self._nan_injected = True
+                loss = loss * float("nan")
+            if not torch.isfinite(loss):
+                return float(loss.detach()), float("nan"), tokens
+            loss.backward()
+            loss_total += float(loss.detach())
+            tokens += int(mask.sum())
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
+        return loss_total, grad_norm, tokens
+
+    def _apply_update(self) -> None:
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train(self) -> TrainingResult:
+        """Run from the newest checkpoint (or the start) to the last step or an early stop."""
+        cfg = self.config
+        start_step, progress = self.load_latest_checkpoint()
+        if start_step:
+            self.on_event("resumed from checkpoint", {"step": start_step})
+        started, session_tokens = time.monotonic(), 0
+        self.model.train()
+        step, epoch_cached, batches = start_step, -1, []
+        with contextlib.ExitStack() as stack:
+            metrics_file = stack.enter_context(Path(cfg.metrics_path).open("a")) if cfg.metrics_path else None
+            while step < self.total_steps and not progress.stopped_early:
+                epoch, position = divmod(step, self.steps_per_epoch)
+                if epoch != epoch_cached:
+                    batches, epoch_cached = self._epoch_batches(epoch), epoch
+                loss, grad_norm, tokens = self._train_step(step + 1, batches[position])
+                try:
+                    self._check_step(step + 1, loss, grad_norm, progress)
+                except TrainingAnomaly as anomaly:
+                    step, progress = self._roll_back(anomaly, progress)
+                    continue
+                self._apply_update()
+                step += 1
+                self._update_averages(progress, loss, grad_norm)
+                session_tokens += tokens
+                progress.train_tokens += tokens
+                progress.loss_history.append(loss)
+                self._report_step(step, progress, grad_norm, session_tokens, started, metrics_file)
+                self._end_of_step(step, progress)
+        return self.cleanup(step, start_step, progress, session_tokens, time.monotonic() - started)
+
+    def _report_step(self, step: int, progress: Progress, grad_norm: float, session_tokens: int,
+                     started: float, metrics_file) -> None:
+        elapsed = time.monotonic() - started
+        rss = process_rss_mb()
+        self.peak_rss_mb = max(self.peak_rss_mb, rss)
+        metrics = StepMetrics(step, self.total_steps, step / self.steps_per_epoch, progress.loss_history[-1],
+                              self.scheduler.get_last_lr()[0], grad_norm,
+                              session_tokens / max(elapsed, 1e-9), elapsed, round(rss, 1))
+        self.on_step(metrics)
+        if metrics_file:
+            metrics_file.write(json.dumps(asdict(metrics)) + "\n")
+            metrics_file.flush()
+
+    def validation_steps(self) -> set[int]:
+        """The steps after which the validation loss is measured: `validations_per_epoch` evenly spaced
+        points in every epoch (its end included) and the last step."""
+        per_epoch = self.steps_per_epoch
+        points = {math.ceil(per_epoch * k / self.config.validations_per_epoch)
+                  for k in range(1, self.config.validations_per_epoch + 1)}
+        epochs = math.ceil(self.total_steps / per_epoch)
+        return {e * per_epoch + p for e in range(epochs) for p in points if 0 < e * per_epoch + p <= self.total_steps} \
+            | {self.total_steps}
+
+    def _end_of_step(self, step: int, progress: Progress) -> None:
+        """Validation and early stopping at the validation points; a checkpoint then and every N steps."""
+        validate = step in self._validation_steps
+        if validate:
+            self._validate(step, progress)
+        if validate or step % self.config.checkpoint_every == 0:
+            self.save_checkpoint(step, progress)
+
+    def _validate(self, step: int, progress: Progress) -> None:
+        val_loss = self.evaluate_loss(self.val_set)
+        if val_loss is None:
+            return
+        progress.val_history.append(val_loss)
+        progress.val_steps.append(step)
+        if progress.best_val is None or val_loss < progress.best_val - 1e-4:
+            progress.best_val, progress.bad_epochs = val_loss, 0
+            progress.best_adapter = self._adapter_copy()
+        else:
+            progress.bad_epochs += 1
+            progress.stopped_early = progress.bad_epochs >= self.config.early_stopping_patience
+        self.on_event("epoch end", {"step": step, "val_loss": round(val_loss, 4),
+                                    "stopped_early": progress.stopped_early})
+
+    def _adapter_copy(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    # -- cleanup ---------------------------------------------------------------------------------
+    def _plot_path(self) -> Path | None:
+        cfg = self.config
+        if cfg.plot_path:
+            return Path(cfg.plot_path)
+        return Path(cfg.metrics_path).with_name("loss_curve.png") if cfg.metrics_path else None
+
+    def cleanup(self, step: int, start_step: int, progress: Progress, session_tokens: int,
+                wall: float) -> TrainingResult:
+        """Keep the best epoch's adapter, save it atomically with its config, draw the loss curve."""
+        from peft import set_peft_model_state_dict
+
+        if progress.best_adapter is not None:
+            set_peft_model_state_dict(self.model, progress.best_adapter)  # keep the epoch with the best val loss
+        output = Path(self.config.output_dir)
+        staging = output.with_name(output.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        self.model.save_pretrained(str(staging))
+        self.tokenizer.save_pretrained(str(staging))
+        (staging / "training_config.json").write_text(self.config.model_dump_json(indent=2))
+        shutil.rmtree(output, ignore_errors=True)
+        staging.rename(output)
+        plot = self._plot_path()
+        if plot and progress.loss_history:
+            write_loss_plot(plot, progress.loss_history, progress.val_steps, progress.val_history)
+        history = progress.loss_history
+        tail = history[-max(1, self.steps_per_epoch):]
+        return TrainingResult(
+            adapter_dir=str(output), steps=step, total_steps=self.total_steps,
+            train_loss=sum(tail) / len(tail) if tail else float("nan"), val_loss=progress.best_val,
+            val_history=progress.val_history, train_tokens=progress.train_tokens,
+            tokens_per_second=session_tokens / max(wall, 1e-9), wall_seconds=wall,
+            resumed_from_step=start_step, stopped_early=progress.stopped_early,
+            precision="bf16" if self.bf16 else "fp32", device=self.device,
+            truncated_examples=self.truncated, loss_history=history, backend=self.name,
+            rollbacks=progress.rollbacks, micro_batch=self.micro_batch,
+            gradient_accumulation=self.accumulation, gradient_checkpointing=self.checkpointing,
+            plot_path=str(plot) if plot and history else None, peak_rss_mb=round(self.peak_rss_mb, 1))
+
+
+#END
