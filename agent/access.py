@@ -3,8 +3,9 @@
 The local CLI and the Python API run as the machine's own user and may read any folder that user can,
 fetch any URL and set any gate. A remote caller acts for a person who has no account on the machine:
 
-- **Documents** (`docs_path`, and a `dataset` of the user's own) only from a document root: `<home>/documents` or a folder of the `document_roots`
-  setting (`FTAGENT_DOCUMENT_ROOTS`, os.pathsep-separated). The path is resolved (symlinks followed)
+- **Documents** (`docs_path`, and a `dataset` of the user's own) only from a document root:
+  `<home>/documents` or a folder of the `document_roots` setting (`FTAGENT_DOCUMENT_ROOTS`,
+  os.pathsep-separated). The path is resolved (symlinks followed)
   before it is compared, a relative path is taken inside `<home>/documents`, and the home itself (or a
   root that would contain it) is never allowed. A refusal names the roots and never says whether the
   path exists.

@@ -45,6 +45,7 @@ from agent.service import JobService, NotOwner
 from graphs.spec import RequestError
 from tools.evaluation.scoring import QASetError
 from tools.events import read_from
+from tools.package_data import EVAL_SETS_DIR
 from tools.private_files import write_private_text
 from tools.stores.api_tokens import Caller, TokenStore
 from tools.stores.feedback import (
@@ -59,7 +60,6 @@ from tools.stores.model_registry import RegistryError, RegistryRefusal
 PREFIX = "/api/v1/fine-tuning"
 TOKEN_ENV = "FTAGENT_API_TOKEN"
 LEGACY_ADMIN = "admin"  # the user name of the server's single token
-EVAL_SETS = Path(__file__).resolve().parents[1] / "eval_sets"
 MAX_EVAL_EXAMPLES = 500
 _EVENT_NUMBER = re.compile(r"[0-9]{1,12}")
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class FeedbackRequest(_Body):
 class EvaluationRequest(_Body):
     """Evaluate a model (tuned vs its base) on question/answer pairs: either `examples` inline
     ({"question","answer"} or {"messages": [...]}) or `dataset_path`, a JSONL file that must lie inside the
-    ftagent home (e.g. a job's dataset/test.jsonl) or the repo's eval_sets/ (the API never reads other files).
+    ftagent home (e.g. a job's dataset/test.jsonl) or tools/eval_sets/ (the API never reads other files).
     `model` is a registered model name or `base` (model folders are only for the CLI and Python API)."""
 
     model: str = Field(min_length=1, max_length=200, examples=["base"])
@@ -294,19 +294,19 @@ def _models_router(service: JobService) -> APIRouter:
 
 
 def _allowed_eval_path(service: JobService, given: str, caller: Caller) -> Path:
-    """The resolved path when the caller may read it (422 otherwise): the repo's eval_sets/, a document
+    """The resolved path when the caller may read it (422 otherwise): tools/eval_sets/, a document
     root, or the folder of one of the caller's own jobs (an admin: anywhere in the home). A relative path
     is taken inside the home, as before (e.g. jobs/<id>/dataset/test.jsonl)."""
     home = service.settings.home.resolve()
     path = Path(given).expanduser()
     path = (path if path.is_absolute() else home / path).resolve()
-    roots = [EVAL_SETS.resolve(), *document_roots(service.settings)]
+    roots = [EVAL_SETS_DIR.resolve(), *document_roots(service.settings)]
     if caller.admin:
         roots.append(home)
     else:
         roots += [(home / "jobs" / record.job_id).resolve() for record in service.list_jobs(caller)]
     if not any(path.is_relative_to(root) for root in roots):
-        raise ApiError(422, "dataset_path must be inside eval_sets/, a document root or one of your jobs' "
+        raise ApiError(422, "dataset_path must be inside tools/eval_sets/, a document root or one of your jobs' "
                             "folders (or send 'examples' inline)")
     return path
 

@@ -6,7 +6,7 @@ for it instead of guessing, and the next message answers the question. Jobs run 
 of the chat process (or in an `ftagent worker`/`ftagent api` already running on the same home).
 
 Decision: with a configured chat model (FTAGENT_CHAT_MODEL) each message is read by the model as a
-structured `ChatIntent` (prompts/chat_intent.txt); without one, or when it fails, the deterministic parser
+structured `ChatIntent` (tools/llm/prompts/chat_intent.txt); without one, or when it fails, the deterministic parser
 reads it. Either way the same handlers act on the intent, and a fine-tune request is submitted as a
 sentence that goes through `graphs.spec.build_spec` (the user's own sentence when the parser can read it,
 else "fine-tune <model> on <subject>" from the model's fields), so the JobSpec is the one any door makes.
@@ -74,7 +74,8 @@ def parse_intent(message: str) -> Intent:
         return Intent("fine_tune", text)
     if _MODELS.search(text):
         return Intent("models")
-    if _CANCEL.match(text) or re.fullmatch(r"(?:please\s+)?(?:stop|cancel)(?: it| that| the job)?[.!]?", text, re.IGNORECASE):
+    stop = re.fullmatch(r"(?:please\s+)?(?:stop|cancel)(?: it| that| the job)?[.!]?", text, re.IGNORECASE)
+    if _CANCEL.match(text) or stop:
         return Intent("cancel")
     if _STATUS.search(text):
         return Intent("status")
@@ -100,7 +101,9 @@ def to_intent(found: ChatIntent, message: str) -> Intent:
     if found.kind == "fine_tune":
         return Intent("fine_tune", request_sentence(found, message))
     if found.kind == "set_sources":
-        return Intent("sources", sources=tuple(dict.fromkeys(found.sources))) if found.sources else Intent("other", message)
+        if not found.sources:
+            return Intent("other", message)
+        return Intent("sources", sources=tuple(dict.fromkeys(found.sources)))
     if found.kind == "ask":
         return Intent("ask", found.question.strip() or message, model=found.model.strip())
     return Intent(found.kind, message if found.kind == "other" else "")
@@ -249,7 +252,8 @@ class ChatSession:
 
     def _with_subject(self, subject: str) -> str:
         subject = subject.strip().rstrip(".!?")
-        subject = re.sub(r"^(?:on|about|it should learn(?: about)?|learn(?: about)?)\s+", "", subject, flags=re.IGNORECASE)
+        subject = re.sub(r"^(?:on|about|it should learn(?: about)?|learn(?: about)?)\s+", "", subject,
+                         flags=re.IGNORECASE)
         return f"fine-tune {self.pending_model} on {subject}" if self.pending_model else f"fine-tune on {subject}"
 
     def _latest_model(self) -> str | None:

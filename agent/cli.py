@@ -27,12 +27,11 @@ from graphs.context import resolve_settings
 from graphs.job_file import ResolvedJob, resolve_job, spec_yaml
 from graphs.spec import RequestError, understood_line
 from tools.models.catalogue import BaseModelError
+from tools.package_data import DEMO_CORPUS
 from tools.refusals import RefusedToLoad
 from tools.stores.job_store import UnknownJob
 from tools.stores.model_registry import RegistryError, RegistryRefusal
 from tools.stores.sql_table import DatabaseUnavailable
-
-DEMO_CORPUS = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
 
 
 class ProgressPrinter:
@@ -55,8 +54,10 @@ class ProgressPrinter:
 
     def _step(self, data: dict[str, Any]) -> None:
         if self.progress is None:
-            self.progress = Progress(TextColumn("   training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                     TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[tps]:.0f} tok/s"),
+            self.progress = Progress(TextColumn("   training"), BarColumn(),
+                                     TextColumn("{task.completed}/{task.total}"),
+                                     TextColumn("loss {task.fields[loss]:.3f}"),
+                                     TextColumn("{task.fields[tps]:.0f} tok/s"),
                                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
             self.progress.start()
             self.task = self.progress.add_task("train", total=data["total_steps"], loss=data["loss"], tps=0.0)
@@ -87,7 +88,8 @@ def summary_table(state: dict[str, Any]) -> Table:
         for key in ("answer_nll", "token_f1", "rouge_l", "general_perplexity"):
             if base.get(key) is not None:
                 table.add_row(key, f"base {base[key]:.3f} → tuned {tuned[key]:.3f}")
-        table.add_row("gates", "; ".join(f"{'PASS' if g['passed'] else 'FAIL'} {g['name']}" for g in evaluation["gates"]))
+        gates = (f"{'PASS' if g['passed'] else 'FAIL'} {g['name']}" for g in evaluation["gates"])
+        table.add_row("gates", "; ".join(gates))
     if model := state.get("model"):
         table.add_row("model", f"{model['name']} ({model['status']})")
         table.add_row("adapter", model["adapter_path"])
@@ -159,7 +161,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved job spec as YAML (each value's origin as a comment) and exit")
     parser.add_argument("--docs", help="folder (or file) of .md/.txt/.html/.pdf documents")
-    parser.add_argument("--demo", action="store_true", help="use the demo corpus in eval_sets/demo_corpus")
+    parser.add_argument("--demo", action="store_true", help="use the demo corpus in tools/eval_sets/demo_corpus")
     parser.add_argument("--dataset", help="train on your own dataset instead of documents: chat-messages, "
                         "Alpaca or ShareGPT JSONL, a folder of <split>.jsonl, or a folder saved by "
                         "datasets.save_to_disk (research and generation are skipped)")

@@ -594,8 +594,9 @@ class JobService:
         from tools.hub_cards import write_merged_card
         from tools.serving.export import export_merged, export_problems
 
-        if version.merged_path and Path(version.merged_path).is_dir() and not export_problems(Path(version.merged_path)):
-            return Path(version.merged_path)
+        merged = Path(version.merged_path) if version.merged_path else None
+        if merged and merged.is_dir() and not export_problems(merged):
+            return merged
         merged = export_merged(version.base_model_path, version.adapter_path,
                                self.settings.home / "models" / version.name / "merged", replace_unmarked=True)
         write_merged_card(merged, version)

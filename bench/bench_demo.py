@@ -41,7 +41,7 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
     service = JobService(resolve_settings({"home": home}))
     record = service.submit("fine-tune SmolLM2 on quantum error correction",
-                            {"docs_path": str(REPO / "eval_sets" / "demo_corpus")})
+                            {"docs_path": str(REPO / "tools" / "eval_sets" / "demo_corpus")})
     started = time.time()
     state = service.run(record.job_id)
     ended = time.time()
@@ -56,7 +56,8 @@ def main() -> None:
         "examples": (state.get("dataset") or {}).get("counts"),
         "answer_nll": {"base": evaluation.get("base", {}).get("answer_nll"),
                        "tuned": evaluation.get("tuned", {}).get("answer_nll")},
-        "rouge_l": {"base": evaluation.get("base", {}).get("rouge_l"), "tuned": evaluation.get("tuned", {}).get("rouge_l")},
+        "rouge_l": {"base": evaluation.get("base", {}).get("rouge_l"),
+                    "tuned": evaluation.get("tuned", {}).get("rouge_l")},
         "general_perplexity": {"base": evaluation.get("base", {}).get("general_perplexity"),
                                "tuned": evaluation.get("tuned", {}).get("general_perplexity")},
         "gates_passed": evaluation.get("passed"), "model": (state.get("model") or {}).get("name"),

@@ -27,7 +27,7 @@ def corpus_chunks(count: int) -> list[str]:
     from tools.sources.documents import Document
 
     chunks = []
-    for path in sorted((REPO / "eval_sets" / "demo_corpus").glob("*.md")):
+    for path in sorted((REPO / "tools" / "eval_sets" / "demo_corpus").glob("*.md")):
         document = Document(source="local", native_id=path.name, title=path.stem, text=path.read_text(),
                             uri=str(path))
         chunks += [chunk.text for chunk in chunk_document(document)]

@@ -106,7 +106,8 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
 
 
 def job_figures(state: dict[str, Any], seconds: float) -> dict[str, Any]:
-    dataset, evaluation, training = state.get("dataset") or {}, state.get("evaluation") or {}, state.get("training") or {}
+    dataset, evaluation = state.get("dataset") or {}, state.get("evaluation") or {}
+    training = state.get("training") or {}
     stats = Counter(dataset.get("generator_stats") or {})
     caught = {k.removeprefix("question gate: "): v for k, v in stats.items() if k.startswith("question gate: ")}
     types = dataset.get("types") or {}
@@ -138,14 +139,16 @@ def run_group(service: JobService, records: dict[str, Any], term: str, pmids: li
         return {"bench": "pubmedqa_group", "mesh": term, "abstracts": len(pmids), **figures}
     system = render_prompt("system_subject_expert", subject=state["spec"]["subject"])
     experts = expert_records(records, pmids, system)
-    model, tokenizer = load_for_inference(training["base_model_path"], training["adapter_dir"], service.settings.threads)
+    model, tokenizer = load_for_inference(training["base_model_path"], training["adapter_dir"],
+                                          service.settings.threads)
     tuned = score(model, tokenizer, experts, args.generate, args.max_new_tokens)
     with model.disable_adapter():
         base = score(model, tokenizer, experts, args.generate, args.max_new_tokens)
     drop = (base["answer_nll"] - tuned["answer_nll"]) / base["answer_nll"]
     return {"bench": "pubmedqa_group", "mesh": term, "abstracts": len(pmids), "expert_questions": len(experts),
             "expert_answer_nll": {"base": base["answer_nll"], "tuned": tuned["answer_nll"], "drop": round(drop, 4)},
-            "expert_rouge_l": {"base": base["rouge_l"], "tuned": tuned["rouge_l"], "generated": min(args.generate, len(experts))},
+            "expert_rouge_l": {"base": base["rouge_l"], "tuned": tuned["rouge_l"],
+                               "generated": min(args.generate, len(experts))},
             "samples": {"base": base["sample_answer"], "tuned": tuned["sample_answer"]}, **figures,
             "loadavg": [round(x, 1) for x in os.getloadavg()]}
 

@@ -29,7 +29,7 @@ SYSTEM_PROMPT = "You answer questions about the documents you were trained on, p
 
 
 def corpus_records(tokenizer, train_count: int, val_count: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """(train, val) chat examples of 50-400 tokens from eval_sets/demo_corpus: every extractive QA pair
+    """(train, val) chat examples of 50-400 tokens from tools/eval_sets/demo_corpus: every extractive QA pair
     twice, once bare and once with its source passage in the user turn (so lengths vary like a real
     job's). Validation examples are distinct from training ones; a small corpus repeats in training."""
     from tools.data.chunking import chunk_document
@@ -38,7 +38,7 @@ def corpus_records(tokenizer, train_count: int, val_count: int, seed: int = 0) -
     from tools.sources.documents import Document
 
     records = []
-    for path in sorted((REPO / "eval_sets" / "demo_corpus").glob("*")):
+    for path in sorted((REPO / "tools" / "eval_sets" / "demo_corpus").glob("*")):
         if path.suffix not in {".md", ".txt"}:
             continue
         document = Document(source="local", native_id=path.name, title=path.stem, text=path.read_text(), uri=str(path))
@@ -229,7 +229,8 @@ def main() -> None:
     if len(results) == 2:
         ours, trl = results["ours"], results["trl"]
         print(json.dumps({"event": "comparison",
-                          "tokens_per_s_ratio": round(ours["effective_tokens_per_s"] / trl["effective_tokens_per_s"], 2),
+                          "tokens_per_s_ratio": round(ours["effective_tokens_per_s"]
+                                                      / trl["effective_tokens_per_s"], 2),
                           "val_loss_ours_minus_trl": round(ours["val_loss"] - trl["val_loss"], 4),
                           "peak_rss_mb_ours": ours["peak_rss_mb"], "peak_rss_mb_trl": trl["peak_rss_mb"],
                           "steps": args.steps, "batch": args.batch, "max_length": args.max_length,

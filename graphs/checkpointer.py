@@ -5,8 +5,9 @@ LangGraph's default msgpack decoding imports and calls whatever (module, name) a
 crafted row in ftagent.sqlite would run `os.system` on the next resume or status call. Here every blob is
 checked before it is decoded: a type outside ALLOWED_TYPES is refused with GraphCheckpointRefused, which names the
 type and how to recover; pickled blobs are never read. LangGraph's own strict mode (allowed_msgpack_modules)
-is set too, as a second line: alone it would quietly hand back the raw arguments instead of saying why. The checks read the msgpack wire format itself
-(extension codes 0-5 carry a (module, name, ...) tuple), not LangGraph's private helpers."""
+is set too, as a second line: alone it would quietly hand back the raw arguments instead of saying why.
+The checks read the msgpack wire format itself (extension codes 0-5 carry a (module, name, ...) tuple),
+not LangGraph's private helpers."""
 
 from __future__ import annotations
 

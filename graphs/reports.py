@@ -277,8 +277,9 @@ def model_card(state: JobState, model: dict[str, Any]) -> str:
          f"lr={config.get('learning_rate')}, epochs={config.get('epochs')}, {training.get('steps')} steps, "
          f"{training.get('precision')} on {training.get('device')}"),
         f"- train loss {_fmt(training.get('train_loss'))}, val loss {_fmt(training.get('val_loss'))}", "",
-        "## Evaluation (held-out documents)", "", metrics_table(evaluation.get("base", {}), evaluation.get("tuned", {})),
-        "", *[f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in evaluation.get("gates", [])],
+        "## Evaluation (held-out documents)", "",
+        metrics_table(evaluation.get("base", {}), evaluation.get("tuned", {})), "",
+        *[f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in evaluation.get("gates", [])],
         "", *rounds_section(state), "",
         "## Use", "", f"`ftagent ask {model['name']} \"your question\"`", "",
         "## Limits", "", ("Answers were trained to quote the source documents; the model knows only what they "

@@ -10,7 +10,7 @@ from tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-DEMO_CORPUS = REPO / "eval_sets" / "demo_corpus"
+DEMO_CORPUS = REPO / "tools" / "eval_sets" / "demo_corpus"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -99,7 +99,7 @@ def _free_port() -> int:
 
 def _start_server(home: Path, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "FTAGENT_HOME": str(home), "FTAGENT_API_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "FTAGENT_DOCUMENT_ROOTS": str(REPO / "eval_sets")}
+           "TOKENIZERS_PARALLELISM": "false", "FTAGENT_DOCUMENT_ROOTS": str(REPO / "tools" / "eval_sets")}
     process = subprocess.Popen([sys.executable, "-m", "agent.cli", "api", "--port", str(port)], cwd=REPO, env=env,
                                stdout=log.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -129,7 +129,7 @@ def test_killed_api_process_resumes_the_job_after_restart(home, tiny_model_dir, 
     base = f"http://127.0.0.1:{port}{PREFIX}"
     server = _start_server(home, port, log)
     try:
-        options = tiny_job_options(tiny_model_dir, REPO / "eval_sets" / "demo_corpus")
+        options = tiny_job_options(tiny_model_dir, REPO / "tools" / "eval_sets" / "demo_corpus")
         created = httpx.post(f"{base}/jobs", json={"request": SUBJECT_SENTENCE, "options": options},
                              headers=AUTH, timeout=30)
         assert created.status_code == 201, created.text

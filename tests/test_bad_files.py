@@ -17,7 +17,7 @@ from graphs.spec import JobSpec
 from tools.sources.documents import SourceError
 from tools.sources.text_extraction import extract_file
 
-DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
+DEMO = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
 GOOD = ("shor-code.md", "surface-code.md")
 
 
@@ -36,7 +36,8 @@ def deflate_bomb_pdf(path: Path, decompressed_mb: int = 100) -> Path:
         offsets.append(len(pdf))
         pdf += b"%d 0 obj\n" % number + body + b"\nendobj\n"
     xref = len(pdf)
-    pdf += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    pdf += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    pdf += b"".join(b"%010d 00000 n \n" % o for o in offsets)
     pdf += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     path.write_bytes(bytes(pdf))
     return path

@@ -11,7 +11,8 @@ from tools.stores.job_store import UnknownJob
 
 
 @pytest.mark.parametrize(("message", "expected"), [
-    ("fine-tune SmolLM2 on quantum error correction", Intent("fine_tune", "fine-tune SmolLM2 on quantum error correction")),
+    ("fine-tune SmolLM2 on quantum error correction",
+     Intent("fine_tune", "fine-tune SmolLM2 on quantum error correction")),
     ("fine-tune SmolLM2 on progress reports", Intent("fine_tune", "fine-tune SmolLM2 on progress reports")),
     ("how is it going?", Intent("status")),
     ("status", Intent("status")),

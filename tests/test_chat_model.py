@@ -167,7 +167,8 @@ def test_critic_falls_back_when_the_model_leaves_the_menu(scripted, tmp_path):
 
 
 def test_critic_without_a_chat_model_records_the_policy(tmp_path):
-    update = choose_remedy(critic_state(JobSpec(subject="cancer")), Runtime(context=JobContext(Settings(home=tmp_path))))
+    runtime = Runtime(context=JobContext(Settings(home=tmp_path)))
+    update = choose_remedy(critic_state(JobSpec(subject="cancer")), runtime)
     assert update["remedies"][0]["chosen_by"] == "policy"
     assert update["remedies"][0]["choice_reason"] == NO_MODEL
 

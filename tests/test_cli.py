@@ -4,7 +4,7 @@ from pathlib import Path
 
 from agent.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_JOB_FAILED, EXIT_NOT_FOUND, main
 
-DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
+DEMO = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
 
 
 def test_sentence_without_subject(home, capsys):

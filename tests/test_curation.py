@@ -17,7 +17,7 @@ from tools.llm.embeddings import Embedder
 from tools.sources.documents import Document
 from tools.sources.text_extraction import extract_file
 
-DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
+DEMO = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
 PUBMEDQA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pubmedqa" / "pqal_dev.json"
 OFF_TOPIC_FILES = {"sourdough-baking.md", "medieval-castle-architecture.md", "cricket-rules.txt"}
 FRENCH = ("Le code de surface est un code correcteur d'erreurs quantiques. Il protège les qubits logiques "

@@ -14,7 +14,7 @@ from graphs.context import Settings
 from tools.events import EventLog, read_events
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "eval_sets" / "demo_corpus"
+DEMO = REPO / "tools" / "eval_sets" / "demo_corpus"
 
 
 def torn_log(path: Path) -> EventLog:

@@ -11,7 +11,7 @@ from graphs.graph import build_graph
 from tools.serving.export import export_problems
 from tools.stores.model_registry import ModelRegistry
 
-DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
+DEMO = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
 OFF_TOPIC = {"sourdough-baking.md", "medieval-castle-architecture.md", "cricket-rules.txt"}
 
 
@@ -110,7 +110,7 @@ def test_bad_files_are_skipped_and_listed(tiny_model_dir, tmp_path):
     for name in ("surface-code.md", "shor-code.md", "stabilizer-formalism.html", "threshold-theorem.pdf",
                  "logical-qubits-and-code-distance.txt"):
         (corpus / name).write_bytes((DEMO / name).read_bytes())
-    corrupt = Path(__file__).resolve().parents[1] / "eval_sets" / "corrupt"
+    corrupt = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "corrupt"
     for name in ("broken.pdf", "empty.txt", "binary.md"):
         (corpus / name).write_bytes((corrupt / name).read_bytes())
     options = tiny_options(tiny_model_dir, docs_path=str(corpus), gates={"min_train_examples": 4,

@@ -7,7 +7,7 @@ import pytest
 from agent.service import JobService
 from graphs.context import Settings
 
-DEMO = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
+DEMO = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
 
 
 @pytest.mark.integration

@@ -31,7 +31,8 @@ def deployer_state(base: Path, adapter: Path) -> dict:
                          "train_loss": 1.0, "val_loss": 1.1, "steps": 4},
             "evaluation": {"round": 1, "passed": True, "base": scores, "tuned": scores, "gates": gates},
             "dataset": {"hash": "abc", "counts": {"train": 8}, "types": {"qa": 8},
-                        "paths": {"train": str(adapter.parent / "dataset" / "train.jsonl")}}, "documents": [], "rounds": [], "remedies": []}
+                        "paths": {"train": str(adapter.parent / "dataset" / "train.jsonl")}},
+            "documents": [], "rounds": [], "remedies": []}
 
 
 def test_a_crash_between_card_and_row_leaves_nothing_visible_and_a_rerun_registers_both(

@@ -177,8 +177,10 @@ def test_document_text_is_data_not_instructions(server: ReplayServer, tmp_path: 
     (JobSpec(subject="quantum error correction"), [("arxiv", 36), ("wikipedia", 24)]),
     (JobSpec(subject="cancer", docs_path="/docs"), [("local", 60)]),
     (JobSpec(subject="cancer", urls=["https://a.example/x"]), [("web", 60)]),
-    (JobSpec(subject="x ray", sources=["arxiv", "pubmed"], docs_path="/d"), [("local", 60), ("arxiv", 30), ("pubmed", 30)]),
-    (JobSpec(subject="soil science", research=Research(extra_sources=["arxiv"])), [("wikipedia", 30), ("arxiv", 30)]),
+    (JobSpec(subject="x ray", sources=["arxiv", "pubmed"], docs_path="/d"),
+     [("local", 60), ("arxiv", 30), ("pubmed", 30)]),
+    (JobSpec(subject="soil science", research=Research(extra_sources=["arxiv"])),
+     [("wikipedia", 30), ("arxiv", 30)]),
 ])
 def test_source_plan(spec: JobSpec, expected: list[tuple[str, int]]) -> None:
     assert [(p.name, p.quota) for p in plan_sources(spec)] == expected
@@ -222,7 +224,8 @@ def test_graph_without_network_stops_with_a_clear_reason(tmp_path: Path) -> None
                                  context=JobContext(settings))
 
     assert time.monotonic() - started < 10
-    assert final["status"] == "failed" and final["outcome"].startswith("stopped: no documents to learn from (no network")
+    assert final["status"] == "failed"
+    assert final["outcome"].startswith("stopped: no documents to learn from (no network")
     assert "cannot reach arxiv, wikipedia" in (tmp_path / "home/jobs/job-n/report.md").read_text()
 
 

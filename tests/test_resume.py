@@ -16,7 +16,7 @@ from graphs.checkpointer import sqlite_checkpointer
 from graphs.graph import build_graph
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "eval_sets" / "demo_corpus"
+DEMO = REPO / "tools" / "eval_sets" / "demo_corpus"
 STEPS = 80
 
 START_JOB = """
@@ -58,7 +58,8 @@ def _events(home: Path, job_id: str) -> list[dict]:
 
 
 def _resume(home: Path, job_id: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "--home", str(home), "resume", job_id], check=False, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "agent.cli", "--home", str(home), "resume", job_id],
+                          check=False, cwd=REPO,
                           capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 

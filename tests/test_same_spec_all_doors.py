@@ -1,5 +1,6 @@
 """One sentence through chat, Slack (a replayed signed command), HTTP, Python and the CLI's dry run becomes
-one and the same JobSpec (the CLI's --dry-run YAML parses back to it), and every door shows the same line of what was understood."""
+one and the same JobSpec (the CLI's --dry-run YAML parses back to it), and every door shows the same line
+of what was understood."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from tools.sources.local import LocalFolderSource
 from tools.sources.text_extraction import extract_file
 
 REPO = Path(__file__).resolve().parents[1]
-CORRUPT = REPO / "eval_sets" / "corrupt"
-DEMO = REPO / "eval_sets" / "demo_corpus"
+CORRUPT = REPO / "tools" / "eval_sets" / "corrupt"
+DEMO = REPO / "tools" / "eval_sets" / "demo_corpus"
 
 
 @pytest.mark.parametrize(("name", "reason"), [

@@ -21,7 +21,8 @@ def chat(question: str, answer: str) -> dict:
 
 
 def dataset(count: int) -> list[dict]:
-    return [chat(f"What is code number {i}?", f"Code {i} protects {i % 5 + 1} logical qubits with distance {i % 7 + 3}.")
+    return [chat(f"What is code number {i}?",
+                 f"Code {i} protects {i % 5 + 1} logical qubits with distance {i % 7 + 3}.")
             for i in range(count)]
 
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-DEMO_CORPUS = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
+DEMO_CORPUS = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
 SMALL_CORPUS_FILES = ("bit-flip-and-phase-flip-codes.md", "shor-code.md", "surface-code.md",
                       "logical-qubits-and-code-distance.txt", "stabilizer-formalism.html")
 SUBJECT_SENTENCE = "fine-tune on quantum error correction"

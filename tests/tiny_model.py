@@ -13,7 +13,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def _training_text() -> list[str]:
-    corpus = Path(__file__).resolve().parents[1] / "eval_sets" / "demo_corpus"
+    corpus = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
     texts = [p.read_text(errors="ignore") for p in sorted(corpus.glob("*.md"))]
     return texts or ["the quick brown fox jumps over the lazy dog"]
 
@@ -63,7 +63,7 @@ def random_adapter(base_dir: Path, target: Path, seed: int = 0, rank: int = 4, a
 
 
 def pretrain_on_general_text(model_dir: Path, target: Path, steps: int = 120, learning_rate: float = 1e-2) -> Path:
-    """A copy of the tiny model trained (all weights) on eval_sets/general/general_text.jsonl, so it has
+    """A copy of the tiny model trained (all weights) on tools/eval_sets/general/general_text.jsonl, so it has
     general skills to lose: a random model's general perplexity only falls when it is fine-tuned, so a
     general regression cannot be planted on it. ~5 s on CPU; general perplexity ~800 -> ~100."""
     import json
@@ -71,7 +71,7 @@ def pretrain_on_general_text(model_dir: Path, target: Path, steps: int = 120, le
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    general = Path(__file__).resolve().parents[1] / "eval_sets" / "general" / "general_text.jsonl"
+    general = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "general" / "general_text.jsonl"
     texts = [json.loads(line)["text"] for line in general.read_text().splitlines() if line.strip()]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

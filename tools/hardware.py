@@ -54,7 +54,8 @@ def detect_hardware() -> Hardware:
         return Hardware("mps", False, threads, memory, "Apple GPU (MPS)")
     flags = _cpu_flags()
     bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
-    note = "no GPU; CPU " + ("with native bf16 (avx512_bf16/amx): bf16 base weights" if bf16 else "without native bf16: fp32")
+    native = "with native bf16 (avx512_bf16/amx): bf16 base weights"
+    note = "no GPU; CPU " + (native if bf16 else "without native bf16: fp32")
     return Hardware("cpu", bf16, threads, memory, note)
 
 

@@ -131,7 +131,8 @@ def harvest_source(source: Source, plan: SourcePlan, spec: JobSpec, known: set[s
     """Search one source query by query until its quota is met; every failure is recorded, not raised."""
     harvest = Harvest()
     try:
-        queries = queries_for(source, spec, harvest, plan.queries) if source.name in REMOTE - {"web"} else [spec.subject]
+        searched = source.name in REMOTE - {"web"}
+        queries = queries_for(source, spec, harvest, plan.queries) if searched else [spec.subject]
         for query in queries:
             if len(harvest.documents) >= plan.quota:
                 break

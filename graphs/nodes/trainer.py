@@ -36,7 +36,7 @@ def feedback_corrections(spec, database: Path) -> list[dict]:
 
 def replay_examples(spec: JobSpec, train: list[dict]) -> list[dict]:
     """General questions to mix in (the critic's remedy for a general regression): replay_general x the
-    training split, from the replay part of eval_sets/general (never the questions the evaluator asks)."""
+    training split, from the replay part of tools/eval_sets/general (never the questions the evaluator asks)."""
     if spec.training.replay_general <= 0:
         return []
     mixed = mix_replay(train, general_qa(render_prompt("system_general"), 10_000, replay=True),

@@ -1,1 +1,2 @@
-"""Training data: chunks, facts and questions, extractive and LLM generators, the example gate, splits, cards."""
+"""Training data: chunks, facts and questions, the extractive and LLM generators, the example
+gate, splits and cards."""

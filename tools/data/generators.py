@@ -1,7 +1,7 @@
 """Example generators behind one interface, chosen by name ("extractive" | "llm" | "local").
 
 - extractive: sentence patterns over the chunk (no model; every answer is chunk text).
-- llm: any OpenAI-compatible chat model through langchain-openai, prompts from prompts/, answers
+- llm: any OpenAI-compatible chat model through langchain-openai, prompts from tools/llm/prompts/, answers
   validated as pydantic objects (JSON mode + structured output), retried on timeouts and errors.
 - local: the same prompts through a local causal LM (transformers); small models rarely produce
   valid JSON, so its yield is low and every failure is counted.
@@ -58,7 +58,7 @@ def _to_examples(pairs: QAPairs, chunk: Chunk, source: str, generator: str, limi
 
 
 def prompt_messages(chunk: Chunk, source: str, subject: str, max_examples: int) -> list[tuple[str, str]]:
-    """(role, content) messages for one chunk, from prompts/qa_generation_*.txt."""
+    """(role, content) messages for one chunk, from tools/llm/prompts/qa_generation_*.txt."""
     system = render_prompt("qa_generation_system", subject=subject)
     user = render_prompt("qa_generation_user", title=source or "(untitled)", heading=chunk.heading or "(none)",
                          passage=chunk.text, max_examples=str(max_examples))

@@ -58,8 +58,9 @@ def _fact_questions(fact: Fact, table_name: str) -> list[Question]:
 
 
 _SITUATED = frozenset({"yes_no", "subject", "value", "how_many", "object", "cause"})
-_GENERIC = re.compile(r"\b(?:the|both|each|all|either) (?:\w+ )?(?:patients?|groups?|participants?|subjects?|cohorts?|"
-                      r"samples?|trend|arms?|cases?|controls?|period|population|women|men|children)\b|^What (?:was|were) "
+_GENERIC = re.compile(r"\b(?:the|both|each|all|either) (?:\w+ )?"
+                      r"(?:patients?|groups?|participants?|subjects?|cohorts?|samples?|trend|arms?|cases?|"
+                      r"controls?|period|population|women|men|children)\b|^What (?:was|were) "
                       r"(?:the )?(?:mean|median|overall|total)\b", re.IGNORECASE)
 
 
@@ -147,7 +148,8 @@ def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3, allow_
         found.append(heading)
     table_name = chunk.heading if chunk.heading and len(chunk.heading.split()) <= 8 else ""
     for fact in facts:
-        made = [situated(q, study if research else None) for q in _fact_questions(fact, table_name) if q.question][:max_per_fact]
+        anchor = study if research else None
+        made = [situated(q, anchor) for q in _fact_questions(fact, table_name) if q.question][:max_per_fact]
         if not made and allow_cloze and fact.kind == "sentence" and (cloze := cloze_question(fact.text)):
             made = [cloze]
         found += [(q, (fact.index,)) for q in made]

@@ -25,7 +25,13 @@ from tools.data.qa_extractive import RESTATING_FORMS
 from tools.data.question_gate import question_problem
 from tools.text import words
 
-_STOPWORDS = frozenset(["a", "an", "the", "and", "or", "but", "of", "on", "in", "for", "to", "with", "about", "from", "by", "at", "as", "into", "is", "are", "was", "were", "be", "been", "being", "this", "that", "these", "those", "it", "its", "their", "there", "here", "which", "what", "who", "how", "why", "when", "where", "not", "no", "can", "could", "may", "might", "will", "would", "should", "must", "has", "have", "had", "do", "does", "did", "than", "then", "so", "such", "also"])
+_STOPWORDS = frozenset([
+    "a", "an", "the", "and", "or", "but", "of", "on", "in", "for", "to", "with", "about", "from",
+    "by", "at", "as", "into", "is", "are", "was", "were", "be", "been", "being", "this", "that",
+    "these", "those", "it", "its", "their", "there", "here", "which", "what", "who", "how", "why",
+    "when", "where", "not", "no", "can", "could", "may", "might", "will", "would", "should", "must",
+    "has", "have", "had", "do", "does", "did", "than", "then", "so", "such", "also"
+])
 _BOILERPLATE = re.compile(
     r"\b(?:cookies?|privacy policy|terms of (?:use|service)|all rights reserved|subscribe|sign (?:in|up)|"
     r"log ?in|newsletter|click here|share (?:this|on)|follow us|copyright ©?|skip to (?:main )?content|"

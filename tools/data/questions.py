@@ -211,8 +211,8 @@ def read_clause(sentence: str) -> Clause | None:
         return None  # "sonography also increased …": an adverb before a verb inside the "subject" is a predicate
     if parts_of_speech(_core(subject[-1]).lower()) == {"ADV"} or tokens[index].endswith(","):
         return None  # "experiments soon followed, showing …": an adverb or an intransitive verb read as a clause
-    if not _nounish(subject) or cores[-1] in _PREPOSITIONS or len(subject) > 12 or any(w.lower() in {"that", "which", "who", "whom"}
-                                                        for w in subject):
+    relative = any(w.lower() in {"that", "which", "who", "whom"} for w in subject)
+    if not _nounish(subject) or cores[-1] in _PREPOSITIONS or len(subject) > 12 or relative:
         return None
     return Clause(fronted, " ".join(subject), _core(tokens[index]), " ".join(tokens[index + 1:]))
 

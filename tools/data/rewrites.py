@@ -201,8 +201,8 @@ def style_counts(
 def rewrite_messages(
     chunk: Chunk, source: str, subject: str, style: Style, count: int
 ) -> list[tuple[str, str]]:
-    """(role, content) messages for one chunk and style, from prompts/rewrite_system.txt and
-    prompts/rewrite_<style>.txt."""
+    """(role, content) messages for one chunk and style, from tools/llm/prompts/rewrite_system.txt and
+    tools/llm/prompts/rewrite_<style>.txt."""
     system = render_prompt("rewrite_system", subject=subject)
     variables = {
         "title": source or "(untitled)",

@@ -1,1 +1,2 @@
-"""Evaluation: QA sets, general-capability checks, answer metrics and plots, base-versus-tuned scores."""
+"""Evaluation: QA sets, general-capability checks, answer metrics and plots, base-versus-tuned
+scores."""

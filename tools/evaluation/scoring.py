@@ -6,7 +6,7 @@ tokenizer, so the comparison cannot be skewed by loading differences. Weights ar
 bf16 on a GPU with bf16 (`inference_dtype` says why), and answers are generated in left-padded batches.
 
 Also here: reading question/answer sets (``{"question","answer"}`` lines or the job's chat format), the
-general-capability sets in eval_sets/general, and mixing general examples into a training split (replay).
+general-capability sets in tools/eval_sets/general, and mixing general examples into a training split (replay).
 The general QA set is split in two so replay never trains on the questions the evaluator asks: the first
 `GENERAL_QA_EVAL` lines are for evaluation, the rest for replay."""
 
@@ -30,9 +30,9 @@ from tools.evaluation.metrics import (
     token_f1,
 )
 from tools.models.loading import inference_dtype, load_for_inference, load_model
+from tools.package_data import GENERAL_SETS_DIR
 from tools.training.lora import encode_chat
 
-GENERAL_DIR = Path(__file__).resolve().parents[1] / "eval_sets" / "general"
 GENERAL_QA_EVAL = 10  # general_qa.jsonl lines reserved for evaluation; later lines may be replayed in training
 
 
@@ -151,8 +151,8 @@ def read_qa_set(path: Path, system_prompt: str, limit: int | None = None) -> lis
 
 
 def general_texts(limit: int) -> list[str]:
-    """The first `limit` texts of eval_sets/general/general_text.jsonl (general perplexity)."""
-    path = GENERAL_DIR / "general_text.jsonl"
+    """The first `limit` texts of tools/eval_sets/general/general_text.jsonl (general perplexity)."""
+    path = GENERAL_SETS_DIR / "general_text.jsonl"
     if limit <= 0 or not path.exists():
         return []
     return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()][:limit]
@@ -161,7 +161,7 @@ def general_texts(limit: int) -> list[str]:
 def general_qa(system_prompt: str, limit: int, replay: bool = False) -> list[dict]:
     """General questions as chat records: the evaluation part (first GENERAL_QA_EVAL lines), or with
     `replay` the rest, which training may mix in. At most `limit`."""
-    path = GENERAL_DIR / "general_qa.jsonl"
+    path = GENERAL_SETS_DIR / "general_qa.jsonl"
     if limit <= 0 or not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -85,7 +85,8 @@ def _reconcile(found: RequestReading, offline: ReadRequest | None) -> Intake:
         elif said != value:
             disagreements.append(f"{target}: chat model {value!r}, offline reader {said!r} "
                                  "(kept the offline reader's)")
-    how = "chat model, checked by the offline reader" if offline else "chat model (the offline reader could not read it)"
+    how = ("chat model, checked by the offline reader" if offline
+           else "chat model (the offline reader could not read it)")
     return Intake(options, how, tuple(disagreements))
 
 

@@ -1,1 +1,2 @@
-"""Language-model calls: the chat model with structured decisions, the answer judge, prompt files and sentence embeddings."""
+"""Language-model calls: the chat model and its structured decisions, the answer judge, prompt
+files, sentence embeddings."""

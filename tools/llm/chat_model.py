@@ -2,7 +2,7 @@
 
 Every specialist keeps a deterministic policy; when a chat model is configured (FTAGENT_CHAT_MODEL, any
 OpenAI-compatible endpoint) it may ask the model instead. `structured_decision` renders a prompt from
-prompts/, asks for a pydantic object and returns a `Decision`: the object, or None with the reason
+tools/llm/prompts/, asks for a pydantic object and returns a `Decision`: the object, or None with the reason
 ("no chat model configured", "timeout", "API error (HTTP 500)", "malformed output", …) so the caller
 takes its deterministic path and records why.
 
@@ -13,7 +13,7 @@ Decision: structured output uses `method="json_schema"` (OpenAI's `response_form
 - Servers with structured output (OpenAI, vLLM, llama.cpp, Ollama, LM Studio) constrain decoding to
   the schema, enums included, so the menu a caller offers is enforced by the server as well.
 - "json_mode" does not carry the schema at all. To cover servers that ignore `response_format`, the
-  system prompt (prompts/structured_system.txt) also states the JSON schema; whatever comes back is
+  system prompt (tools/llm/prompts/structured_system.txt) also states the JSON schema; whatever comes back is
   validated by pydantic, and anything else counts as a failure.
 Retries are ours (counted by reason), not the client's silent ones (max_retries=0), and each request
 has a timeout. Only text the caller passes reaches a prompt: callers pass user text and metrics, never

@@ -1,7 +1,7 @@
 """LLM-as-judge: the configured chat model grades generated answers against the reference answer and, when
 the record carries it, the source passage.
 
-Rubric (prompts/judge_answers.txt): correctness 1–5 (agrees with the reference) and grounding 1–5 (every
+Rubric (tools/llm/prompts/judge_answers.txt): correctness 1–5 (agrees with the reference) and grounding 1–5 (every
 claim supported by the passage, or by the reference without one); an answer's score is their mean.
 
 Policy:

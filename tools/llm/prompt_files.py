@@ -1,11 +1,11 @@
-"""Prompt templates as files in prompts/, loaded by name with strict variables."""
+"""Prompt templates as files in tools/llm/prompts/ (package data), loaded by name with strict variables."""
 
 from __future__ import annotations
 
 import string
 from pathlib import Path
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+from tools.package_data import PROMPTS_DIR
 
 
 class PromptError(ValueError):

@@ -1,1 +1,2 @@
-"""Serving and export: the OpenAI-compatible server, micro-batching, hot reload from the registry, vLLM, merged and GGUF export."""
+"""Serving and export: the OpenAI-compatible server, micro-batching, serving from the registry
+(hot reload), vLLM, merged and GGUF export."""

@@ -4,8 +4,8 @@ These are the same calls the `wikipedia-api` package makes (GET `…/w/api.php` 
 `format=json&redirects=1` first; `list=search` to find pages; `prop=extracts` with
 `explaintext=1&exsectionformat=wiki` for the text), but sent through our HTTP layer so they are
 cached, paced and retried, and so the base URL is a plain setting (the package has no base-URL
-option; CLIENT_HTTP_BEHAVIOUR.md). The package itself is therefore not a dependency. One extract call also asks for `pageprops=disambiguation`,
-so missing and disambiguation pages are caught without a second request.
+option; CLIENT_HTTP_BEHAVIOUR.md). The package itself is therefore not a dependency. One extract call
+also asks for `pageprops=disambiguation`, so missing and disambiguation pages are caught without a second request.
 
 The page text keeps its sections as Markdown headings (`## History`), which the chunker uses;
 reference-list sections ("References", "External links" …) are dropped. `related()` is the

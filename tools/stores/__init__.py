@@ -1,1 +1,2 @@
-"""Shared state: jobs, model registry, feedback, API tokens, graph checkpoints (SQLite or PostgreSQL) and the chunk vector store."""
+"""Shared state in SQLite or PostgreSQL (jobs, model registry, feedback, API tokens, graph
+checkpoints) and the chunk vector store."""

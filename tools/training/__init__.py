@@ -1,1 +1,2 @@
-"""LoRA fine-tuning: the recipe, its backends (peft, Unsloth), the chunked loss and TensorBoard tracking."""
+"""LoRA fine-tuning: the recipe, its backends (peft, Unsloth), the chunked loss, TensorBoard
+tracking."""

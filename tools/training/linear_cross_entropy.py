@@ -19,7 +19,8 @@ DEFAULT_CHUNK_ROWS = 256
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:
-    """Summed cross-entropy of `targets` (N,) under logits `hidden (N, H) @ weight (V, H).T`, in fp32 (or fp64 for fp64 inputs).
+    """Summed cross-entropy of `targets` (N,) under logits `hidden (N, H) @ weight (V, H).T`, in fp32
+    (or fp64 for fp64 inputs).
 
     Differentiable with respect to `hidden` and (when it requires grad) `weight`; without grad mode it
     only computes the value. Every target must be a real token id (select supervised positions first)."""

@@ -421,7 +421,8 @@ class LoraRecipe:
         self.checkpointing = plan.gradient_checkpointing
         if self.checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.on_event("memory plan", {"micro_batch": plan.micro_batch, "gradient_accumulation": plan.gradient_accumulation,
+        self.on_event("memory plan", {"micro_batch": plan.micro_batch,
+                                      "gradient_accumulation": plan.gradient_accumulation,
                                       "micro_batch_tokens": plan.micro_batch_tokens,
                                       "gradient_checkpointing": plan.gradient_checkpointing, "why": plan.note})
 
@@ -484,7 +485,8 @@ class LoraRecipe:
 
         The vocabulary projection runs only on positions whose next token is supervised (for a 49k-token
         vocabulary that head is a fifth of the model's FLOPs, and prompt positions need none), a chunk of
-        positions at a time (tools.training.linear_cross_entropy): the full positions x vocabulary logits never exist."""
+        positions at a time (tools.training.linear_cross_entropy): the full positions x vocabulary logits
+        never exist."""
         from tools.training.linear_cross_entropy import supervised_loss_sum
 
         loss = supervised_loss_sum(self.model, ids, mask, labels)
