@@ -12,8 +12,8 @@ from own_dataset import parts_rows, write_rows
 
 from graphs.context import JobContext, Settings, resolve_settings
 from graphs.graph import build_graph
-from tools.mlflow_tracking import MlflowRun, MlflowTarget, TrackingError
 from tools.stores.model_registry import family_name
+from tools.training.mlflow_tracking import MlflowRun, MlflowTarget, TrackingError
 
 SENTENCE = "fine-tune a model on our parts list"
 

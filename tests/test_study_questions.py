@@ -5,42 +5,43 @@ from __future__ import annotations
 import pytest
 
 from tools.data.chunking import chunk_by_tokens
-from tools.sources.documents import Document
 from tools.data.facts import passage_facts
 from tools.data.qa_extractive import candidate_questions, document_context, findings_span
 from tools.data.question_gate import question_problem
 from tools.data.questions import aim_questions, study_aim
+from tools.sources.documents import Document
 
 AIMS = [  # (aim sentence of a real abstract, the question a reader would ask)
     ("To study whether exercise during pregnancy reduces the risk of postnatal depression.",
      "Does exercise during pregnancy reduce the risk of postnatal depression?"),
-    ("The aim of the study was to see whether or not balloon predilatation is necessary in transcatheter aortic "
-     "valve replacement (TAVI).", "Is balloon predilatation necessary in transcatheter aortic valve replacement (TAVI)?"),
-    ("To determine whether there is a relationship between VEGF expression and renal vein invasion in stage pT3 "
-     "renal cell carcinoma and to evaluate its prognostic value.",
+    (("The aim of the study was to see whether or not balloon predilatation is necessary in transcatheter aortic "
+     "valve replacement (TAVI)."),
+     "Is balloon predilatation necessary in transcatheter aortic valve replacement (TAVI)?"),
+    (("To determine whether there is a relationship between VEGF expression and renal vein invasion in stage pT3 "
+     "renal cell carcinoma and to evaluate its prognostic value."),
      "Is there a relationship between VEGF expression and renal vein invasion in stage pT3 renal cell carcinoma?"),
     ("To determine the impact of surgical extirpation and radiation therapy for outcomes of EPSCC.",
      "What is the impact of surgical extirpation and radiation therapy for outcomes of EPSCC?"),
-    ("The purpose of this study was to assess the results of transsphenoidal pituitary surgery in patients with "
-     "Cushing's disease over a period of 18 years.",
-     "What are the results of transsphenoidal pituitary surgery in patients with Cushing's disease over a period of "
-     "18 years?"),
+    (("The purpose of this study was to assess the results of transsphenoidal pituitary surgery in patients with "
+     "Cushing's disease over a period of 18 years."),
+     ("What are the results of transsphenoidal pituitary surgery in patients with Cushing's disease over a period of "
+     "18 years?")),
     ("To examine the effects of irrelevant emotional material on working memory performance.",
      "What are the effects of irrelevant emotional material on working memory performance?"),
-    ("We aimed to examine the relationship between knee extensor strength, dynamic stability, and functional "
-     "ambulation.", "What is the relationship between knee extensor strength, dynamic stability, and functional "
-     "ambulation?"),
-    ("This randomized controlled study addressed whether image guidance improved the clinical outcomes of joint "
-     "injections.", "Did image guidance improve the clinical outcomes of joint injections?"),
+    (("We aimed to examine the relationship between knee extensor strength, dynamic stability, and functional "
+     "ambulation."), ("What is the relationship between knee extensor strength, dynamic stability, and functional "
+     "ambulation?")),
+    (("This randomized controlled study addressed whether image guidance improved the clinical outcomes of joint "
+     "injections."), "Did image guidance improve the clinical outcomes of joint injections?"),
 ]
 
 NO_QUESTION = [  # aims that do not read as one question: none rather than a broken one
     "To compare children's, parents' and physicians' perceptions of children's body size.",
     "The purpose of this study was to characterize and classify mesocolon invasion from gastric cancer.",
-    "To evaluate whether a well developed collateral circulation predisposes to restenosis after percutaneous "
-    "coronary intervention (PCI).",
-    "To assess whether the diagnostic sensitivity of rCBF single-photon emission compute tomography (SPECT) "
-    "could be increased.",
+    ("To evaluate whether a well developed collateral circulation predisposes to restenosis after percutaneous "
+    "coronary intervention (PCI)."),
+    ("To assess whether the diagnostic sensitivity of rCBF single-photon emission compute tomography (SPECT) "
+    "could be increased."),
 ]
 
 
@@ -87,8 +88,8 @@ def test_the_study_question_is_answered_by_the_chunk_with_the_findings() -> None
              if q.form == "findings"]
     assert [q.question for _, q in asked] == [
         "Does exercise during pregnancy reduce the risk of postnatal depression?",
-        "What were the main findings of the study that set out to study whether exercise during pregnancy reduces "
-        "the risk of postnatal depression?"]
+        ("What were the main findings of the study that set out to study whether exercise during pregnancy reduces "
+        "the risk of postnatal depression?")]
     chunk, question = asked[0]
     assert {c.chunk_id for c, _ in asked} == {chunks[-1].chunk_id} and question.answer in chunk.text
     assert question.answer.endswith("Adherence to the exercise programme was 55% in the intervention group.")

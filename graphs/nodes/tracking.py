@@ -1,20 +1,19 @@
 """The trackers of one training round: TensorBoard event files always, an MLflow run with the
-`tracking: mlflow` setting (tools/training/tracking.py, tools/mlflow_tracking.py)."""
+`tracking: mlflow` setting (tools/training/tracking.py, tools/training/mlflow_tracking.py)."""
 
 from __future__ import annotations
-
-from tools.stores.model_registry import family_name
-from tools.training.tracking import RoundTrackers, TensorBoardRun
 
 from graphs.context import JobPaths, Settings
 from graphs.spec import JobSpec
 from tools.events import EventLog
+from tools.stores.model_registry import family_name
+from tools.training.tracking import RoundTrackers, TensorBoardRun
 
 
 def mlflow_target(settings: Settings, spec: JobSpec, job_id: str, round_number: int):
     """Where this round's MLflow run goes: the setting's URI (or $MLFLOW_TRACKING_URI, or a file store
     in the home), the model family's experiment, tags naming the job, round, subject and base."""
-    from tools.mlflow_tracking import MlflowTarget, default_tracking_uri
+    from tools.training.mlflow_tracking import MlflowTarget, default_tracking_uri
 
     return MlflowTarget(settings.mlflow_tracking_uri or default_tracking_uri(settings.home),
                         family_name(spec.base_model, spec.subject), job_id, round_number,
@@ -28,7 +27,7 @@ def round_trackers(settings: Settings, spec: JobSpec, paths: JobPaths, job_id: s
     failure later only turns MLflow off for the round, with a decision event saying so."""
     trackers: list = [TensorBoardRun(paths.tensorboard(round_number))]
     if settings.tracking == "mlflow":
-        from tools.mlflow_tracking import MlflowRun
+        from tools.training.mlflow_tracking import MlflowRun
 
         try:
             trackers.append(MlflowRun(mlflow_target(settings, spec, job_id, round_number), create=create))

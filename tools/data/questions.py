@@ -383,8 +383,8 @@ def study_anchor(title: str, facts: Sequence[Fact]) -> str | None:
 _AIM_VERBS = r"(?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|estimate|test|" \
     r"analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review|clarify|elucidate|see|know|find out|learn|" \
     r"address|ask)"
-_AIM_WHETHER = re.compile(rf"^(?:{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+)?(?:whether|if)\s+(?:or not\s+)?(?P<clause>.+)$",
-                          re.IGNORECASE)
+_AIM_WHETHER = re.compile(rf"^(?:{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+)?(?:whether|if)\s+"
+                          r"(?:or not\s+)?(?P<clause>.+)$", re.IGNORECASE)
 _AIM_NOUNS = ("effects?|impacts?|influences?|associations?|relationships?|relations?|roles?|values?|efficacy|"
               "effectiveness|safety|feasibility|accuracy|reliability|validity|utility|usefulness|performance|"
               "outcomes?|prevalence|incidence|frequency|rates?|risks?|risk factors|predictors|determinants|"
@@ -393,8 +393,8 @@ _AIM_NOUNS = ("effects?|impacts?|influences?|associations?|relationships?|relati
 _AIM_NOUN = re.compile(rf"^{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+(?:the\s+)?(?P<what>(?:(?:short|long)-term\s+|"
                        rf"possible\s+|potential\s+|clinical\s+|overall\s+)?(?:{_AIM_NOUNS}))\s+"
                        rf"(?P<prep>of|between|in|among|for|associated with)\s+(?P<rest>.+)$", re.IGNORECASE)
-_AIM_END = re.compile(r"(?:,|;|:| and to | and (?:whether|if) | as well as | in order to | so as to | by (?:means|using|"
-                      r"comparing|measuring|analy[sz]ing)\b)")
+_AIM_END = re.compile(r"(?:,|;|:| and to | and (?:whether|if) | as well as | in order to | so as to | "
+                      r"by (?:means|using|comparing|measuring|analy[sz]ing)\b)")
 
 
 _MODAL_WORD = re.compile(r"\b(?:can|could|will|would|should|may|might|must|cannot)\b", re.IGNORECASE)
@@ -427,9 +427,8 @@ def study_aim(facts: Sequence[Fact]) -> str | None:
         aim = aim.rstrip(" .")
         aim = re.sub(r"^(\w+):\s*\(?(?:1|i|a)\)\s*", r"\1 ", aim)  # "determine: (1) the incidence …"
         aim = re.split(r",? and (?:to|secondly|second) \w+", aim)[0].strip()  # the first of several aims
-        if aim != fact.text.rstrip(" .") or fact.role == "objective":
-            if not _ANAPHORA.search(aim):
-                return aim[:1].lower() + aim[1:]
+        if (aim != fact.text.rstrip(" .") or fact.role == "objective") and not _ANAPHORA.search(aim):
+            return aim[:1].lower() + aim[1:]
     return None
 
 
