@@ -4,6 +4,7 @@ Precedence: explicit > environment (FTAGENT_*) > config file (<home>/config.yaml
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tools.events import EventListener, EventLog
 from tools.hardware import Precision
@@ -51,6 +52,8 @@ _ENVIRONMENT = {
 
 
 class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is refused, never dropped
+
     home: Path = Path(DEFAULT_HOME).expanduser()
     threads: int | None = None
     # compute precision of training, evaluation and serving: fp32, bf16 (autocast), or auto (bf16 where the
@@ -163,8 +166,21 @@ def resolve_settings(explicit: Mapping[str, Any] | None = None,
         loaded = yaml.safe_load(config_path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{config_path} must hold a mapping of settings, not {type(loaded).__name__}")
-        from_file = {k: v for k, v in loaded.items() if k in Settings.model_fields}
+        check_setting_names(loaded, str(config_path))
+        from_file = dict(loaded)
     return Settings.model_validate({**from_file, **from_env, **explicit, "home": home})
+
+
+def check_setting_names(values: Mapping[str, Any], where: str) -> None:
+    """A ValueError naming each key that is not a setting, with the nearest setting's name."""
+    unknown = [str(key) for key in values if key not in Settings.model_fields]
+    if unknown:
+        raise ValueError(f"{where}: " + "; ".join(_unknown_setting(key) for key in unknown))
+
+
+def _unknown_setting(key: str) -> str:
+    nearest = difflib.get_close_matches(key, list(Settings.model_fields), n=1)
+    return f"unknown setting {key!r}" + (f" (did you mean {nearest[0]!r}?)" if nearest else "")
 
 
 @dataclass(frozen=True)

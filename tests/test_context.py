@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-from graphs.context import resolve_settings
+import pytest
+
+from graphs.context import Settings, resolve_settings
 
 
 def test_precedence(tmp_path):
@@ -66,3 +68,32 @@ def test_auto_precision_follows_the_hardware_and_explicit_ones_are_kept():
     assert "without native bf16" in resolve_precision("auto", plain)[1]
     with pytest.raises(ValueError, match="auto, fp32, bf16"):
         resolve_precision("fp16", native)
+
+
+def test_an_unknown_key_in_the_config_file_is_refused_with_the_nearest_setting(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text("chat_modle: gpt-4o-mini\nthreads: 2\nno_such_thing: 1\n")
+    with pytest.raises(ValueError) as refused:
+        resolve_settings({"home": str(home)}, environ={})
+    message = str(refused.value)
+    assert str(home / "config.yaml") in message
+    assert "unknown setting 'chat_modle' (did you mean 'chat_model'?)" in message
+    assert "unknown setting 'no_such_thing'" in message
+
+
+def test_an_unknown_explicit_setting_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="chat_modle"):
+        Settings(home=tmp_path, chat_modle="gpt-4o-mini")
+
+
+def test_the_cli_says_which_setting_is_unknown(tmp_path, monkeypatch, capsys):
+    from agent.cli import EXIT_BAD_INPUT, main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text("chat_modle: gpt-4o-mini\n")
+    monkeypatch.delenv("FTAGENT_CONFIG", raising=False)
+    assert main(["--home", str(home), "models"]) == EXIT_BAD_INPUT
+    out = " ".join(capsys.readouterr().out.split())
+    assert "bad setting" in out and "did you mean 'chat_model'?" in out
