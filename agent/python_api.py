@@ -4,6 +4,14 @@ and a LangChain tool that starts a job and follows it to its end (for other agen
     from agent import FineTuner
     tuner = FineTuner(home="~/.ftagent")
     result = tuner.run("fine-tune SmolLM2 on quantum error correction", docs_path="papers/")
+
+As a subgraph, the parent declares the job context and passes one on invoke (the nodes read their
+settings and event log from it); the job's nodes then share the parent's JobState keys:
+
+    parent = StateGraph(JobState, context_schema=JobContext)
+    parent.add_node("fine_tune", build_graph())
+    parent.compile().invoke({"job_id": ..., "request": ..., "options": {...}},
+                            context=JobContext(resolve_settings()))
 """
 
 from __future__ import annotations
