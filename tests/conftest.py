@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from replay_server import ReplayServer
 from tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,3 +67,10 @@ def shared_embedder():
     from tools.llm.embeddings import Embedder
 
     return Embedder()
+
+
+@pytest.fixture
+def server() -> Iterator[ReplayServer]:
+    """A local HTTP server replaying the recorded API payloads (arXiv, PubMed, Wikipedia, web pages)."""
+    with ReplayServer() as replay:
+        yield replay

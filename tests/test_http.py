@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,12 +19,6 @@ from tools.sources.http import (
     parse_retry_after,
     user_agent,
 )
-
-
-@pytest.fixture
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
 
 
 def fast_settings(tmp_path: Path, **overrides: object) -> HttpSettings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,6 @@ from graphs.spec import Budget, JobSpec, Research
 ARXIV, ESEARCH, EFETCH, WIKI = "/api/query", "/entrez/eutils/esearch.fcgi", "/entrez/eutils/efetch.fcgi", "/w/api.php"
 XML, JSON = {"Content-Type": "text/xml; charset=UTF-8"}, {"Content-Type": "application/json; charset=utf-8"}
 PYTHON, HISTORY = "Python (programming language)", "History of Python"
-
-
-@pytest.fixture
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
 
 
 def settings_for(base_url: str, home: Path, **overrides: Any) -> Settings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,6 @@ ATOM = {"Content-Type": "application/atom+xml; charset=UTF-8"}
 
 def feed(name: str, status: int = 200) -> Reply:
     return Reply(status, fixture_bytes(f"arxiv/{name}"), ATOM)
-
-
-@pytest.fixture
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
 
 
 def make_source(

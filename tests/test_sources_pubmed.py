@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,6 @@ CANCER_WEBENV = "MCID_6927d6e7fee3e90f880ec190"
 
 def ncbi(name: str, status: int = 200) -> Reply:
     return Reply(status, fixture_bytes(f"ncbi/{name}"), XML)
-
-
-@pytest.fixture
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
 
 
 def make_source(

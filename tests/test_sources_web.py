@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,6 @@ The threshold of the surface code under circuit noise is close to one percent.</
 
 def page(word: str = "The café", meta: str = "") -> str:
     return ARTICLE.format(word=word, meta=meta)
-
-
-@pytest.fixture
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
 
 
 def make_source(server: ReplayServer, tmp_path: Path, **overrides: object) -> WebSource:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,6 @@ PYTHON = "Python (programming language)"
 
 def wiki(name: str) -> Reply:
     return Reply(200, fixture_bytes(f"wikipedia/{name}"), JSON)
-
-
-@pytest.fixture
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
 
 
 def make_source(
