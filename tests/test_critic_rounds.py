@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_graph import run_job, tiny_options
-from tiny_job import small_corpus
+from tiny_job import run_job, small_corpus, tiny_options
 from tiny_model import pretrain_on_general_text
 
 from graphs.critic import remedy_for_gates

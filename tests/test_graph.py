@@ -4,33 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
+from tiny_job import run_job, tiny_options
 
-from graphs.context import JobContext, resolve_settings
-from graphs.graph import build_graph
 from tools.serving.export import export_problems
 from tools.stores.model_registry import ModelRegistry
 
 DEMO = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
 OFF_TOPIC = {"sourdough-baking.md", "medieval-castle-architecture.md", "cricket-rules.txt"}
-
-
-def tiny_options(model_dir: Path, **overrides) -> dict:
-    options = {
-        "base_model": str(model_dir), "docs_path": str(DEMO),
-        "training": {"max_steps": 4, "batch_size": 8, "checkpoint_every": 2},  # precision: FTAGENT_PRECISION
-        "evaluation": {"generate_limit": 2, "max_new_tokens": 6, "general_texts": 4},
-    }
-    for key, value in overrides.items():
-        options[key] = {**options.get(key, {}), **value} if isinstance(value, dict) else value
-    return options
-
-
-def run_job(home: Path, job_id: str, options: dict, request: str = "fine-tune a model on quantum error correction"):
-    graph = build_graph(InMemorySaver())
-    context = JobContext(resolve_settings({"home": home}))  # FTAGENT_PRECISION and the like apply
-    config = {"configurable": {"thread_id": job_id}, "recursion_limit": 60}
-    return graph.invoke({"job_id": job_id, "request": request, "options": options}, config, context=context)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,16 @@
-"""Options for a tiny job (tiny model, a few steps, small evaluation) that runs end to end in seconds."""
+"""Tiny jobs for the tests (tiny model, a few steps, small evaluation) that run end to end in seconds:
+the options of the doors' tests and of the graph tests, and running the graph directly."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 from typing import Any
+
+from langgraph.checkpoint.memory import InMemorySaver
+
+from graphs.context import JobContext, resolve_settings
+from graphs.graph import build_graph
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
 SMALL_CORPUS_FILES = ("bit-flip-and-phase-flip-codes.md", "shor-code.md", "surface-code.md",
@@ -29,3 +35,25 @@ def tiny_job_options(model_dir: Path, docs: Path | str = DEMO_CORPUS, **override
     }
     options.update(overrides)
     return options
+
+
+def tiny_options(model_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """The graph tests' tiny job: the whole demo corpus, 4 steps of 8, the critic's default rounds; a
+    dict override is merged into its section (the critic-round tests' gate failures are sized for it)."""
+    options = {
+        "base_model": str(model_dir), "docs_path": str(DEMO_CORPUS),
+        "training": {"max_steps": 4, "batch_size": 8, "checkpoint_every": 2},  # precision: FTAGENT_PRECISION
+        "evaluation": {"generate_limit": 2, "max_new_tokens": 6, "general_texts": 4},
+    }
+    for key, value in overrides.items():
+        options[key] = {**options.get(key, {}), **value} if isinstance(value, dict) else value
+    return options
+
+
+def run_job(home: Path, job_id: str, options: dict[str, Any],
+            request: str = "fine-tune a model on quantum error correction") -> dict[str, Any]:
+    """The job graph invoked directly (in-memory checkpoints), as the service would with these options."""
+    graph = build_graph(InMemorySaver())
+    context = JobContext(resolve_settings({"home": home}))  # FTAGENT_PRECISION and the like apply
+    config = {"configurable": {"thread_id": job_id}, "recursion_limit": 60}
+    return graph.invoke({"job_id": job_id, "request": request, "options": options}, config, context=context)
