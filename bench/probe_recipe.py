@@ -1,0 +1,101 @@
+"""Recipe probe: retrain a finished PubMedQA bench job's dataset with one variation, score the experts' answers.
+
+A full job per variation costs generation, curation and evaluation; this keeps the job's dataset (its
+train/val splits and document rows) and varies only what is asked: the QA forms kept, the document share,
+the training hyperparameters. It prints one JSON line: the expert LONG_ANSWER NLL base -> tuned and the
+general perplexity, as bench_pubmedqa.py measures them. Usage:
+  python bench/probe_recipe.py --home /tmp/ftagent-bench-pubmedqa --name ep6 --set epochs=6 \
+      --keep-forms findings,section
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench_pubmedqa import PUBMEDQA, expert_records, mesh_groups
+
+from tools.data.dataset import read_jsonl
+from tools.evaluation.scoring import answer_nll, general_texts, perplexity
+from tools.models.loading import load_for_inference
+from tools.training.backends import train_lora
+from tools.training.lora import TrainingConfig
+
+JOB_DEFAULTS = {"epochs": 2, "learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 32, "batch_size": 8, "max_seq_len": 320,
+                "checkpoint_every": 10, "validations_per_epoch": 2}
+
+
+def form_of(row: dict) -> str:
+    return (row.get("metadata") or {}).get("type", "")
+
+
+def choose_rows(train: list[dict], documents: list[dict], args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    if args.keep_forms:
+        train = [r for r in train if form_of(r) in set(args.keep_forms.split(","))]
+    if args.max_share:
+        caps = {k: float(v) for k, v in (item.split(":") for item in args.max_share.split(","))}
+        random.Random(0).shuffle(train)
+        kept, seen = [], Counter()
+        for row in train:
+            if form_of(row) in caps and seen[form_of(row)] >= caps[form_of(row)] * len(train):
+                continue
+            seen[form_of(row)] += 1
+            kept.append(row)
+        train = kept
+    unique = list({row["text"]: row for row in documents}.values())
+    if args.document_share is not None:
+        wanted = round(args.document_share * len(train) / (1 - args.document_share))
+        documents = [unique[i % len(unique)] for i in range(wanted)] if unique else []
+    return train, documents
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--home", required=True, help="the bench job's home (one job in it)")
+    parser.add_argument("--group", default="Treatment Outcome", help="the MeSH group that job ran on")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--keep-forms", help="only these QA forms, comma-separated")
+    parser.add_argument("--max-share", help="form:share caps of QA forms, comma-separated")
+    parser.add_argument("--document-share", type=float, help="document rows repeated or trimmed to this share")
+    parser.add_argument("--set", action="append", default=[], help="training hyperparameter key=value")
+    args = parser.parse_args()
+    home = Path(args.home)
+    dataset = next((home / "jobs").iterdir()) / "dataset"
+    train, documents = choose_rows(read_jsonl(dataset / "train.jsonl"), read_jsonl(dataset / "train.documents.jsonl"),
+                                   args)
+    overrides = {key: json.loads(value) for key, _, value in (s.partition("=") for s in args.set)}
+    threads = int(os.environ.get("FTAGENT_THREADS", "2"))
+    out = home / "probes" / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    base_path = str(home / "models" / "base" / "smollm2-135m")
+    config = TrainingConfig(base_model_path=base_path, output_dir=str(out / "adapter"),
+                            checkpoint_dir=str(out / "ckpt"), metrics_path=str(out / "metrics.jsonl"),
+                            threads=threads, **(JOB_DEFAULTS | overrides))
+    started = time.time()
+    result = train_lora(config, train + documents, read_jsonl(dataset / "val.jsonl"))
+    seconds = time.time() - started
+    records = json.loads(PUBMEDQA.read_text())
+    system_prompt = read_jsonl(dataset / "val.jsonl")[0]["messages"][0]["content"]  # the job's own
+    experts = expert_records(records, dict(mesh_groups(records, 3, 34, 0))[args.group], system_prompt)
+    model, tokenizer = load_for_inference(base_path, result.adapter_dir, threads)
+    texts = general_texts(30)
+    tuned, tuned_ppl = answer_nll(model, tokenizer, experts), perplexity(model, tokenizer, texts)
+    with model.disable_adapter():
+        base, base_ppl = answer_nll(model, tokenizer, experts), perplexity(model, tokenizer, texts)
+    print(json.dumps({"bench": "recipe_probe", "name": args.name, "group": args.group, "qa_rows": len(train),
+                      "document_rows": len(documents), "forms": dict(Counter(map(form_of, train))),
+                      "overrides": overrides, "steps": result.steps,
+                      "val_history": [round(v, 3) for v in result.val_history],
+                      "expert_answer_nll": {"base": round(base, 4), "tuned": round(tuned, 4),
+                                            "drop": round((base - tuned) / base, 4)},
+                      "general_perplexity": {"base": round(base_ppl, 2), "tuned": round(tuned_ppl, 2)},
+                      "train_seconds": round(seconds), "loadavg": [round(x, 1) for x in os.getloadavg()]}))
+
+
+if __name__ == "__main__":
+    main()
