@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tools.stores.disk_space import disk_full_error
+
 EventListener = Callable[[dict[str, Any]], None]
 
 
@@ -22,11 +24,15 @@ def _line(event: dict[str, Any]) -> bytes:
 
 
 def append_event(path: Path, event: dict[str, Any]) -> None:
-    """Append one event as one write, on a new line even when the last one was torn."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as handle:
-        torn = handle.seek(0, os.SEEK_END) > 0 and _last_byte(handle) != b"\n"
-        handle.write((b"\n" if torn else b"") + _line(event))
+    """Append one event as one write, on a new line even when the last one was torn. A full disk is
+    DiskFull naming the log (a part of the line that reached the disk is skipped by readers)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+b") as handle:
+            torn = handle.seek(0, os.SEEK_END) > 0 and _last_byte(handle) != b"\n"
+            handle.write((b"\n" if torn else b"") + _line(event))
+    except OSError as error:
+        raise disk_full_error(error, path) or error from error
 
 
 def _last_byte(handle) -> bytes:

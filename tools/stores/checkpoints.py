@@ -4,13 +4,13 @@ a job that one worker started can be resumed by a worker on another host."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tools.stores.disk_space import sqlite_connect
 from tools.stores.sql_table import is_postgres_url
 
 _LOCK = "ftagent checkpoint migrations"
@@ -25,7 +25,7 @@ def open_checkpointer(database: Path | str, serde: Any = None) -> Iterator[Any]:
         return
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    connection = sqlite3.connect(database, check_same_thread=False, timeout=30)
+    connection = sqlite_connect(database, check_same_thread=False, timeout=30)  # full disk: DiskFull
     try:
         yield SqliteSaver(connection, serde=serde)
     finally:

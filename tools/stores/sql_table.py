@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from tools.stores.disk_space import sqlite_connect
+
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -148,7 +150,7 @@ class SqlTable:
     def _connect(self) -> Any:
         if self.postgres:
             return PostgresConnection(str(self.database))
-        connection = sqlite3.connect(self.database, timeout=30)
+        connection = sqlite_connect(self.database, timeout=30)  # a full disk: DiskFull naming the file
         connection.row_factory = sqlite3.Row
         return connection
 
