@@ -139,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="do not grade answers with the configured chat model (LLM judge)")
     _add_registry_commands(commands)
     _add_export_command(commands)
+    _add_push_command(commands)
     _add_door_commands(commands)
     add_extra_commands(commands, add_job_arguments)
     add_json_flags(commands)
@@ -234,6 +235,15 @@ def _add_export_command(commands: Any) -> None:
     export.add_argument("--out", help="a new or empty folder (safetensors), a .gguf file or a folder (gguf; a "
                         "path ending in / is a folder); an earlier export there is replaced, anything else "
                         "is refused; default under <home>/models/<model>/")
+
+
+def _add_push_command(commands: Any) -> None:
+    push = commands.add_parser("push", help="upload a model version's folder (adapter, tokenizer, README.md card) "
+                               "to a Hugging Face Hub repo with huggingface_hub (needs network and HF_TOKEN)")
+    push.add_argument("model")
+    push.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the Hub model repo (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--message", help="the commit message (default: Upload MODEL (ftagent))")
 
 
 def _add_registry_commands(commands: Any) -> None:
@@ -333,7 +343,8 @@ def _quiet_libraries() -> None:
 
 
 # these load no model
-LIGHT_COMMANDS = ("cancel", "status", "token", "models", "show", "promote", "rollback", "logs", "config")
+LIGHT_COMMANDS = ("cancel", "status", "token", "models", "show", "promote", "rollback", "logs", "config",
+                  "push")  # push: also, HF_HUB_OFFLINE is not defaulted to 1 for it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,6 +445,8 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
         return _serve(service, console, args)
     if args.command == "export":
         return _export(service, console, args)
+    if args.command == "push":
+        return _push(service, console, args)
     if args.command == "mcp":
         return _mcp(service, console, args)
     if args.command in ("api", "worker", "chat"):
@@ -588,6 +601,19 @@ def _export(service: JobService, console: Console, args: argparse.Namespace) -> 
         console.print(f"[red]cannot export:[/red] {escape(str(error))}", highlight=False)
         return EXIT_BAD_INPUT
     console.print(f"exported {args.model} as {args.export_format}: {path}", highlight=False)
+    return 0
+
+
+def _push(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    from tools.serving.hub_push import BadRepoId, PushError
+
+    try:
+        result = service.push(args.model, args.repo, private=args.private, message=args.message)
+    except PushError as error:
+        console.print(f"[red]cannot push:[/red] {escape(str(error))}", highlight=False)
+        return EXIT_BAD_INPUT if isinstance(error, BadRepoId) else EXIT_ENVIRONMENT
+    console.print(f"pushed {args.model} to {result.url} ({len(result.files)} files: {', '.join(result.files)}; "
+                  f"commit {result.commit})", highlight=False, soft_wrap=True)
     return 0
 
 

@@ -27,6 +27,7 @@ EXAMPLES = {
     "feedback": ('ftagent feedback MODEL --question "What is loam?" --answer "A rock." --rating -1 '
                  '--correction "A soil of sand, silt and clay."'),
     "export": "ftagent export MODEL --format gguf --dtype q8_0",
+    "push": "HF_TOKEN=hf_... ftagent push ft-smollm2-135m-soil-science-v1-20260101 --repo alice/soil-smollm2",
     "promote": "ftagent promote ft-smollm2-135m-soil-science-v2-20260101",
     "rollback": "ftagent rollback ft-smollm2-135m-soil-science",
     "delete": "ftagent delete ft-smollm2-135m-soil-science-v1-20260101",
@@ -34,7 +35,7 @@ EXAMPLES = {
     "api": "ftagent api --port 8321",
     "worker": "ftagent worker --once",
     "chat": "ftagent chat --user alice",
-    "mcp": 'ftagent mcp   # client config: {"command": "ftagent", "args": ["mcp"]}',
+    "mcp": 'ftagent mcp   # client config: {"command": "ftagent", "args": ["mcp"]}   |   ftagent mcp --http',
     "config": "ftagent config show   |   ftagent config init",
     "cancel": "ftagent cancel 20260101-120000-soil-science-ab12",
     "token": "ftagent token add alice   |   ftagent token list   |   ftagent token revoke alice",

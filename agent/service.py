@@ -35,6 +35,7 @@ from tools.llm.chat_model import chat_model_from
 from tools.private_files import private_file, private_folder
 from tools.stores.api_tokens import Caller
 from tools.stores.databases import open_job_store
+from tools.stores.disk_space import DiskFull
 from tools.stores.feedback import Feedback, FeedbackStore, corrections_as_examples, write_jsonl
 from tools.stores.job_store import TERMINAL_STATUSES, JobRecord, JobStore, UnknownJob
 from tools.stores.model_registry import ModelRegistry, ModelVersion
@@ -221,7 +222,10 @@ class JobService:
         except JobCancelled:
             raise
         except BaseException as error:
-            self.jobs.update(job_id, status="failed", error=f"{type(error).__name__}: {error}", pid=None)
+            try:
+                self.jobs.update(job_id, status="failed", error=f"{type(error).__name__}: {error}", pid=None)
+            except DiskFull:  # not even the failure fits: the job reads as interrupted once this process ends
+                pass
             if isinstance(error, KeyboardInterrupt):
                 raise
             raise JobFailed(job_id, error) from error
@@ -551,6 +555,15 @@ class JobService:
         return VllmServer(self.registry, names, host, port, reload_interval_s, extra_args or (), chosen)
 
     # -- export ------------------------------------------------------------------------------------
+    def push(self, name: str, repo_id: str, private: bool = False, message: str | None = None):
+        """Upload a registered version's folder to the Hugging Face Hub repo `repo_id` (created when
+        missing); tools.serving.hub_push.PushError says why not (offline, no token, a bad repo id, the Hub refused)."""
+        from tools.serving.hub_push import check_can_push, hub_token, push_folder
+
+        version = self.registry.get(name)
+        endpoint = check_can_push(repo_id, self.settings.network)
+        return push_folder(Path(version.adapter_path), repo_id, endpoint, hub_token(), private, message)
+
     def export(self, name: str, fmt: str = "safetensors", dtype: str | None = None,
                out: Path | str | None = None) -> Path:
         """Export a registered version for other runtimes and return where it went.
