@@ -35,22 +35,55 @@ from tools.stores.sql_table import DatabaseUnavailable
 
 
 class ProgressPrinter:
-    """An event listener: a line per phase or decision, a progress bar with ETA while training."""
+    """An event listener: a line per phase or decision, a progress bar with ETA while training (rich, on the
+    console) and for the long tasks before and after it (documents downloaded, chunks embedded, QA
+    generated, answers evaluated: tqdm on stderr). `bars`: None = only when stderr is a terminal; False
+    (--quiet) = no bars at all, the lines only."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, bars: bool | None = None, stream: Any = None) -> None:
         self.console = console
+        self.stream = stream or sys.stderr
+        self.quiet = bars is False
+        self.bars = self.stream.isatty() if bars is None else bars
         self.progress: Progress | None = None
         self.task = None
+        self.tick_bar: Any = None
+        self.tick_task: str | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if event["kind"] == "progress":
+            self._tick(event["phase"], event["data"])
+            return
+        self._close_tick()
         if event["kind"] == "step":
-            self._step(event["data"])
+            if not self.quiet:
+                self._step(event["data"])
             return
         self._close_bar()
         if event["kind"] in ("phase", "decision", "gate", "skip"):
             why = event.get("data", {}).get("why")
             message = f"{event['message']}: {why}" if why and why not in event["message"] else event["message"]
             self.console.print(f"[bold]{event['phase']:>10}[/bold]  {escape(message)}", highlight=False)
+
+    def _tick(self, phase: str, data: dict[str, Any]) -> None:
+        if not self.bars:
+            return
+        if self.tick_task != data["task"]:
+            from tqdm import tqdm
+
+            self._close_tick()
+            self.tick_bar = tqdm(total=data["total"], desc=f"{phase:>10}  {data['task']}", file=self.stream,
+                                 leave=False, dynamic_ncols=True, mininterval=0.2, disable=False)
+            self.tick_task = data["task"]
+        self.tick_bar.total = data["total"]
+        self.tick_bar.update(data["done"] - self.tick_bar.n)
+        if data["done"] >= data["total"]:
+            self._close_tick()
+
+    def _close_tick(self) -> None:
+        if self.tick_bar is not None:
+            self.tick_bar.close()
+            self.tick_bar, self.tick_task = None, None
 
     def _step(self, data: dict[str, Any]) -> None:
         if self.progress is None:
@@ -70,6 +103,7 @@ class ProgressPrinter:
             self.progress = None
 
     def close(self) -> None:
+        self._close_tick()
         self._close_bar()
 
 
@@ -118,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("job", nargs="?")
     resume = commands.add_parser("resume", help="continue an interrupted job from its last checkpoint")
     resume.add_argument("job")
+    add_quiet_flag(resume)
     cancel = commands.add_parser("cancel", help="stop a job (queued: at once; running: at its next step)")
     cancel.add_argument("job")
     commands.add_parser("models", help="list registered models")
@@ -137,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-general", action="store_true", help="skip the general-capability regression check")
     evaluate.add_argument("--no-judge", action="store_true",
                           help="do not grade answers with the configured chat model (LLM judge)")
+    add_quiet_flag(evaluate)
     _add_registry_commands(commands)
     _add_export_command(commands)
     _add_push_command(commands)
@@ -183,6 +219,12 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-ppl-increase", type=float, help="gate: general perplexity at most this fraction "
                         "above base (default: 0.05)")
     parser.add_argument("--merge", action="store_true", help="also save merged weights")
+    add_quiet_flag(parser)
+
+
+def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (the phase and decision lines "
+                        "only); bars are drawn only on a terminal anyway")
 
 
 def _add_door_commands(commands: Any) -> None:
@@ -196,6 +238,7 @@ def _add_door_commands(commands: Any) -> None:
     api.add_argument("--no-worker", action="store_true", help="only queue jobs; an `ftagent worker` runs them")
     worker = commands.add_parser("worker", help="run queued jobs one at a time (resumes interrupted ones first)")
     worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    add_quiet_flag(worker)
     chat = commands.add_parser("chat", help="talk to the agent: start, follow and stop jobs, ask models")
     chat.add_argument("--user", help="your name as the jobs' owner (default: the OS user)")
     token = commands.add_parser("token", help="API tokens, one per user: add NAME [--admin], list, revoke NAME")
@@ -307,8 +350,8 @@ def print_resolved_spec(console: Console, job: ResolvedJob) -> int:
     return 0
 
 
-def _follow(service: JobService, console: Console, job_id: str, resume: bool) -> int:
-    printer = ProgressPrinter(console)
+def _follow(service: JobService, console: Console, job_id: str, resume: bool, quiet: bool = False) -> int:
+    printer = ProgressPrinter(console, bars=False if quiet else None)
     try:
         state = service.resume(job_id, (printer,)) if resume else service.run(job_id, (printer,))
     except JobFailed as failure:
@@ -401,9 +444,9 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
             return 0
         record = service.submit(job.request, job.options, claim=True)
         console.print(f"job {record.job_id}: {service.understood(record)}", highlight=False, soft_wrap=True)
-        return _follow(service, console, record.job_id, resume=False)
+        return _follow(service, console, record.job_id, resume=False, quiet=args.quiet)
     if args.command == "resume":
-        return _follow(service, console, args.job, resume=True)
+        return _follow(service, console, args.job, resume=True, quiet=args.quiet)
     if args.command == "cancel":
         record = service.cancel(args.job, admin=True)  # the machine's own user may stop any job
         done = record.status in ("cancelled", "succeeded", "failed")
@@ -470,7 +513,7 @@ def _door(service: JobService, console: Console, args: argparse.Namespace) -> in
     if args.command == "worker":
         from agent.queue import Worker, WorkerBusy
 
-        worker = Worker(service, listeners=(ProgressPrinter(console),))
+        worker = Worker(service, listeners=(ProgressPrinter(console, bars=False if args.quiet else None),))
         try:
             worker.acquire()
         except WorkerBusy as busy:
@@ -565,11 +608,17 @@ def _evaluate(service: JobService, console: Console, args: argparse.Namespace) -
     overrides = {k: v for k, v in {"generate_limit": args.generate, "max_new_tokens": args.max_new_tokens}.items()
                  if v is not None} | ({"general_texts": 0, "general_qa": 0} if args.no_general else {})
     overrides |= {"judge": False} if args.no_judge else {}
+    printer = ProgressPrinter(console, bars=False if args.quiet else None)
     try:
-        result = service.evaluate(args.model, args.set_path, limit=args.limit, evaluation=overrides)
+        result = service.evaluate(args.model, args.set_path, limit=args.limit, evaluation=overrides,
+                                  progress=lambda side: lambda done, total: printer({
+                                      "kind": "progress", "phase": "eval",
+                                      "data": {"task": f"evaluating {side}: answers", "done": done, "total": total}}))
     except QASetError as error:
         console.print(f"[red]bad evaluation set:[/red] {error}", highlight=False)
         return EXIT_BAD_INPUT
+    finally:
+        printer.close()
     console.print(evaluation_table(result))
     if judge := result.get("judge"):
         console.print(f"LLM judge: {judge['reason']}", highlight=False)

@@ -450,7 +450,7 @@ class JobService:
     # -- evaluation on any question/answer set ----------------------------------------------------
     def evaluate(self, model: str, set_path: Path | str | None = None, examples: list[dict] | None = None,
                  limit: int | None = None, evaluation: dict[str, Any] | None = None,
-                 allow_folders: bool = True) -> dict[str, Any]:
+                 allow_folders: bool = True, progress: Any = None) -> dict[str, Any]:
         """Evaluate a registered model (its adapter vs its base), `base` (the default base model alone) or a
         local folder (an adapter folder vs its base, or a plain model alone) on a JSONL file of
         {"question","answer"} pairs or chat records, or on the same rows given inline as `examples`; at most
@@ -458,7 +458,8 @@ class JobService:
         general_texts, general_qa, judge); with a chat model configured the judge grades the generated answers.
         Writes <home>/evaluations/<id>/report.{json,md} + plots and returns the numbers. Unknown model:
         RegistryError; unreadable set: QASetError. Without `allow_folders` (the HTTP API) only registered
-        names and `base` are accepted."""
+        names and `base` are accepted. `progress("tuned" | "base")`: a (done, total) callback for that
+        model's answers (the CLI's bars)."""
         from graphs.nodes.evaluator import evaluate_on_set
         from graphs.spec import Evaluation, Gates
         from tools.evaluation.scoring import qa_records, read_qa_set
@@ -475,7 +476,8 @@ class JobService:
         result = evaluate_on_set(str(base_path), adapter, records, folder, Evaluation(**(evaluation or {})),
                                  Gates(), self.settings.threads, f"Evaluation of {model} on "
                                  f"{Path(set_path).name if set_path is not None else 'inline examples'}",
-                                 judge=chat_model_from(self.settings), precision=self.settings.precision)
+                                 judge=chat_model_from(self.settings), precision=self.settings.precision,
+                                 progress=progress)
         return {"model": model, "base_model_path": str(base_path), "adapter": adapter,
                 "set": str(set_path) if set_path is not None else None, "examples": len(records), **result}
 

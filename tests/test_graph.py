@@ -18,7 +18,10 @@ def passing_job(tiny_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0},
                            merge=True)
-    return home, run_job(home, "job-pass", options)
+    return home, run_job(home, "job-pass", options, listeners=(HEARD.append,))
+
+
+HEARD: list[dict] = []  # what the passing job's listeners heard (progress ticks are never written)
 
 
 def test_job_trains_evaluates_and_registers(passing_job):
@@ -115,3 +118,16 @@ def test_feedback_corrections_train_the_next_version(passing_job, tiny_model_dir
     assert second["model"]["name"].split("-v")[-1].startswith("2-")  # the family's next version
     events = (home / "jobs" / "job-next-version" / "events.jsonl").read_text()
     assert "adding 1 feedback corrections" in events
+
+
+def test_listeners_hear_progress_of_the_long_tasks_which_is_never_written(passing_job):
+    home, state = passing_job
+    ticks = [e for e in HEARD if e["kind"] == "progress"]
+    finals = {(e["phase"], e["data"]["task"]): e["data"] for e in ticks if e["data"]["done"] == e["data"]["total"]}
+    assert set(finals) >= {("researcher", "documents from local"), ("curator", "embedding chunks"),
+                           ("generator", "generating QA (extractive)"), ("evaluator", "evaluating tuned: answers"),
+                           ("evaluator", "evaluating base: answers")}, sorted(finals)
+    assert finals[("curator", "embedding chunks")]["total"] == state["curation"]["chunks_in"]
+    assert finals[("evaluator", "evaluating base: answers")]["total"] == 2 + state["spec"]["evaluation"]["general_qa"]
+    written = (home / "jobs" / "job-pass" / "events.jsonl").read_text()
+    assert '"kind": "progress"' not in written and '"kind": "phase"' in written

@@ -51,9 +51,11 @@ def tiny_options(model_dir: Path, **overrides: Any) -> dict[str, Any]:
 
 
 def run_job(home: Path, job_id: str, options: dict[str, Any],
-            request: str = "fine-tune a model on quantum error correction") -> dict[str, Any]:
-    """The job graph invoked directly (in-memory checkpoints), as the service would with these options."""
+            request: str = "fine-tune a model on quantum error correction",
+            listeners: tuple = ()) -> dict[str, Any]:
+    """The job graph invoked directly (in-memory checkpoints), as the service would with these options
+    (`listeners` hear every event, progress ticks included)."""
     graph = build_graph(InMemorySaver())
-    context = JobContext(resolve_settings({"home": home}))  # FTAGENT_PRECISION and the like apply
+    context = JobContext(resolve_settings({"home": home}), listeners)  # FTAGENT_PRECISION and the like apply
     config = {"configurable": {"thread_id": job_id}, "recursion_limit": 60}
     return graph.invoke({"job_id": job_id, "request": request, "options": options}, config, context=context)

@@ -66,12 +66,36 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]
     return events, offset + end
 
 
+PROGRESS_INTERVAL_S = 0.1  # the most often one task's progress reaches the listeners (its end always does)
+
+
 class EventLog:
-    """Append-only JSON lines; listeners (a CLI progress bar, a Slack updater) see each event as it is written."""
+    """Append-only JSON lines; listeners (a CLI progress bar, a Slack updater) see each event as it is written.
+    `progress` ticks (kind "progress": a task's done/total) reach the listeners only and are never written."""
 
     def __init__(self, path: Path, listeners: tuple[EventListener, ...] = ()) -> None:
         self.path = Path(path)
         self.listeners = listeners
+        self._last_tick: dict[str, float] = {}
+
+    def progress(self, phase: str, task: str, done: int, total: int) -> None:
+        """How far a long task is (documents downloaded, chunks embedded, answers generated), for this
+        process's listeners (the CLI's bars with ETA); at most every PROGRESS_INTERVAL_S per task."""
+        if not self.listeners:
+            return
+        now = time.monotonic()
+        last = self._last_tick.get(task)
+        if last is not None and done < total and now - last < PROGRESS_INTERVAL_S:
+            return
+        self._last_tick[task] = now
+        event = {"ts": round(time.time(), 3), "phase": phase, "kind": "progress", "message": task,
+                 "data": {"task": task, "done": done, "total": total}}
+        for listener in self.listeners:
+            listener(event)
+
+    def ticker(self, phase: str, task: str) -> Callable[[int, int], None]:
+        """`progress` for one task as a plain (done, total) callback, for tools that know no event log."""
+        return lambda done, total: self.progress(phase, task, done, total)
 
     def emit(self, phase: str, kind: str, message: str, **data: Any) -> dict[str, Any]:
         event = {"ts": round(time.time(), 3), "phase": phase, "kind": kind, "message": message, "data": data}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,12 +54,13 @@ def relevance_queries(spec: JobSpec) -> list[str]:
 
 
 def select_chunks(documents: Sequence[Document], spec: JobSpec, embedder: Any,
-                  count_tokens: TokenCounter) -> Curated:
-    """Chunk, filter, score and de-duplicate; pure apart from the embedder."""
+                  count_tokens: TokenCounter, progress: Callable[[int, int], None] | None = None) -> Curated:
+    """Chunk, filter, score and de-duplicate; pure apart from the embedder (`progress`: chunks embedded)."""
     cfg = spec.curation
     chunks = [c for doc in documents
               for c in chunk_by_tokens(doc, cfg.chunk_tokens, cfg.overlap_tokens, cfg.min_chunk_words, count_tokens)]
-    vectors = embedder.embed([c.text for c in chunks])
+    texts = [c.text for c in chunks]
+    vectors = embedder.embed(texts, progress=progress) if progress else embedder.embed(texts)
     queries = relevance_queries(spec)
     scores = (vectors @ embedder.embed(queries).T).max(axis=1) if len(chunks) else np.zeros(0)
     doc_scores = document_scores(chunks, scores)
@@ -155,7 +156,8 @@ def curate_chunks(state: JobState, runtime: Runtime[JobContext]) -> dict:
     events = runtime.context.events(state["job_id"])
     documents = [Document.from_dict(json.loads(Path(d["path"]).read_text())) for d in state.get("documents", [])]
     embedder = runtime.context.embedder
-    curated = select_chunks(documents, spec, embedder, tokenizer_counter(str(embedder.model_path)))
+    curated = select_chunks(documents, spec, embedder, tokenizer_counter(str(embedder.model_path)),
+                            events.ticker("curator", "embedding chunks"))
     rows_path = runtime.context.paths(state["job_id"]).root / "curation" / "chunks.jsonl"
     write_jsonl(rows_path, chunk_rows(curated, documents))
     _store(curated, documents, runtime, _collection_name(state["job_id"]))

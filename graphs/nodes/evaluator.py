@@ -4,6 +4,7 @@ Markdown) with its plots next to it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from tools.evaluation.scoring import (
     general_texts,
     record_passage,
 )
+from tools.events import EventLog
 from tools.llm.chat_model import chat_model_from
 from tools.llm.judge import Judgement, absent_judgement, judge_answers
 from tools.llm.prompt_files import render_prompt
@@ -37,13 +39,16 @@ if TYPE_CHECKING:
 JUDGE_OFF = "judge turned off (evaluation.judge is false)"
 
 
-def compare(spec: JobSpec, training: dict[str, Any], test: list[dict], threads: int | None) -> Comparison:
-    """The job's comparison within spec.evaluation's limits (generation is the expensive part)."""
+def compare(spec: JobSpec, training: dict[str, Any], test: list[dict], threads: int | None,
+            events: EventLog | None = None) -> Comparison:
+    """The job's comparison within spec.evaluation's limits (generation is the expensive part; its
+    progress goes to the events' listeners)."""
     questions = general_qa(render_prompt("system_general"), spec.evaluation.general_qa)
     return compare_with_base(
         training["base_model_path"], training["adapter_dir"], test, general_texts(spec.evaluation.general_texts),
         spec.evaluation.max_new_tokens, spec.evaluation.generate_limit, threads, questions,
-        spec.generation.max_answer_words)
+        spec.generation.max_answer_words,
+        progress=(lambda side: events.ticker("evaluator", f"evaluating {side}: answers")) if events else None)
 
 
 def write_report(folder: Path, evaluation: dict[str, Any], comparison: Comparison) -> Path:
@@ -78,7 +83,7 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     test = read_jsonl(state["dataset"]["paths"]["test"])
     events.emit("evaluator", "phase", f"round {training['round']}: comparing tuned and base on "
                 f"{len(test)} held-out examples and {spec.evaluation.general_qa} general questions")
-    comparison = compare(spec, training, test, settings.threads)
+    comparison = compare(spec, training, test, settings.threads, events)
     chat = chat_model_from(settings) if spec.evaluation.judge else None
     passages = job_passages(state, settings, test[: len(comparison.per_example)]) if chat else []
     judgement = judge_comparison(chat, spec.evaluation.judge, comparison, passages)
@@ -124,14 +129,15 @@ def round_record(state: JobState, evaluation: dict[str, Any]) -> dict[str, Any]:
 def evaluate_on_set(base_model_path: str, adapter_dir: str | None, records: list[dict], folder: Path,
                     settings: Evaluation, gates: Gates, threads: int | None = None,
                     title: str = "Evaluation", max_answer_words: int = 150,
-                    judge: ChatOpenAI | None = None, precision: str = "auto") -> dict[str, Any]:
+                    judge: ChatOpenAI | None = None, precision: str = "auto",
+                    progress: Callable[[str], Callable[[int, int], None]] | None = None) -> dict[str, Any]:
     """Any model (adapter on its base, or a plain model) on any question/answer records: the same
     comparison, judge, gates and report as a job's evaluator, written to `folder` (report.json/.md + plots).
     `judge` is the configured chat model (None: no judge); records' metadata.passage reaches it."""
     questions = general_qa(render_prompt("system_general"), settings.general_qa)
     comparison = compare_with_base(base_model_path, adapter_dir, records, general_texts(settings.general_texts),
                                    settings.max_new_tokens, settings.generate_limit, threads, questions,
-                                   max_answer_words, precision)
+                                   max_answer_words, precision, progress)
     judgement = judge_comparison(judge, settings.judge, comparison, [record_passage(r) for r in records])
     base, tuned = comparison.base.to_dict(), comparison.tuned.to_dict() if comparison.tuned else None
     checked = check_gates(base, tuned, gates) + judge_gates(judgement.summary, gates) if tuned else []

@@ -7,6 +7,7 @@ themselves, for continued pretraining) to the training set in the configured sha
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -63,16 +64,22 @@ def draw_chunks(rows: list[tuple[Chunk, dict]], vectors: np.ndarray, spec: JobSp
     return order[: spec.generation.max_chunks] if spec.generation.max_chunks else order
 
 
-def synthesise(generator: Generator, chunks: list[tuple[Chunk, str]], max_per_chunk: int) -> list[Example]:
+def synthesise(generator: Generator, chunks: list[tuple[Chunk, str]], max_per_chunk: int,
+               progress: Callable[[int, int], None] | None = None) -> list[Example]:
     """Run the generator over (chunk, source title) pairs in the given order, each chunk with its
-    document's context (how the study is named, its own questions, where its findings are)."""
+    document's context (how the study is named, its own questions, where its findings are);
+    `progress(done, total)` after each chunk."""
     by_document: dict[str, list[Chunk]] = defaultdict(list)
     for chunk, _ in chunks:
         by_document[chunk.doc_id].append(chunk)
     titles = {chunk.doc_id: title for chunk, title in chunks}
     contexts = {doc_id: document_context(members, titles[doc_id]) for doc_id, members in by_document.items()}
-    return [example for chunk, title in chunks
-            for example in generator.generate(chunk, title, max_per_chunk, contexts[chunk.doc_id])]
+    examples: list[Example] = []
+    for done, (chunk, title) in enumerate(chunks, start=1):
+        examples += generator.generate(chunk, title, max_per_chunk, contexts[chunk.doc_id])
+        if progress is not None:
+            progress(done, len(chunks))
+    return examples
 
 
 def answer_support(embedder: Any, examples: list[Example], chunk_vectors: dict[str, np.ndarray]) -> np.ndarray:
@@ -139,7 +146,8 @@ def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
     if fallback:
         events.emit("generator", "decision", fallback)
     chunks = [(rows[i][0], rows[i][1].get("title", "")) for i in drawn]
-    examples = synthesise(generator, chunks, spec.generation.max_per_chunk)
+    examples = synthesise(generator, chunks, spec.generation.max_per_chunk,
+                          events.ticker("generator", f"generating QA ({generator.name})"))
     rewrites, rewrite_examples, rewrite_stats = llm_rewrites(spec, runtime, chunks, events)
     examples += rewrite_examples
     chunk_vectors = {rows[i][0].chunk_id: vectors[i] for i in drawn}

@@ -14,6 +14,7 @@ following, no instructions taken from it); the text is only measured and written
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -136,16 +137,21 @@ def harvest_source(source: Source, plan: SourcePlan, spec: JobSpec, known: set[s
         for query in queries:
             if len(harvest.documents) >= plan.quota:
                 break
-            _search_and_fetch(source, query, plan.quota - len(harvest.documents), known, folder, events, harvest)
+            _search_and_fetch(source, query, plan.quota - len(harvest.documents), known, folder, events, harvest,
+                              lambda: events.progress("researcher", f"documents from {source.name}",
+                                                      min(len(harvest.documents), plan.quota), plan.quota))
     except NetworkUnavailable as error:
         harvest.unreachable = error.reason
         harvest.skipped.append(_skip(source.name, f"no network: {error.reason}"))
+    found = len(harvest.documents)
+    events.progress("researcher", f"documents from {source.name}", found, found)  # done, quota met or not
     return harvest
 
 
 def _search_and_fetch(source: Source, query: str, limit: int, known: set[str], folder: Path,
-                      events: EventLog, harvest: Harvest) -> None:
-    """One query: search, then fetch and store each new hit. NetworkUnavailable propagates."""
+                      events: EventLog, harvest: Harvest, fetched: Callable[[], None] = lambda: None) -> None:
+    """One query: search, then fetch and store each new hit (`fetched` after each). NetworkUnavailable
+    propagates."""
     try:
         references = source.search(query, limit)
     except NetworkUnavailable:
@@ -177,6 +183,7 @@ def _search_and_fetch(source: Source, query: str, limit: int, known: set[str], f
             continue  # e.g. a Wikipedia redirect to a page already stored
         known.add(document.doc_id)
         harvest.documents.append(store_document(document, folder))
+        fetched()
 
 
 def _doc_id(reference: Reference) -> str:

