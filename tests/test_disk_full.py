@@ -4,8 +4,11 @@ stays readable, and writing works again once space is freed. The CLI says the sa
 Needs `mount -t tmpfs` (root with the mount capability); skipped, saying so, where that is refused."""
 
 import errno
+import gc
 import os
+import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -61,8 +64,13 @@ def test_job_store_and_event_log_on_a_full_disk(tiny_disk):
         log.emit("trainer", "decision", BIG)
     assert raised.value.errno == errno.ENOSPC and isinstance(raised.value, OSError)
 
-    # what was written before is readable on the full disk
+    # what was written before is readable on the full disk, also by a store opened now (read-only)
     assert [r.job_id for r in store.list()] == ["job-1"] and store.get("job-1").outcome is None
+    gc.collect()  # no connection of the writes above keeps SQLite's WAL index open
+    again = JobStore(tiny_disk / "ftagent.sqlite")
+    assert again.get("job-1").owner == "ann"
+    with pytest.raises(DiskFull, match=r"ftagent\.sqlite"):
+        again.update("job-1", status="running")
     assert [e["message"] for e in log.read()] == ["understood"]
 
     os.remove(filler)
@@ -79,11 +87,17 @@ def test_cli_says_disk_full_in_one_line(tiny_disk, tiny_model_dir, tmp_path, mon
     monkeypatch.setenv("FTAGENT_HOME", str(home))
     monkeypatch.delenv("FTAGENT_CONFIG", raising=False)
     dataset = write_rows(tmp_path / "own.jsonl", parts_rows())
-    assert main(["status"]) == 0  # the home and its database exist
+    submit = ["submit", "fine-tune a model on our parts list", "--dataset", str(dataset), "--model",
+              str(tiny_model_dir)]
+    assert main(submit) == 0
+    job_id = capsys.readouterr().out.strip().splitlines()[-1]
+    gc.collect()
+    with closing(sqlite3.connect(home / "ftagent.sqlite")) as quiet:  # as after the last writer closed:
+        quiet.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no WAL space in hand for the next write
     fill(tiny_disk)
-    code = main(["submit", "fine-tune a model on our parts list", "--dataset",
-                 str(dataset), "--model", str(tiny_model_dir)])
+    code = main(submit)
     out = capsys.readouterr().out
     assert code == EXIT_ENVIRONMENT, out
     assert "disk full writing" in out and "Traceback" not in out and "OperationalError" not in out
-    assert main(["status"]) == 0
+    assert main(["status", job_id]) == 0  # still readable on the full disk
+    assert "queued" in capsys.readouterr().out

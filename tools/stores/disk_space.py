@@ -63,24 +63,33 @@ def disk_full_error(error: BaseException, path: Path | str) -> DiskFull | None:
     return None
 
 
+def _said(error: sqlite3.OperationalError, connection: Any) -> BaseException:
+    """DiskFull for a full-disk error (or any write refused by a full disk's read-only fallback), else `error`."""
+    if getattr(connection, "full_disk_fallback", False) and \
+            (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_READONLY:
+        return DiskFull(connection.path)
+    return disk_full_error(error, connection.path) or error
+
+
 class _GuardedCursor(sqlite3.Cursor):
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().execute(*args, **kwargs)
         except sqlite3.OperationalError as error:
-            raise disk_full_error(error, self.connection.path) or error from error
+            raise _said(error, self.connection) from error
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().executemany(*args, **kwargs)
         except sqlite3.OperationalError as error:
-            raise disk_full_error(error, self.connection.path) or error from error
+            raise _said(error, self.connection) from error
 
 
 class GuardedConnection(sqlite3.Connection):
     """A SQLite connection whose full-disk failures are DiskFull naming the database file."""
 
     path: Path
+    full_disk_fallback: bool = False  # opened immutable because the disk was too full for SQLite's WAL index
 
     def cursor(self, factory: Any = _GuardedCursor) -> Any:
         return super().cursor(factory)
@@ -95,20 +104,36 @@ class GuardedConnection(sqlite3.Connection):
         try:
             super().commit()
         except sqlite3.OperationalError as error:
-            raise disk_full_error(error, self.path) or error from error
+            raise _said(error, self) from error
 
     def __exit__(self, *exc: object) -> Any:
         try:
             return super().__exit__(*exc)
         except sqlite3.OperationalError as error:
-            raise disk_full_error(error, self.path) or error from error
+            raise _said(error, self) from error
 
 
 def sqlite_connect(database: Path | str, **kwargs: Any) -> GuardedConnection:
-    """sqlite3.connect with full-disk failures said clearly (DiskFull naming `database`)."""
+    """sqlite3.connect with full-disk failures said clearly (DiskFull naming `database`). On a disk too full
+    for SQLite to open its WAL index, an existing database opens read-only (immutable): what was written is
+    still readable (status, events, models), and every write is DiskFull."""
+    connection = _open(database, **kwargs)
     try:
-        connection = sqlite3.connect(database, factory=GuardedConnection, **kwargs)
+        connection.execute("PRAGMA schema_version")  # reads the file: opens the WAL index (needs space)
+    except DiskFull:
+        connection.close()
+        if not Path(database).is_file():
+            raise
+        connection = _open(Path(database).resolve().as_uri() + "?mode=ro&immutable=1", uri=True, path=Path(database),
+                           **kwargs)
+        connection.full_disk_fallback = True
+    return connection
+
+
+def _open(target: Path | str, path: Path | None = None, **kwargs: Any) -> GuardedConnection:
+    try:
+        connection = sqlite3.connect(target, factory=GuardedConnection, **kwargs)
     except sqlite3.OperationalError as error:
-        raise disk_full_error(error, database) or error from error
-    connection.path = Path(database)
+        raise disk_full_error(error, path or target) or error from error
+    connection.path = Path(path or target)
     return connection

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tools.stores.disk_space import sqlite_connect
+from tools.stores.disk_space import DiskFull, sqlite_connect
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -131,6 +131,14 @@ class SqlTable:
         self.database: Path | str = database if self.postgres else Path(database)
         if not self.postgres:
             Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._create()
+        except DiskFull:
+            if not Path(self.database).is_file():
+                raise
+            # a full disk: the tables were made before; reads go on, writes are DiskFull
+
+    def _create(self) -> None:
         with self._connect() as connection:
             if (
                 self.postgres
