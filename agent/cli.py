@@ -282,7 +282,12 @@ def _add_export_command(commands: Any) -> None:
 
 def _add_push_command(commands: Any) -> None:
     push = commands.add_parser("push", help="upload a model version's folder (adapter, tokenizer, README.md card) "
-                               "to a Hugging Face Hub repo with huggingface_hub (needs network and HF_TOKEN)")
+                               "to a Hugging Face Hub repo with huggingface_hub (needs network and HF_TOKEN)",
+                               description="Upload a registered model version's own files (adapter, tokenizer, "
+                                           "README.md card; not its merged/ export) to a Hugging Face Hub model "
+                                           "repo in one commit, creating the repo when missing. Needs the network "
+                                           "and a write token (HF_TOKEN or `hf auth login`; HF_ENDPOINT for "
+                                           "another Hub).")
     push.add_argument("model")
     push.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the Hub model repo (created if missing)")
     push.add_argument("--private", action="store_true", help="create the repo private")

@@ -27,7 +27,7 @@ EXAMPLES = {
     "feedback": ('ftagent feedback MODEL --question "What is loam?" --answer "A rock." --rating -1 '
                  '--correction "A soil of sand, silt and clay."'),
     "export": "ftagent export MODEL --format gguf --dtype q8_0",
-    "push": "HF_TOKEN=hf_... ftagent push ft-smollm2-135m-soil-science-v1-20260101 --repo alice/soil-smollm2",
+    "push": "ftagent push ft-smollm2-135m-soil-science-v1-20260101 --repo alice/soil-smollm2   # HF_TOKEN set",
     "promote": "ftagent promote ft-smollm2-135m-soil-science-v2-20260101",
     "rollback": "ftagent rollback ft-smollm2-135m-soil-science",
     "delete": "ftagent delete ft-smollm2-135m-soil-science-v1-20260101",
