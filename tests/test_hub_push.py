@@ -18,7 +18,8 @@ from live_server import live_server
 from safetensors.torch import save_file
 
 from agent.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, main
-from tools.stores.model_registry import ModelRegistry, ModelVersion, now_iso
+from tools.stores.model_registry import ModelRegistry, ModelVersion
+from tools.stores.sql_table import now_iso
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "ft-smollm2-135m-instruct-soil-v1-20260101"
