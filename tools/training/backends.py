@@ -50,11 +50,20 @@ def unsloth_status(cuda: bool, importer: Callable[[str], object] = importlib.imp
 
 
 def choose_backend(requested: BackendName = "auto", cuda: bool | None = None,
-                   importer: Callable[[str], object] = importlib.import_module) -> BackendChoice:
+                   importer: Callable[[str], object] = importlib.import_module,
+                   processes: int = 1) -> BackendChoice:
     """The backend to train with and why. `auto` prefers Unsloth when it can run, else peft; an explicit
-    backend that cannot run here is a TrainingError (never a silent fallback)."""
+    backend that cannot run here is a TrainingError (never a silent fallback). Several processes train
+    with peft: Unsloth's open-source release trains on one GPU."""
     if requested == "peft":
         return BackendChoice("peft", "peft requested explicitly")
+    if processes > 1:
+        if requested == "unsloth":
+            raise TrainingError(f"the unsloth backend trains in one process, not {processes}: set "
+                                "training.nproc=1 or training.backend=peft (or auto)")
+        if requested == "auto":
+            return BackendChoice("peft", f"auto: peft, because {processes} processes train together "
+                                 "(torchrun; Unsloth's open-source release trains on one GPU)")
     cuda = _cuda_available() if cuda is None else cuda
     ok, why = unsloth_status(cuda, importer)
     if requested == "unsloth":
@@ -108,10 +117,16 @@ def train_lora(config: TrainingConfig, train: Sequence[dict], val: Sequence[dict
                on_step: Callable[[StepMetrics], None] | None = None,
                on_event: Callable[[str, dict], None] | None = None) -> TrainingResult:
     """Run the recipe end to end (resuming from checkpoints in `config.checkpoint_dir` if any) on the
-    backend `config.backend` asks for; the choice and its reason go to `on_event`."""
-    choice = choose_backend(config.backend)
+    backend `config.backend` asks for, in `config.nproc` torchrun processes when that is more than one;
+    the choices and their reasons go to `on_event`."""
+    from tools.training_launch import plan_processes, train_distributed
+
+    plan = plan_processes(config)
+    choice = choose_backend(config.backend, processes=plan.processes)
     if on_event:
         on_event("training backend", {"backend": choice.name, "requested": config.backend, "why": choice.reason})
+    if plan.processes > 1:
+        return train_distributed(config, train, val, plan, on_step, on_event)
     recipe = recipe_for(choice.name)(config, on_step, on_event)
     recipe.setup(train, val)
     return recipe.train()

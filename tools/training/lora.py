@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -60,6 +60,12 @@ class LoraHyperparameters(BaseModel):
     checkpoint_every: int = Field(20, ge=1)
     precision: Precision = "auto"  # a job's "auto" takes the precision setting; the recipe's, the hardware
     seed: int = 0
+    # training processes (torchrun): "auto" = one per visible GPU, 1 without a GPU; N > 1 on a CPU runs N
+    # processes with the gloo backend. The batch size stays examples per optimizer step over all of them.
+    nproc: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
+    # with several processes: DDP (each holds the model) or FSDP (sharded, for a model too big for one
+    # GPU); "auto" takes FSDP only when the model's weights do not fit one GPU
+    distributed: Literal["auto", "ddp", "fsdp"] = "auto"
 
 
 class TrainingConfig(LoraHyperparameters):
@@ -148,6 +154,9 @@ class TrainingResult:
     gradient_checkpointing: bool = False
     plot_path: str | None = None
     peak_rss_mb: float = 0.0
+    processes: int = 1  # training processes (torchrun ranks)
+    distributed: str = "single"  # single, ddp or fsdp
+    distributed_backend: str | None = None  # gloo (CPU) or nccl (CUDA) with several processes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,10 +288,14 @@ class LoraRecipe:
     name = "peft"
 
     def __init__(self, config: TrainingConfig, on_step: Callable[[StepMetrics], None] | None = None,
-                 on_event: Callable[[str, dict], None] | None = None) -> None:
+                 on_event: Callable[[str, dict], None] | None = None, parallel=None) -> None:
+        from tools.training_parallel import Parallelism
+
         self.config = config
-        self.on_step = on_step or (lambda metrics: None)
-        self.on_event = on_event or (lambda message, data: None)
+        self.parallel: Parallelism = parallel or Parallelism()
+        main = self.parallel.is_main  # only rank 0 reports (every rank sees the same numbers)
+        self.on_step = (on_step if main else None) or (lambda metrics: None)
+        self.on_event = (on_event if main else None) or (lambda message, data: None)
         self._nan_injected = False
         self._initial_state: dict | None = None
         self.peak_rss_mb = 0.0
@@ -299,10 +312,11 @@ class LoraRecipe:
         self.device = hardware.device
         precision, why = resolve_precision(cfg.precision, hardware)
         self.bf16 = precision == "bf16"
-        threads = cfg.threads or hardware.cpu_threads
+        threads = cfg.threads or max(1, hardware.cpu_threads // self.parallel.world)
         torch.set_num_threads(threads)
         self.on_event("training setup", {"device": hardware.device, "bf16": self.bf16, "precision": precision,
                                          "threads": threads, "why": why})
+        self._report_ranks(hardware.device, threads)
         self.tokenizer, model = self._load_base_model(hardware)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -310,14 +324,31 @@ class LoraRecipe:
         torch.manual_seed(cfg.seed)  # before the adapter: LoRA's A matrices are drawn from this RNG
         random.seed(cfg.seed)
         self.model = self._attach_adapter(model)
+        if self.parallel.world > 1:  # the same adapter everywhere, then each rank its own dropout masks
+            torch.manual_seed(cfg.seed + 1000 * self.parallel.rank)
         self._encode_data(train, val)
         self._apply_memory_plan(model)
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.batches_per_epoch = self.steps_per_epoch  # optimizer steps per epoch (older name)
         self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
         self._validation_steps = self.validation_steps()
+        self._wrap_for_training()
         self._build_optimizer()
         self._initial_state = self._state_snapshot()
+
+    def _report_ranks(self, device: str, threads: int) -> None:
+        """With several processes: which rank runs where (host, pid, device, threads), as one event."""
+        if self.parallel.world == 1:
+            return
+        ranks = self.parallel.all_gather(self.parallel.whoami(device, threads))
+        self.on_event("distributed setup", {**self.parallel.describe(), "ranks": ranks})
+
+    def _wrap_for_training(self) -> None:
+        """The training forward through DDP or FSDP (or as is); FSDP replaces the parameters with shards,
+        so the optimizer is built after this."""
+        from tools.training_parallel import SupervisedLoss
+
+        self.train_forward = self.parallel.wrap(SupervisedLoss(self.model))
 
     def _load_base_model(self, hardware: Hardware):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -410,7 +441,8 @@ class LoraRecipe:
         from tools.training.linear_cross_entropy import DEFAULT_CHUNK_ROWS
 
         longest = max(len(e.input_ids) for e in self.train_set)
-        plan = plan_memory(model_shape(model), longest, cfg.batch_size, available_memory_bytes(),
+        per_rank = math.ceil(cfg.batch_size / self.parallel.world)  # each rank's share of a step's batch
+        plan = plan_memory(model_shape(model), longest, per_rank, available_memory_bytes(),
                            cfg.gradient_accumulation, cfg.gradient_checkpointing,
                            value_bytes=2 if self.bf16 else 4, head_chunk_rows=DEFAULT_CHUNK_ROWS,
                            max_micro_tokens=cfg.micro_batch_tokens or self._micro_token_target())
@@ -424,7 +456,8 @@ class LoraRecipe:
         self.on_event("memory plan", {"micro_batch": plan.micro_batch,
                                       "gradient_accumulation": plan.gradient_accumulation,
                                       "micro_batch_tokens": plan.micro_batch_tokens,
-                                      "gradient_checkpointing": plan.gradient_checkpointing, "why": plan.note})
+                                      "gradient_checkpointing": plan.gradient_checkpointing, "why": plan.note,
+                                      "processes": self.parallel.world, "examples_per_process": per_rank})
 
     def _micro_token_target(self) -> int | None:
         """Padded tokens per micro-batch on a CPU: its matrix products run near their full rate from a few
@@ -481,24 +514,29 @@ class LoraRecipe:
 
     # -- loss ------------------------------------------------------------------------------------
     def _loss_sum(self, ids, mask, labels):
-        """Summed cross-entropy (fp32) over the supervised tokens.
+        """Summed cross-entropy (fp32) over the supervised tokens, through the DDP/FSDP wrapper when there
+        is one (tools.training_parallel.SupervisedLoss).
 
         The vocabulary projection runs only on positions whose next token is supervised (for a 49k-token
         vocabulary that head is a fifth of the model's FLOPs, and prompt positions need none), a chunk of
         positions at a time (tools.training.linear_cross_entropy): the full positions x vocabulary logits
         never exist."""
-        from tools.training.linear_cross_entropy import supervised_loss_sum
+        return self.train_forward(ids, mask, labels)
 
-        loss = supervised_loss_sum(self.model, ids, mask, labels)
-        return self._loss_sum_full(ids, mask, labels) if loss is None else loss
-
-    def _loss_sum_full(self, ids, mask, labels):
-        """Fallback through the model's own loss (mean) for heads we should not bypass."""
-        loss = self.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
-        return loss.float() * int((labels[:, 1:] != -100).sum())
+    def _padded_to_the_ranks(self, parts: list[tuple[list[EncodedExample], float]],
+                             filler: EncodedExample) -> list[tuple[list[EncodedExample], float]]:
+        """Every rank runs at least one forward per step (DDP averages gradients at the last one); under
+        FSDP every rank runs as many as the busiest (each forward gathers the shards from all ranks).
+        The fillers weigh 0."""
+        parts = parts or [([filler], 0.0)]
+        if self.parallel.strategy == "fsdp":
+            most = max(self.parallel.all_gather(len(parts)))
+            parts = parts + [([filler], 0.0)] * (most - len(parts))
+        return parts
 
     def evaluate_loss(self, examples: Sequence[EncodedExample]) -> float | None:
-        """Mean loss per assistant token over a set (None when the set is empty)."""
+        """Mean loss per assistant token over a set (None when the set is empty); each rank takes its
+        shard and the sums are added over the ranks."""
         import torch
 
         if not examples:
@@ -506,12 +544,15 @@ class LoraRecipe:
         self.model.eval()
         total, count = 0.0, 0
         ordered = sorted(examples, key=lambda e: len(e.input_ids))
+        mine = self.parallel.shard(ordered)
+        parts = [(mine[k : k + self.micro_batch], 1.0) for k in range(0, len(mine), self.micro_batch)]
         with torch.no_grad():
-            for start in range(0, len(ordered), self.micro_batch):
-                ids, mask, labels = self._collate(ordered[start : start + self.micro_batch])
-                total += float(self._loss_sum(ids, mask, labels))
-                count += int((labels[:, 1:] != -100).sum())
+            for part, weight in self._padded_to_the_ranks(parts, ordered[0]):
+                ids, mask, labels = self._collate(part)
+                total += float(self._loss_sum(ids, mask, labels)) * weight
+                count += int((labels[:, 1:] != -100).sum()) * weight
         self.model.train()
+        total, count = self.parallel.all_sum([total, count])
         return total / max(1, count)
 
     # -- checkpoint ------------------------------------------------------------------------------
@@ -523,51 +564,68 @@ class LoraRecipe:
         import copy
 
         import torch
-        from peft import get_peft_model_state_dict
 
-        return {"adapter": {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()},
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+        return {"adapter": self.parallel.adapter_state(self.model),
+                "optimizer": copy.deepcopy(self.parallel.optimizer_state(self.model, self.optimizer)),
                 "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                 "python_rng": random.getstate(), "step": 0, "progress": asdict(Progress())}
 
     def save_checkpoint(self, step: int, progress: Progress | dict) -> Path:
-        """Write adapter, optimizer, scheduler, RNG states and progress to step-N, atomically."""
+        """Write adapter, optimizer, scheduler, RNG states and progress to step-N, atomically. With several
+        processes every rank takes part (the states are gathered), rank 0 alone writes, and each rank's
+        RNG state is kept so that every rank resumes where it was."""
         import torch
-        from peft import get_peft_model_state_dict
 
         root = Path(self.config.checkpoint_dir)
-        root.mkdir(parents=True, exist_ok=True)
         final = root / f"step-{step:07d}"
-        staging = root / f".step-{step:07d}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        torch.save({
-            "adapter": get_peft_model_state_dict(self.model),
-            "optimizer": self.optimizer.state_dict(),
+        state = {
+            "adapter": self.parallel.adapter_state(self.model),
+            "optimizer": self.parallel.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
             "step": step,
             "progress": asdict(progress) if isinstance(progress, Progress) else progress,
-        }, staging / "state.pt")
+        }
+        if self.parallel.world > 1:
+            state["rank_torch_rng"] = self.parallel.all_gather(torch.get_rng_state())
+        if self.parallel.is_main:
+            self._write_checkpoint(root, final, state)
+        self.parallel.barrier()  # no rank reads (a rollback) or goes on before the file is complete
+        return final
+
+    def _write_checkpoint(self, root: Path, final: Path, state: dict) -> None:
+        import torch
+
+        root.mkdir(parents=True, exist_ok=True)
+        staging = root / f".{final.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        torch.save(state, staging / "state.pt")
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         for old in self._checkpoints()[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def _restore(self, state: dict) -> tuple[int, Progress]:
         import torch
-        from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(self.model, state["adapter"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.parallel.load_adapter_state(self.model, state["adapter"])
+        self.parallel.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(self._rank_rng(state))
         random.setstate(state["python_rng"])
         progress = Progress.from_dict(state["progress"])
         self._scale_learning_rate(progress.lr_scale)
         return int(state["step"]), progress
+
+    def _rank_rng(self, state: dict):
+        """This rank's RNG state from a checkpoint: its own when the checkpoint has one per rank for the
+        same process count, else the one rank 0 had (a run resumed with another process count)."""
+        per_rank = state.get("rank_torch_rng")
+        if per_rank and len(per_rank) == self.parallel.world:
+            return per_rank[self.parallel.rank]
+        return state["torch_rng"]
 
     def load_latest_checkpoint(self) -> tuple[int, Progress]:
         """Restore the newest readable checkpoint; (0, fresh progress) when there is none."""
@@ -636,25 +694,38 @@ class LoraRecipe:
         return step, restored
 
     # -- train -----------------------------------------------------------------------------------
+    def _rank_parts(self, batch: list[int]) -> list[tuple[list[EncodedExample], float]]:
+        """This rank's micro-batches of a step, each with its weight (1, or 0 for a filler): the batch
+        sorted by length and dealt round robin over the ranks (one rank: all of it)."""
+        ordered = sorted(batch, key=lambda i: len(self.train_set[i].input_ids))
+        parts = [(examples, 1.0) for examples in self._micro_batches(self.parallel.shard(ordered)) if examples]
+        return self._padded_to_the_ranks(parts, self.train_set[ordered[0]])
+
     def _train_step(self, step: int, batch: list[int]) -> tuple[float, float, int]:
-        """Forward/backward over the step's micro-batches, clip, update. Returns (loss, grad_norm, tokens)."""
+        """Forward/backward over the step's micro-batches, clip, update. Returns (loss, grad_norm, tokens),
+        over all ranks. Each loss is divided by the whole batch's supervised tokens (every rank knows the
+        batch), so the gradients averaged over the ranks are the one-process gradients."""
         import torch
 
-        micro_batches = [self._collate(examples) for examples in self._micro_batches(batch)]
-        supervised = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in micro_batches)
+        supervised = sum(sum(label != -100 for label in self.train_set[i].labels[1:]) for i in batch)
+        parts = self._rank_parts(batch)
+        scale, single = self.parallel.loss_scale(), self.parallel.world == 1
         loss_total, tokens = 0.0, 0
-        for ids, mask, labels in micro_batches:
-            loss = self._loss_sum(ids, mask, labels) / supervised
-            if self.config.inject_nan_at_step == step and not self._nan_injected:
-                self._nan_injected = True
-                loss = loss * float("nan")
-            if not torch.isfinite(loss):
-                return float(loss.detach()), float("nan"), tokens
-            loss.backward()
-            loss_total += float(loss.detach())
-            tokens += int(mask.sum())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
-        return loss_total, grad_norm, tokens
+        for number, (examples, weight) in enumerate(parts, start=1):
+            ids, mask, labels = self._collate(examples)
+            with self.parallel.sync_gradients(self.train_forward, last=number == len(parts)):
+                loss = self._loss_sum(ids, mask, labels) / supervised
+                if self.config.inject_nan_at_step == step and not self._nan_injected:
+                    self._nan_injected = True
+                    loss = loss * float("nan")
+                if single and not torch.isfinite(loss):  # ranks must all reach the gradient exchange
+                    return float(loss.detach()), float("nan"), tokens
+                (loss * (weight * scale)).backward()
+            loss_total += float(loss.detach()) * weight
+            tokens += int(mask.sum()) * int(weight)
+        loss_total, tokens = self.parallel.all_sum([loss_total, tokens])
+        grad_norm = self.parallel.grad_norm(self.trainable, self.config.max_grad_norm)
+        return loss_total, grad_norm, int(tokens)
 
     def _apply_update(self) -> None:
         self.optimizer.step()
@@ -739,11 +810,19 @@ class LoraRecipe:
                                     "stopped_early": progress.stopped_early})
 
     def _adapter_copy(self) -> dict:
-        from peft import get_peft_model_state_dict
-
-        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        return self.parallel.adapter_state(self.model)
 
     # -- cleanup ---------------------------------------------------------------------------------
+    def _write_adapter(self, output: Path, weights: dict | None) -> None:
+        """The adapter, its tokenizer and config, atomically (a staging folder renamed in)."""
+        staging = output.with_name(output.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        self.model.save_pretrained(str(staging), **({"state_dict": weights} if weights is not None else {}))
+        self.tokenizer.save_pretrained(str(staging))
+        (staging / "training_config.json").write_text(self.config.model_dump_json(indent=2))
+        shutil.rmtree(output, ignore_errors=True)
+        staging.rename(output)
+
     def _plot_path(self) -> Path | None:
         cfg = self.config
         if cfg.plot_path:
@@ -753,21 +832,16 @@ class LoraRecipe:
     def cleanup(self, step: int, start_step: int, progress: Progress, session_tokens: int,
                 wall: float) -> TrainingResult:
         """Keep the best epoch's adapter, save it atomically with its config, draw the loss curve."""
-        from peft import set_peft_model_state_dict
-
-        if progress.best_adapter is not None:
-            set_peft_model_state_dict(self.model, progress.best_adapter)  # keep the epoch with the best val loss
+        if progress.best_adapter is not None:  # keep the epoch with the best val loss
+            self.parallel.load_adapter_state(self.model, progress.best_adapter)
         output = Path(self.config.output_dir)
-        staging = output.with_name(output.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        self.model.save_pretrained(str(staging))
-        self.tokenizer.save_pretrained(str(staging))
-        (staging / "training_config.json").write_text(self.config.model_dump_json(indent=2))
-        shutil.rmtree(output, ignore_errors=True)
-        staging.rename(output)
+        weights = self.parallel.save_state_dict(self.model)  # FSDP: gathered from the shards
         plot = self._plot_path()
-        if plot and progress.loss_history:
-            write_loss_plot(plot, progress.loss_history, progress.val_steps, progress.val_history)
+        if self.parallel.is_main:
+            self._write_adapter(output, weights)
+            if plot and progress.loss_history:
+                write_loss_plot(plot, progress.loss_history, progress.val_steps, progress.val_history)
+        self.parallel.barrier()
         history = progress.loss_history
         tail = history[-max(1, self.steps_per_epoch):]
         return TrainingResult(
@@ -780,7 +854,9 @@ class LoraRecipe:
             truncated_examples=self.truncated, loss_history=history, backend=self.name,
             rollbacks=progress.rollbacks, micro_batch=self.micro_batch,
             gradient_accumulation=self.accumulation, gradient_checkpointing=self.checkpointing,
-            plot_path=str(plot) if plot and history else None, peak_rss_mb=round(self.peak_rss_mb, 1))
+            plot_path=str(plot) if plot and history else None, peak_rss_mb=round(self.peak_rss_mb, 1),
+            processes=self.parallel.world, distributed=self.parallel.strategy,
+            distributed_backend=getattr(self.parallel, "backend", None))
 
 
 #END
