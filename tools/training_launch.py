@@ -216,40 +216,58 @@ def train_distributed(config: TrainingConfig, train: Sequence[dict], val: Sequen
 
 
 def failure_error(launch: Path, plan: ProcessPlan, config: TrainingConfig) -> TrainingError:
-    """The error of a failed launch: a rank's own TrainingError as it was raised, else which rank ended
-    how (a signal, an exit code) with what resuming will do."""
-    rank, how = _root_cause((launch / "torchrun.log").read_text(errors="replace"))
-    first = launch / f"error-rank{rank}.json"  # the rank that failed first; the others followed it
-    for path in [first] if first.exists() else sorted(launch.glob("error-rank*.json")):
-        error = json.loads(path.read_text())
+    """The error of a failed launch: which rank was killed (the others then fail or are stopped), else
+    the failing rank's own TrainingError as it was raised, else which rank ended how; with what resuming
+    will do."""
+    rank, code = _culprit(_rank_failures((launch / "torchrun.log").read_text(errors="replace")))
+    log = f"(log: {launch / 'torchrun.log'})"
+    error_file = launch / f"error-rank{rank}.json"
+    if code is not None and code >= 0 and error_file.exists():
+        error = json.loads(error_file.read_text())
         if error["type"] == "CheckpointRefused":
             return CheckpointRefused(error["message"])
         if error["type"] == "TrainingError":
             return TrainingError(error["message"])
-        return TrainingError(f"training rank {error['rank']} of {plan.processes} failed: {error['type']}: "
-                             f"{error['message']} (log: {launch / 'torchrun.log'})")
+        return TrainingError(f"training rank {rank} of {plan.processes} failed: {error['type']}: "
+                             f"{error['message']}; {_kept(config)} {log}")
+    return TrainingError(f"training rank {rank} of {plan.processes} {_how(code)}; torchrun stopped the other "
+                         f"ranks. {_kept(config).capitalize()} {log}")
+
+
+def _kept(config: TrainingConfig) -> str:
     steps = sorted(p.name for p in Path(config.checkpoint_dir).glob("step-*") if (p / "state.pt").exists())
-    kept = (f"the checkpoints up to {steps[-1]} are kept, and resuming continues from there on every rank"
-            if steps else "no checkpoint was written yet, so resuming starts over")
-    return TrainingError(f"training rank {rank} of {plan.processes} {how}; torchrun stopped the other ranks. "
-                         f"{kept.capitalize()} (log: {launch / 'torchrun.log'})")
+    return (f"the checkpoints up to {steps[-1]} are kept, and resuming continues from there on every rank"
+            if steps else "no checkpoint was written yet, so resuming starts the training over")
 
 
-def _root_cause(log: str) -> tuple[str, str]:
-    """(rank, how it ended) from torchrun's failure summary."""
-    section = log.split("Root Cause", 1)[-1]
-    rank = re.search(r"rank\s*:\s*(\d+)", section)
-    code = re.search(r"exitcode\s*:\s*(-?\d+)", section)
-    if not code:
-        return (rank.group(1) if rank else "?"), "failed (see the log)"
-    value = int(code.group(1))
-    if value < 0:
+def _rank_failures(log: str) -> list[tuple[str, int]]:
+    """(rank, exit code) of each failed rank in torchrun's failure summary, the first observed first."""
+    found = [(rank, int(code)) for rank, code in
+             re.findall(r"rank\s*:\s*(\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(-?\d+)", log)]
+    root = log.rfind("Root Cause")
+    if root >= 0:
+        first = re.findall(r"rank\s*:\s*(\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(-?\d+)", log[root:])
+        found = [(rank, int(code)) for rank, code in first[:1]] + found
+    return found
+
+
+def _culprit(failures: list[tuple[str, int]]) -> tuple[str, int | None]:
+    """The rank to blame: one killed by a signal other than torchrun's own SIGTERM, else the first."""
+    for rank, code in failures:
+        if code < 0 and -code != signal.SIGTERM:
+            return rank, code
+    return failures[0] if failures else ("?", None)
+
+
+def _how(code: int | None) -> str:
+    if code is None:
+        return "failed (see the log)"
+    if code < 0:
         try:
-            name = signal.Signals(-value).name
+            return f"was killed by {signal.Signals(-code).name}"
         except ValueError:
-            name = f"signal {-value}"
-        return (rank.group(1) if rank else "?"), f"was killed by {name}"
-    return (rank.group(1) if rank else "?"), f"exited with code {value}"
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 # -- each rank -----------------------------------------------------------------------------------
