@@ -212,6 +212,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, help=f"LoRA learning rate (default: {training.learning_rate:g})")
     parser.add_argument("--lora-r", type=int, help=f"LoRA rank (default: {training.lora_r})")
     parser.add_argument("--max-steps", type=int, help="stop training after this many steps (default: the epochs)")
+    parser.add_argument("--nproc", type=_process_count, metavar="N|auto",
+                        help="training processes, started with torchrun (DDP; gloo on a CPU): auto = one per "
+                             f"visible GPU, 1 without a GPU (default: {training.nproc})")
     parser.add_argument("--max-rounds", type=int,
                         help=f"critic rounds after the first (default: {spec['max_rounds'].default})")
     parser.add_argument("--min-nll-improvement", type=float, help="gate: tuned answer NLL this fraction below "
@@ -330,10 +333,20 @@ def _add_registry_commands(commands: Any) -> None:
     serve.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
 
 
+def _process_count(value: str) -> int | str:
+    """--nproc: a positive whole number or auto."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    if value.strip().isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a number of processes (1, 2, ...) or auto, not {value!r}")
+
+
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     docs = str(DEMO_CORPUS) if args.demo and not args.docs else args.docs
     training = {k: v for k, v in {"epochs": args.epochs, "learning_rate": args.learning_rate,
-                                  "lora_r": args.lora_r, "max_steps": args.max_steps}.items() if v is not None}
+                                  "lora_r": args.lora_r, "max_steps": args.max_steps,
+                                  "nproc": args.nproc}.items() if v is not None}
     gates = {k: v for k, v in {"min_nll_improvement": args.min_nll_improvement,
                                "max_general_ppl_increase": args.max_ppl_increase}.items() if v is not None}
     options: dict[str, Any] = {"docs_path": docs, "dataset": args.dataset, "base_model": args.base_model,

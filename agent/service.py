@@ -631,7 +631,7 @@ class JobService:
 
 
 TRAINING_SETTINGS = ("epochs", "max_steps", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "batch_size",
-                     "max_seq_len", "precision", "backend")
+                     "max_seq_len", "precision", "backend", "nproc", "distributed")
 
 
 def _training_settings(config: dict[str, Any]) -> dict[str, Any]:

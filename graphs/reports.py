@@ -165,7 +165,15 @@ def training_summary(record: dict[str, Any]) -> str:
             f"general ({record.get('replay_general', 0):.0%}) and {record.get('document_rows', 0)} document rows; "
             f"dataset {dataset.get('counts')} hash "
             f"{str(dataset.get('hash'))[:12]}")
-    return f"trained {_fmt(record.get('steps'))} steps: {lora}; {data}"
+    return f"trained {_fmt(record.get('steps'))} steps{processes_phrase(record)}: {lora}; {data}"
+
+
+def processes_phrase(training: dict[str, Any]) -> str:
+    """' on 2 processes (ddp, gloo)' for a multi-process run, '' for one process."""
+    processes = training.get("processes") or 1
+    if processes == 1:
+        return ""
+    return f" on {processes} processes ({training.get('distributed')}, {training.get('distributed_backend')})"
 
 
 def remedy_lines(remedy: dict[str, Any], before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
@@ -275,7 +283,7 @@ def model_card(state: JobState, model: dict[str, Any]) -> str:
         f"- dataset: {dataset.get('counts')} examples, hash {dataset.get('hash')}",
         (f"- training: LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, "
          f"lr={config.get('learning_rate')}, epochs={config.get('epochs')}, {training.get('steps')} steps, "
-         f"{training.get('precision')} on {training.get('device')}"),
+         f"{training.get('precision')} on {training.get('device')}{processes_phrase(training)}"),
         f"- train loss {_fmt(training.get('train_loss'))}, val loss {_fmt(training.get('val_loss'))}", "",
         "## Evaluation (held-out documents)", "",
         metrics_table(evaluation.get("base", {}), evaluation.get("tuned", {})), "",

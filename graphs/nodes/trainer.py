@@ -9,6 +9,7 @@ from langgraph.runtime import Runtime
 from graphs.context import JobContext
 from graphs.nodes.common import effective_spec
 from graphs.nodes.tracking import round_trackers
+from graphs.reports import processes_phrase
 from graphs.spec import JobSpec
 from graphs.state import JobState
 from tools.data.dataset import read_jsonl
@@ -116,7 +117,9 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
     summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump(),
                 "replay_general": spec.training.replay_general, "train_examples": len(train) - len(documents),
                 "document_rows": len(documents), **added}
-    events.emit("trainer", "phase", f"trained {result.steps} steps at {result.tokens_per_second:.0f} tokens/s; "
-                f"train loss {result.train_loss:.3f}, val loss {result.val_loss or float('nan'):.3f}",
-                **{k: summary[k] for k in ("steps", "tokens_per_second", "train_loss", "val_loss")})
+    events.emit("trainer", "phase", f"trained {result.steps} steps{processes_phrase(summary)} at "
+                f"{result.tokens_per_second:.0f} tokens/s; train loss {result.train_loss:.3f}, "
+                f"val loss {result.val_loss or float('nan'):.3f}",
+                **{k: summary[k] for k in ("steps", "tokens_per_second", "train_loss", "val_loss", "processes",
+                                           "distributed", "distributed_backend", "device")})
     return {"training": summary, "round": round_number}
