@@ -4,7 +4,7 @@ CPU machines, each part in its own child process and each printing one JSON line
 - environment:   torch, CUDA, the GPUs
 - unsloth:       the Unsloth backend trains LoRA on SmolLM2 (tokens/s, peak GPU memory, final loss)
 - qlora:         the peft recipe with 4-bit base weights (bitsandbytes)
-- torchrun_2gpu: two processes, one per GPU, with DDP (needs 2 GPUs and a multi-process trainer)
+- torchrun_2gpu: the peft recipe on 1 GPU, then 2 torchrun processes (DDP, NCCL) on 2 GPUs: scaling
 - vllm:          `ftagent serve --engine vllm`'s command serving a freshly tuned adapter as a LoRA
                  module; concurrent chat requests to it (completion tokens/s, peak GPU memory)
 
@@ -67,10 +67,6 @@ def why_not(part: str) -> str | None:
     if part == "torchrun_2gpu":
         if gpus < 2:
             return f"needs 2 GPUs, this machine has {gpus}"
-        if importlib.util.find_spec("tools.distributed") is None:
-            return (
-                "ftagent has no multi-process (DDP) trainer yet: nothing to launch under torchrun"
-            )
         return None
     if part == "vllm":
         return (
@@ -152,25 +148,46 @@ def train_part(args, backend: str, qlora: bool) -> dict:
 
 
 def torchrun_part(args) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "tools.distributed",
-        "--home",
-        args.home,
-        "--steps",
-        str(args.steps),
-    ]
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"torchrun exited {done.returncode}: {done.stderr[-1500:]}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**figures, "wall_s": round(time.perf_counter() - started, 1)}
+    """The peft recipe in one process on one GPU, then in two torchrun processes (DDP, NCCL) on two
+    GPUs with the same effective batch: tokens/s of both, the scaling ratio, and how far apart the two
+    adapters are (float noise only, if DDP splits the batch right)."""
+    from safetensors.torch import load_file
+
+    from tools.training import TrainingConfig, train_lora
+
+    base = _base_model(args)
+    train, val = _training_data(base)
+    runs = {}
+    for processes in (1, 2):
+        work = Path(args.home) / f"gpu-check-torchrun-{processes}"
+        config = TrainingConfig(
+            base_model_path=str(base),
+            output_dir=str(work / "adapter"),
+            checkpoint_dir=str(work / "checkpoints"),
+            max_steps=args.steps,
+            batch_size=8,
+            max_seq_len=512,
+            backend="peft",
+            nproc=processes,
+            distributed="ddp",
+            precision="fp32",
+            lora_dropout=0.0,
+            checkpoint_every=10_000,
+        )
+        runs[processes] = (train_lora(config, train, val), work / "adapter" / "adapter_model.safetensors")
+    one, two = (load_file(str(path)) for _, path in runs.values())
+    (single, _), (double, _) = runs[1], runs[2]
+    return {
+        "processes": double.processes,
+        "strategy": double.distributed,
+        "backend": double.distributed_backend,
+        "tokens_per_s_1gpu": round(single.tokens_per_second, 1),
+        "tokens_per_s_2gpu": round(double.tokens_per_second, 1),
+        "scaling": round(double.tokens_per_second / max(single.tokens_per_second, 1e-9), 2),
+        "final_loss_1gpu": round(single.loss_history[-1], 5),
+        "final_loss_2gpu": round(double.loss_history[-1], 5),
+        "adapter_max_abs_difference": max(float((one[k] - two[k]).abs().max()) for k in one),
+    }
 
 
 def vllm_part(args) -> dict:

@@ -129,6 +129,8 @@ class Training(LoraHyperparameters):
     max_seq_len: int = Field(320, ge=16, le=8192)
     checkpoint_every: int = Field(10, ge=1, le=100_000)
     replay_general: float = Field(0.0, ge=0, le=1, description="general examples mixed in, x train size")
+    # a job trains on every visible GPU (one torchrun process each); one process without a GPU
+    nproc: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     # a job validates twice an epoch: early stopping and the kept adapter then have more points to choose from
     validations_per_epoch: int = Field(2, ge=1, le=20, description="validation-loss checks per epoch")
 

@@ -62,7 +62,8 @@ class LoraHyperparameters(BaseModel):
     seed: int = 0
     # training processes (torchrun): "auto" = one per visible GPU, 1 without a GPU; N > 1 on a CPU runs N
     # processes with the gloo backend. The batch size stays examples per optimizer step over all of them.
-    nproc: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
+    # One for a direct caller of the recipe; a job's default is auto (graphs/spec.py).
+    nproc: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = 1
     # with several processes: DDP (each holds the model) or FSDP (sharded, for a model too big for one
     # GPU); "auto" takes FSDP only when the model's weights do not fit one GPU
     distributed: Literal["auto", "ddp", "fsdp"] = "auto"
