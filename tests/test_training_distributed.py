@@ -1,7 +1,8 @@
-"""Training in several processes (torchrun, gloo on this CPU): two ranks train the same adapter as one
-process on the same batches (DDP and FSDP), a rank killed with SIGKILL stops the run with an error that
-names it, and the next run resumes from rank 0's checkpoint on every rank and finishes with the losses of
-an uninterrupted run. Precision is pinned to fp32 (bf16 rounding would differ with the shapes)."""
+"""Training in several processes (torchrun, gloo on this CPU): two ranks train the same adapter as
+one process on the same batches (DDP and FSDP), a rank killed with SIGKILL stops the run with an
+error that names it, and the next run resumes from rank 0's checkpoint on every rank and finishes
+with the losses of an uninterrupted run. Precision is pinned to fp32 (bf16 rounding would differ
+with the shapes)."""
 
 from __future__ import annotations
 
@@ -22,26 +23,54 @@ from tools.training_launch import LAUNCH_FOLDER, choose_strategy, resolve_nproc
 
 
 def _records(count: int) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"Which code protects qubit group {i}?"},
-                          {"role": "assistant", "content": f"Group {i} uses a surface code of distance "
-                                                           f"{i % 5 + 3}." + " It is planar." * (i % 4)}]}
-            for i in range(count)]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"Which code protects qubit group {i}?"},
+                {
+                    "role": "assistant",
+                    "content": f"Group {i} uses a surface code of distance "
+                    f"{i % 5 + 3}." + " It is planar." * (i % 4),
+                },
+            ]
+        }
+        for i in range(count)
+    ]
 
 
 def _config(model: Path, work: Path, nproc: int, **overrides) -> TrainingConfig:
-    # 25 examples in batches of 6: the fifth step has one example, so one rank trains on nothing then;
+    # 25 examples in batches of 6: the fifth step has one example, so one rank trains on nothing
+    # then;
     # micro-batches of at most 100 padded tokens: gradient accumulation within each rank's share
-    settings = {"precision": "fp32", "batch_size": 6, "max_steps": 8, "checkpoint_every": 4, "threads": 1,
-                "lora_dropout": 0.0, "learning_rate": 5e-3, "early_stopping_patience": 100, "seed": 3,
-                "micro_batch_tokens": 100} | overrides
-    return TrainingConfig(base_model_path=str(model), output_dir=str(work / "adapter"),
-                          checkpoint_dir=str(work / "checkpoints"), nproc=nproc, **settings)
+    settings = {
+        "precision": "fp32",
+        "batch_size": 6,
+        "max_steps": 8,
+        "checkpoint_every": 4,
+        "threads": 1,
+        "lora_dropout": 0.0,
+        "learning_rate": 5e-3,
+        "early_stopping_patience": 100,
+        "seed": 3,
+        "micro_batch_tokens": 100,
+    } | overrides
+    return TrainingConfig(
+        base_model_path=str(model),
+        output_dir=str(work / "adapter"),
+        checkpoint_dir=str(work / "checkpoints"),
+        nproc=nproc,
+        **settings,
+    )
 
 
 def _train(model: Path, work: Path, nproc: int, **overrides):
     events: list[tuple[str, dict]] = []
-    result = train_lora(_config(model, work, nproc, **overrides), _records(25), _records(30)[25:],
-                        on_event=lambda message, data: events.append((message, data)))
+    result = train_lora(
+        _config(model, work, nproc, **overrides),
+        _records(25),
+        _records(30)[25:],
+        on_event=lambda message, data: events.append((message, data)),
+    )
     return result, events
 
 
@@ -58,8 +87,12 @@ def one_process(tiny_model_dir, tmp_path_factory):
 
 def _assert_same_training(reference, adapter_ref, result, adapter) -> None:
     assert result.steps == reference.steps == 8
-    assert reference.loss_history[-1] < reference.loss_history[0] - 0.1  # it learns: the comparison means something
-    for step, (a, b) in enumerate(zip(reference.loss_history, result.loss_history, strict=True), start=1):
+    assert (
+        reference.loss_history[-1] < reference.loss_history[0] - 0.1
+    )  # it learns: the comparison means something
+    for step, (a, b) in enumerate(
+        zip(reference.loss_history, result.loss_history, strict=True), start=1
+    ):
         assert abs(a - b) <= 1e-5 * a, f"step {step}: one process {a} vs two {b}"
     assert abs(reference.val_loss - result.val_loss) <= 1e-5 * reference.val_loss
     assert adapter.keys() == adapter_ref.keys() and len(adapter) > 0
@@ -69,7 +102,9 @@ def _assert_same_training(reference, adapter_ref, result, adapter) -> None:
         assert torch.allclose(adapter[name], tensor, rtol=1e-4, atol=1e-6), name
 
 
-def test_two_ddp_processes_train_the_same_adapter_as_one(tiny_model_dir, tmp_path, one_process) -> None:
+def test_two_ddp_processes_train_the_same_adapter_as_one(
+    tiny_model_dir, tmp_path, one_process
+) -> None:
     reference, adapter_ref = one_process
     result, events = _train(tiny_model_dir, tmp_path, 2)
     _assert_same_training(reference, adapter_ref, result, _adapter(tmp_path))
@@ -77,8 +112,12 @@ def test_two_ddp_processes_train_the_same_adapter_as_one(tiny_model_dir, tmp_pat
     assert (reference.processes, reference.distributed) == (1, "single")
     by_message = {message: data for message, data in events}
     launched = by_message["distributed training"]
-    assert (launched["processes"], launched["strategy"], launched["backend"], launched["device"]) == \
-        (2, "ddp", "gloo", "cpu") and "torch.distributed.run" in launched["command"]
+    assert (
+        launched["processes"],
+        launched["strategy"],
+        launched["backend"],
+        launched["device"],
+    ) == (2, "ddp", "gloo", "cpu") and "torch.distributed.run" in launched["command"]
     ranks = by_message["distributed setup"]["ranks"]
     assert [r["rank"] for r in ranks] == [0, 1] and len({r["pid"] for r in ranks}) == 2
     assert all(r["device"] == "cpu" and r["pid"] != os.getpid() for r in ranks)  # real processes
@@ -87,11 +126,19 @@ def test_two_ddp_processes_train_the_same_adapter_as_one(tiny_model_dir, tmp_pat
     # rank 0 alone wrote the checkpoints, one folder per checkpoint step (5: validation, 8: the end)
     saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
     assert saved == ["step-0000005", "step-0000008"]
-    assert len(torch.load(tmp_path / "checkpoints" / saved[-1] / "state.pt", weights_only=True)
-               ["rank_torch_rng"]) == 2
+    assert (
+        len(
+            torch.load(tmp_path / "checkpoints" / saved[-1] / "state.pt", weights_only=True)[
+                "rank_torch_rng"
+            ]
+        )
+        == 2
+    )
 
 
-def test_two_fsdp_processes_train_the_same_adapter_as_one(tiny_model_dir, tmp_path, one_process) -> None:
+def test_two_fsdp_processes_train_the_same_adapter_as_one(
+    tiny_model_dir, tmp_path, one_process
+) -> None:
     reference, adapter_ref = one_process
     result, events = _train(tiny_model_dir, tmp_path, 2, distributed="fsdp")
     _assert_same_training(reference, adapter_ref, result, _adapter(tmp_path))
@@ -110,7 +157,9 @@ def _rank_pids(launch: Path) -> list[int]:
     return []
 
 
-def test_a_killed_rank_stops_the_run_and_the_next_run_resumes_on_every_rank(tiny_model_dir, tmp_path) -> None:
+def test_a_killed_rank_stops_the_run_and_the_next_run_resumes_on_every_rank(
+    tiny_model_dir, tmp_path
+) -> None:
     steps = {"max_steps": 40, "checkpoint_every": 4}
     work = tmp_path / "killed"
     launch = work / "checkpoints" / LAUNCH_FOLDER
@@ -119,7 +168,9 @@ def test_a_killed_rank_stops_the_run_and_the_next_run_resumes_on_every_rank(tiny
         victim = pool.submit(_train, tiny_model_dir, work, 2, **steps)
         deadline = time.monotonic() + 240
         while not list((work / "checkpoints").glob("step-*/state.pt")):
-            assert not victim.done(), f"the run ended before its first checkpoint: {victim.exception()}"
+            assert not victim.done(), (
+                f"the run ended before its first checkpoint: {victim.exception()}"
+            )
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.01)
         os.kill(_rank_pids(launch)[1], signal.SIGKILL)
@@ -127,21 +178,36 @@ def test_a_killed_rank_stops_the_run_and_the_next_run_resumes_on_every_rank(tiny
             victim.result(timeout=120)
         reference, _ = straight.result(timeout=240)
     message = str(stopped.value)
-    assert "rank 1 of 2 was killed by SIGKILL" in message and "resuming continues from there" in message
-    kept = max(int(p.parent.name.split("-")[1]) for p in (work / "checkpoints").glob("step-*/state.pt"))
+    assert (
+        "rank 1 of 2 was killed by SIGKILL" in message
+        and "resuming continues from there" in message
+    )
+    kept = max(
+        int(p.parent.name.split("-")[1]) for p in (work / "checkpoints").glob("step-*/state.pt")
+    )
     assert 4 <= kept < 40 and not (work / "adapter").exists()
 
     resumed, events = _train(tiny_model_dir, work, 2, **steps)
     assert resumed.resumed_from_step == kept and resumed.steps == 40 and resumed.processes == 2
     assert ("resumed from checkpoint", {"step": kept}) in events
-    for step, (a, b) in enumerate(zip(reference.loss_history, resumed.loss_history, strict=True), start=1):
+    for step, (a, b) in enumerate(
+        zip(reference.loss_history, resumed.loss_history, strict=True), start=1
+    ):
         assert abs(a - b) <= 1e-5 * a, f"step {step}: uninterrupted {a} vs killed and resumed {b}"
     assert (work / "adapter" / "adapter_model.safetensors").exists()
 
 
-@pytest.mark.parametrize(("requested", "gpus", "cpus", "expected"), [
-    ("auto", 0, 2, 1), ("auto", 1, 16, 1), ("auto", 4, 16, 4), (2, 0, 2, 2), (3, 0, 2, 3), (2, 4, 16, 2),
-])
+@pytest.mark.parametrize(
+    ("requested", "gpus", "cpus", "expected"),
+    [
+        ("auto", 0, 2, 1),
+        ("auto", 1, 16, 1),
+        ("auto", 4, 16, 4),
+        (2, 0, 2, 2),
+        (3, 0, 2, 3),
+        (2, 4, 16, 2),
+    ],
+)
 def test_process_count(requested, gpus, cpus, expected) -> None:
     processes, why = resolve_nproc(requested, gpus, cpus)
     assert processes == expected and why
@@ -150,22 +216,35 @@ def test_process_count(requested, gpus, cpus, expected) -> None:
 
 
 def test_more_processes_than_gpus_is_refused_with_what_to_set() -> None:
-    with pytest.raises(TrainingError, match=r"training.nproc=4 asks for more processes than the 2 visible GPU"):
+    with pytest.raises(
+        TrainingError, match=r"training.nproc=4 asks for more processes than the 2 visible GPU"
+    ):
         resolve_nproc(4, 2, 16)
 
 
 GIB = 2**30
 
 
-@pytest.mark.parametrize(("requested", "processes", "device", "qlora", "weights", "memory", "expected"), [
-    ("auto", 1, "cuda", False, 100 * GIB, 80 * GIB, "single"),
-    ("auto", 2, "cpu", False, 100 * GIB, 0, "ddp"),
-    ("auto", 2, "cuda", False, 10 * GIB, 80 * GIB, "ddp"),
-    ("auto", 8, "cuda", False, 60 * GIB, 80 * GIB, "fsdp"),  # a 30B model in bf16 on 80 GB GPUs
-    ("auto", 8, "cuda", True, 60 * GIB, 80 * GIB, "ddp"),  # QLoRA's 4-bit weights are not sharded
-    ("fsdp", 2, "cpu", False, 1, 0, "fsdp"),
-    ("ddp", 8, "cuda", False, 60 * GIB, 80 * GIB, "ddp"),
-])
+@pytest.mark.parametrize(
+    ("requested", "processes", "device", "qlora", "weights", "memory", "expected"),
+    [
+        ("auto", 1, "cuda", False, 100 * GIB, 80 * GIB, "single"),
+        ("auto", 2, "cpu", False, 100 * GIB, 0, "ddp"),
+        ("auto", 2, "cuda", False, 10 * GIB, 80 * GIB, "ddp"),
+        ("auto", 8, "cuda", False, 60 * GIB, 80 * GIB, "fsdp"),  # a 30B model in bf16 on 80 GB GPUs
+        (
+            "auto",
+            8,
+            "cuda",
+            True,
+            60 * GIB,
+            80 * GIB,
+            "ddp",
+        ),  # QLoRA's 4-bit weights are not sharded
+        ("fsdp", 2, "cpu", False, 1, 0, "fsdp"),
+        ("ddp", 8, "cuda", False, 60 * GIB, 80 * GIB, "ddp"),
+    ],
+)
 def test_strategy(requested, processes, device, qlora, weights, memory, expected) -> None:
     strategy, why = choose_strategy(requested, processes, device, qlora, weights, memory)
     assert strategy == expected and why
@@ -205,10 +284,13 @@ Root Cause (first observed failure):
 ============================================================"""
 
 
-@pytest.mark.parametrize(("code", "blamed", "how"), [
-    ("-9", "rank 1 of 2 was killed by SIGKILL", "no checkpoint was written yet"),
-    ("3", "rank 1 of 2 exited with code 3", "no checkpoint was written yet"),
-])
+@pytest.mark.parametrize(
+    ("code", "blamed", "how"),
+    [
+        ("-9", "rank 1 of 2 was killed by SIGKILL", "no checkpoint was written yet"),
+        ("3", "rank 1 of 2 exited with code 3", "no checkpoint was written yet"),
+    ],
+)
 def test_the_failure_names_the_rank_and_how_it_ended(tmp_path, code, blamed, how) -> None:
     from tools.training_launch import ProcessPlan, failure_error
 
@@ -218,7 +300,10 @@ def test_the_failure_names_the_rank_and_how_it_ended(tmp_path, code, blamed, how
     (launch / "torchrun.log").write_text(TORCHRUN_SUMMARY.replace("{code}", code))
     message = str(failure_error(launch, ProcessPlan(2, "ddp", "gloo", "cpu", ""), config))
     assert blamed in message and how in message.lower() and "torchrun.log" in message
-    (launch / "error-rank1.json").write_text(json.dumps({"rank": 1, "type": "TrainingError",
-                                                         "message": "need at least 2 training examples"}))
+    (launch / "error-rank1.json").write_text(
+        json.dumps(
+            {"rank": 1, "type": "TrainingError", "message": "need at least 2 training examples"}
+        )
+    )
     again = failure_error(launch, ProcessPlan(2, "ddp", "gloo", "cpu", ""), config)
     assert str(again) == ("need at least 2 training examples" if code == "3" else message)

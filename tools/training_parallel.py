@@ -1,13 +1,13 @@
-"""How the LoRA recipe's work is split between processes: one process (no split), DistributedDataParallel
-(each rank holds the whole model and trains on its shard of every step's batch; gradients are averaged
-over the ranks) or FSDP (fully_shard: parameters, gradients and optimizer state sharded over the ranks,
-for a model that does not fit one GPU).
+"""How the LoRA recipe's work is split between processes: one process (no split),
+DistributedDataParallel (each rank holds the whole model and trains on its shard of every step's
+batch; gradients are averaged over the ranks) or FSDP (fully_shard: parameters, gradients and
+optimizer state sharded over the ranks, for a model that does not fit one GPU).
 
-The recipe talks to one `Parallelism` object and never to torch.distributed itself, so a one-process run
-goes through the same code. Every rank encodes the whole dataset and sees every step's full batch; it
-trains on `shard(batch)`, and the loss of each rank is divided by the whole batch's supervised tokens,
-so the averaged gradient is the one-process gradient of the same batch (the effective batch size stays
-the spec's). Imported only inside the recipe: it imports torch."""
+The recipe talks to one `Parallelism` object and never to torch.distributed itself, so a one-process
+run goes through the same code. Every rank encodes the whole dataset and sees every step's full
+batch; it trains on `shard(batch)`, and the loss of each rank is divided by the whole batch's
+supervised tokens, so the averaged gradient is the one-process gradient of the same batch (the
+effective batch size stays the spec's). Imported only inside the recipe: it imports torch."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from tools.training.linear_cross_entropy import supervised_loss_sum
 
 
 class SupervisedLoss(torch.nn.Module):
-    """The training forward as one module (what DDP and FSDP wrap): the summed fp32 cross-entropy over
-    the supervised tokens, through the chunked head where the model allows, else the model's own loss."""
+    """The training forward as one module (what DDP and FSDP wrap): the summed fp32 cross-entropy
+    over the supervised tokens, through the chunked head where the model allows, else the model's
+    own loss."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -46,14 +47,15 @@ class Parallelism:
 
     @property
     def is_main(self) -> bool:
-        """Whether this rank writes files (checkpoints, the adapter, the plot) and reports progress."""
+        """Whether this rank writes files (checkpoints, adapter, plot) and reports progress."""
         return self.rank == 0
 
     def describe(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "processes": self.world}
 
     def shard(self, items: Sequence[Any]) -> list[Any]:
-        """This rank's share of a step's examples (round robin over a length-sorted batch: balanced)."""
+        """This rank's share of a step's examples (round robin over a length-sorted batch:
+        balanced)."""
         return list(items[self.rank :: self.world])
 
     def all_sum(self, values: Sequence[float]) -> list[float]:
@@ -69,7 +71,9 @@ class Parallelism:
         """The module the training forward goes through."""
         return loss
 
-    def sync_gradients(self, wrapped: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
+    def sync_gradients(
+        self, wrapped: torch.nn.Module, last: bool
+    ) -> contextlib.AbstractContextManager:
         """Gradient accumulation: communicate only on a rank's last micro-batch of the step."""
         return contextlib.nullcontext()
 
@@ -82,7 +86,8 @@ class Parallelism:
         return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
 
     def adapter_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """The whole adapter in peft's format (the keys of adapter_model.safetensors), detached copies."""
+        """The whole adapter in peft's format (the keys of adapter_model.safetensors), detached
+        copies."""
         from peft import get_peft_model_state_dict
 
         return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
@@ -95,8 +100,9 @@ class Parallelism:
     def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
         return optimizer.state_dict()
 
-    def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                             state: dict) -> None:
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict
+    ) -> None:
         optimizer.load_state_dict(state)
 
     def save_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
@@ -127,17 +133,26 @@ class DataParallel(Parallelism):
         return {"strategy": self.strategy, "processes": self.world, "backend": self.backend}
 
     def whoami(self, device: str, threads: int) -> dict[str, Any]:
-        return {"rank": self.rank, "local_rank": self.local_rank, "host": socket.gethostname(),
-                "pid": os.getpid(), "device": device if device != "cuda" else f"cuda:{self.local_rank}",
-                "threads": threads}
+        return {
+            "rank": self.rank,
+            "local_rank": self.local_rank,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": device if device != "cuda" else f"cuda:{self.local_rank}",
+            "threads": threads,
+        }
 
     def _device(self) -> torch.device:
-        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+        return (
+            torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+        )
 
     def all_sum(self, values: Sequence[float]) -> list[float]:
         import torch.distributed as dist
 
-        tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self._device())
+        tensor = torch.tensor(
+            [float(v) for v in values], dtype=torch.float64, device=self._device()
+        )
         dist.all_reduce(tensor)
         return tensor.tolist()
 
@@ -160,7 +175,9 @@ class DataParallel(Parallelism):
         # every LoRA weight takes part in every forward; no buffer needs syncing (no batch norm)
         return DistributedDataParallel(loss, device_ids=device_ids, broadcast_buffers=False)
 
-    def sync_gradients(self, wrapped: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
+    def sync_gradients(
+        self, wrapped: torch.nn.Module, last: bool
+    ) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if last else wrapped.no_sync()
 
     def close(self) -> None:
@@ -171,9 +188,10 @@ class DataParallel(Parallelism):
 
 
 class FullySharded(DataParallel):
-    """FSDP (torch's fully_shard, FSDP2): each decoder layer and the rest of the model are sharded over
-    the ranks, gathered for their forward and backward only. Checkpoints hold the whole adapter and
-    optimizer state (gathered to full tensors), so they resume under any strategy and process count."""
+    """FSDP (torch's fully_shard, FSDP2): each decoder layer and the rest of the model are sharded
+    over the ranks, gathered for their forward and backward only. Checkpoints hold the whole adapter
+    and optimizer state (gathered to full tensors), so they resume under any strategy and process
+    count."""
 
     strategy = "fsdp"
 
@@ -182,11 +200,15 @@ class FullySharded(DataParallel):
 
         for layer in decoder_layers(loss.model):
             fully_shard(layer)
-        fully_shard(loss)  # the root: embeddings, final norm and head, gathered for the whole forward
+        fully_shard(
+            loss
+        )  # the root: embeddings, final norm and head, gathered for the whole forward
         self._root = loss
         return loss
 
-    def sync_gradients(self, wrapped: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
+    def sync_gradients(
+        self, wrapped: torch.nn.Module, last: bool
+    ) -> contextlib.AbstractContextManager:
         return _gradient_sync(wrapped, last)
 
     def grad_norm(self, parameters: Sequence[torch.Tensor], max_norm: float) -> float:
@@ -198,8 +220,11 @@ class FullySharded(DataParallel):
 
         full = get_model_state_dict(self._root, options=StateDictOptions(full_state_dict=True))
         prefix = "model."
-        return {name[len(prefix):]: tensor.detach().clone() for name, tensor in full.items()
-                if name.startswith(prefix) and "lora_" in name}
+        return {
+            name[len(prefix) :]: tensor.detach().clone()
+            for name, tensor in full.items()
+            if name.startswith(prefix) and "lora_" in name
+        }
 
     def adapter_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
@@ -211,7 +236,9 @@ class FullySharded(DataParallel):
 
         names = _peft_names(model)
         full = {"model." + names[key]: tensor for key, tensor in state.items()}
-        set_model_state_dict(self._root, full, options=StateDictOptions(full_state_dict=True, strict=False))
+        set_model_state_dict(
+            self._root, full, options=StateDictOptions(full_state_dict=True, strict=False)
+        )
 
     def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
         from torch.distributed.checkpoint.state_dict import (
@@ -219,12 +246,17 @@ class FullySharded(DataParallel):
             get_optimizer_state_dict,
         )
 
-        if not optimizer.state:  # before the first step: torch's getter would take a step to make one
+        if (
+            not optimizer.state
+        ):  # before the first step: torch's getter would take a step to make one
             return optimizer.state_dict()
-        return get_optimizer_state_dict(self._root, optimizer, options=StateDictOptions(full_state_dict=True))
+        return get_optimizer_state_dict(
+            self._root, optimizer, options=StateDictOptions(full_state_dict=True)
+        )
 
-    def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                             state: dict) -> None:
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict
+    ) -> None:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_optimizer_state_dict,
@@ -233,7 +265,9 @@ class FullySharded(DataParallel):
         if not state.get("state"):  # back to before the first step (a rollback to the start)
             optimizer.state.clear()
             return
-        set_optimizer_state_dict(self._root, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(
+            self._root, optimizer, state, options=StateDictOptions(full_state_dict=True)
+        )
 
     def save_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
         return self._full_model_state()
@@ -255,7 +289,9 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     decoder = causal_lm.get_decoder()
     layers = getattr(decoder, "layers", None) or getattr(decoder, "h", None)
     if layers is None:
-        raise ValueError(f"cannot find the decoder layers of {type(causal_lm).__name__} to shard with FSDP")
+        raise ValueError(
+            f"cannot find the decoder layers of {type(causal_lm).__name__} to shard with FSDP"
+        )
     return list(layers)
 
 
@@ -272,7 +308,7 @@ def _peft_names(model: torch.nn.Module) -> dict[str, str]:
 
 
 def parallelism(strategy: str) -> Parallelism:
-    """The Parallelism for a rank started by torchrun ("ddp" or "fsdp"), or one process ("single")."""
+    """The Parallelism of a torchrun rank ("ddp", "fsdp"), or of one process ("single")."""
     if strategy == "single":
         return Parallelism()
     if strategy == "ddp":
