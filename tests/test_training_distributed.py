@@ -307,3 +307,29 @@ def test_the_failure_names_the_rank_and_how_it_ended(tmp_path, code, blamed, how
     )
     again = failure_error(launch, ProcessPlan(2, "ddp", "gloo", "cpu", ""), config)
     assert str(again) == ("need at least 2 training examples" if code == "3" else message)
+
+
+def test_optimizer_states_convert_between_position_and_name_keys(tiny_model_dir) -> None:
+    """FSDP checkpoints key the optimizer state by parameter name, one-process and DDP ones by
+    position: each loads the other's (a job resumed with another strategy)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tools.training_parallel import optimizer_state_by_index, optimizer_state_by_name
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+        LoraConfig(r=2, target_modules="all-linear"),
+    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()
+    optimizer.step()
+    by_position = optimizer.state_dict()
+    by_name = optimizer_state_by_name(by_position, model)
+    first = "model." + next(n for n, p in model.named_parameters() if p.requires_grad)
+    assert by_name["param_groups"][0]["params"][0] == first and first in by_name["state"]
+    assert optimizer_state_by_name(by_name, model) is by_name
+    back = optimizer_state_by_index(by_name, model)
+    assert back["param_groups"] == by_position["param_groups"]
+    assert back["state"].keys() == by_position["state"].keys()
+    optimizer.load_state_dict(back)  # what a one-process resume of an FSDP checkpoint does

@@ -103,7 +103,7 @@ class Parallelism:
     def load_optimizer_state(
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict
     ) -> None:
-        optimizer.load_state_dict(state)
+        optimizer.load_state_dict(optimizer_state_by_index(state, model))
 
     def save_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
         """What `save_pretrained` writes (None: the model's own state dict)."""
@@ -190,8 +190,8 @@ class DataParallel(Parallelism):
 class FullySharded(DataParallel):
     """FSDP (torch's fully_shard, FSDP2): each decoder layer and the rest of the model are sharded
     over the ranks, gathered for their forward and backward only. Checkpoints hold the whole adapter
-    and optimizer state (gathered to full tensors), so they resume under any strategy and process
-    count."""
+    and optimizer state (gathered to full tensors, the optimizer's keyed by parameter name), so they
+    resume under any strategy and process count."""
 
     strategy = "fsdp"
 
@@ -266,7 +266,10 @@ class FullySharded(DataParallel):
             optimizer.state.clear()
             return
         set_optimizer_state_dict(
-            self._root, optimizer, state, options=StateDictOptions(full_state_dict=True)
+            self._root,
+            optimizer,
+            optimizer_state_by_name(state, model),
+            options=StateDictOptions(full_state_dict=True),
         )
 
     def save_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
@@ -281,6 +284,46 @@ def _gradient_sync(module: torch.nn.Module, last: bool) -> Iterator[None]:
         yield
     finally:
         module.set_requires_gradient_sync(True)
+
+
+def _trainable_names(model: torch.nn.Module) -> list[str]:
+    """The LoRA parameters' names as FSDP checkpoints key the optimizer state (relative to the
+    SupervisedLoss root), in the optimizer's order."""
+    return ["model." + name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def _uses_names(state: dict) -> bool:
+    return any(isinstance(p, str) for group in state["param_groups"] for p in group["params"])
+
+
+def optimizer_state_by_index(state: dict, model: torch.nn.Module) -> dict:
+    """An optimizer state keyed by parameter name (an FSDP checkpoint) keyed by position instead, as
+    torch.optim.Optimizer.load_state_dict wants it; a state keyed by position as it is."""
+    if not _uses_names(state):
+        return state
+    position = {name: i for i, name in enumerate(_trainable_names(model))}
+    return {
+        "state": {position[name]: value for name, value in state["state"].items()},
+        "param_groups": [
+            {**group, "params": [position[name] for name in group["params"]]}
+            for group in state["param_groups"]
+        ],
+    }
+
+
+def optimizer_state_by_name(state: dict, model: torch.nn.Module) -> dict:
+    """An optimizer state keyed by position (a one-process or DDP checkpoint) keyed by parameter
+    name, as FSDP's set_optimizer_state_dict wants it; a state keyed by name as it is."""
+    if _uses_names(state):
+        return state
+    names = _trainable_names(model)
+    return {
+        "state": {names[i]: value for i, value in state["state"].items()},
+        "param_groups": [
+            {**group, "params": [names[i] for i in group["params"]]}
+            for group in state["param_groups"]
+        ],
+    }
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
