@@ -30,7 +30,8 @@ def _base(model: str) -> Path:
 def run(base: Path, train: list[dict], val: list[dict], processes: int, work: Path, args) -> dict:
     from safetensors.torch import load_file
 
-    from tools.training import TrainingConfig, train_lora
+    from tools.training.backends import train_lora
+    from tools.training.lora import TrainingConfig
 
     config = TrainingConfig(
         base_model_path=str(base),

@@ -153,7 +153,8 @@ def torchrun_part(args) -> dict:
     adapters are (float noise only, if DDP splits the batch right)."""
     from safetensors.torch import load_file
 
-    from tools.training import TrainingConfig, train_lora
+    from tools.training.backends import train_lora
+    from tools.training.lora import TrainingConfig
 
     base = _base_model(args)
     train, val = _training_data(base)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from own_dataset import parts_rows, write_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,7 @@ def _rank_pids(launch: Path) -> list[int]:
     return []
 
 
+@pytest.mark.slow  # two torchrun launches and a whole job: minutes on 2 cores
 def test_killing_one_rank_then_ftagent_resume_finishes_the_job(tiny_model_dir, tmp_path) -> None:
     home = tmp_path / "home"
     dataset = write_rows(tmp_path / "parts.jsonl", parts_rows("messages"))

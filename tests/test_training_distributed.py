@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tools.training import TrainingConfig, TrainingError, train_lora
-from tools.training_backends import choose_backend
-from tools.training_launch import LAUNCH_FOLDER, choose_strategy, resolve_nproc
+from tools.training.backends import choose_backend, train_lora
+from tools.training.launch import LAUNCH_FOLDER, choose_strategy, resolve_nproc
+from tools.training.lora import TrainingConfig, TrainingError
 
 
 def _records(count: int) -> list[dict]:
@@ -263,7 +263,7 @@ def test_fsdp_with_qlora_and_unsloth_with_several_processes_are_refused() -> Non
 
 TORCHRUN_SUMMARY = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
 ============================================================
-tools.training_launch FAILED
+tools.training.launch FAILED
 ------------------------------------------------------------
 Failures:
 [1]:
@@ -292,7 +292,7 @@ Root Cause (first observed failure):
     ],
 )
 def test_the_failure_names_the_rank_and_how_it_ended(tmp_path, code, blamed, how) -> None:
-    from tools.training_launch import ProcessPlan, failure_error
+    from tools.training.launch import ProcessPlan, failure_error
 
     config = _config(tmp_path / "model", tmp_path, 2)
     launch = tmp_path / "checkpoints" / LAUNCH_FOLDER
@@ -315,7 +315,7 @@ def test_optimizer_states_convert_between_position_and_name_keys(tiny_model_dir)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tools.training_parallel import optimizer_state_by_index, optimizer_state_by_name
+    from tools.training.parallel import optimizer_state_by_index, optimizer_state_by_name
 
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),

@@ -1,2 +1,2 @@
-"""LoRA fine-tuning: the recipe, its backends (peft, Unsloth), the chunked loss, TensorBoard
-tracking."""
+"""LoRA fine-tuning: the recipe, its backends (peft, Unsloth), training in several processes
+(torchrun launch, DDP/FSDP), the chunked loss, TensorBoard tracking."""

@@ -119,7 +119,7 @@ def train_lora(config: TrainingConfig, train: Sequence[dict], val: Sequence[dict
     """Run the recipe end to end (resuming from checkpoints in `config.checkpoint_dir` if any) on the
     backend `config.backend` asks for, in `config.nproc` torchrun processes when that is more than one;
     the choices and their reasons go to `on_event`."""
-    from tools.training_launch import plan_processes, train_distributed
+    from tools.training.launch import plan_processes, train_distributed
 
     plan = plan_processes(config)
     choice = choose_backend(config.backend, processes=plan.processes)

@@ -290,7 +290,7 @@ class LoraRecipe:
 
     def __init__(self, config: TrainingConfig, on_step: Callable[[StepMetrics], None] | None = None,
                  on_event: Callable[[str, dict], None] | None = None, parallel=None) -> None:
-        from tools.training_parallel import Parallelism
+        from tools.training.parallel import Parallelism
 
         self.config = config
         self.parallel: Parallelism = parallel or Parallelism()
@@ -347,7 +347,7 @@ class LoraRecipe:
     def _wrap_for_training(self) -> None:
         """The training forward through DDP or FSDP (or as is); FSDP replaces the parameters with shards,
         so the optimizer is built after this."""
-        from tools.training_parallel import SupervisedLoss
+        from tools.training.parallel import SupervisedLoss
 
         self.train_forward = self.parallel.wrap(SupervisedLoss(self.model))
 
@@ -516,7 +516,7 @@ class LoraRecipe:
     # -- loss ------------------------------------------------------------------------------------
     def _loss_sum(self, ids, mask, labels):
         """Summed cross-entropy (fp32) over the supervised tokens, through the DDP/FSDP wrapper when there
-        is one (tools.training_parallel.SupervisedLoss).
+        is one (tools.training.parallel.SupervisedLoss).
 
         The vocabulary projection runs only on positions whose next token is supervised (for a 49k-token
         vocabulary that head is a fifth of the model's FLOPs, and prompt positions need none), a chunk of

@@ -1,9 +1,9 @@
 """Training in several processes with torchrun: how many and how (`plan_processes`), the launch from
 the job's process (`train_distributed`), and each rank's entry point (`python -m
-tools.training_launch`).
+tools.training.launch`).
 
 The job's process writes the run (config, data, plan) to `<checkpoint_dir>/.launch/`, starts `python
--m torch.distributed.run --standalone --nproc-per-node N -m tools.training_launch <folder>` as a
+-m torch.distributed.run --standalone --nproc-per-node N -m tools.training.launch <folder>` as a
 subprocess and follows rank 0's progress file there, handing each step and decision to its own
 callbacks (events, TensorBoard) as a one-process run would. A rank that fails or is killed stops the
 others (torchrun, no restarts); the error says which rank and how, and the checkpoints are kept: the
@@ -153,7 +153,7 @@ def torchrun_command(launch: Path, processes: int) -> list[str]:
         "--max-restarts",
         "0",
         "-m",
-        "tools.training_launch",
+        "tools.training.launch",
         str(launch),
     ]
 
@@ -416,7 +416,7 @@ def _record_error(launch: Path, rank: int, error: BaseException) -> None:
 def run_rank(launch: Path) -> int:
     """One torchrun rank: the recipe with this rank's Parallelism; rank 0 writes the result."""
     from tools.training.backends import recipe_for
-    from tools.training_parallel import parallelism
+    from tools.training.parallel import parallelism
 
     plan = json.loads((launch / "plan.json").read_text())
     parallel = parallelism(plan["strategy"])
@@ -440,7 +440,7 @@ def run_rank(launch: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: torchrun ... -m tools.training_launch <launch folder>", file=sys.stderr)
+        print("usage: torchrun ... -m tools.training.launch <launch folder>", file=sys.stderr)
         return 2
     return run_rank(Path(args[0]))
 
