@@ -115,9 +115,10 @@ def test_report_shows_every_round_with_why_what_changed_and_before_after(regress
 
 def test_longer_and_shorter_training_scale_a_step_cap() -> None:
     capped = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"max_steps": 6})})
-    assert remedy_for_gates(capped, [{"name": "answer_nll"}], {}).changes == {"epochs": 4.0, "max_steps": 12}
+    longer = remedy_for_gates(capped, [{"name": "answer_nll"}], {}).changes
+    assert longer == {"epochs": 2 * SPEC.training.epochs, "max_steps": 12}
     overfit = remedy_for_gates(capped, [{"name": "answer_nll"}], {"val_history": [1.5, 1.7]})
-    assert overfit.changes["max_steps"] == 3 and overfit.changes["epochs"] == 1.0
+    assert overfit.changes["max_steps"] == 3 and overfit.changes["epochs"] == SPEC.training.epochs / 2
     assert "max_steps" not in remedy_for_gates(SPEC, [{"name": "answer_nll"}], {}).changes
 
 
