@@ -60,20 +60,20 @@ def test_the_chat_model_reads_what_the_offline_reader_cannot(scripted, tmp_path,
 def test_disagreements_are_recorded_and_the_exact_names_and_numbers_stay_the_offline_readers(scripted, tmp_path):
     _, base_url = scripted
     service = service_for(base_url, tmp_path)
-    record = service.submit("fine-tune SmolLM2 on tidal energy in 3 epochs", owner="alice")
+    record = service.submit("fine-tune SmolLM2 on tidal energy in 4 epochs", owner="alice")
     spec = build_spec(record.request, record.options)
-    assert (spec.base_model, spec.training.epochs, spec.subject) == ("smollm2-135m", 3, "tidal energy")
+    assert (spec.base_model, spec.training.epochs, spec.subject) == ("smollm2-135m", 4, "tidal energy")
     event = next(e for e in EventLog(service.settings.job_paths(record.job_id).events).read()
                  if e["kind"] == "understood")
     assert event["data"]["read_by"] == "chat model, checked by the offline reader"
     assert event["data"]["disagreements"] == [
         "base model: chat model 'llama-3.2-1b', offline reader 'smollm2-135m' (kept the offline reader's)",
-        "training.epochs: chat model 5.0, offline reader 3.0 (kept the offline reader's)"]
+        "training.epochs: chat model 5.0, offline reader 4.0 (kept the offline reader's)"]
     report = job_report({"job_id": record.job_id, "request": record.request, "intake": {
         "understood": service.understood(record), "read_by": event["data"]["read_by"],
         "disagreements": event["data"]["disagreements"]}})
     assert "Understood: fine-tune smollm2-135m on 'tidal energy' from sources chosen for the subject " \
-           "(3 epochs) (read by the chat model, checked by the offline reader)" in report
+           "(4 epochs) (read by the chat model, checked by the offline reader)" in report
     assert "- the readers disagree on base model: chat model 'llama-3.2-1b'" in report
 
 

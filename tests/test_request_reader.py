@@ -330,9 +330,9 @@ def test_every_door_tells_fine_tuning_apart_from_other_messages():
 
 def test_the_understood_line_says_model_subject_sources_and_options(tmp_path):
     spec = build_spec("fine-tune SmolLM2 on organic chemistry reaction mechanisms from local documents "
-                      "in 3 epochs with a rank of 8")
+                      "in 4 epochs with a rank of 8")
     assert understood_line(spec) == ("fine-tune smollm2-135m on 'organic chemistry reaction mechanisms' "
-                                     "from local documents (3 epochs, LoRA rank 8)")
+                                     "from local documents (4 epochs, LoRA rank 8)")
     docs = tmp_path / "docs"
     docs.mkdir()
     spec = build_spec(f"fine-tune qwen on tides using the files in {docs}")
