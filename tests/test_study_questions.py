@@ -8,7 +8,7 @@ from tools.data.chunking import chunk_by_tokens
 from tools.data.facts import passage_facts
 from tools.data.qa_extractive import candidate_questions, document_context, findings_span
 from tools.data.question_gate import question_problem
-from tools.data.questions import aim_questions, study_aim
+from tools.data.study import aim_questions, study_aim
 from tools.sources.documents import Document
 
 AIMS = [  # (aim sentence of a real abstract, the question a reader would ask)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from tools.data.chunking import Chunk
-from tools.data.questions import names_a_study
+from tools.data.study import names_a_study
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,14 @@ from tools.data.facts import Fact, passage_facts
 from tools.data.question_gate import question_problem
 from tools.data.questions import (
     Question,
-    aim_questions,
     cloze_question,
     contiguous_facts,
     heading_question,
-    inferred_role,
     list_question,
-    section_questions,
     sentence_questions,
-    study_aim,
-    study_anchor,
     table_questions,
 )
+from tools.data.study import inferred_role, section_questions, study_anchor, study_questions
 from tools.text import words
 
 RESTATING_FORMS = frozenset({"yes_no", "subject", "value", "how_many"})  # answers restate their question
@@ -92,14 +88,13 @@ def document_context(chunks: Sequence[Chunk], source: str) -> DocumentContext:
     facts = [f for _, chunk_facts in by_chunk for f in chunk_facts]
     if not any(inferred_role(f) for f in facts):
         return DocumentContext()
-    aim = study_aim(facts)
     findings = None
     for role in ("conclusion", "results"):
         holding = [c.chunk_id for c, chunk_facts in by_chunk if any(inferred_role(f) == role for f in chunk_facts)]
         if holding:
             findings = holding[-1]
             break
-    return DocumentContext(study_anchor(source, facts), tuple(aim_questions(aim)) if aim else (), findings)
+    return DocumentContext(study_anchor(source, facts), tuple(study_questions(facts)), findings)
 
 
 def findings_span(facts: Sequence[Fact]) -> list[Fact]:

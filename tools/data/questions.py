@@ -38,6 +38,13 @@ _PRONOUN_START = {"it", "this", "that", "these", "those", "they", "we", "our", "
 _ANAPHORA = re.compile(r"\b(?:it|its|they|them|their|this|these|those|such|he|she|his|her|we|our|us|"
                        r"former|latter|aforementioned|above|following|corresponding|respective(?:ly)?)\b",
                        re.IGNORECASE)
+
+
+def mentions_missing_context(text: str) -> bool:
+    """Whether a text leans on something outside it ("this study", "their results", "the above factors")."""
+    return bool(_ANAPHORA.search(text))
+
+
 _INTRO = re.compile(
     r"^(?:(?:However|Furthermore|Moreover|In addition|Additionally|Finally|Thus|Therefore|Hence|Similarly|"
     r"Consequently|Importantly|Notably|Interestingly|Overall|In contrast|By contrast|In particular|"
@@ -66,15 +73,6 @@ _THAN = re.compile(r"^(?P<term>.{3,80}?)\s+(?P<aux>is|are|was|were)\s+(?:\w+ly\s
 _DEFINITION = re.compile(r"^(?P<term>[A-Za-z0-9][\w\-/()' ]{1,60}?)\s+(?P<verb>is|are|refers to|denotes|"
                          r"is defined as|are defined as)\s+(?P<rest>.+)$")
 _ARTICLE = re.compile(r"^(?:a|an|the|one|any)\s")
-_STUDY_AIM = re.compile(
-    r"^(?:(?:The|Our) (?:main |primary )?(?:aims?|purposes?|objectives?|goals?) of (?:this|the|our|the present|"
-    r"the current) (?:study|paper|work|trial|review|analysis|survey|investigation) (?:was|were|is|are) to|"
-    r"(?:This|The present|The current|Our) (?:study|paper|work|trial|review|analysis) (?:aimed|aims|sought|"
-    r"seeks|was designed|is designed) to|We (?:aimed|sought|set out|wanted|intended|hypothesized|"
-    r"hypothesised) to|To (?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|"
-    r"estimate|test|analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review))\b", re.IGNORECASE)
-_STUDY_QUESTION = re.compile(r"(?:addressed|asked|examined|investigated|explored) the question[s]?:?\s+(?P<q>.+)$",
-                             re.IGNORECASE)
 _GENERIC_HEADINGS = {"introduction", "overview", "summary", "notes", "background", "contents", "abstract",
                      "references", "appendix", "discussion", "conclusion", "conclusions", "see also",
                      "further reading", "external links", "methods", "results", "details", "examples"}
@@ -230,7 +228,8 @@ def _second_clause(rest: str) -> bool:
     return False
 
 
-def _finish(text: str) -> str:
+def finish_question(text: str) -> str:
+    """A question's text tidied (no space before punctuation, no trailing comma) and ended with '?'."""
     return re.sub(r"\s+([,;?])", r"\1", text.strip().rstrip(",;:")) + "?"
 
 
@@ -258,7 +257,7 @@ def yes_no_question(clause: Clause) -> tuple[str, bool] | None:
             return None
         auxiliary = {"past": "Did", "third person": "Does", "plain": "Do"}[tense]
         question = f"{auxiliary} {subject} {base} {rest}"
-    return _finish(_with_fronted(question.rstrip(), clause.fronted)), negated
+    return finish_question(_with_fronted(question.rstrip(), clause.fronted)), negated
 
 
 def subject_question(clause: Clause) -> str | None:
@@ -275,7 +274,7 @@ def subject_question(clause: Clause) -> str | None:
     verb = clause.verb
     if wh == "What" and verb.lower() in {"are", "were", "have"}:  # "What were …" reads as asking for a plural
         verb = {"are": "are", "were": "were", "have": "have"}[verb.lower()]
-    return _finish(_with_fronted(f"{wh} {verb} {clause.rest}", clause.fronted))
+    return finish_question(_with_fronted(f"{wh} {verb} {clause.rest}", clause.fronted))
 
 
 _MODALS = {"can", "could", "may", "might", "will", "would", "should", "must"}
@@ -293,7 +292,7 @@ def object_question(clause: Clause) -> str | None:
         if main != words[0].lower() or "VERB" not in parts_of_speech(main) or base_form(main) != main or main == "be" \
                 or len(words) < 2 or _core(words[1]).lower() in _PREPOSITIONS - {"up", "out"}:
             return None
-        return _finish(f"What {verb} {subject} {main}")
+        return finish_question(f"What {verb} {subject} {main}")
     if verb in AUXILIARIES:
         return None
     base, tense = base_form(verb), verb_tense(verb)
@@ -301,7 +300,7 @@ def object_question(clause: Clause) -> str | None:
     if base is None or tense is None or first in _PREPOSITIONS or first == "that" or len(words) < 2:
         return None
     auxiliary = {"past": "did", "third person": "does", "plain": "do"}[tense]
-    return _finish(f"What {auxiliary} {subject} {base}")
+    return finish_question(f"What {auxiliary} {subject} {base}")
 
 
 def value_question(clause: Clause) -> str | None:
@@ -310,14 +309,14 @@ def value_question(clause: Clause) -> str | None:
              r"a mean of |a median of |an average of |a total of |between |from |up to )?[\d(<>≤≥±]"
     if clause.verb.lower() not in _BE or not re.match(figure, clause.rest) or len(clause.rest.split()) > 16:
         return None
-    return _finish(_with_fronted(f"What {clause.verb.lower()} {lower_first(clause.subject)}", clause.fronted))
+    return finish_question(_with_fronted(f"What {clause.verb.lower()} {lower_first(clause.subject)}", clause.fronted))
 
 
 def how_many_question(sentence: str) -> str | None:
     match = _COUNTED.match(sentence.rstrip("."))
     if not match or _ANAPHORA.search(match["rest"]):
         return None
-    return _finish(f"How many {match['noun'].lower()} {match['verb'].lower()}{match['rest']}")
+    return finish_question(f"How many {match['noun'].lower()} {match['verb'].lower()}{match['rest']}")
 
 
 def cause_question(sentence: str) -> str | None:
@@ -327,7 +326,7 @@ def cause_question(sentence: str) -> str | None:
     clause = read_clause(match["effect"])
     if clause is None or clause.verb.lower() not in AUXILIARIES - {"has", "have", "had"}:
         return None
-    return _finish(f"Why {clause.verb.lower()} {lower_first(clause.subject)} {clause.rest}")
+    return finish_question(f"Why {clause.verb.lower()} {lower_first(clause.subject)} {clause.rest}")
 
 
 def comparison_question(sentence: str) -> str | None:
@@ -336,7 +335,7 @@ def comparison_question(sentence: str) -> str | None:
             or match["other"].split()[0].lower() in _PREPOSITIONS:  # "than in group I": no thing to compare with
         return None
     auxiliary = "does" if match["aux"] == "is" else "did" if match["aux"] == "was" else "do"
-    return _finish(f"How {auxiliary} {lower_first(match['term'].strip())} compare with "
+    return finish_question(f"How {auxiliary} {lower_first(match['term'].strip())} compare with "
                    f"{lower_first(match['other'].strip())}")
 
 
@@ -350,160 +349,10 @@ def definition_question(sentence: str) -> str | None:
     noun = parts_of_speech(first) == {"NOUN"} or (not parts_of_speech(first) and not first.endswith(("ed", "ly")))
     if not (_ARTICLE.match(match["rest"]) or (plural and noun)):
         return None
-    return _finish(f"What {'are' if plural else 'is'} {lower_first(match['term'].strip())}")
+    return finish_question(f"What {'are' if plural else 'is'} {lower_first(match['term'].strip())}")
 
 
-# -- naming the document --------------------------------------------------------------------------------
-def names_a_study(title: str) -> bool:
-    """Whether a title can name a document in a question: 2 to 30 words, at least two of them words of
-    three or more letters. Identifiers and file stems ("pubmed 23774337", "2301.12345") cannot."""
-    words = title.split()
-    return 2 <= len(words) <= 30 and sum(1 for w in words if re.fullmatch(r"[^\W\d_]{3,}\W*", w)) >= 2
-
-
-def study_anchor(title: str, facts: Sequence[Fact]) -> str | None:
-    """How questions name the study a structured abstract reports: by its title when the title names
-    one, else by the aim or question its text states ("the study that set out to assess whether …"),
-    else None (then no section question is asked: "the study" alone names nothing)."""
-    title = title.strip().rstrip(".?")
-    if names_a_study(title):
-        return f'the study "{title}"'
-    for fact in facts:
-        if match := _STUDY_QUESTION.search(fact.text):
-            asked = re.sub(r"^(?:Compared (?:to|with) [^,]+,\s*)", "", match["q"].rstrip(" ?."))
-            if 3 <= len(asked.split()) <= 20 and not _ANAPHORA.search(asked):
-                return f'the study that asked "{asked}"'
-    if aim := study_aim(facts):
-        aim = re.split(r",|;| in order to | by means of | so as to ", aim)[0].strip()
-        if 3 <= len(aim.split()) <= 30:
-            return f"the study that set out to {lower_first(aim)}"
-    return None
-
-
-_AIM_VERBS = r"(?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|estimate|test|" \
-    r"analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review|clarify|elucidate|see|know|find out|learn|" \
-    r"address|ask)"
-_AIM_WHETHER = re.compile(rf"^(?:{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+)?(?:whether|if)\s+"
-                          r"(?:or not\s+)?(?P<clause>.+)$", re.IGNORECASE)
-_AIM_NOUNS = ("effects?|impacts?|influences?|associations?|relationships?|relations?|roles?|values?|efficacy|"
-              "effectiveness|safety|feasibility|accuracy|reliability|validity|utility|usefulness|performance|"
-              "outcomes?|prevalence|incidence|frequency|rates?|risks?|risk factors|predictors|determinants|"
-              "causes|consequences|benefits?|costs?|correlations?|differences?|characteristics|patterns|"
-              "trends|prognosis|prognostic value|diagnostic value|predictive value|mechanisms?|results")
-_AIM_NOUN = re.compile(rf"^{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+(?:the\s+)?(?P<what>(?:(?:short|long)-term\s+|"
-                       rf"possible\s+|potential\s+|clinical\s+|overall\s+)?(?:{_AIM_NOUNS}))\s+"
-                       rf"(?P<prep>of|between|in|among|for|associated with)\s+(?P<rest>.+)$", re.IGNORECASE)
-_AIM_END = re.compile(r"(?:,|;|:| and to | and (?:whether|if) | as well as | in order to | so as to | "
-                      r"by (?:means|using|comparing|measuring|analy[sz]ing)\b)")
-
-
-_MODAL_WORD = re.compile(r"\b(?:can|could|will|would|should|may|might|must|cannot)\b", re.IGNORECASE)
-
-
-_STATED_AIM = re.compile(  # "This randomized study addressed whether …", "We evaluated the differences between …"
-    r"^(?:In (?:this|the present|the current) (?:study|analysis|trial|work|paper),\s+we\s+|(?:This|The present|"
-    r"The current|Our) (?:[\w-]+ ){0,3}(?:study|analysis|trial|work|paper|review|survey)\s+|We\s+)"
-    r"(?P<verb>[a-z]+(?:ed|es|s))\s+(?P<rest>.+)$")
-
-
-def _aim_text(fact: Fact) -> str | None:
-    """The aim a sentence states, with its verb in the base form, or None."""
-    if _STUDY_AIM.match(fact.text):
-        return re.sub(r"^.*?\bto\s+", "", fact.text, count=1, flags=re.IGNORECASE)
-    if fact.role == "objective" and re.match(rf"^{_AIM_VERBS}\s", fact.text, re.IGNORECASE):
-        return fact.text  # an objective section in the imperative: "Examine whether …"
-    match = _STATED_AIM.match(fact.text)
-    stated = match and (fact.role in ("objective", "background") or match["rest"].startswith(("whether", "if ")))
-    if stated and re.fullmatch(_AIM_VERBS, base := base_form(match["verb"]) or ""):
-        return f"{base} {match['rest']}"
-    return None
-
-
-def study_aim(facts: Sequence[Fact]) -> str | None:
-    """What the study set out to do, as its text words it ("determine whether X reduces Y"), or None."""
-    for fact in facts:
-        if fact.kind != "sentence" or not (aim := _aim_text(fact)):
-            continue
-        aim = aim.rstrip(" .")
-        aim = re.sub(r"^(\w+):\s*\(?(?:1|i|a)\)\s*", r"\1 ", aim)  # "determine: (1) the incidence …"
-        aim = re.split(r",? and (?:to|secondly|second) \w+", aim)[0].strip()  # the first of several aims
-        if (aim != fact.text.rstrip(" .") or fact.role == "objective") and not _ANAPHORA.search(aim):
-            return aim[:1].lower() + aim[1:]
-    return None
-
-
-def _finite_verb_after_do_support(question: str) -> bool:
-    """'Did a well develop collateral circulation predisposes to …?': a second finite verb after do-support
-    means the clause was misread (a participle taken for the verb)."""
-    if not question.startswith(("Do ", "Does ", "Did ")):
-        return False
-    later = [_core(w).lower() for w in question.split()[3:]]
-    return any(parts_of_speech(w) == {"VERB"} and verb_tense(w) == "third person" for w in later)
-
-
-def aim_questions(aim: str) -> list[str]:
-    """The study's own question, as a reader would ask it: 'determine whether X reduces Y' -> 'Does X reduce
-    Y?'; 'assess the impact of X on Y' -> 'What is the impact of X on Y?'. Empty when the aim cannot be
-    read as a question with confidence."""
-    found: list[str] = []
-    if match := _AIM_WHETHER.match(aim):
-        clause_text = _AIM_END.split(match["clause"])[0].strip()
-        clause_text = re.sub(r"\s+or not$", "", clause_text)
-        if there := re.match(r"^there (is|are|was|were) (.+)$", clause_text):
-            found.append(_finish(f"{there[1].capitalize()} there {there[2]}"))
-        elif (clause := read_clause(clause_text)) is not None and (yes_no := yes_no_question(clause)) \
-                and not _finite_verb_after_do_support(yes_no[0]):
-            found.append(yes_no[0])
-    elif match := _AIM_NOUN.match(aim):
-        rest = _AIM_END.split(match["rest"])[0].strip()
-        what = match["what"].lower()
-        plural = what.endswith("s") and not what.endswith(("ss", "sis", "us"))
-        if match["prep"].lower() == "between":  # "between A, B and C": the list is the question
-            rest = re.split(r";|:| and to | in order to ", match["rest"])[0].strip().rstrip(",")
-        if 2 <= len(rest.split()) <= 20 and (match["prep"].lower() != "between" or " and " in rest) \
-                and " that of " not in rest:
-            found.append(_finish(f"What {'are' if plural else 'is'} the {what} {match['prep'].lower()} {rest}"))
-    # do-support over a modal ("Did the sensitivity … could be increased?") is a misread clause
-    return [q for q in found if 5 <= len(q.split()) <= 30
-            and not (q.startswith(("Do ", "Does ", "Did ")) and _MODAL_WORD.search(q))]
-
-
-_STUDY_METHOD = re.compile(
-    r"^(?:We (?:retrospectively |prospectively )?(?:performed|conducted|analy[sz]ed|reviewed|studied|enrolled|"
-    r"recruited|surveyed|compared|measured|used|included|examined|evaluated|randomi[sz]ed)\b|(?:A|This) "
-    r"(?:retrospective|prospective|randomi[sz]ed|cross-sectional|cohort|case-control|population-based)\b)",
-    re.IGNORECASE)
-_STUDY_CONCLUSION = re.compile(
-    r"^(?:In conclusion|To conclude|Taken together|In summary)\b|^(?:These|Our|The|This) (?:results?|findings?|"
-    r"data|study|analysis|observations?) (?:suggests?|indicates?|shows?|demonstrates?|supports?|confirms?|imply|"
-    r"implies)\b|^We conclude\b", re.IGNORECASE)
-
-
-def inferred_role(fact: Fact) -> str:
-    """A sentence's section role: its label's, or for unlabelled abstracts what the sentence itself says
-    it is (an aim, a method, a conclusion)."""
-    if fact.role or fact.kind != "sentence":
-        return fact.role
-    if _STUDY_AIM.match(fact.text):
-        return "objective"
-    if _STUDY_METHOD.match(fact.text):
-        return "methods"
-    return "conclusion" if _STUDY_CONCLUSION.match(fact.text) else ""
-
-
-_SECTION_QUESTIONS = {
-    "background": "What is the background of {study}?",
-    "objective": "What was the objective of {study}?",
-    "methods": "How was {study} carried out?",
-    "setting": "Where was {study} carried out?",
-    "participants": "Who took part in {study}?",
-    "intervention": "Which interventions did {study} compare?",
-    "outcome": "What were the main outcome measures of {study}?",
-    "results": "What did {study} find?",
-    "conclusion": "What did {study} conclude?",
-}
-
-
+# -- sections ------------------------------------------------------------------------------------------
 def contiguous_facts(facts: Sequence[Fact], limit: int) -> list[Fact]:
     """The first facts that follow one another in the passage (so that their text is one span of it)."""
     run = list(facts[:1])
@@ -512,20 +361,6 @@ def contiguous_facts(facts: Sequence[Fact], limit: int) -> list[Fact]:
             break
         run.append(fact)
     return run
-
-
-def section_questions(facts: Sequence[Fact], study: str) -> list[tuple[Question, tuple[int, ...]]]:
-    """One question per section role of a structured abstract, answered by the section's first
-    sentences (at most three); with the indices of the facts the answer holds."""
-    found: list[tuple[Question, tuple[int, ...]]] = []
-    for role, template in _SECTION_QUESTIONS.items():
-        members = [f for f in facts if inferred_role(f) == role and f.kind == "sentence"]
-        if not members or (role == "objective" and "set out to" in study):  # the name gives the aim away
-            continue
-        members = contiguous_facts(members, 3)
-        answer = " ".join(f.text for f in members)
-        found.append((Question(template.format(study=study), answer, "section"), tuple(f.index for f in members)))
-    return found
 
 
 def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tuple[int, ...]] | None:
@@ -553,11 +388,11 @@ def list_question(fact: Fact) -> Question | None:
     if clause is None:
         return None
     if clause.verb.lower() in _BE and not clause.rest:
-        return Question(_finish(f"What {clause.verb.lower()} {lower_first(clause.subject)}"), answer, "list")
+        return Question(finish_question(f"What {clause.verb.lower()} {lower_first(clause.subject)}"), answer, "list")
     base, tense = base_form(clause.verb), verb_tense(clause.verb)
     if base and tense and clause.verb.lower() not in AUXILIARIES - {"has", "have", "had"} and clause.rest:
         auxiliary = {"past": "did", "third person": "does", "plain": "do"}[tense]
-        return Question(_finish(f"What {clause.rest} {auxiliary} {lower_first(clause.subject)} {base}"),
+        return Question(finish_question(f"What {clause.rest} {auxiliary} {lower_first(clause.subject)} {base}"),
                         answer, "list")
     return None
 
