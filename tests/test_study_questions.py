@@ -8,7 +8,7 @@ from tools.data.chunking import chunk_by_tokens
 from tools.data.facts import passage_facts
 from tools.data.qa_extractive import candidate_questions, document_context, findings_span
 from tools.data.question_gate import question_problem
-from tools.data.study import aim_questions, study_aim
+from tools.data.study import aim_questions, open_question, short_phrase, study_aim, study_anchor, study_questions
 from tools.sources.documents import Document
 
 AIMS = [  # (aim sentence of a real abstract, the question a reader would ask)
@@ -43,6 +43,85 @@ NO_QUESTION = [  # aims that do not read as one question: none rather than a bro
     ("To assess whether the diagnostic sensitivity of rCBF single-photon emission compute tomography (SPECT) "
     "could be increased."),
 ]
+
+
+ANCHORS = [  # (a real abstract's opening, how questions name its study): aims worded in the many ways papers word them
+    (("BACKGROUND: This study was undertaken to examine whether use of alcohol is related to the likelihood of "
+     "risky sexual behaviors."),
+     "the study that set out to examine whether use of alcohol is related to the likelihood of risky sexual behaviors"),
+    (("OBJECTIVE: Our purpose in this study was to show that pyloric mucosal redundancy is a constant finding in "
+     "infants with IHPS, to discuss its possible cause."),
+     "the study that set out to show that pyloric mucosal redundancy is a constant finding in infants with IHPS"),
+    ("BACKGROUND: This study aims at evaluating pancreas retransplantation outcome.",
+     "the study that set out to evaluate pancreas retransplantation outcome"),
+    (("OBJECTIVE: Therefore, we conducted this prospective study to compare the diagnostic ability of FDG-PET in "
+     "patients with cervical cancer."),
+     "the study that set out to compare the diagnostic ability of FDG-PET in patients with cervical cancer"),
+    ("AIMS: In this study, parotid function was assessed in patients with locally advanced head and neck cancers.",
+     "the study that set out to assess parotid function in patients with locally advanced head and neck cancers"),
+    (("OBJECTIVE: Here, we explored the reading skills in participants who have undergone left cerebral "
+     "hemispherectomy."),
+     ("the study that set out to explore the reading skills in participants who have undergone left cerebral "
+     "hemispherectomy")),
+    (("BACKGROUND: The purpose of this study is to determine whether trauma training affects the post-operative "
+     "difference in femoral version (DFV) following IMN."),  # "following" a preposition, "DFV" no pronoun
+     ("the study that set out to determine whether trauma training affects the post-operative difference in "
+     "femoral version (DFV) following IMN")),
+    (("OBJECTIVE: To determine the likelihood of MMR defects (MSH2, MSH6, MLH1) in women with synchronous "
+     "endometrial and ovarian cancer."),  # no cut inside the parentheses
+     ("the study that set out to determine the likelihood of MMR defects (MSH2, MSH6, MLH1) in women with "
+     "synchronous endometrial and ovarian cancer")),
+    (("BACKGROUND: Although body dysmorphic disorder is classified as a nonpsychotic disorder, controversy exists "
+     "as to whether BDD can present with psychotic features."),
+     "the study that asked whether BDD can present with psychotic features"),
+]
+
+NO_ANCHOR = [  # aims that lean on what the reader cannot see, and text that states no aim
+    "OBJECTIVE: To assess the prevalence of this Streptococcus in the pregnant women.",
+    "OBJECTIVE: The aim was to evaluate the effectiveness of our surgical strategy for acute aortic dissection.",
+    "BACKGROUND: Laparoscopic sleeve gastrectomy is currently being performed with increasing frequency worldwide.",
+]
+
+
+@pytest.mark.parametrize(("opening", "anchor"), ANCHORS)
+def test_the_study_is_named_by_the_aim_its_text_states(opening: str, anchor: str) -> None:
+    assert study_anchor("pubmed-123", passage_facts(opening)) == anchor
+
+
+@pytest.mark.parametrize("opening", NO_ANCHOR)
+def test_no_name_for_a_study_whose_aim_leans_on_context_or_is_not_stated(opening: str) -> None:
+    assert study_anchor("pubmed-123", passage_facts(opening)) is None
+
+
+def test_the_open_question_of_the_background_becomes_the_study_question() -> None:
+    facts = passage_facts("BACKGROUND: Vitamin D deficiency is common in CKD patients. However, whether the serum TB "
+                          "could be a biomarker of cardioembolic stroke is unclear.\n\nMETHODS: We enrolled 80 "
+                          "patients.")
+    assert open_question(facts) == "the serum TB could be a biomarker of cardioembolic stroke"
+    assert study_questions(facts) == ["Could the serum TB be a biomarker of cardioembolic stroke?"]
+
+
+@pytest.mark.parametrize("text", [
+    # a participle read as the verb, then the real verb after do-support
+    ("BACKGROUND: It is not clear whether the K/DOQI recommended doses of ergocalciferol are adequate for correction "
+    "of VDDI."),
+    # a second past verb after "and": two clauses, not one
+    ("OBJECTIVE: We examined whether CIMT differed significantly among individuals with distinct phenotype and "
+    "correlated significantly with traditional risk factors."),
+])
+def test_a_misread_clause_gives_no_study_question(text: str) -> None:
+    assert study_questions(passage_facts(text)) == []
+
+
+def test_a_long_aim_is_cut_where_a_phrase_ends() -> None:
+    aim = ("investigate the diagnostic value of a half dose compared with a full dose of gadobenate dimeglumine in the "
+           "assessment of synovitis or tenosynovitis in the wrist and finger joints in patients with early arthritis")
+    assert short_phrase(aim) == ("investigate the diagnostic value of a half dose compared with a full dose of "
+                                 "gadobenate dimeglumine")
+    assert short_phrase("evaluate the relationship between knee extensor strength, postural stability, and disease "
+                        "severity") == ("evaluate the relationship between knee extensor strength, postural "
+                                        "stability, and disease severity")
+    assert short_phrase("compare " + "very " * 30 + "long") is None  # no clean cut: no name
 
 
 @pytest.mark.parametrize(("sentence", "question"), AIMS)
