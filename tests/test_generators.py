@@ -21,10 +21,11 @@ from graphs.graph import build_graph
 from tools.data.chunking import chunk_by_tokens
 from tools.data.coverage import coverage_order
 from tools.data.generators import ExtractiveGenerator, LLMGenerator, LocalGenerator, parse_pairs
-from tools.data.quality import GateConfig, balance, gate_examples, judge_example
+from tools.data.quality import GateConfig, balance, gate_examples, judge_example, verbatim_span
 from tools.llm.embeddings import Embedder
 from tools.serving.server import create_app, serve_in_background
 from tools.sources.documents import Document
+from tools.text import without_statistics
 
 PUBMEDQA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pubmedqa" / "pqal_dev.json"
 
@@ -124,6 +125,31 @@ def test_a_verbatim_answer_needs_no_embedding_agreement_a_paraphrase_does():
     paraphrase = judge_example("How long after stopping did relapse come?", "Relapse came 6.38 months after "
                                "discontinuation on average, the mean interval.", "value", source, 0.30)
     assert not paraphrase.kept and paraphrase.reason == "answer not supported by its chunk"
+
+
+def test_an_answer_without_its_statistical_asides_is_still_a_span_of_its_passage():
+    source = ("Fourteen of 379 (3.7%) women in the intervention group and 17 of 340 (5.0%) in the control group had "
+              "an EPDS score of 10 or more (p=0.46). Treatment with IMRT (intensity-modulated radiotherapy) helped.")
+    plain = without_statistics(source)
+    assert plain == ("Fourteen of 379 women in the intervention group and 17 of 340 in the control group had an EPDS "
+                     "score of 10 or more. Treatment with IMRT (intensity-modulated radiotherapy) helped.")
+    assert verbatim_span(plain, source) and verbatim_span(plain.split(". ")[0], source)
+    assert not verbatim_span("Fourteen of 379 women had a score of 10 or more.", source)  # words left out: no span
+    kept = judge_example("What did the exercise trial find?", plain, "findings", source, 0.30)
+    assert kept.kept and kept.parts["verbatim"] == 1.0
+
+
+@pytest.mark.parametrize(("text", "plain"), [
+    ("Median survival was 21 weeks (range 6-26 weeks) with 25 Gy (95 % confidence interval, CI; p = 0.334).",
+     "Median survival was 21 weeks with 25 Gy."),
+    ("Weekend admission leads to a 3.47 point reduction in catheterization (p<.001 in all cases).",
+     "Weekend admission leads to a 3.47 point reduction in catheterization."),
+    ("The mean duration was 38.5 months (± 4.5), p = 0.03.", "The mean duration was 38.5 months."),
+    ("Risk was higher (OR 2.1, 95% CI 1.2-3.4) in smokers (n=120).", "Risk was higher in smokers."),
+    ("MMR defects (MSH2, MSH6, MLH1) and interleukin (IL)-2 stay.",) * 2,
+])
+def test_statistical_asides_go_names_in_parentheses_stay(text, plain):
+    assert without_statistics(text) == plain
 
 
 def test_balance_caps_an_over_represented_type():

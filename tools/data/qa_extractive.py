@@ -27,7 +27,7 @@ from tools.data.questions import (
     table_questions,
 )
 from tools.data.study import inferred_role, section_questions, study_anchor, study_questions
-from tools.text import words
+from tools.text import without_statistics, words
 
 RESTATING_FORMS = frozenset({"yes_no", "subject", "value", "how_many"})  # answers restate their question
 
@@ -115,7 +115,8 @@ def findings_span(facts: Sequence[Fact]) -> list[Fact]:
 def _findings_questions(chunk: Chunk, facts: Sequence[Fact],
                         context: DocumentContext | None) -> list[tuple[Question, tuple[int, ...]]]:
     """The study's own questions and "What were the main findings of <study>?", answered by its findings
-    (several phrasings of the one thing a reader most wants to know of a study)."""
+    (several phrasings of the one thing a reader most wants to know of a study), worded as a conclusion
+    words them: the span without its statistical asides (p-values, intervals, ranges in parentheses)."""
     if not context or context.findings_chunk != chunk.chunk_id:
         return []
     span = findings_span(facts)
@@ -124,7 +125,7 @@ def _findings_questions(chunk: Chunk, facts: Sequence[Fact],
     asked = list(context.aim_questions)
     if context.study:
         asked.append(f"What were the main findings of {context.study}?")
-    answer, fact_ids = " ".join(f.text for f in span), tuple(f.index for f in span)
+    answer, fact_ids = without_statistics(" ".join(f.text for f in span)), tuple(f.index for f in span)
     return [(Question(q, answer, "findings"), fact_ids) for q in asked]
 
 

@@ -23,7 +23,7 @@ from tools.data.dedup import find_duplicates
 from tools.data.examples import Example
 from tools.data.qa_extractive import RESTATING_FORMS
 from tools.data.question_gate import question_problem
-from tools.text import words
+from tools.text import without_statistics, words
 
 _STOPWORDS = frozenset([
     "a", "an", "the", "and", "or", "but", "of", "on", "in", "for", "to", "with", "about", "from",
@@ -150,10 +150,11 @@ def lexical_support(answer: str, source: str) -> float:
 
 
 def verbatim_span(answer: str, source: str) -> bool:
-    """Whether the answer is passage text word for word (behind "Yes."/"No." for yes/no answers): such an
-    answer is grounded by construction, whatever an embedding says of one sentence against a long chunk."""
-    body = re.sub(r"^(?:Yes|No)\.\s+", "", answer.strip())
-    return len(body.split()) >= 3 and " ".join(body.split()) in " ".join(source.split())
+    """Whether the answer is passage text word for word (behind "Yes."/"No." for yes/no answers), or passage
+    text with its statistical asides left out: such an answer is grounded by construction, whatever an
+    embedding says of one sentence against a long chunk."""
+    body = " ".join(re.sub(r"^(?:Yes|No)\.\s+", "", answer.strip()).split())
+    return len(body.split()) >= 3 and (body in " ".join(source.split()) or body in without_statistics(source))
 
 
 def question_overlap(question: str, answer: str) -> float:

@@ -72,6 +72,7 @@ _OPEN_QUESTION = re.compile(
     r"remains to be (?:determined|established|seen|elucidated|clarified)|(?:the )?question|no data|"
     r"little is known|(?:is|are|was|were) (?:not )?(?:yet )?(?:established|determined))\b"
     r"[^,;.]{0,40}?\b(?:whether|if)\s+(?P<clause>.+)$", re.IGNORECASE)
+_PRONOUN_SUBJECTS = {"some", "any", "many", "few", "others", "both", "either", "neither", "one", "it", "each", "all"}
 _OPEN_QUESTION_FIRST = re.compile(  # "Whether X is a biomarker of Y is unclear."
     r"^(?:However,\s+)?whether\s+(?P<clause>.+?)\s+(?:is|remains|was|has been)\s+(?:still\s+|as yet\s+)?"
     r"(?:unclear|unknown|uncertain|controversial|debated|not (?:clear|known|established)|an? (?:open|important)"
@@ -158,7 +159,8 @@ def open_question(facts: Sequence[Fact]) -> str | None:
             continue
         if match := _OPEN_QUESTION_FIRST.match(fact.text) or _OPEN_QUESTION.search(fact.text):
             clause = _AIM_END.split(match["clause"].rstrip(" .?"))[0].strip()
-            if 3 <= len(clause.split()) <= 25 and not _LEANS_OUTSIDE.search(clause):
+            pronoun_subject = clause.split()[0].lower() in _PRONOUN_SUBJECTS
+            if 3 <= len(clause.split()) <= 25 and not _LEANS_OUTSIDE.search(clause) and not pronoun_subject:
                 return clause
     return None
 
