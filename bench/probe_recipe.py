@@ -20,18 +20,30 @@ from pathlib import Path
 
 from bench_pubmedqa import PUBMEDQA, expert_records, mesh_groups
 
+from graphs.spec import Training
 from tools.data.dataset import read_jsonl
 from tools.evaluation.scoring import answer_nll, general_texts, perplexity
 from tools.models.loading import load_for_inference
+from tools.text import without_statistics
 from tools.training.backends import train_lora
 from tools.training.lora import TrainingConfig
 
-JOB_DEFAULTS = {"epochs": 2, "learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 32, "batch_size": 8, "max_seq_len": 320,
+_SPEC = Training()  # a job's own defaults
+JOB_DEFAULTS = {"epochs": _SPEC.epochs, "learning_rate": _SPEC.learning_rate, "lora_r": _SPEC.lora_r,
+                "lora_alpha": _SPEC.lora_alpha, "batch_size": _SPEC.batch_size, "max_seq_len": _SPEC.max_seq_len,
                 "checkpoint_every": 10, "validations_per_epoch": 2}
 
 
 def form_of(row: dict) -> str:
     return (row.get("metadata") or {}).get("type", "")
+
+
+def _plain_findings(row: dict) -> dict:
+    if form_of(row) != "findings":
+        return row
+    messages = [dict(m) for m in row["messages"]]
+    messages[-1]["content"] = without_statistics(messages[-1]["content"])
+    return {**row, "messages": messages}
 
 
 def choose_rows(train: list[dict], documents: list[dict], args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
@@ -47,6 +59,11 @@ def choose_rows(train: list[dict], documents: list[dict], args: argparse.Namespa
             seen[form_of(row)] += 1
             kept.append(row)
         train = kept
+    if args.plain_findings:  # the findings answers as the generator now words them
+        train = [_plain_findings(row) for row in train]
+    if args.repeat_forms:
+        times = {k: int(v) for k, v in (item.split(":") for item in args.repeat_forms.split(","))}
+        train = [row for row in train for _ in range(times.get(form_of(row), 1))]
     unique = list({row["text"]: row for row in documents}.values())
     if args.document_share is not None:
         wanted = round(args.document_share * len(train) / (1 - args.document_share))
@@ -61,6 +78,8 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--keep-forms", help="only these QA forms, comma-separated")
     parser.add_argument("--max-share", help="form:share caps of QA forms, comma-separated")
+    parser.add_argument("--repeat-forms", help="form:times repeats of QA forms, comma-separated")
+    parser.add_argument("--plain-findings", action="store_true", help="findings answers without statistical asides")
     parser.add_argument("--document-share", type=float, help="document rows repeated or trimmed to this share")
     parser.add_argument("--set", action="append", default=[], help="training hyperparameter key=value")
     args = parser.parse_args()
