@@ -136,7 +136,9 @@ def lower_first(text: str) -> str:
 _PREPOSITIONS = {"from", "in", "at", "on", "of", "for", "with", "without", "by", "during", "after", "before",
                  "between", "among", "to", "into", "through", "over", "under", "since", "until", "when", "if",
                  "while", "although", "because", "as", "than", "whether", "and", "or", "but", "out", "up",
-                 "about", "against", "within", "upon", "per", "via"}
+                 "about", "against", "within", "upon", "per", "via", "along", "across", "around", "behind",
+                 "beyond", "near", "throughout", "toward", "towards", "onto", "inside", "outside", "beneath",
+                 "below", "above", "despite", "unlike", "like"}
 # a second clause after the first ("…, and larger codes perform worse"): inverting one clause breaks the other
 _COORDINATED = re.compile(r";|, (?:and|but|while|whereas|so|yet) |\b(?:and|but|while|whereas)\s+(?:\S+\s+){0,5}?"
                           r"(?:is|are|was|were|has|have|had)\b")
@@ -323,7 +325,10 @@ def cause_question(sentence: str) -> str | None:
     match = _CAUSE.match(sentence.rstrip("."))
     if not match:
         return None
-    clause = read_clause(match["effect"])
+    # "Dephasing is caused, for example, by …": the hedge belongs to the cause, not to the question
+    effect = re.sub(r",?\s*(?:for example|for instance|e\.g\.|in part|partly|mainly|mostly|largely|primarily)"
+                    r"\s*,?\s*$", "", match["effect"])
+    clause = read_clause(effect)
     if clause is None or clause.verb.lower() not in AUXILIARIES - {"has", "have", "had"}:
         return None
     return finish_question(f"Why {clause.verb.lower()} {lower_first(clause.subject)} {clause.rest}")
@@ -363,6 +368,27 @@ def contiguous_facts(facts: Sequence[Fact], limit: int) -> list[Fact]:
     return run
 
 
+def heading_phrase(heading: str) -> str:
+    """A heading as a noun phrase inside a sentence: title case undone for common words ("Experimental
+    Demonstrations of X" -> "experimental demonstrations of X"), and "the" before a common noun that an
+    of-phrase names ("Construction of the Shor code" -> "the construction of the Shor code")."""
+    words = heading.split()
+    title_case = len(words) >= 2 and all(w[:1].isupper() for w in words if len(w) > 3)
+    if title_case:
+        words = [w if i == 0 or sum(c.isupper() for c in w) > 1 or not _common_word(w) else w.lower()
+                 for i, w in enumerate(words)]
+    phrase = lower_first(" ".join(words))
+    first = _core(phrase.split()[0])
+    if first.islower() and " of " in f" {phrase} " and _common_word(first) and first not in _DETERMINER_START:
+        phrase = f"the {phrase}"
+    return phrase
+
+
+def _common_word(word: str) -> bool:
+    tags = parts_of_speech(_core(word).lower())
+    return bool(tags & {"NOUN", "ADJ", "VERB"}) and "PROPN" not in tags
+
+
 def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tuple[int, ...]] | None:
     """'What is magic state distillation?' for a section whose heading names a thing; answered by the
     section's first two sentences."""
@@ -372,10 +398,12 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
         return None
     if not _nounish(words) or heading.endswith("?") or re.search(r"\d+(?:\.\d+)+", heading):
         return None
-    plural = _core(words[-1]).lower().endswith("s") and not _core(words[-1]).lower().endswith("ss")
+    lowered = [w.lower() for w in words]
+    head = _core(words[lowered.index("of") - 1] if "of" in lowered[1:] else words[-1]).lower()  # "Uses of X"
+    plural = head.endswith("s") and not head.endswith(("ss", "us", "sis"))
     sentences = contiguous_facts(sentences, 2)
     answer = " ".join(f.text for f in sentences)
-    return (Question(f"What {'are' if plural else 'is'} {lower_first(heading.strip(' :'))}?", answer, "heading"),
+    return (Question(f"What {'are' if plural else 'is'} {heading_phrase(heading.strip(' :'))}?", answer, "heading"),
             tuple(f.index for f in sentences))
 
 
