@@ -107,6 +107,24 @@ def test_a_hedged_cause_is_asked_without_the_hedge(sentence, question):
     assert asked == [question]
 
 
+@pytest.mark.parametrize(("sentence", "questions"), [
+    ("A distance-d rotated surface code uses d² data qubits.",
+     {"Does a distance-d rotated surface code use d² data qubits?",
+      "What does a distance-d rotated surface code use?"}),
+    ("The infected cells released the virus.", {"Did the infected cells release the virus?"}),
+    ("For this reason, the layout is often dominated by magic state factories.",  # the connective goes
+     {"Is the layout often dominated by magic state factories?"}),
+])
+def test_a_participle_before_a_noun_is_not_the_verb(sentence, questions):
+    asked = {q.question for q in sentence_questions(sentence)}
+    assert questions <= asked and not any("rotate " in q or "infect " in q or "this reason" in q for q in asked)
+
+
+def test_a_comparison_inside_the_subject_gives_no_question():
+    sentence = "Baking sourdough takes longer than baking an ordinary yeasted loaf, but it needs only flour."
+    assert [q.question for q in sentence_questions(sentence)] == []
+
+
 def test_a_fronted_phrase_is_never_taken_for_a_defined_term():
     sentence = "Along the X-type boundaries the edge stabilizers are the weight-three operators."
     assert not [q for q in sentence_questions(sentence) if q.form == "definition"]

@@ -48,7 +48,8 @@ def mentions_missing_context(text: str) -> bool:
 _INTRO = re.compile(
     r"^(?:(?:However|Furthermore|Moreover|In addition|Additionally|Finally|Thus|Therefore|Hence|Similarly|"
     r"Consequently|Importantly|Notably|Interestingly|Overall|In contrast|By contrast|In particular|"
-    r"Conversely|Nevertheless|Nonetheless|Likewise|Also|First|Second|Third|Lastly|Accordingly),\s+)",
+    r"Conversely|Nevertheless|Nonetheless|Likewise|Also|First|Second|Third|Lastly|Accordingly|For this reason|"
+    r"In this case|In practice|In general|As a result|In short|In other words|For example|For instance),\s+)",
     re.IGNORECASE)
 _FRONTED = re.compile(r"^(?P<phrase>(?:In|At|During|After|Before|Among|Within|Across|Compared (?:to|with)|"
                       r"For|Of|Over|Under|Between|Following|Despite|Unlike|Like|With|Without|On|By|Using|"
@@ -172,6 +173,8 @@ def _verb_candidate(tokens: Sequence[str], index: int) -> bool:
         return False
     if word in AUXILIARIES:
         return True
+    if _core(tokens[index - 1]).lower() in _DETERMINER_START and word.endswith(("ed", "en")):
+        return False  # "The trained model …": a participle after a determiner describes the noun
     tags = parts_of_speech(word)
     following = _core(tokens[index + 1]).lower() if index + 1 < len(tokens) else ""
     if "VERB" not in tags or verb_tense(word) not in {"past", "third person"}:
@@ -205,13 +208,20 @@ def read_clause(sentence: str) -> Clause | None:
              and _core(tokens[i]).lower() in AUXILIARIES and after in _PREPOSITIONS]
     if later and _core(tokens[index]).lower() not in AUXILIARIES:
         index = later[0]
+    # "A distance-d rotated surface code uses …": a participle before a noun, then the finite verb
+    finite = [i for i in range(index + 2, min(index + 6, len(tokens))) if "," not in " ".join(tokens[index:i])
+              and (_core(tokens[i]).lower() in AUXILIARIES or verb_tense(_core(tokens[i]).lower()) == "third person")
+              and "VERB" in parts_of_speech(_core(tokens[i]).lower()) | ({"AUX"} if _core(tokens[i]).lower()
+                                                                          in AUXILIARIES else set())]
+    if finite and _core(tokens[index]).lower().endswith("ed") and "NOUN" in parts_of_speech(after):
+        index = finite[0]
     subject = tokens[:index]
     cores = [_core(t).lower() for t in subject]
     if any(parts_of_speech(a) == {"ADV"} and "VERB" in parts_of_speech(b) for a, b in itertools.pairwise(cores)):
         return None  # "sonography also increased …": an adverb before a verb inside the "subject" is a predicate
     if parts_of_speech(_core(subject[-1]).lower()) == {"ADV"} or tokens[index].endswith(","):
         return None  # "experiments soon followed, showing …": an adverb or an intransitive verb read as a clause
-    relative = any(w.lower() in {"that", "which", "who", "whom"} for w in subject)
+    relative = any(w.lower() in {"that", "which", "who", "whom", "than"} for w in subject)  # a clause inside
     if not _nounish(subject) or cores[-1] in _PREPOSITIONS or len(subject) > 12 or relative:
         return None
     return Clause(fronted, " ".join(subject), _core(tokens[index]), " ".join(tokens[index + 1:]))
@@ -394,7 +404,8 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
     section's first two sentences."""
     words = heading.split()
     sentences = [f for f in facts if f.kind == "sentence"]
-    if not sentences or not 1 <= len(words) <= 6 or heading.lower().strip(" :") in _GENERIC_HEADINGS:
+    if not sentences or not 1 <= len(words) <= 6 or heading.lower().strip(" :") in _GENERIC_HEADINGS \
+            or _core(words[-1]).lower() in _GENERIC_HEADINGS:  # "Historical background" names no thing
         return None
     if not _nounish(words) or heading.endswith("?") or re.search(r"\d+(?:\.\d+)+", heading):
         return None
