@@ -157,8 +157,10 @@ def more_document_rows(spec: JobSpec) -> Remedy | None:
     return Remedy("generator", "generation",
                   {"document_share": round(min(MAX_DOCUMENT_SHARE, gen.document_share + 0.15), 3),
                    "max_document_repeats": min(10, gen.max_document_repeats + 1),
+                   "document_question_repeats": min(5, gen.document_question_repeats + 1),
                    "max_per_fact": min(MAX_PER_FACT, gen.max_per_fact + 1)},
-                  "underfit on the documents' answers at the epoch cap: more document rows and question forms")
+                  "underfit on the documents' answers at the epoch cap: more document rows, more passes of the "
+                  "questions about whole documents, more question forms")
 
 
 def shorter_training(cfg: Training) -> Remedy:

@@ -101,6 +101,15 @@ def cap_form(examples: list[Example], form: str, max_share: float) -> tuple[list
     return [e for i, e in enumerate(examples) if e.type != form or i in keep], len(members) - cap
 
 
+DOCUMENT_FORMS = frozenset({"findings", "section", "heading"})  # questions about a whole document or section
+
+
+def repeat_document_questions(train: list[Example], times: int) -> list[Example]:
+    """The training split with each question about a whole document or section `times` times (in place):
+    such a question, a study's findings above all, is what a reader most asks of the document."""
+    return [e for e in train for _ in range(times if e.type in DOCUMENT_FORMS else 1)]
+
+
 def training_documents(chunks: list[tuple[Chunk, str]], splits: dict[str, list[Example]], qa_train: int,
                        spec: JobSpec) -> tuple[list[DocumentRow], int]:
     """The document rows of the training set (repeated toward the configured share) and how many distinct
@@ -179,6 +188,8 @@ def _write(state: JobState, runtime: Runtime[JobContext], spec: JobSpec, kept: l
            chunks: list[tuple[Chunk, str]], rewrites: list[DocumentRow], summary: dict[str, Any]) -> dict[str, Any]:
     """Split by document, add the document rows, write every format and the card; the summary the state keeps."""
     splits = split_by_document(kept, seed=spec.generation.seed)
+    questions = len(splits["train"])
+    splits["train"] = repeat_document_questions(splits["train"], spec.generation.document_question_repeats)
     documents, passages = training_documents(chunks, splits, len(splits["train"]), spec)
     held_out = {e.doc_id for name in ("val", "test") for e in splits[name]}
     documents += [r for r in rewrites if spec.generation.documents_from == "all" or r.doc_id not in held_out]
@@ -196,6 +207,7 @@ def _write(state: JobState, runtime: Runtime[JobContext], spec: JobSpec, kept: l
         "document_rows": len(documents),
         "document_passages": passages,
         "train_rows": counts["train"] + len(documents),
+        "repeated_questions": counts["train"] - questions,  # the questions about whole documents, again
         "rewrite_rows": sum(r.kind == "rewrite" for r in documents),
         "mix": {"qa": counts["train"], "document": len(documents),
                 "document_share": round(len(documents) / max(1, counts["train"] + len(documents)), 3)},
