@@ -29,7 +29,7 @@ from tools.evaluation.metrics import (
     strip_template_tokens,
     token_f1,
 )
-from tools.models.loading import inference_dtype, load_for_inference, load_model
+from tools.models.loading import load_for_inference
 from tools.package_data import GENERAL_SETS_DIR
 from tools.training.lora import encode_chat
 
@@ -354,7 +354,7 @@ def compare_with_base(base_model_path: str, adapter_dir: str | None, records: Se
         tuned, tuned_answers, tuned_general = score_model(model, tokenizer, records, general_texts, plan,
                                                           general_questions, progress and progress("tuned"))
         del model
-        model = load_model(base_model_path, inference_dtype(precision)).eval()
+        model = load_for_inference(base_model_path, None, None, precision)[0]  # same dtype or int8
     else:
         model, tokenizer = load_for_inference(base_model_path, None, threads, precision)
     base, base_answers, base_general = score_model(model, tokenizer, records, general_texts, plan,

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+INFERENCE_PRECISIONS = ("auto", "bf16", "fp32", "int8")
+
 
 def inference_dtype(precision: str = "auto"):
-    """The weights' dtype for inference. "auto" is bf16 on a CUDA GPU with bf16 and fp32 on a CPU, even one
-    with native bf16: generation multiplies one token's vector by each weight matrix, and torch's CPU bf16
-    kernel for that shape is no faster than fp32 at one thread and 25-50x slower at two (measured on a
-    2-core avx512_bf16 EPYC with torch 2.13: 1536x576 weight, 1 row: fp32 1.2 ms, bf16 33-62 ms under load;
-    at 64 rows bf16 wins 1.6x, which training and prompt processing see, decoding does not). "bf16" asks
-    for bf16 weights anyway."""
+    """The floating-point dtype weights are loaded in for inference. "auto" is bf16 on a CUDA GPU with bf16
+    and fp32 on a CPU, even one with native bf16: generation multiplies one token's vector by each weight
+    matrix, and torch's CPU bf16 kernel for that shape gains little at one thread and is 10-50x slower at two
+    when the other core is busy (measured on a 2-core avx512_bf16 EPYC with torch 2.13, SmolLM2-135M shapes:
+    1536x576 weight, 1 row: fp32 0.09 ms, bf16 0.10 ms at 1 thread, 1.6 ms at 2; at 64 rows bf16 wins 1.6x,
+    which training and prompt processing see, decoding does not). "bf16" asks for bf16 weights anyway;
+    "int8" loads fp32 weights, which `load_for_inference` then quantizes (see `quantize_int8`)."""
     import torch
 
     from tools.hardware import detect_hardware
 
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {precision!r}")
     if precision == "auto":
         hardware = detect_hardware()
         return torch.bfloat16 if hardware.bf16 and hardware.device == "cuda" else torch.float32
@@ -30,21 +33,45 @@ def load_for_inference(base_model_path: str, adapter_dir: str | None = None, thr
     """(model, tokenizer) in eval mode; with an adapter, a PeftModel whose adapter can be disabled, or with
     `merge` a plain model whose weights have the adapter merged in (one version served alone: no LoRA
     layers to run per token). Merging happens in fp32 before the cast to `precision`'s dtype, so the
-    merged weights are rounded once."""
+    merged weights are rounded once. "int8" (CPU only) quantizes the linear layers of the plain or merged
+    model; an unmerged adapter cannot sit on int8 layers, so it is refused."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
+    if precision == "int8" and adapter_dir and not merge:
+        raise ValueError("int8 weights need the adapter merged (merge=True): peft cannot put LoRA layers "
+                         "on quantized ones")
     has_tokenizer = adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").exists()
     tokenizer = load_tokenizer(adapter_dir if has_tokenizer else base_model_path)
     dtype = inference_dtype(precision)
     if adapter_dir and merge:
         model = _with_adapter(load_model(base_model_path, torch.float32), adapter_dir).merge_and_unload()
-        return model.to(dtype).eval(), tokenizer
-    model = load_model(base_model_path, dtype)
-    if adapter_dir:
-        model = _with_adapter(model, adapter_dir)
-    return model.eval(), tokenizer
+        model = model.to(dtype)
+    else:
+        model = load_model(base_model_path, dtype)
+        if adapter_dir:
+            model = _with_adapter(model, adapter_dir)
+    return (quantize_int8(model) if precision == "int8" else model).eval(), tokenizer
+
+
+def quantize_int8(model):
+    """The model with every linear layer (the output head too) replaced by `Int8Linear`, its other weights
+    and its activations in bf16 (CPU only). Decoding one token reads every weight once, so fewer bytes per
+    weight is what makes it faster; see `Int8Linear` for the figures and for why not torch's dynamic
+    quantization."""
+    import torch
+
+    from tools.models.int8 import Int8Linear
+
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("int8 weights are a CPU path here (torch's int8 weight-only kernel); use bf16 on a GPU")
+    model = model.float()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(parent, name, Int8Linear.from_linear(child))
+    return model.to(torch.bfloat16)
 
 
 def load_tokenizer(path: str):
