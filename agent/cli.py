@@ -331,6 +331,9 @@ def _add_registry_commands(commands: Any) -> None:
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 and /admin "
                        "(visible in ps: prefer --api-key-file or $FTAGENT_SERVING_API_KEY)")
     serve.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
+    serve.add_argument("--int8", action="store_true",
+                       help="CPU: run the one served adapter merged into int8 weight-only layers (about 1.4x the "
+                            "tokens per second of fp32; answers close to fp32's, not equal)")
 
 
 def _process_count(value: str) -> int | str:
@@ -756,7 +759,7 @@ def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--batch-window-ms cannot be negative ({args.batch_window_ms})")
     key = args.api_key or (Path(args.api_key_file).expanduser().read_text().strip() if args.api_key_file else None)
     return {"ab_splits": splits, "reload_interval_s": args.reload_interval, "max_batch_size": args.max_batch,
-            "batch_window_ms": args.batch_window_ms, "api_key": key}
+            "batch_window_ms": args.batch_window_ms, "api_key": key, **({"precision": "int8"} if args.int8 else {})}
 
 
 if __name__ == "__main__":

@@ -530,13 +530,15 @@ class JobService:
         """The OpenAI-compatible app over the named versions (default: production and staging), following
         the registry while it serves. A/B splits: the config's `serving_ab_splits`, each overridden by
         an explicit split of the same name. `api_key`: explicit, else the `serving_api_key` setting.
-        Options: reload_interval_s, max_batch_size, batch_window_ms."""
+        Options: reload_interval_s, max_batch_size, batch_window_ms, precision (default: the setting;
+        "int8" as well, see tools.serving.server)."""
         from tools.serving.from_registry import app_for_registry
 
         splits = {**self.settings.serving_ab_splits, **(ab_splits or {})}
+        options.setdefault("precision", self.settings.precision)
         return app_for_registry(self.registry, self.settings.home, names, ab_splits=splits,
                                 threads=self.settings.threads, api_key=api_key or self.settings.serving_api_key,
-                                precision=self.settings.precision, **options)
+                                **options)
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, names: tuple[str, ...] = (),
               app: Any = None) -> None:

@@ -4,18 +4,23 @@ The real server (`tools.serving.server`, uvicorn on 127.0.0.1, a free port) serv
 LoRA adapter (random weights, r=8, all linear layers: the same compute as a tuned adapter); the
 official `openai` client sends a fixed number of greedy chat requests from 1 and then 4 concurrent
 clients, with micro-batching off (`max_batch_size=1`: one generate call at a time, 4 clients queue)
-and on (concurrent greedy requests decode as one left-padded batch). One line for the same generation
-called directly (no HTTP: the floor; the adapter merged, fp32 on a CPU), the same questions through
-plain transformers `generate` on a PeftModel of the same adapter (fp32, unmerged: what a user would write),
-and a comparison line between those two; one per (batching, concurrency) level (requests/s, generated
-tokens/s, latencies, and how many generate calls of each batch size ran), one with batching on where
-the 4 clients alternate between the adapter and the base model (peft's mixed-adapter rows), one for
-streaming time to first token. Each line carries the 1-minute load average, because on a shared
-machine it explains most of the spread. The model is the embedded SmolLM2-135M when
-`resolve_base_model("smollm2-135m", home)` works (the first run converts the GGUF into the home,
-~45 s), else the tiny random test model; the `model` field says which.
+and on (concurrent greedy requests decode as one left-padded batch). Without HTTP, the same questions go,
+taking turns question by question (so a drift in load hits all alike), to our fast path (the adapter merged
+into a copy of the weights, in the server's `--precision`, and in int8), and to plain transformers
+`generate` on a PeftModel of the same adapter (fp32, unmerged: what a user would write): one line each with
+tokens per wall second and per CPU second (the steadier figure on a shared machine), and one comparison
+line per engine of ours (`{"event":"comparison","vs":"transformers-generate","tokens_per_s_ratio":R}`).
+Then one line per (batching, concurrency) level (requests/s, generated tokens/s, latencies, and how many
+generate calls of each batch size ran), one with batching on where the 4 clients alternate between the
+adapter and the base model (peft's mixed-adapter rows), one for streaming time to first token. Each
+line carries the 1-minute load average, because on a shared machine it explains most of the spread.
+The model is the embedded SmolLM2-135M when `resolve_base_model("smollm2-135m", home)` works (the
+first run converts the GGUF into the home, ~45 s), else the tiny random test model; the `model` field
+says which.
 
-Run: `.venv/bin/python bench/bench_serving.py [--home DIR] [--requests 8] [--max-tokens 48]`.
+Run: `.venv/bin/python bench/bench_serving.py [--home DIR] [--requests 8] [--max-tokens 48] [--threads 1]
+[--precision auto|fp32|bf16|int8]`; on a shared machine pin it (`taskset -c 1 ... --threads 1`): the lines
+say which CPUs it was allowed (`pinned_cpus`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,41 +111,56 @@ def time_to_first_token(client: Any, model: str, max_tokens: int, repeats: int =
             "stream_median_s": round(statistics.median(total), 3)}
 
 
-def _greedy_rate(model: Any, tokenizer: Any, max_tokens: int, repeats: int) -> dict[str, Any]:
-    """Single-stream greedy generation of `repeats` questions, one at a time, after one warm-up call."""
-    import torch
+def _prompt_ids(tokenizer: Any, index: int) -> Any:
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}],
+                                           tokenize=False, add_generation_prompt=True)
+    return tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
 
-    def prompt_ids(index: int) -> Any:
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}],
-                                               tokenize=False, add_generation_prompt=True)
-        return tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
 
-    def generate(ids: Any, new_tokens: int) -> int:
+@dataclass
+class DirectEngine:
+    """One way to generate without HTTP, and what it has generated so far (wall and CPU seconds)."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    tokens: int = 0
+    requests: int = 0
+
+    def generate(self, index: int, new_tokens: int, count: bool = True) -> None:
+        import torch
+
+        ids = _prompt_ids(self.tokenizer, index)
+        started, cpu_started = time.perf_counter(), time.process_time()
         with torch.inference_mode():
-            output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                    max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id)
-        return output.shape[1] - ids.shape[1]
+            output = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                         max_new_tokens=new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+        if count:
+            self.seconds += time.perf_counter() - started
+            self.cpu_seconds += time.process_time() - cpu_started
+            self.tokens += output.shape[1] - ids.shape[1]
+            self.requests += 1
 
-    generate(prompt_ids(0), 4)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    tokens = sum(generate(prompt_ids(index), max_tokens) for index in range(repeats))
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    return {"requests": repeats, "seconds": round(seconds, 2), "generated_tokens": tokens,
-            "generated_tokens_per_s": round(tokens / seconds, 1), "tokens_per_cpu_s": round(tokens / cpu, 1),
-            "load_average_1m": round(os.getloadavg()[0], 2)}
+    def line(self) -> dict[str, Any]:
+        return {"direct": True, "engine": self.name, "requests": self.requests, "seconds": round(self.seconds, 2),
+                "generated_tokens": self.tokens, "generated_tokens_per_s": round(self.tokens / self.seconds, 1),
+                "tokens_per_cpu_s": round(self.tokens / self.cpu_seconds, 1),
+                "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
-def direct_generation(base: Path, adapter: Path, max_tokens: int, repeats: int = 3) -> dict[str, Any]:
+def ours(base: Path, adapter: Path, precision: str) -> DirectEngine:
     """Our fast path without HTTP, lock or streaming (the floor the server adds to): the adapter merged
-    into a copy of the weights, in the dtype `inference_dtype("auto")` picks (what the server runs for one version)."""
+    into a copy of the weights, in `precision` ("auto" is what the server runs for one version)."""
     from tools.models.loading import inference_dtype, load_for_inference
 
-    model, tokenizer = load_for_inference(str(base), str(adapter), precision="auto", merge=True)
-    return {"direct": True, "engine": "ftagent (merged, " + str(inference_dtype("auto")).split(".")[-1] + ")",
-            **_greedy_rate(model, tokenizer, max_tokens, repeats)}
+    model, tokenizer = load_for_inference(str(base), str(adapter), precision=precision, merge=True)
+    weights = "int8 weights, bf16 activations" if precision == "int8" else str(inference_dtype(precision))[6:]
+    return DirectEngine(f"ftagent (merged, {precision}: {weights})", model, tokenizer)
 
 
-def transformers_generate(base: Path, adapter: Path, max_tokens: int, repeats: int = 3) -> dict[str, Any]:
+def transformers_generate(base: Path, adapter: Path) -> DirectEngine:
     """The plain way: transformers `generate` on a PeftModel of the same adapter (fp32, unmerged)."""
     import torch
     from peft import PeftModel
@@ -148,8 +169,28 @@ def transformers_generate(base: Path, adapter: Path, max_tokens: int, repeats: i
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32),
                                       str(adapter)).eval()
-    return {"direct": True, "engine": "transformers-generate (PeftModel, fp32)",
-            **_greedy_rate(model, tokenizer, max_tokens, repeats)}
+    return DirectEngine("transformers-generate (PeftModel, fp32)", model, tokenizer)
+
+
+def side_by_side(engines: list[DirectEngine], max_tokens: int, repeats: int) -> None:
+    """Each engine answers the same questions, taking turns question by question (a drift in the machine's
+    load then hits every engine alike), after one warm-up call each."""
+    for engine in engines:
+        engine.generate(0, 4, count=False)
+    for index in range(repeats):
+        for engine in engines:
+            engine.generate(index, max_tokens)
+
+
+def comparison(engine: DirectEngine, baseline: DirectEngine, http_single: dict[str, Any] | None) -> dict[str, Any]:
+    line = {"event": "comparison", "vs": "transformers-generate", "engine": engine.name,
+            "tokens_per_s_ratio": round(engine.tokens / engine.seconds / (baseline.tokens / baseline.seconds), 2),
+            "tokens_per_cpu_s_ratio": round(engine.tokens / engine.cpu_seconds
+                                            / (baseline.tokens / baseline.cpu_seconds), 2)}
+    if http_single:
+        line["http_1_client_tokens_per_s_ratio"] = round(
+            http_single["generated_tokens_per_s"] / (baseline.tokens / baseline.seconds), 2)
+    return {**line, "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
 def llama_cpp_line() -> dict[str, Any]:
@@ -168,9 +209,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--max-batch", type=int, default=8, help="max_batch_size of the batching run")
+    parser.add_argument("--direct-requests", type=int, default=4, help="questions per engine without HTTP")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
+                        help="the server's precision (the direct lines add int8 either way)")
     args = parser.parse_args()
     import torch
-    from openai import OpenAI
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -180,41 +223,49 @@ def main() -> None:
         adapter = _tiny_model_module().random_adapter(base, Path(scratch) / "adapter", rank=8, alpha=16)
         common = {"bench": "serving", "model": label, "served": "bench-adapter (LoRA r=8 on the base)",
                   "max_tokens": args.max_tokens, "torch_threads": torch.get_num_threads(),
-                  "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
-        print(json.dumps(machine_report()), flush=True)
-        ours = direct_generation(base, adapter, args.max_tokens)
-        print(json.dumps({**common, **ours}), flush=True)
-        plain = transformers_generate(base, adapter, args.max_tokens)
-        print(json.dumps({**common, **plain}), flush=True)
+                  "cpu_count": os.cpu_count(), "pinned_cpus": sorted(os.sched_getaffinity(0)),
+                  "load_average_1m": round(os.getloadavg()[0], 2)}
+        print(json.dumps({**machine_report(), "pinned_cpus": sorted(os.sched_getaffinity(0))}), flush=True)
+        precisions = dict.fromkeys([args.precision, "int8"])
+        engines = [*(ours(base, adapter, precision) for precision in precisions), transformers_generate(base, adapter)]
+        side_by_side(engines, args.max_tokens, args.direct_requests)
+        for engine in engines:
+            print(json.dumps({**common, **engine.line()}), flush=True)
+        *our_engines, plain = engines
+        del engines
         print(json.dumps({**common, **llama_cpp_line()}), flush=True)
-        http_single: dict[str, Any] = {}
-        for max_batch in (1, args.max_batch):
-            app = create_app(str(base), {"bench-adapter": str(adapter)}, base_name="base",
-                             max_batch_size=max_batch)
-            with serve_in_background(app) as url:
-                client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=300)
-                _one_request(client, "bench-adapter", 0, 4)  # warm-up
-                levels = [(1, ("bench-adapter",)), (4, ("bench-adapter",))]
-                if max_batch > 1:
-                    levels.append((4, ("bench-adapter", "base")))
-                for concurrency, models in levels:
-                    before = _batch_sizes(app)
-                    level = run_level(client, models, concurrency, args.requests, args.max_tokens)
-                    common["load_average_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared
-                    print(json.dumps({**common, "max_batch_size": max_batch, **level,
-                                      "generate_calls_by_batch_size": _batch_sizes(app) - before}), flush=True)
-                    if max_batch == 1 and concurrency == 1:
-                        http_single = level
-                if max_batch > 1:
-                    print(json.dumps({**common, **time_to_first_token(client, "bench-adapter", args.max_tokens)}),
-                          flush=True)
-        baseline = plain["generated_tokens_per_s"]
-        print(json.dumps({"event": "comparison", "vs": "transformers-generate",
-                          "tokens_per_s_ratio": round(ours["generated_tokens_per_s"] / baseline, 2),
-                          "tokens_per_cpu_s_ratio": round(ours["tokens_per_cpu_s"] / plain["tokens_per_cpu_s"], 2),
-                          "http_1_client_tokens_per_s_ratio": round(http_single["generated_tokens_per_s"] / baseline, 2)
-                          if http_single else None,
-                          "load_average_1m": round(os.getloadavg()[0], 2)}), flush=True)
+        http_single = serve_levels(base, adapter, common, args)
+        for engine in our_engines:
+            print(json.dumps(comparison(engine, plain, http_single if engine is our_engines[0] else None)),
+                  flush=True)
+
+
+def serve_levels(base: Path, adapter: Path, common: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The HTTP levels (batching off, then on); returns the 1-client level without batching."""
+    from openai import OpenAI
+
+    http_single: dict[str, Any] = {}
+    for max_batch in (1, args.max_batch):
+        app = create_app(str(base), {"bench-adapter": str(adapter)}, base_name="base",
+                         max_batch_size=max_batch, precision=args.precision)
+        with serve_in_background(app) as url:
+            client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=300)
+            _one_request(client, "bench-adapter", 0, 4)  # warm-up
+            levels = [(1, ("bench-adapter",)), (4, ("bench-adapter",))]
+            if max_batch > 1:
+                levels.append((4, ("bench-adapter", "base")))
+            for concurrency, models in levels:
+                before = _batch_sizes(app)
+                level = run_level(client, models, concurrency, args.requests, args.max_tokens)
+                common["load_average_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared
+                print(json.dumps({**common, "precision": args.precision, "max_batch_size": max_batch, **level,
+                                  "generate_calls_by_batch_size": _batch_sizes(app) - before}), flush=True)
+                if max_batch == 1 and concurrency == 1:
+                    http_single = level
+            if max_batch > 1:
+                print(json.dumps({**common, **time_to_first_token(client, "bench-adapter", args.max_tokens)}),
+                      flush=True)
+    return http_single
 
 
 def _batch_sizes(app: Any) -> Counter:

@@ -164,3 +164,22 @@ def test_serve_ab_split_with_an_unknown_version_lists_the_served_ones(home: Path
     code, out = _run(capsys, "serve", "--ab", f"{FAMILY}={first.name},{FAMILY}-v9")
     assert code == EXIT_NOT_FOUND
     assert f"{FAMILY}-v9 is not served" in out and f"served versions: tiny, {first.name}, {second.name}" in out
+
+
+@pytest.mark.parametrize(("argv", "precision"), [([], "auto"), (["--int8"], "int8")])
+def test_serve_int8_asks_the_server_for_int8_weights(home: Path, capsys, monkeypatch, argv: list[str],
+                                                     precision: str) -> None:
+    from tools.serving import from_registry
+    from tools.serving.server import ServingError
+
+    asked: dict = {}
+
+    def capture(*args, **options):
+        asked.update(options)
+        raise ServingError(404, "stopped by the test", "model_not_found")
+
+    monkeypatch.setenv("FTAGENT_PRECISION", "auto")
+    monkeypatch.setattr(from_registry, "app_for_registry", capture)
+    code, out = _run(capsys, "serve", *argv)
+    assert code == EXIT_NOT_FOUND and "stopped by the test" in out
+    assert asked["precision"] == precision
