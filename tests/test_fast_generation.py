@@ -162,3 +162,18 @@ def test_an_int8_server_merges_its_adapter_into_int8_and_keeps_the_shared_model_
     assert next(server.model.parameters()).dtype == torch.float32  # base requests: the fp32 model
     tuned, base = _answers(server, "ft-v1"), _answers(server, "tiny-base")
     assert all(tuned) and tuned != base
+
+
+def test_the_evaluator_scores_int8_weights_close_to_fp32(tiny_model_dir: Path, adapter: str) -> None:
+    """compare_with_base in int8: base and tuned both int8 (the head's loss through the model's own
+    logits, since an int8 head has no weight to chunk), answer NLL within 5% of fp32's."""
+    from tools.evaluation.scoring import compare_with_base
+
+    records = [{"messages": [*r["messages"][:-1], {"role": "assistant", "content": "A stabilizer code."}]}
+               for r in _records()[:3]]
+    scores = {p: compare_with_base(str(tiny_model_dir), adapter, records, [], max_new_tokens=6, generate_limit=2,
+                                   precision=p) for p in ("fp32", "int8")}
+    for model in ("tuned", "base"):
+        exact, int8 = getattr(scores["fp32"], model), getattr(scores["int8"], model)
+        assert int8.answer_nll != exact.answer_nll and int8.answer_nll == pytest.approx(exact.answer_nll, rel=0.05)
+        assert int8.generated == 2

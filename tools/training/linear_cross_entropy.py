@@ -39,10 +39,11 @@ def supervised_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Te
     """Summed next-token cross-entropy (fp32) of a causal LM over the positions whose label is not -100,
     the head applied only to those positions, a chunk at a time. `model` is a transformers causal LM or a
     peft model around one (its LoRA layers run). None when the model's head must not be bypassed (a bias,
-    a LoRA on the head, logit soft-capping): the caller then takes the model's own loss."""
+    a LoRA on the head, int8 weights, logit soft-capping): the caller then takes the model's own loss."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
-    plain_head = head is not None and getattr(head, "bias", None) is None and not hasattr(head, "base_layer")
+    plain_head = (isinstance(getattr(head, "weight", None), torch.Tensor) and getattr(head, "bias", None) is None
+                  and not hasattr(head, "base_layer"))  # no weight: a quantized head (tools.models.int8)
     if decoder is None or not plain_head or getattr(causal_lm.config, "final_logit_softcapping", None):
         return None
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
