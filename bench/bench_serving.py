@@ -6,7 +6,7 @@ official `openai` client sends a fixed number of greedy chat requests from 1 and
 clients, with micro-batching off (`max_batch_size=1`: one generate call at a time, 4 clients queue)
 and on (concurrent greedy requests decode as one left-padded batch). Without HTTP, the same questions go,
 taking turns question by question (so a drift in load hits all alike), to our fast path (the adapter merged
-into a copy of the weights, in the server's `--precision`, and in int8), and to plain transformers
+into a copy of the weights, in the server's `--precision`, in bf16 and in int8), and to plain transformers
 `generate` on a PeftModel of the same adapter (fp32, unmerged: what a user would write): one line each with
 tokens per wall second and per CPU second (the steadier figure on a shared machine), and one comparison
 line per engine of ours (`{"event":"comparison","vs":"transformers-generate","tokens_per_s_ratio":R}`).
@@ -226,7 +226,7 @@ def main() -> None:
                   "cpu_count": os.cpu_count(), "pinned_cpus": sorted(os.sched_getaffinity(0)),
                   "load_average_1m": round(os.getloadavg()[0], 2)}
         print(json.dumps({**machine_report(), "pinned_cpus": sorted(os.sched_getaffinity(0))}), flush=True)
-        precisions = dict.fromkeys([args.precision, "int8"])
+        precisions = dict.fromkeys([args.precision, "bf16", "int8"])
         engines = [*(ours(base, adapter, precision) for precision in precisions), transformers_generate(base, adapter)]
         side_by_side(engines, args.max_tokens, args.direct_requests)
         for engine in engines:
