@@ -332,7 +332,7 @@ def _add_registry_commands(commands: Any) -> None:
                        "(visible in ps: prefer --api-key-file or $FTAGENT_SERVING_API_KEY)")
     serve.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
     serve.add_argument("--int8", action="store_true",
-                       help="CPU: run the one served adapter merged into int8 weight-only layers (about 1.4x the "
+                       help="CPU: run the one served adapter merged into int8 weight-only layers (1.4-1.6x the "
                             "tokens per second of fp32; answers close to fp32's, not equal)")
 
 

@@ -34,7 +34,7 @@ Policies, decided here so every front door behaves the same:
   exactly one adapter is served, its requests run on a second copy of the weights with that adapter
   merged in (``merge_single_adapter``): no LoRA layers per token. Base requests, rows of a batch that
   mix versions, and every request while several adapters share the base take peft's unmerged path.
-  ``precision="int8"`` (CPU) makes that merged copy int8 weight-only (``tools.models.int8``: about 1.4x
+  ``precision="int8"`` (CPU) makes that merged copy int8 weight-only (``tools.models.int8``: 1.4-1.6x
   the tokens per CPU second, answers close to fp32's but not equal); the shared model stays fp32.
 - **System prompt.** A served name may carry the system prompt its adapter was trained with; it
   is prepended only when the request has no system message of its own.
