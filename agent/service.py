@@ -416,15 +416,16 @@ class JobService:
         except OSError as error:
             return f"# {name}\n\n(no model card: {path} cannot be read: {error.strerror or error})\n"
 
-    def ask(self, name: str, question: str, max_new_tokens: int = 128) -> str:
-        """An answer from a registered model (its adapter merged into a copy of its base's weights)."""
+    def ask(self, name: str, question: str, max_new_tokens: int = 128, precision: str | None = None) -> str:
+        """An answer from a registered model (its adapter merged into a copy of its base's weights), in
+        `precision` (default: the setting; "int8" as well, see tools.models.loading)."""
         from tools.evaluation.scoring import generate_answers
         from tools.llm.prompt_files import render_prompt
         from tools.models.loading import load_for_inference
 
         version = self.registry.get(name)
         model, tokenizer = load_for_inference(version.base_model_path, version.adapter_path, self.settings.threads,
-                                              precision=self.settings.precision, merge=True)
+                                              precision=precision or self.settings.precision, merge=True)
         messages = [{"role": "system", "content": render_prompt("system_subject_expert", subject=version.subject)},
                     {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
         return generate_answers(model, tokenizer, [{"messages": messages}], max_new_tokens)[0]

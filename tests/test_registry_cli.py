@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,30 @@ def test_serve_int8_asks_the_server_for_int8_weights(home: Path, capsys, monkeyp
     code, out = _run(capsys, "serve", *argv)
     assert code == EXIT_NOT_FOUND and "stopped by the test" in out
     assert asked["precision"] == precision
+
+
+def test_ask_int8_answers_with_the_int8_merged_model(home: Path, capsys, monkeypatch, tiny_model_dir: Path,
+                                                    tmp_path: Path) -> None:
+    """`ftagent ask MODEL Q --int8` loads the version merged into int8 layers and prints its answer; without
+    the flag the setting's precision is used."""
+    from tiny_model import random_adapter
+
+    from tools.models import loading
+
+    version = _register(home, FAMILY, 1, "production")  # its base is <home>/base, its adapter a stand-in
+    (home / "base").symlink_to(tiny_model_dir, target_is_directory=True)
+    shutil.copytree(random_adapter(tiny_model_dir, tmp_path / "adapter", seed=5), version.adapter_path,
+                    dirs_exist_ok=True)
+    precisions: list[str] = []
+
+    def spy(*args, **options):
+        precisions.append(options["precision"])
+        return real(*args, **options)
+
+    real = loading.load_for_inference
+    monkeypatch.setenv("FTAGENT_PRECISION", "fp32")
+    monkeypatch.setattr(loading, "load_for_inference", spy)
+    for argv in (["--int8"], []):
+        code, out = _run(capsys, "ask", version.name, "What is a stabilizer code?", "--max-new-tokens", "6", *argv)
+        assert code == 0 and out
+    assert precisions == ["int8", "fp32"]
