@@ -120,6 +120,24 @@ def test_a_participle_before_a_noun_is_not_the_verb(sentence, questions):
     assert questions <= asked and not any("rotate " in q or "infect " in q or "this reason" in q for q in asked)
 
 
+def test_questions_read_in_a_pubmed_training_set_are_asked_right():
+    asked = {q.question for q in sentence_questions("The patients involved were schizophrenic or bipolar, mostly "
+                                                      "young men.")}
+    assert "What did the patients involve?" not in asked
+    assert "Were the patients involved schizophrenic or bipolar, mostly young men?" in asked
+    # a fronted phrase that leans on the passage ("Of these") gives no question at all
+    assert sentence_questions("Of these, 4744 (85.3%) completed a second questionnaire 15 months later.") == []
+    # "since 2008" is a time, not a cause
+    since = sentence_questions("A sustained increase was observed in the trend since 2008 in males.")
+    assert not [q for q in since if q.form == "cause"]
+    # the statistics stay in the answer, not in the question
+    sentence = ("Before adjustment, HCMV seropositivity was significantly associated with hypertension in women "
+                "(OR=1.63, 95% CI=1.25-2.13, P=0.001) but not in men.")
+    stats = sentence_questions(sentence)
+    assert stats and all("CI" not in q.question and "P=" not in q.question and q.answer.endswith(
+        sentence) for q in stats)
+
+
 def test_a_comparison_inside_the_subject_gives_no_question():
     sentence = "Baking sourdough takes longer than baking an ordinary yeasted loaf, but it needs only flour."
     assert [q.question for q in sentence_questions(sentence)] == []

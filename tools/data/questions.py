@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from tools.data.facts import Fact
+from tools.text import without_statistics
 
 AUXILIARIES = {"is", "are", "was", "were", "has", "have", "had", "can", "cannot", "could", "may", "might",
                "will", "would", "should", "must", "does", "do", "did"}
@@ -67,7 +68,10 @@ _COUNTED = re.compile(rf"^(?:(?:A total of|In total,|Overall,)\s+)?(?P<number>\d
                       r"(?P<verb>were|was|are|is|had|have|received|underwent|completed|participated|met|"
                       r"took part|developed|died|reported|showed|required|agreed|responded)\b(?P<rest>.*)$",
                       re.IGNORECASE)
-_CAUSE = re.compile(r"^(?P<effect>.{12,}?),? (?:because|since|as a result of|due to) (?P<cause>.{8,})$")
+# "since 2008", "since then": time, not a cause
+_CAUSE = re.compile(r"^(?P<effect>.{12,}?),? (?:because|since(?! (?:\d|then|the (?:start|beginning|end))|"
+                    r"(?:January|February|March|April|May|June|July|August|September|October|November|"
+                    r"December)\b)|as a result of|due to) (?P<cause>.{8,})$")
 _THAN = re.compile(r"^(?P<term>.{3,80}?)\s+(?P<aux>is|are|was|were)\s+(?:\w+ly\s+)?(?:more|less|higher|lower|"
                    r"better|worse|greater|smaller|faster|slower|larger|shorter|longer|stronger|weaker)\b"
                    r"[\w\- ]{0,30}?\s+than\s+(?P<other>[^,;]{3,60}?)(?:[,;].*)?$")
@@ -195,6 +199,8 @@ def read_clause(sentence: str) -> Clause | None:
     fronted = ""
     if match := _FRONTED.match(body):
         fronted, body = match["phrase"], match["rest"]
+        if _ANAPHORA.search(fronted):  # "Of these, 4744 completed …": the question would lean on the passage
+            return None
     tokens = body.split()
     if len(tokens) < 3:
         return None
@@ -202,6 +208,9 @@ def read_clause(sentence: str) -> Clause | None:
     if not candidates:
         return None
     index = candidates[0]
+    if _core(tokens[index]).lower() not in AUXILIARIES and index + 1 < len(tokens) \
+            and _core(tokens[index + 1]).lower() in _BE:
+        index += 1  # "The patients involved were …": the participle describes the subject
     # "Patients treated with X had …": a participle modifies the subject when a finite verb follows soon
     after = _core(tokens[index + 1]).lower() if index + 1 < len(tokens) else ""
     later = [i for i in candidates[1:] if i - index <= 8 and "," not in " ".join(tokens[index:i])
@@ -450,7 +459,12 @@ def table_questions(fact: Fact, table_name: str) -> list[Question]:
 # -- one sentence, every form -----------------------------------------------------------------------------
 def sentence_questions(sentence: str) -> list[Question]:
     """Every question form the sentence allows, each answered by the sentence (behind "Yes."/"No." for
-    yes/no questions)."""
+    yes/no questions). The questions leave out the sentence's statistical asides ("(OR=1.63, 95% CI …)"):
+    a reader asks about the finding, not its confidence interval."""
+    return [Question(without_statistics(q.question), q.answer, q.form) for q in _sentence_questions(sentence)]
+
+
+def _sentence_questions(sentence: str) -> list[Question]:
     found: list[Question] = []
     if question := definition_question(sentence):
         found.append(Question(question, sentence, "definition"))

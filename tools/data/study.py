@@ -184,7 +184,8 @@ _PHRASE_START = {"in", "among", "during", "with", "by", "for", "at", "from", "us
 def short_phrase(text: str, limit: int = 20) -> str | None:
     """A long aim or question cut where a phrase ends, to name the study in a question: at its first clause
     boundary (a comma, "in order to" …) that leaves 4 or more words, then, past `limit` words, before the
-    last preposition or relative word that leaves 6 or more. None when no cut leaves a clean phrase."""
+    last preposition or relative word that leaves 6 or more (never inside a that/whether clause, which
+    would be left unfinished). None when no cut leaves a clean phrase."""
     for boundary in _ANCHOR_CUT.finditer(text):
         head = text[:boundary.start()]
         open_list = " between " in f" {head} " and " and " not in head.split(" between ", 1)[-1]
@@ -193,7 +194,8 @@ def short_phrase(text: str, limit: int = 20) -> str | None:
             break
     tokens = text.split()
     if len(tokens) > limit:
-        cuts = [i for i in range(6, limit + 1) if tokens[i].lower() in _PHRASE_START
+        clause_at = next((i for i, t in enumerate(tokens) if t.lower() in {"that", "whether", "if"}), len(tokens))
+        cuts = [i for i in range(6, min(limit, clause_at) + 1) if tokens[i].lower() in _PHRASE_START
                 and not tokens[i - 1].lower().endswith(("ed", "ing", "en"))  # not after a participle
                 and _balanced(" ".join(tokens[:i]))]
         if not cuts:
