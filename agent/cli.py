@@ -26,6 +26,7 @@ from agent.service import JobBusy, JobFailed, JobService
 from graphs.context import resolve_settings
 from graphs.job_file import ResolvedJob, resolve_job, spec_yaml
 from graphs.spec import RequestError, understood_line
+from graphs.state import JobState
 from tools.models.catalogue import BaseModelError
 from tools.package_data import DEMO_CORPUS
 from tools.refusals import RefusedToLoad
@@ -107,26 +108,25 @@ class ProgressPrinter:
         self._close_bar()
 
 
-def summary_table(state: dict[str, Any]) -> Table:
+def summary_table(state: JobState) -> Table:
     table = Table(title=f"job {state.get('job_id')}", show_header=False)
-    curation, dataset = state.get("curation") or {}, state.get("dataset") or {}
-    training, evaluation = state.get("training") or {}, state.get("evaluation") or {}
-    dropped = len(curation.get("documents_dropped", [])) + len(state.get("skipped", []))
-    table.add_row("documents", f"{curation.get('documents_kept', 0)} kept, {dropped} dropped or skipped")
+    curation, dataset = state.get("curation"), state.get("dataset")
+    training, evaluation = state.get("training"), state.get("evaluation")
+    dropped = (len(curation.documents_dropped) if curation else 0) + len(state.get("skipped", []))
+    table.add_row("documents", f"{curation.documents_kept if curation else 0} kept, {dropped} dropped or skipped")
     if dataset:
-        table.add_row("examples", ", ".join(f"{k} {v}" for k, v in dataset["counts"].items()))
+        table.add_row("examples", ", ".join(f"{k} {v}" for k, v in dataset.counts.items()))
     if training:
-        table.add_row("loss", f"train {training['train_loss']:.3f}, val {training.get('val_loss') or float('nan'):.3f}")
+        table.add_row("loss", f"train {training.train_loss:.3f}, val {training.val_loss or float('nan'):.3f}")
     if evaluation:
-        base, tuned = evaluation["base"], evaluation["tuned"]
+        base, tuned = evaluation.base, evaluation.tuned
         for key in ("answer_nll", "token_f1", "rouge_l", "general_perplexity"):
             if base.get(key) is not None:
                 table.add_row(key, f"base {base[key]:.3f} → tuned {tuned[key]:.3f}")
-        gates = (f"{'PASS' if g['passed'] else 'FAIL'} {g['name']}" for g in evaluation["gates"])
-        table.add_row("gates", "; ".join(gates))
+        table.add_row("gates", "; ".join(f"{'PASS' if g.passed else 'FAIL'} {g.name}" for g in evaluation.gates))
     if model := state.get("model"):
-        table.add_row("model", f"{model['name']} ({model['status']})")
-        table.add_row("adapter", model["adapter_path"])
+        table.add_row("model", f"{model.name} ({model.status})")
+        table.add_row("adapter", model.adapter_path)
     table.add_row("outcome", state.get("outcome", ""))
     return table
 

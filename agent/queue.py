@@ -21,9 +21,10 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from agent.service import CancelWatch, JobCancelled, JobFailed, JobService
+from graphs.state import JobState
 from tools.events import EventListener
 from tools.stores.job_store import TERMINAL_STATUSES
 
@@ -41,7 +42,7 @@ class JobResult:
     job_id: str
     status: str  # succeeded, failed, cancelled
     outcome: str | None
-    state: dict[str, Any] | None = None
+    state: JobState | None = None  # the typed results (graphs/state.py)
 
 
 def run_job(service: JobService, job_id: str, listeners: tuple[EventListener, ...] = (),

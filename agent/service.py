@@ -29,6 +29,7 @@ from typing import Any, Self
 from agent import access
 from graphs.context import JobContext, Settings
 from graphs.spec import RequestError, build_spec, understood_line
+from graphs.state import DatasetSummary, JobState
 from tools.events import EventListener, EventLog
 from tools.intake.request_intake import read_with_chat_model
 from tools.llm.chat_model import chat_model_from
@@ -193,7 +194,7 @@ class JobService:
         except BaseModelError as error:
             raise RequestError(str(error), {"subject": spec.subject, "model": spec.base_model}) from error
 
-    def run(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> dict[str, Any]:
+    def run(self, job_id: str, listeners: tuple[EventListener, ...] = ()) -> JobState:
         """Run (or continue) a job to its end in this process and return its final state: claims it (JobBusy
         if another live process has it), waits for the home's training lock, and stops at the next event
         once cancelled (the state is then {"job_id", "status": "cancelled", "outcome"}). A job's own
@@ -208,7 +209,7 @@ class JobService:
         except JobCancelled:
             return self._mark_cancelled(job_id)
 
-    def _invoke(self, record: JobRecord, listeners: tuple[EventListener, ...]) -> dict[str, Any]:
+    def _invoke(self, record: JobRecord, listeners: tuple[EventListener, ...]) -> JobState:
         job_id = record.job_id
         inputs = {"job_id": job_id, "request": record.request, "options": record.options}
         self.jobs.update(job_id, error=None)
@@ -229,7 +230,7 @@ class JobService:
             if isinstance(error, KeyboardInterrupt):
                 raise
             raise JobFailed(job_id, error) from error
-        model = (state.get("model") or {}).get("name")
+        model = state["model"].name if state.get("model") else None
         self.jobs.update(job_id, status=state.get("status", "failed"), outcome=state.get("outcome"),
                          model_name=model, pid=None)
         return state
@@ -269,13 +270,13 @@ class JobService:
         finally:
             handle.close()  # closing releases the lock
 
-    def _mark_cancelled(self, job_id: str) -> dict[str, Any]:
+    def _mark_cancelled(self, job_id: str) -> JobState:
         EventLog(self.settings.job_paths(job_id).events).emit("service", "cancelled", CANCELLED_OUTCOME)
         self.jobs.update(job_id, status="cancelled", outcome=CANCELLED_OUTCOME, error=None, pid=None)
         return {"job_id": job_id, "status": "cancelled", "outcome": CANCELLED_OUTCOME}
 
     def resume(self, job_id: str, listeners: tuple[EventListener, ...] = (),
-               keep_cancel: bool = False) -> dict[str, Any]:
+               keep_cancel: bool = False) -> JobState:
         """Continue a job from its last checkpoint. An explicit resume clears an earlier cancel request;
         the worker's recovery of interrupted jobs keeps it (`keep_cancel`), closing them instead."""
         record = self.jobs.get(job_id)
@@ -289,7 +290,8 @@ class JobService:
             "service", "phase", f"resuming job {job_id} (was {record.status})")
         return self.run(job_id, listeners)
 
-    def state(self, job_id: str) -> dict[str, Any]:
+    def state(self, job_id: str) -> JobState:
+        """The job's graph state at its last checkpoint (typed results, graphs/state.py)."""
         self.jobs.get(job_id)
         with self._graph() as graph:
             return dict(graph.get_state({"configurable": {"thread_id": job_id}}).values)
@@ -321,15 +323,14 @@ class JobService:
     def job_dataset(self, job_id: str, per_split: int = 6) -> dict[str, Any] | None:
         """The job's dataset once the generator wrote it (None before): its summary (counts, types,
         difficulty, what was dropped), the dataset card (Markdown) and up to `per_split` examples per split."""
-        dataset = self.state(job_id).get("dataset") or {}
-        if not dataset.get("paths"):
+        dataset = self.state(job_id).get("dataset")
+        if not dataset or not dataset.paths:
             return None
-        card = Path(dataset.get("card") or "")
-        summary = {key: dataset.get(key) for key in ("generator", "counts", "documents_per_split", "types",
-                                                      "difficulty", "dropped_examples", "yield", "hash")}
-        return {"summary": summary, "card": card.read_text() if card.is_file() else None,
+        card = Path(dataset.card)
+        card_text = card.read_text() if dataset.card and card.is_file() else None
+        return {"summary": _dataset_view(dataset), "card": card_text,
                 "examples": {split: _example_rows(Path(path), per_split)
-                             for split, path in dataset["paths"].items()}}
+                             for split, path in dataset.paths.items()}}
 
     def job_evaluation(self, job_id: str) -> dict[str, Any] | None:
         """The job's latest evaluation report (tuned vs base, gates, per-example answers); None before one."""
@@ -340,11 +341,10 @@ class JobService:
     def job_rounds(self, job_id: str) -> dict[str, Any]:
         """Every evaluated round (training config, metrics, gates) and every critic decision so far."""
         state = self.state(job_id)
-        rounds = [{key: value for key, value in record.items() if key != "config"}
-                  | {"config": _training_settings(record.get("config") or {})}
+        rounds = [record.model_dump(exclude={"config"}) | {"config": _training_settings(record.config)}
                   for record in state.get("rounds", [])]
-        return {"rounds": rounds, "remedies": state.get("remedies", []),
-                "max_rounds": (state.get("spec") or {}).get("max_rounds")}
+        return {"rounds": rounds, "remedies": [remedy.model_dump() for remedy in state.get("remedies", [])],
+                "max_rounds": state["spec"].max_rounds if state.get("spec") else None}
 
     # -- cancel, events, feedback ----------------------------------------------------------------
     def cancel(self, job_id: str, user: str | None = None, admin: bool = False) -> JobRecord:
@@ -635,6 +635,15 @@ class JobService:
 
 TRAINING_SETTINGS = ("epochs", "max_steps", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "batch_size",
                      "max_seq_len", "precision", "backend", "nproc", "distributed")
+
+
+def _dataset_view(dataset: DatasetSummary) -> dict[str, Any]:
+    """What the console shows of a dataset; the generator's figures are None for the user's own dataset."""
+    shown = dataset.model_dump(by_alias=True)
+    always = ("counts", "types", "hash")
+    return {key: shown[key] if dataset.generator is not None or key in always else None
+            for key in ("generator", "counts", "documents_per_split", "types", "difficulty", "dropped_examples",
+                        "yield", "hash")}
 
 
 def _training_settings(config: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The job graph's checkpointer: LangGraph's SQLite saver with a serializer that rebuilds nothing from the
-database but plain data and the few types a job's state really holds.
+database but plain data and the types a job's state really holds (its typed results).
 
 LangGraph's default msgpack decoding imports and calls whatever (module, name) a stored blob names, so a
 crafted row in ftagent.sqlite would run `os.system` on the next resume or status call. Here every blob is
@@ -19,11 +19,13 @@ import ormsgpack
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from graphs.state import CHECKPOINT_TYPES
 from tools.refusals import RefusedToLoad
 
-# A real job's checkpoints hold plain data only (measured: no extension type in any row); these are the
+# A job's checkpoints hold plain data and the state's own typed results (graphs/state.CHECKPOINT_TYPES:
+# pydantic models and the registered ModelVersion, rebuilt through their validation); besides those, the
 # harmless value types LangGraph itself encodes as extensions, and the ones its runtime writes (Send, ...).
-ALLOWED_TYPES: frozenset[tuple[str, str]] = frozenset({
+ALLOWED_TYPES: frozenset[tuple[str, str]] = CHECKPOINT_TYPES | frozenset({
     ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"), ("datetime", "timedelta"),
     ("datetime", "timezone"), ("uuid", "UUID"), ("decimal", "Decimal"),
     ("builtins", "set"), ("builtins", "frozenset"), ("collections", "deque"),

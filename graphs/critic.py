@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -89,15 +90,16 @@ def widen_curation(spec: JobSpec, train_examples: int) -> Remedy:
                f"{spec.gates.min_train_examples}; widening curation")
 
 
-def remedy_for_gates(spec: JobSpec, failed: list[dict[str, Any]], training: dict[str, Any]) -> Remedy:
-    """General regression first (forgetting is worse than a small gain), then underfit/overfit."""
-    names = {g["name"] for g in failed}
+def remedy_for_gates(spec: JobSpec, failed: Collection[str], val_history: Sequence[float]) -> Remedy:
+    """General regression first (forgetting is worse than a small gain), then underfit/overfit. `failed`:
+    the names of the failed gates; `val_history`: the round's validation losses by evaluation."""
+    names = set(failed)
     cfg = spec.training
     if "general_perplexity" in names:
         return gentler_training(cfg)
     if names & GROUNDING_GATES and "answer_nll" not in names and can_regenerate(spec):
         return stricter_generation(spec)
-    if is_overfit(training):
+    if is_overfit(val_history):
         return shorter_training(cfg)
     if cfg.epochs < MAX_EPOCHS:
         return longer_training(cfg)
@@ -110,9 +112,8 @@ def can_regenerate(spec: JobSpec) -> bool:
     return not spec.dataset and spec.generation.min_quality < MAX_MIN_QUALITY
 
 
-def is_overfit(training: dict[str, Any]) -> bool:
+def is_overfit(val_history: Sequence[float]) -> bool:
     """Validation loss rising at the end of training."""
-    val_history = training.get("val_history") or []
     return len(val_history) >= 2 and val_history[-1] > min(val_history) + 1e-3
 
 
@@ -189,8 +190,7 @@ def faster_training(cfg: Training) -> Remedy:
 
 # -- the menu a chat model may choose from --------------------------------------------------------
 
-def remedy_menu(spec: JobSpec, failed: list[dict[str, Any]], training: dict[str, Any],
-                train_examples: int) -> dict[str, Remedy]:
+def remedy_menu(spec: JobSpec, train_examples: int) -> dict[str, Remedy]:
     """Every remedy the policy allows for this situation, by id, each within the policy's bounds.
     Too little data: the data remedies; failed gates: the training remedies that still change something."""
     if train_examples < spec.gates.min_train_examples:
@@ -214,11 +214,11 @@ def describe_menu(menu: dict[str, Remedy]) -> str:
                      for key, r in menu.items())
 
 
-def describe_situation(metrics: dict[str, Any], training: dict[str, Any]) -> str:
+def describe_situation(metrics: dict[str, Any], val_history: Sequence[float]) -> str:
     """Numbers and gate names only (no text from documents or model outputs) for the prompt."""
     lines = [f"{key}: {value}" for key, value in metrics.items() if not isinstance(value, dict)]
     lines += [f"{side} model: {_numbers(metrics.get(side))}" for side in ("base", "tuned") if metrics.get(side)]
-    lines += [f"validation loss by evaluation: {[round(v, 4) for v in training.get('val_history') or []]}"]
+    lines += [f"validation loss by evaluation: {[round(v, 4) for v in val_history]}"]
     return "\n".join(lines)
 
 

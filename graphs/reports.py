@@ -8,7 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from graphs.state import JobState
+from graphs.state import (
+    DatasetSummary,
+    GateCheck,
+    JobState,
+    RemedyRecord,
+    ResearchResult,
+    RoundRecord,
+    TrainingSummary,
+)
+from tools.stores.model_registry import ModelVersion
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -127,14 +136,18 @@ ROUND_METRICS = (("answer_nll", "answer NLL"), ("rouge_l", "ROUGE-L"), ("general
                  ("general_qa_f1", "general QA F1"))
 
 
+def gate_line(gate: GateCheck, indent: str = "") -> str:
+    return f"{indent}- {'PASS' if gate.passed else 'FAIL'} `{gate.name}`: {gate.detail}"
+
+
 def rounds_section(state: JobState) -> list[str]:
     """Every round in order: how it was trained, its metrics and gates; after it, each critic decision
     with why (the failed gates), what changed (spec values before → after) and the gates before → after
     in the next round. Decisions taken before any round (too little data) come first."""
-    rounds = {record["round"]: record for record in state.get("rounds", [])}
-    remedies: dict[int, list[dict[str, Any]]] = {}
+    rounds = {record.round: record for record in state.get("rounds", [])}
+    remedies: dict[int, list[RemedyRecord]] = {}
     for remedy in state.get("remedies", []):
-        remedies.setdefault(remedy["after_round"], []).append(remedy)
+        remedies.setdefault(remedy.after_round, []).append(remedy)
     lines = ["## Rounds", ""]
     for number in sorted(set(rounds) | set(remedies)):
         record = rounds.get(number)
@@ -144,152 +157,166 @@ def rounds_section(state: JobState) -> list[str]:
     return lines
 
 
-def round_lines(record: dict[str, Any]) -> list[str]:
-    failed = [g["name"] for g in record["gates"] if not g["passed"]]
-    verdict = "passed" if record["passed"] else f"failed ({', '.join(failed)})"
-    metrics = "; ".join(f"{label} {_fmt(record['base'].get(key))} → {_fmt(record['tuned'].get(key))}"
-                        for key, label in ROUND_METRICS if record["base"].get(key) is not None)
-    return [f"- round {record['round']}: gates {verdict}", f"  - {training_summary(record)}",
-            f"  - train loss {_fmt(record['train_loss'])}, val loss {_fmt(record['val_loss'])}",
-            f"  - base → tuned: {metrics}",
-            *[f"  - {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in record["gates"]]]
+def round_lines(record: RoundRecord) -> list[str]:
+    failed = [g.name for g in record.gates if not g.passed]
+    verdict = "passed" if record.passed else f"failed ({', '.join(failed)})"
+    metrics = "; ".join(f"{label} {_fmt(record.base.get(key))} → {_fmt(record.tuned.get(key))}"
+                        for key, label in ROUND_METRICS if record.base.get(key) is not None)
+    return [f"- round {record.round}: gates {verdict}", f"  - {training_summary(record)}",
+            f"  - train loss {_fmt(record.train_loss)}, val loss {_fmt(record.val_loss)}",
+            f"  - base → tuned: {metrics}", *[gate_line(g, "  ") for g in record.gates]]
 
 
-def training_summary(record: dict[str, Any]) -> str:
+def training_summary(record: RoundRecord) -> str:
     """'trained 4 steps: LoRA r=16, lr=0.003, epochs=2, dropout=0.05; 40 examples incl. 4 replayed general (10%);
     dataset {...} hash 1a2b…'."""
-    config, dataset = record["config"], record.get("dataset") or {}
+    config = record.config
     lora = (f"LoRA r={config['lora_r']}, lr={config['learning_rate']:g}, epochs={config['epochs']:g}, "
             f"dropout={config['lora_dropout']:g}")
-    data = (f"{_fmt(record.get('train_examples'))} examples incl. {record.get('replay_examples', 0)} replayed "
-            f"general ({record.get('replay_general', 0):.0%}) and {record.get('document_rows', 0)} document rows; "
-            f"dataset {dataset.get('counts')} hash "
-            f"{str(dataset.get('hash'))[:12]}")
-    return f"trained {_fmt(record.get('steps'))} steps{processes_phrase(record)}: {lora}; {data}"
+    data = (f"{_fmt(record.train_examples)} examples incl. {record.replay_examples} replayed "
+            f"general ({record.replay_general:.0%}) and {record.document_rows} document rows; "
+            f"dataset {record.dataset.counts} hash "
+            f"{str(record.dataset.hash)[:12]}")
+    return f"trained {_fmt(record.steps)} steps{processes_phrase(record)}: {lora}; {data}"
 
 
-def processes_phrase(training: dict[str, Any]) -> str:
+def processes_phrase(training: TrainingSummary | RoundRecord) -> str:
     """' on 2 processes (ddp, gloo)' for a multi-process run, '' for one process."""
-    processes = training.get("processes") or 1
-    if processes == 1:
+    if training.processes <= 1:
         return ""
-    return f" on {processes} processes ({training.get('distributed')}, {training.get('distributed_backend')})"
+    return f" on {training.processes} processes ({training.distributed}, {training.distributed_backend})"
 
 
-def remedy_lines(remedy: dict[str, Any], before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+def remedy_lines(remedy: RemedyRecord, before: RoundRecord | None, after: RoundRecord | None) -> list[str]:
     """The decision (nested under its round, or on its own before round 1) and its effect."""
     indent = "  " if before else ""
-    head = (f"{indent}- critic" if before else f"- before round {remedy['after_round'] + 1}: critic")
-    measured = remedy["metrics_before"]  # failed gates after an evaluation, else the training example count
+    head = (f"{indent}- critic" if before else f"- before round {remedy.after_round + 1}: critic")
+    measured = remedy.metrics_before  # failed gates after an evaluation, else the training example count
     why = (f"failed gates {', '.join(measured['failed_gates'])}" if "failed_gates" in measured
            else f"{measured.get('train_examples')} training examples, fewer than the gate needs")
-    changes = ", ".join(f"{key} {_setting(remedy['before'].get(key))} → {_setting(value)}"
-                        for key, value in remedy["changes"].items())
-    lines = [f"{head}: {remedy['reason']} (chosen by {remedy.get('chosen_by', 'policy')})",
+    changes = ", ".join(f"{key} {_setting(remedy.before.get(key))} → {_setting(value)}"
+                        for key, value in remedy.changes.items())
+    lines = [f"{head}: {remedy.reason} (chosen by {remedy.chosen_by})",
              f"{indent}  - why: {why}",
-             f"{indent}  - changed {remedy['section']}: {changes}; back to {remedy['route']}"]
+             f"{indent}  - changed {remedy.section}: {changes}; back to {remedy.route}"]
     if before and after:
-        lines.append(f"{indent}  - gates before → after (round {after['round']}): " + "; ".join(
-            gate_change(gate, after) for gate in before["gates"]))
+        lines.append(f"{indent}  - gates before → after (round {after.round}): " + "; ".join(
+            gate_change(gate, after) for gate in before.gates))
     elif before:
         lines.append(f"{indent}  - no later round was evaluated")
     return lines
 
 
-def gate_change(gate: dict[str, Any], after: dict[str, Any]) -> str:
+def gate_change(gate: GateCheck, after: RoundRecord) -> str:
     """'general_perplexity 0.134 FAIL → 0.037 PASS' (value as the gate measures it)."""
-    later = next((g for g in after["gates"] if g["name"] == gate["name"]), None)
+    later = next((g for g in after.gates if g.name == gate.name), None)
     verdict = {True: "PASS", False: "FAIL"}
-    return f"{gate['name']} {_fmt(gate['value'])} {verdict[gate['passed']]} → " + (
-        f"{_fmt(later['value'])} {verdict[later['passed']]}" if later else "not judged")
+    return f"{gate.name} {_fmt(gate.value)} {verdict[gate.passed]} → " + (
+        f"{_fmt(later.value)} {verdict[later.passed]}" if later else "not judged")
 
 
-def research_lines(research: dict[str, Any]) -> list[str]:
+def research_lines(research: ResearchResult) -> list[str]:
     """Which sources were searched and why, with what queries, and how much came from the HTTP cache."""
-    lines = [f"- {s['source']}: {s['documents']} of {s['quota']} documents ({s['reason']}); queries: "
-             + (", ".join(repr(q["query"]) for q in s["searches"]) or "none") for s in research.get("sources", [])]
-    if http := research.get("http"):
+    lines = [f"- {s.source}: {s.documents} of {s.quota} documents ({s.reason}); queries: "
+             + (", ".join(repr(q["query"]) for q in s.searches) or "none") for s in research.sources]
+    if http := research.http:
         lines.append(f"- HTTP: {http['cache_hits']} answers from the cache, {http['network_requests']} "
-                     f"network requests (cache in {research.get('cache')})")
+                     f"network requests (cache in {research.cache})")
     return lines
 
 
-def own_dataset_lines(dataset: dict[str, Any]) -> list[str]:
+def own_dataset_lines(dataset: DatasetSummary | None) -> list[str]:
     """The job trained on the user's own dataset: say so, and that research and generation were skipped."""
-    own = dataset.get("own_dataset")
+    own = dataset.own_dataset if dataset else None
     if not own:
         return []
-    split = "its own splits" if own["had_splits"] else "split here by row"
-    return [(f"- research, curation and generation skipped: trained on your dataset {own['path']} "
-             f"({own['format']}, {own['rows']} rows, {split})")]
+    split = "its own splits" if own.had_splits else "split here by row"
+    return [(f"- research, curation and generation skipped: trained on your dataset {own.path} "
+             f"({own.format}, {own.rows} rows, {split})")]
 
 
 def trained_on(state: JobState) -> str:
-    own = (state.get("dataset") or {}).get("own_dataset")
+    own = dataset.own_dataset if (dataset := state.get("dataset")) else None
     if own:
-        return f"the user's own dataset {Path(own['path']).name} ({own['format']}, {own['rows']} rows)"
+        return f"the user's own dataset {Path(own.path).name} ({own.format}, {own.rows} rows)"
     return sources_summary(state.get("documents", []))
 
 
 def job_report(state: JobState) -> str:
     """The whole job on one page: documents, data, training, metrics, gates, rounds, the model."""
-    curation, dataset = state.get("curation") or {}, state.get("dataset") or {}
-    evaluation, model = state.get("evaluation") or {}, state.get("model") or {}
-    intake = state.get("intake") or {}
     lines = [f"# Job {state['job_id']}", "", f"Request: {state.get('request', '')}", "",
-             *([f"Understood: {intake['understood']} (read by the {intake['read_by']})", ""] if intake else []),
-             *[f"- the readers disagree on {d}" for d in intake.get("disagreements", [])],
-             *([""] if intake.get("disagreements") else []),
-             f"Outcome: {state.get('outcome', '')}", "", "## Documents", "",
-             f"- read: {len(state.get('documents', []))}; kept after curation: {curation.get('documents_kept', 0)}"]
-    lines += [f"- dropped as off-topic: {d['title']} (relevance {d['relevance']})"
-              for d in curation.get("documents_dropped", [])]
-    lines += [f"- skipped: {s['what']}: {s['reason']}" for s in state.get("skipped", [])]
-    lines += research_lines(state.get("research") or {})
-    lines += own_dataset_lines(dataset)
-    if curation:
-        lines += [(f"- chunks kept {curation['chunks_kept']} of {curation['chunks_in']}; dropped: "
-                   f"{curation.get('dropped_chunks') or 'none'}")]
-    if dataset:
-        lines += ["", "## Dataset", "", f"- examples per split: {dataset['counts']}; types: {dataset['types']}",
-                  f"- dataset hash {dataset['hash']}; files in {Path(dataset['paths']['train']).parent}"]
-        if "generator" in dataset:
-            lines.append(f"- generator {dataset['generator']}: {dataset['generated']} written, kept "
-                         f"{sum(dataset['counts'].values())}; dropped: {dataset.get('dropped_examples') or 'none'}; "
-                         f"failures: {dataset.get('generator_stats') or 'none'}; card: {dataset.get('card')}")
-    if evaluation:
-        lines += ["", "## Final evaluation", "", metrics_table(evaluation["base"], evaluation["tuned"]), ""]
-        if judge := evaluation.get("judge"):
+             *intake_lines(state), f"Outcome: {state.get('outcome', '')}", "", "## Documents", "",
+             *documents_lines(state), *dataset_lines(state.get("dataset"))]
+    if evaluation := state.get("evaluation"):
+        lines += ["", "## Final evaluation", "", metrics_table(evaluation.base, evaluation.tuned), ""]
+        if judge := evaluation.judge:
             lines += judge_lines(judge) + [""]
-        lines += [f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in evaluation["gates"]]
+        lines += [gate_line(g) for g in evaluation.gates]
     if state.get("rounds") or state.get("remedies"):
         lines += [""] + rounds_section(state)
-    if model:
-        lines += ["", "## Model", "", f"- name: {model['name']} (status {model['status']})",
-                  f"- adapter: {model['adapter_path']}", f"- card: {model['card_path']}"]
+    if model := state.get("model"):
+        lines += ["", "## Model", "", f"- name: {model.name} (status {model.status})",
+                  f"- adapter: {model.adapter_path}", f"- card: {model.card_path}"]
     return "\n".join(lines) + "\n"
 
 
-def model_card(state: JobState, model: dict[str, Any]) -> str:
-    training, evaluation = state.get("training") or {}, state.get("evaluation") or {}
-    dataset = state.get("dataset") or {}
-    config = training.get("config", {})
+def intake_lines(state: JobState) -> list[str]:
+    """How the request was understood, and where the readers disagreed."""
+    if not (intake := state.get("intake")):
+        return []
+    return [f"Understood: {intake.understood} (read by the {intake.read_by})", "",
+            *[f"- the readers disagree on {d}" for d in intake.disagreements],
+            *([""] if intake.disagreements else [])]
+
+
+def documents_lines(state: JobState) -> list[str]:
+    """Documents read, kept and dropped; what was skipped; the research and curation behind it."""
+    curation = state.get("curation")
+    kept = curation.documents_kept if curation else 0
+    lines = [f"- read: {len(state.get('documents', []))}; kept after curation: {kept}"]
+    if curation:
+        lines += [f"- dropped as off-topic: {d.title} (relevance {d.relevance})" for d in curation.documents_dropped]
+    lines += [f"- skipped: {s['what']}: {s['reason']}" for s in state.get("skipped", [])]
+    lines += research_lines(state["research"]) if state.get("research") else []
+    lines += own_dataset_lines(state.get("dataset"))
+    if curation:
+        lines += [(f"- chunks kept {curation.chunks_kept} of {curation.chunks_in}; dropped: "
+                   f"{curation.dropped_chunks or 'none'}")]
+    return lines
+
+
+def dataset_lines(dataset: DatasetSummary | None) -> list[str]:
+    if not dataset:
+        return []
+    lines = ["", "## Dataset", "", f"- examples per split: {dataset.counts}; types: {dataset.types}",
+             f"- dataset hash {dataset.hash}; files in {Path(dataset.paths['train']).parent}"]
+    if dataset.generator is not None:
+        lines.append(f"- generator {dataset.generator}: {dataset.generated} written, kept "
+                     f"{sum(dataset.counts.values())}; dropped: {dataset.dropped_examples or 'none'}; "
+                     f"failures: {dataset.generator_stats or 'none'}; card: {dataset.card or None}")
+    return lines
+
+
+def model_card(state: JobState, model: ModelVersion) -> str:
+    """The prose card of a version the deployer registers (the job has trained and evaluated it)."""
+    training, evaluation, dataset = state["training"], state["evaluation"], state["dataset"]
+    config = training.config
     lines = [
-        f"# {model['name']}", "",
-        (f"A LoRA adapter on **{model['base_model']}** tuned on **{state['spec']['subject']}** by ftagent "
-         f"(job {state['job_id']}, round {model['round']})."), "",
-        f"- status: {model['status']} (quality gates {'passed' if model['gates_passed'] else 'FAILED'})",
+        f"# {model.name}", "",
+        (f"A LoRA adapter on **{model.base_model}** tuned on **{state['spec'].subject}** by ftagent "
+         f"(job {state['job_id']}, round {model.round})."), "",
+        f"- status: {model.status} (quality gates {'passed' if model.gates_passed else 'FAILED'})",
         f"- trained on {trained_on(state)}",
-        f"- dataset: {dataset.get('counts')} examples, hash {dataset.get('hash')}",
+        f"- dataset: {dataset.counts} examples, hash {dataset.hash}",
         (f"- training: LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, "
-         f"lr={config.get('learning_rate')}, epochs={config.get('epochs')}, {training.get('steps')} steps, "
-         f"{training.get('precision')} on {training.get('device')}{processes_phrase(training)}"),
-        f"- train loss {_fmt(training.get('train_loss'))}, val loss {_fmt(training.get('val_loss'))}", "",
+         f"lr={config.get('learning_rate')}, epochs={config.get('epochs')}, {training.steps} steps, "
+         f"{training.precision} on {training.device}{processes_phrase(training)}"),
+        f"- train loss {_fmt(training.train_loss)}, val loss {_fmt(training.val_loss)}", "",
         "## Evaluation (held-out documents)", "",
-        metrics_table(evaluation.get("base", {}), evaluation.get("tuned", {})), "",
-        *[f"- {'PASS' if g['passed'] else 'FAIL'} `{g['name']}`: {g['detail']}" for g in evaluation.get("gates", [])],
+        metrics_table(evaluation.base, evaluation.tuned), "",
+        *[gate_line(g) for g in evaluation.gates],
         "", *rounds_section(state), "",
-        "## Use", "", f"`ftagent ask {model['name']} \"your question\"`", "",
+        "## Use", "", f"`ftagent ask {model.name} \"your question\"`", "",
         "## Limits", "", ("Answers were trained to quote the source documents; the model knows only what they "
                           "say and may state it wrongly. Check anything that matters against the sources."),
     ]

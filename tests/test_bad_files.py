@@ -66,7 +66,7 @@ def bad_docs_folder(tmp_path: Path) -> Path:
 def test_each_bad_file_is_skipped_with_its_reason_and_the_good_ones_are_read(tmp_path: Path) -> None:
     docs = bad_docs_folder(tmp_path)
     spec = JobSpec(subject="quantum error correction", docs_path=str(docs))
-    state = {"job_id": "job-1", "request": "fine-tune on quantum error correction", "spec": spec.model_dump()}
+    state = {"job_id": "job-1", "request": "fine-tune on quantum error correction", "spec": spec}
     update = gather_documents(state, Runtime(context=JobContext(Settings(home=tmp_path / "home", network=False))))
 
     assert sorted(Path(d["uri"]).name for d in update["documents"]) == sorted(GOOD)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from job_results import dataset_summary, evaluation_result, gate, training_summary
 from langgraph.runtime import Runtime
 from replay_server import ReplayServer, Reply, fixture_bytes
 from scripted_chat import ScriptedChat, serve
@@ -89,7 +90,7 @@ def run_wikipedia_researcher(base_url: str, wiki: ReplayServer, home: Path) -> d
                              http_retries=0, http_min_interval_s=0.0)
     spec = JobSpec(subject="cancer", sources=["wikipedia"], budget=Budget(max_documents=5),
                    research=Research(max_queries=3))
-    state = {"job_id": "job-1", "request": "fine-tune on cancer", "spec": spec.model_dump()}
+    state = {"job_id": "job-1", "request": "fine-tune on cancer", "spec": spec}
     return gather_documents(state, Runtime(context=JobContext(settings)))
 
 
@@ -104,7 +105,7 @@ def test_researcher_searches_with_the_models_queries(scripted, tmp_path):
     chat, base_url = scripted
     with ReplayServer() as wiki:
         update = run_wikipedia_researcher(base_url, wiki, tmp_path)
-    searched = [s["query"] for s in update["research"]["sources"][0]["searches"]]
+    searched = [s["query"] for s in update["research"].sources[0].searches]
     assert searched == ["cancer", "oncology", "tumour biology"]  # the subject first, capped at max_queries
     [event] = query_events(tmp_path)
     assert event["query_path"] == "chat model" and event["query_reason"] == "standard terms"
@@ -121,7 +122,7 @@ def test_researcher_falls_back_to_expand_queries_and_records_why(scripted, tmp_p
     _, base_url = scripted
     with ReplayServer() as wiki:
         update = run_wikipedia_researcher(base_url, wiki, tmp_path)
-    searched = [s["query"] for s in update["research"]["sources"][0]["searches"]]
+    searched = [s["query"] for s in update["research"].sources[0].searches]
     assert searched == expand_queries("cancer", max_queries=3)
     [event] = query_events(tmp_path)
     assert event["query_path"] == "deterministic" and "timeout, API error (HTTP 500)" in event["query_reason"]
@@ -130,12 +131,12 @@ def test_researcher_falls_back_to_expand_queries_and_records_why(scripted, tmp_p
 # -- the critic's remedy ---------------------------------------------------------------------------
 
 def critic_state(spec: JobSpec) -> dict[str, Any]:
-    gates = [{"name": "answer_nll", "passed": False}, {"name": "general_perplexity", "passed": True}]
-    return {"job_id": "job-1", "spec": spec.model_dump(), "round": 1, "remedies": [],
-            "dataset": {"counts": {"train": 100}},
-            "evaluation": {"gates": gates, "tuned": {"answer_nll": 1.9, "note": INJECTION},
-                           "base": {"answer_nll": 2.0}},
-            "training": {"val_history": [2.0, 1.9]}}
+    gates = [gate("answer_nll", False), gate("general_perplexity", True)]
+    return {"job_id": "job-1", "spec": spec, "round": 1, "remedies": [],
+            "dataset": dataset_summary(counts={"train": 100}),
+            "evaluation": evaluation_result(gates=gates, tuned={"answer_nll": 1.9, "note": INJECTION},
+                                            base={"answer_nll": 2.0}, passed=False),
+            "training": training_summary(val_history=[2.0, 1.9])}
 
 
 @pytest.mark.parametrize("scripted", [[{"choice": "faster_training", "reason": "loss still falling fast"}]],
@@ -145,14 +146,14 @@ def test_critic_uses_the_models_choice_from_the_menu(scripted, tmp_path):
     spec = JobSpec(subject="cancer")
     update = choose_remedy(critic_state(spec), Runtime(context=JobContext(chat_settings(base_url, tmp_path))))
     [record] = update["remedies"]
-    assert record["chosen_by"] == "chat model" and record["policy_choice"] == "longer_training"
-    assert record["changes"] == {"learning_rate": spec.training.learning_rate * 2}
+    assert record.chosen_by == "chat model" and record.policy_choice == "longer_training"
+    assert record.changes == {"learning_rate": spec.training.learning_rate * 2}
     assert update["adjustments"] == {"training": {"learning_rate": spec.training.learning_rate * 2}}
     # the prompt holds the metrics and the menu, nothing else: no free text from the evaluation
     prompt = chat.prompts()
     assert INJECTION not in prompt and "answer_nll': 1.9" in prompt and "- longer_training:" in prompt
     offered = chat.bodies[0]["response_format"]["json_schema"]["schema"]["properties"]["choice"]["enum"]
-    assert offered == list(remedy_menu(spec, [{"name": "answer_nll", "passed": False}], {}, 100))
+    assert offered == list(remedy_menu(spec, 100))
     assert {"gentler_training", "shorter_training", "longer_training", "faster_training"} <= set(offered)
 
 
@@ -162,26 +163,26 @@ def test_critic_falls_back_when_the_model_leaves_the_menu(scripted, tmp_path):
     spec = JobSpec(subject="cancer")
     update = choose_remedy(critic_state(spec), Runtime(context=JobContext(chat_settings(base_url, tmp_path))))
     [record] = update["remedies"]
-    assert record["chosen_by"] == "policy" and record["changes"] == {"epochs": spec.training.epochs * 2}
-    assert "malformed output, prose instead of structured output" in record["choice_reason"]
+    assert record.chosen_by == "policy" and record.changes == {"epochs": spec.training.epochs * 2}
+    assert "malformed output, prose instead of structured output" in record.choice_reason
 
 
 def test_critic_without_a_chat_model_records_the_policy(tmp_path):
     runtime = Runtime(context=JobContext(Settings(home=tmp_path)))
     update = choose_remedy(critic_state(JobSpec(subject="cancer")), runtime)
-    assert update["remedies"][0]["chosen_by"] == "policy"
-    assert update["remedies"][0]["choice_reason"] == NO_MODEL
+    assert update["remedies"][0].chosen_by == "policy"
+    assert update["remedies"][0].choice_reason == NO_MODEL
 
 
 def test_the_menu_is_bounded_and_the_situation_is_numbers_only():
     spec = JobSpec(subject="xy")
-    assert set(remedy_menu(spec, [], {}, train_examples=0)) == {"richer_data", "widen_curation", "widen_research"}
+    assert set(remedy_menu(spec, train_examples=0)) == {"richer_data", "widen_curation", "widen_research"}
     capped = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 8.0,
                                                                                   "learning_rate": 1e-3})})
-    bounded = set(remedy_menu(capped, [], {}, 100))  # at the epoch and learning-rate caps
+    bounded = set(remedy_menu(capped, 100))  # at the epoch and learning-rate caps
     assert {"gentler_training", "shorter_training"} <= bounded and not {"longer_training", "faster_training"} & bounded
     situation = describe_situation({"failed_gates": ["answer_nll"], "tuned": {"answer_nll": 1.0, "x": INJECTION}},
-                                   {"val_history": [1.0]})
+                                   [1.0])
     assert INJECTION not in situation and "answer_nll" in situation
 
 

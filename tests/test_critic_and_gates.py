@@ -22,24 +22,24 @@ def test_no_held_out_examples_fails_the_nll_gate():
 
 
 def test_general_regression_lowers_learning_rate_first():
-    remedy = remedy_for_gates(SPEC, [{"name": "general_perplexity"}, {"name": "answer_nll"}], {})
+    remedy = remedy_for_gates(SPEC, ["general_perplexity", "answer_nll"], [])
     assert remedy.route == "trainer" and remedy.changes["learning_rate"] == SPEC.training.learning_rate / 2
 
 
 def test_underfit_doubles_epochs_then_learning_rate():
-    remedy = remedy_for_gates(SPEC, [{"name": "answer_nll"}], {"val_history": [2.0, 1.9]})
+    remedy = remedy_for_gates(SPEC, ["answer_nll"], [2.0, 1.9])
     assert remedy.changes == {"epochs": SPEC.training.epochs * 2}
     capped = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"epochs": 8.0})})
     # at the epoch cap: the documents read more often first, then a higher learning rate
-    richer = remedy_for_gates(capped, [{"name": "answer_nll"}], {})
+    richer = remedy_for_gates(capped, ["answer_nll"], [])
     assert richer.route == "generator" and richer.changes["document_share"] > SPEC.generation.document_share
     saturated = capped.model_copy(update={"generation": capped.generation.model_copy(
         update={"document_share": 0.6})})
-    assert "learning_rate" in remedy_for_gates(saturated, [{"name": "answer_nll"}], {}).changes
+    assert "learning_rate" in remedy_for_gates(saturated, ["answer_nll"], []).changes
 
 
 def test_overfit_cuts_epochs_and_adds_dropout():
-    remedy = remedy_for_gates(SPEC, [{"name": "answer_nll"}], {"val_history": [1.5, 1.7]})
+    remedy = remedy_for_gates(SPEC, ["answer_nll"], [1.5, 1.7])
     assert remedy.changes["epochs"] < SPEC.training.epochs and "overfit" in remedy.reason
 
 

@@ -16,6 +16,7 @@ from tiny_model import pretrain_on_general_text
 from graphs.critic import remedy_for_gates
 from graphs.reports import rounds_section
 from graphs.spec import JobSpec
+from graphs.state import GateCheck, RemedyRecord, RoundRecord
 
 SPEC = JobSpec(subject="quantum error correction")
 
@@ -30,8 +31,8 @@ def events(home: Path, job_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-def gate(record: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(g for g in record["gates"] if g["name"] == name)
+def gate(record: RoundRecord, name: str) -> GateCheck:
+    return next(g for g in record.gates if g.name == name)
 
 
 @pytest.fixture(scope="module")
@@ -58,42 +59,42 @@ def regression_job(general_base: Path, tmp_path_factory) -> tuple[Path, dict[str
 def test_general_regression_is_retrained_gentler_with_general_replay(regression_job) -> None:
     home, state = regression_job
     first, second = state["rounds"][0], state["rounds"][1]
-    assert not gate(first, "general_perplexity")["passed"]
+    assert not gate(first, "general_perplexity").passed
     remedy = state["remedies"][0]
-    assert remedy["route"] == "trainer" and remedy["metrics_before"]["failed_gates"] == [
+    assert remedy.route == "trainer" and remedy.metrics_before["failed_gates"] == [
         "general_perplexity", "answer_rouge_l"]
-    assert remedy["before"] == {"learning_rate": 1e-2, "replay_general": 0.0}
+    assert remedy.before == {"learning_rate": 1e-2, "replay_general": 0.0}
     # what round 2 really trained with
-    assert second["config"]["learning_rate"] == pytest.approx(first["config"]["learning_rate"] / 2)
-    assert (first["replay_examples"], first["replay_general"]) == (0, 0.0)
-    train = first["train_examples"]
-    assert second["replay_examples"] == round(0.1 * train) > 0
-    assert second["train_examples"] == train + second["replay_examples"]
+    assert second.config["learning_rate"] == pytest.approx(first.config["learning_rate"] / 2)
+    assert (first.replay_examples, first.replay_general) == (0, 0.0)
+    train = first.train_examples
+    assert second.replay_examples == round(0.1 * train) > 0
+    assert second.train_examples == train + second.replay_examples
     replayed = [e["data"]["replayed"] for e in events(home, "job-regression") if "replayed" in e["data"]]
-    assert replayed == [r["replay_examples"] for r in state["rounds"][1:]]  # rounds 2 and 3 replay, round 1 not
+    assert replayed == [r.replay_examples for r in state["rounds"][1:]]  # rounds 2 and 3 replay, round 1 not
     # and it worked: the general regression shrank below the gate's limit
-    assert gate(second, "general_perplexity")["value"] < gate(first, "general_perplexity")["value"]
-    assert gate(second, "general_perplexity")["passed"]
+    assert gate(second, "general_perplexity").value < gate(first, "general_perplexity").value
+    assert gate(second, "general_perplexity").passed
 
 
 def test_weak_grounding_regenerates_the_data_with_a_stricter_gate(regression_job) -> None:
     _, state = regression_job
     second, third = state["rounds"][1], state["rounds"][2]
-    assert gate(second, "answer_nll")["passed"] and not gate(second, "answer_rouge_l")["passed"]
+    assert gate(second, "answer_nll").passed and not gate(second, "answer_rouge_l").passed
     remedy = state["remedies"][1]
-    assert (remedy["after_round"], remedy["route"], remedy["section"]) == (2, "generator", "generation")
-    assert remedy["changes"]["min_quality"] > remedy["before"]["min_quality"]
+    assert (remedy.after_round, remedy.route, remedy.section) == (2, "generator", "generation")
+    assert remedy.changes["min_quality"] > remedy.before["min_quality"]
     # round 3 trained on regenerated data: fewer examples, every one with the stricter semantic support or
     # passage text word for word (grounded by construction: tools/data/quality.verbatim_span)
-    regenerated = [json.loads(line) for split in state["dataset"]["paths"].values()
+    regenerated = [json.loads(line) for split in state["dataset"].paths.values()
                    for line in Path(split).read_text().splitlines()]
-    assert len(regenerated) < sum(second["dataset"]["counts"].values())
-    assert sum(third["dataset"]["counts"].values()) == len(regenerated)
-    floor = remedy["changes"]["min_semantic_support"]
+    assert len(regenerated) < sum(second.dataset.counts.values())
+    assert sum(third.dataset.counts.values()) == len(regenerated)
+    floor = remedy.changes["min_semantic_support"]
     assert all(r["metadata"]["quality"]["semantic_support"] >= floor or r["metadata"]["quality"]["verbatim"]
                for r in regenerated)
-    assert third["config"]["learning_rate"] == second["config"]["learning_rate"] and third["replay_examples"] > 0
-    assert [r["round"] for r in state["rounds"]] == [1, 2, 3] and state["model"]["status"] == "rejected"
+    assert third.config["learning_rate"] == second.config["learning_rate"] and third.replay_examples > 0
+    assert [r.round for r in state["rounds"]] == [1, 2, 3] and state["model"].status == "rejected"
 
 
 def test_report_shows_every_round_with_why_what_changed_and_before_after(regression_job) -> None:
@@ -106,8 +107,8 @@ def test_report_shows_every_round_with_why_what_changed_and_before_after(regress
     assert "changed training: learning_rate 0.01 → 0.005, replay_general 0 → 0.1; back to trainer" in rounds
     assert "changed generation: min_quality 0.6 → 0.7" in rounds
     first, second = (gate(r, "general_perplexity") for r in state["rounds"][:2])
-    assert f"general_perplexity {first['value']:.3f} FAIL → {second['value']:.3f} PASS" in rounds
-    assert f"incl. {state['rounds'][1]['replay_examples']} replayed general (10%)" in rounds
+    assert f"general_perplexity {first.value:.3f} FAIL → {second.value:.3f} PASS" in rounds
+    assert f"incl. {state['rounds'][1].replay_examples} replayed general (10%)" in rounds
     assert rounds.count("base → tuned: answer NLL") == 3 and "no later round was evaluated" not in rounds
 
 
@@ -115,22 +116,23 @@ def test_report_shows_every_round_with_why_what_changed_and_before_after(regress
 
 def test_longer_and_shorter_training_scale_a_step_cap() -> None:
     capped = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"max_steps": 6})})
-    longer = remedy_for_gates(capped, [{"name": "answer_nll"}], {}).changes
+    longer = remedy_for_gates(capped, ["answer_nll"], []).changes
     assert longer == {"epochs": 2 * SPEC.training.epochs, "max_steps": 12}
-    overfit = remedy_for_gates(capped, [{"name": "answer_nll"}], {"val_history": [1.5, 1.7]})
+    overfit = remedy_for_gates(capped, ["answer_nll"], [1.5, 1.7])
     assert overfit.changes["max_steps"] == 3 and overfit.changes["epochs"] == SPEC.training.epochs / 2
-    assert "max_steps" not in remedy_for_gates(SPEC, [{"name": "answer_nll"}], {}).changes
+    assert "max_steps" not in remedy_for_gates(SPEC, ["answer_nll"], []).changes
 
 
 def test_report_lists_data_remedies_taken_before_any_round() -> None:
     """Too little data: the critic widens curation, then research, before round 1 ever trains."""
-    remedies = [{"after_round": 0, "reason": reason, "section": section, "route": route, "changes": changes,
-                 "before": before, "metrics_before": {"train_examples": count}, "chosen_by": "policy"}
-                for reason, section, route, changes, before, count in (
+    remedies = [RemedyRecord(after_round=0, remedy_number=number, reason=reason, section=section, route=route,
+                             changes=changes, before=before, metrics_before={"train_examples": count},
+                             chosen_by="policy")
+                for number, (reason, section, route, changes, before, count) in enumerate((
                     ("too little data; widening curation", "curation", "curator",
                      {"doc_relevance_threshold": 0.2}, {"doc_relevance_threshold": 0.3}, 3),
                     ("too little data; searching more widely", "research", "researcher",
-                     {"max_queries": 6}, {"max_queries": 3}, 5))]
+                     {"max_queries": 6}, {"max_queries": 3}, 5)), start=1)]
     lines = rounds_section({"rounds": [], "remedies": remedies})
     assert lines[2:] == [
         "- before round 1: critic: too little data; widening curation (chosen by policy)",

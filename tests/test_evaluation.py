@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from job_results import curation_summary, dataset_summary, training_summary
 from judge_server import JudgeServer, running_judge
 from langgraph.runtime import Runtime
 
@@ -130,7 +131,7 @@ def _spec(**sections) -> JobSpec:
     (SPEC, ["answer_nll", "answer_rouge_l"], "trainer", {"epochs": 2 * SPEC.training.epochs}),
 ])
 def test_critic_remedies_for_regression_and_weak_grounding(spec, failed, route, expected) -> None:
-    remedy = remedy_for_gates(spec, [{"name": name} for name in failed], {})
+    remedy = remedy_for_gates(spec, failed, [])
     assert remedy.route == route
     assert {k: pytest.approx(v) for k, v in remedy.changes.items()} == expected
 
@@ -323,16 +324,16 @@ def test_job_evaluator_judges_with_the_chunks_passages_and_applies_the_judge_gat
                               for i in range(2)) + "\n")
     spec = _spec(evaluation={"generate_limit": 2, "max_new_tokens": 4, "general_texts": 0, "general_qa": 0},
                  gates={"min_judge_win_rate": 0.9})
-    state = {"job_id": "job-1", "spec": spec.model_dump(), "curation": {"collection": "job-1"},
-             "dataset": {"paths": {"test": str(test)}},
-             "training": {"round": 1, "base_model_path": str(tiny_model_dir), "adapter_dir": str(tiny_adapter),
-                          "config": spec.training.model_dump(), "train_loss": 1.0, "val_loss": 1.0}}
+    state = {"job_id": "job-1", "spec": spec, "round": 1, "curation": curation_summary(collection="job-1"),
+             "dataset": dataset_summary(paths={"test": str(test)}),
+             "training": training_summary(base_model_path=str(tiny_model_dir), adapter_dir=str(tiny_adapter),
+                                          config=spec.training.model_dump(), train_loss=1.0, val_loss=1.0)}
     update = evaluate_model(state, Runtime(context=JobContext(settings)))
     evaluation = update["evaluation"]
     # random tiny models answer nonsense: the literal judge ties them, below the 90% the gate asks for
-    gate = next(g for g in evaluation["gates"] if g["name"] == "judge_win_rate")
-    assert not gate["passed"] and gate["value"] == 0.5 and evaluation["passed"] is False
-    assert evaluation["judge"]["judged"] == 2 and update["rounds"][0]["judge"] == evaluation["judge"]
+    gate = next(g for g in evaluation.gates if g.name == "judge_win_rate")
+    assert not gate.passed and gate.value == 0.5 and evaluation.passed is False
+    assert evaluation.judge["judged"] == 2 and update["rounds"][0].judge == evaluation.judge
     assert PASSAGE in server.prompt(0) and "<<<none>>>" in server.prompt(1)  # chunk text; an unknown chunk: none
     report = json.loads((settings.home / "jobs/job-1/eval/report.json").read_text())
     assert report["per_example"][0]["judge_tuned_correctness"] == 1

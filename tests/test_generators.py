@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from langgraph.checkpoint.memory import InMemorySaver
 from tiny_job import small_corpus, tiny_job_options
 
+from graphs.checkpointer import StrictSerializer
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
 from tools.data.chunking import chunk_by_tokens
@@ -227,12 +228,12 @@ def test_too_few_examples_after_the_gate_go_to_the_critic(tiny_model_dir, tmp_pa
                                gates={"min_train_examples": 100_000, "min_kept_words": 100_000})
     context = JobContext(Settings(home=tmp_path / "home"))
     context.__dict__["embedder"] = embedder  # share the loaded model (cached_property slot)
-    state = build_graph(InMemorySaver()).invoke(
+    state = build_graph(InMemorySaver(serde=StrictSerializer())).invoke(
         {"job_id": "job-gate", "request": "fine-tune a model on quantum error correction", "options": options},
         {"configurable": {"thread_id": "job-gate"}, "recursion_limit": 60}, context=context)
-    assert state["status"] == "failed" and state["dataset"]["train_rows"] < 100_000
-    assert "too little data" in state["remedies"][0]["reason"] and state["remedies"][0]["route"] == "generator"
+    assert state["status"] == "failed" and state["dataset"].train_rows < 100_000
+    assert "too little data" in state["remedies"][0].reason and state["remedies"][0].route == "generator"
     assert f"{state['dataset']['kept_words']} words kept" in state["outcome"]
-    assert state["dataset"]["dropped_examples"].get("score below threshold", 0) + \
-        state["dataset"]["dropped_examples"].get("answer not supported by its chunk", 0) > 0
-    assert Path(state["dataset"]["card"]).exists()
+    assert state["dataset"].dropped_examples.get("score below threshold", 0) + \
+        state["dataset"].dropped_examples.get("answer not supported by its chunk", 0) > 0
+    assert Path(state["dataset"].card).exists()

@@ -27,27 +27,27 @@ HEARD: list[dict] = []  # what the passing job's listeners heard (progress ticks
 def test_job_trains_evaluates_and_registers(passing_job):
     home, state = passing_job
     assert state["status"] == "succeeded"
-    assert state["evaluation"]["passed"] and len(state["rounds"]) == 1 and not state["remedies"]
-    version = ModelRegistry(home / "ftagent.sqlite").get(state["model"]["name"])
+    assert state["evaluation"].passed and len(state["rounds"]) == 1 and not state["remedies"]
+    version = ModelRegistry(home / "ftagent.sqlite").get(state["model"].name)
     assert version.name.startswith("ft-tiny-model") and version.name.split("-v1-")[1].isdigit()
     assert Path(version.adapter_path, "adapter_config.json").exists()
     assert "quantum error correction" in Path(version.card_path).read_text()
-    assert version.dataset_hash == state["dataset"]["hash"]
+    assert version.dataset_hash == state["dataset"].hash
     assert export_problems(Path(version.merged_path)) == []  # merge=True: a standalone folder, checked
 
 
 def test_curator_drops_the_off_topic_documents(passing_job):
     _, state = passing_job
-    dropped = {Path(d["title"]).name for d in state["curation"]["documents_dropped"]}
+    dropped = {Path(d["title"]).name for d in state["curation"].documents_dropped}
     read = {Path(d["uri"]).name: d["title"] for d in state["documents"]}
     assert {read[name] for name in OFF_TOPIC} == dropped
-    assert state["curation"]["documents_kept"] == len(read) - len(OFF_TOPIC)
+    assert state["curation"].documents_kept == len(read) - len(OFF_TOPIC)
 
 
 def test_dataset_is_chat_jsonl_split_by_document(passing_job):
     _, state = passing_job
     owners = {}
-    for split, path in state["dataset"]["paths"].items():
+    for split, path in state["dataset"].paths.items():
         records = [json.loads(line) for line in Path(path).read_text().splitlines()]
         assert records, split
         for record in records:
@@ -71,10 +71,10 @@ def test_failing_gate_goes_through_the_critic_and_back(tiny_model_dir, tmp_path)
     options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.99}, max_rounds=1)
     state = run_job(tmp_path, "job-critic", options)
     assert [r["round"] for r in state["rounds"]] == [1, 2]
-    assert len(state["remedies"]) == 1 and state["remedies"][0]["route"] == "trainer"
-    assert state["rounds"][1]["config"]["epochs"] == state["rounds"][0]["config"]["epochs"] * 2
-    assert state["rounds"][1]["steps"] == state["rounds"][0]["steps"] * 2  # the step cap doubles too
-    assert state["model"]["status"] == "rejected" and not state["model"]["gates_passed"]
+    assert len(state["remedies"]) == 1 and state["remedies"][0].route == "trainer"
+    assert state["rounds"][1].config["epochs"] == state["rounds"][0].config["epochs"] * 2
+    assert state["rounds"][1].steps == state["rounds"][0].steps * 2  # the step cap doubles too
+    assert state["model"].status == "rejected" and not state["model"].gates_passed
     report = (tmp_path / "jobs" / "job-critic" / "report.md").read_text()
     assert "round 1" in report and "round 2" in report and "critic:" in report
 
@@ -110,12 +110,12 @@ def test_feedback_corrections_train_the_next_version(passing_job, tiny_model_dir
     from tools.stores.feedback import FeedbackStore
 
     home, first = passing_job
-    FeedbackStore(home / "ftagent.sqlite").add(first["model"]["name"], "What is the surface code?", "No idea.", -1,
+    FeedbackStore(home / "ftagent.sqlite").add(first["model"].name, "What is the surface code?", "No idea.", -1,
                                                correction="The surface code is a topological stabilizer code.")
     options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0})
     second = run_job(home, "job-next-version", options)
-    assert second["training"]["feedback_examples"] == 1
-    assert second["model"]["name"].split("-v")[-1].startswith("2-")  # the family's next version
+    assert second["training"].feedback_examples == 1
+    assert second["model"].name.split("-v")[-1].startswith("2-")  # the family's next version
     events = (home / "jobs" / "job-next-version" / "events.jsonl").read_text()
     assert "adding 1 feedback corrections" in events
 
@@ -127,7 +127,7 @@ def test_listeners_hear_progress_of_the_long_tasks_which_is_never_written(passin
     assert set(finals) >= {("researcher", "documents from local"), ("curator", "embedding chunks"),
                            ("generator", "generating QA (extractive)"), ("evaluator", "evaluating tuned: answers"),
                            ("evaluator", "evaluating base: answers")}, sorted(finals)
-    assert finals[("curator", "embedding chunks")]["total"] == state["curation"]["chunks_in"]
-    assert finals[("evaluator", "evaluating base: answers")]["total"] == 2 + state["spec"]["evaluation"]["general_qa"]
+    assert finals[("curator", "embedding chunks")]["total"] == state["curation"].chunks_in
+    assert finals[("evaluator", "evaluating base: answers")]["total"] == 2 + state["spec"].evaluation.general_qa
     written = (home / "jobs" / "job-pass" / "events.jsonl").read_text()
     assert '"kind": "progress"' not in written and '"kind": "phase"' in written

@@ -12,6 +12,7 @@ from hub_cache import cache_under_id, use_cache
 from langgraph.checkpoint.memory import InMemorySaver
 from own_dataset import parts_rows, write_rows
 
+from graphs.checkpointer import StrictSerializer
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
 from tools.data.dataset import split_by_document, write_splits
@@ -35,11 +36,11 @@ def registered(tiny_model_dir, tmp_path_factory):
                    "gates": {"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0},
                    "training": {"max_steps": 3, "precision": "fp32", "checkpoint_every": 3},
                    "evaluation": {"generate_limit": 2, "max_new_tokens": 4, "general_texts": 2, "general_qa": 1}}
-        state = build_graph(InMemorySaver()).invoke(
+        state = build_graph(InMemorySaver(serde=StrictSerializer())).invoke(
             {"job_id": "hub-job", "request": "fine-tune a model on our parts list", "options": options},
             {"configurable": {"thread_id": "hub-job"}, "recursion_limit": 60},
             context=JobContext(Settings(home=folder / "home")))
-        version = ModelRegistry(folder / "home" / "ftagent.sqlite").get(state["model"]["name"])
+        version = ModelRegistry(folder / "home" / "ftagent.sqlite").get(state["model"].name)
         yield version, monkeypatch
 
 

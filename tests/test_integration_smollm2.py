@@ -17,6 +17,6 @@ def test_demo_job_beats_the_base_model(tmp_path):
     state = service.run(record.job_id)
     evaluation = state["evaluation"]
     assert evaluation["tuned"]["answer_nll"] < evaluation["base"]["answer_nll"]
-    assert state["model"]["name"].startswith("ft-smollm2-135m-quantum-error-correction-v1-")
-    answer = service.ask(state["model"]["name"], "What is the surface code?", max_new_tokens=32)
+    assert state["model"].name.startswith("ft-smollm2-135m-quantum-error-correction-v1-")
+    answer = service.ask(state["model"].name, "What is the surface code?", max_new_tokens=32)
     assert answer.strip()

@@ -119,6 +119,6 @@ def test_the_judge_gate_applies_only_when_set_and_judged():
 
 def test_a_failed_judge_gate_makes_the_generator_stricter():
     spec = JobSpec(subject="quantum error correction")
-    remedy = remedy_for_gates(spec, [{"name": "judge_win_rate"}], {})
+    remedy = remedy_for_gates(spec, ["judge_win_rate"], [])
     assert remedy.route == "generator" and remedy.changes["min_quality"] == pytest.approx(0.7)
-    assert remedy_for_gates(spec, [{"name": "judge_win_rate"}, {"name": "answer_nll"}], {}).route == "trainer"
+    assert remedy_for_gates(spec, ["judge_win_rate", "answer_nll"], []).route == "trainer"

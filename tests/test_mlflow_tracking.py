@@ -10,6 +10,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from mlflow.tracking import MlflowClient
 from own_dataset import parts_rows, write_rows
 
+from graphs.checkpointer import StrictSerializer
 from graphs.context import JobContext, Settings, resolve_settings
 from graphs.graph import build_graph
 from tools.stores.model_registry import family_name
@@ -27,7 +28,7 @@ def tracked_job(tiny_model_dir, tmp_path_factory):
                "training": {"max_steps": 4, "precision": "fp32", "checkpoint_every": 2},
                "evaluation": {"generate_limit": 2, "max_new_tokens": 4, "general_texts": 2, "general_qa": 1}}
     settings = Settings(home=folder / "home", tracking="mlflow", mlflow_tracking_uri=uri)
-    state = build_graph(InMemorySaver()).invoke(
+    state = build_graph(InMemorySaver(serde=StrictSerializer())).invoke(
         {"job_id": "tracked", "request": SENTENCE, "options": options},
         {"configurable": {"thread_id": "tracked"}, "recursion_limit": 60}, context=JobContext(settings))
     return uri, state, str(tiny_model_dir)
@@ -48,7 +49,7 @@ def test_the_round_is_an_mlflow_run_with_params_metrics_and_the_adapter(tracked_
     assert sorted(m.step for m in losses) == [1, 2, 3, 4]
     assert {"train/learning_rate", "train/grad_norm", "train/tokens_per_second", "eval/val_loss"} <= set(
         run.data.metrics)
-    tuned = state["evaluation"]["tuned"]["answer_nll"]
+    tuned = state["evaluation"].tuned["answer_nll"]
     assert run.data.metrics["eval/answer_nll/tuned"] == pytest.approx(tuned)
     assert "eval/answer_nll/base" in run.data.metrics
     files = {item.path for item in client.list_artifacts(run.info.run_id, "adapter")}

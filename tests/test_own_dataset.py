@@ -8,6 +8,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from own_dataset import parts_rows, write_rows
 
+from graphs.checkpointer import StrictSerializer
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
 from graphs.spec import RequestError, build_spec
@@ -89,7 +90,7 @@ def own_job(tiny_model_dir, tmp_path_factory):
                "max_rounds": 0, "gates": {"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0},
                "training": {"max_steps": 4, "precision": "fp32", "checkpoint_every": 2},
                "evaluation": {"generate_limit": 2, "max_new_tokens": 6, "general_texts": 3, "general_qa": 1}}
-    graph = build_graph(InMemorySaver())
+    graph = build_graph(InMemorySaver(serde=StrictSerializer()))
     state = graph.invoke({"job_id": "own-job", "request": SENTENCE, "options": options},
                          {"configurable": {"thread_id": "own-job"}, "recursion_limit": 60},
                          context=JobContext(Settings(home=home)))
@@ -99,10 +100,10 @@ def own_job(tiny_model_dir, tmp_path_factory):
 def test_own_dataset_trains_evaluates_and_registers_without_research(own_job):
     home, state = own_job
     assert state["status"] == "succeeded" and not state.get("documents") and not state.get("curation")
-    assert state["dataset"]["counts"] == {"train": 21, "val": 3, "test": 4}
-    assert state["training"]["steps"] == 4 and state["evaluation"]["base"]["answer_nll"] > 0
-    version = ModelRegistry(home / "ftagent.sqlite").get(state["model"]["name"])
-    assert version.dataset_hash == state["dataset"]["hash"]
+    assert state["dataset"].counts == {"train": 21, "val": 3, "test": 4}
+    assert state["training"].steps == 4 and state["evaluation"].base["answer_nll"] > 0
+    version = ModelRegistry(home / "ftagent.sqlite").get(state["model"].name)
+    assert version.dataset_hash == state["dataset"].hash
     phases = [json.loads(line)["phase"] for line in (home / "jobs/own-job/events.jsonl").read_text().splitlines()]
     assert "researcher" not in phases and "curator" not in phases and "generator" not in phases
     report = (home / "jobs/own-job/report.md").read_text()
@@ -112,9 +113,9 @@ def test_own_dataset_trains_evaluates_and_registers_without_research(own_job):
 
 def test_own_dataset_folder_has_a_card_with_configs(own_job):
     _, state = own_job
-    train = json.loads(Path(state["dataset"]["paths"]["train"]).read_text().splitlines()[0])
+    train = json.loads(Path(state["dataset"].paths["train"]).read_text().splitlines()[0])
     assert train["messages"][0]["role"] == "system"  # the job's system prompt, as `ftagent ask` uses it
-    metadata, body = split_parse(Path(state["dataset"]["card"]).read_text())
+    metadata, body = split_parse(Path(state["dataset"].card).read_text())
     assert metadata["configs"][0]["config_name"] == "chat" and "split here by row" in body
 
 
@@ -122,7 +123,7 @@ def test_datasets_reads_the_job_dataset_folder_with_its_splits(own_job):
     from datasets import load_dataset
 
     _, state = own_job
-    loaded = load_dataset(str(Path(state["dataset"]["card"]).parent))
+    loaded = load_dataset(str(Path(state["dataset"].card).parent))
     assert {name: len(part) for name, part in loaded.items()} == {"train": 21, "validation": 3, "test": 4}
 
 
@@ -130,9 +131,9 @@ def test_the_critic_never_regenerates_an_own_dataset(tmp_path):
     from graphs.critic import remedy_for_gates, remedy_menu
 
     spec = build_spec(SENTENCE, {"dataset": str(write_rows(tmp_path / "own.jsonl", parts_rows()))})
-    weak = [{"name": "answer_rouge_l", "passed": False}]
-    assert remedy_for_gates(spec, weak, {}).route == "trainer"
-    assert "stricter_generation" not in remedy_menu(spec, weak, {}, 21)
+    weak = ["answer_rouge_l"]
+    assert remedy_for_gates(spec, weak, []).route == "trainer"
+    assert "stricter_generation" not in remedy_menu(spec, 21)
 
 
 def test_cli_refuses_a_bad_row_before_any_work(home, tmp_path, capsys):
@@ -155,7 +156,7 @@ def test_training_and_evaluation_are_in_tensorboard(own_job):
     tags = set(run.Tags()["scalars"])
     assert {"train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second"} <= tags
     assert [e.step for e in run.Scalars("train/loss")] == [1, 2, 3, 4]
-    assert run.Scalars("eval/answer_nll/tuned")[0].value == pytest.approx(state["evaluation"]["tuned"]["answer_nll"])
+    assert run.Scalars("eval/answer_nll/tuned")[0].value == pytest.approx(state["evaluation"].tuned["answer_nll"])
     assert "eval/answer_nll/base" in tags and "config/text_summary" in run.Tags()["tensors"]
 
 

@@ -297,7 +297,7 @@ def test_a_tiny_job_on_postgres_leaves_job_checkpoint_and_registry_rows(
         assert count("SELECT count(*) FROM jobs WHERE job_id = %s AND status = 'succeeded'") == 1
         assert count("SELECT count(*) FROM checkpoints WHERE thread_id = %s") > 5
         assert count("SELECT count(*) FROM model_versions WHERE job_id = %s") == 1
-    assert service.model(state["model"]["name"]).job_id == record.job_id
+    assert service.model(state["model"].name).job_id == record.job_id
     assert (
         service.state(record.job_id)["status"] == "succeeded"
     )  # read back through the Postgres checkpointer

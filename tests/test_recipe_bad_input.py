@@ -8,6 +8,7 @@ import shutil
 from langgraph.checkpoint.memory import InMemorySaver
 from tiny_job import small_corpus, tiny_job_options
 
+from graphs.checkpointer import StrictSerializer
 from graphs.context import JobContext, Settings
 from graphs.graph import build_graph
 from tools.data.chunking import Chunk
@@ -53,15 +54,15 @@ def test_bad_documents_are_counted_and_the_job_trains_on_the_rest(tiny_model_dir
     context = JobContext(Settings(home=tmp_path / "home"))
     context.__dict__["embedder"] = shared_embedder
     options = tiny_job_options(tiny_model_dir, docs, curation={"min_chunk_words": 12})
-    state = build_graph(InMemorySaver()).invoke(
+    state = build_graph(InMemorySaver(serde=StrictSerializer())).invoke(
         {"job_id": "job-bad", "request": "fine-tune a model on quantum error correction", "options": options},
         {"configurable": {"thread_id": "job-bad"}, "recursion_limit": 60}, context=context)
-    dropped = state["curation"]["dropped_chunks"]
+    dropped = state["curation"].dropped_chunks
     assert any(reason.startswith("language fr") for reason in dropped), dropped  # says which language
     assert any("duplicate" in reason for reason in dropped), dropped
     assert dropped.get("too short") or dropped.get("symbol-heavy"), dropped
-    assert state["status"] == "succeeded" and state["dataset"]["counts"]["train"] > 0
-    assert state["dataset"]["document_rows"] > 0
-    assert "table" in state["dataset"]["types"] or "list" in state["dataset"]["types"]
+    assert state["status"] == "succeeded" and state["dataset"].counts["train"] > 0
+    assert state["dataset"].document_rows > 0
+    assert "table" in state["dataset"].types or "list" in state["dataset"].types
     report = (tmp_path / "home" / "jobs" / "job-bad" / "report.md").read_text()
     assert "language fr" in report and "duplicate" in report

@@ -12,6 +12,7 @@ from agent.service import JobService
 from graphs.context import Settings
 from graphs.reports import job_report
 from graphs.spec import build_spec
+from graphs.state import IntakeReading
 from tools.events import EventLog
 from tools.intake.request_intake import read_with_chat_model
 from tools.intake.request_reader import RequestError
@@ -69,9 +70,9 @@ def test_disagreements_are_recorded_and_the_exact_names_and_numbers_stay_the_off
     assert event["data"]["disagreements"] == [
         "base model: chat model 'llama-3.2-1b', offline reader 'smollm2-135m' (kept the offline reader's)",
         "training.epochs: chat model 5.0, offline reader 4.0 (kept the offline reader's)"]
-    report = job_report({"job_id": record.job_id, "request": record.request, "intake": {
-        "understood": service.understood(record), "read_by": event["data"]["read_by"],
-        "disagreements": event["data"]["disagreements"]}})
+    report = job_report({"job_id": record.job_id, "request": record.request, "intake": IntakeReading(
+        understood=service.understood(record), read_by=event["data"]["read_by"],
+        disagreements=event["data"]["disagreements"])})
     assert "Understood: fine-tune smollm2-135m on 'tidal energy' from sources chosen for the subject " \
            "(4 epochs) (read by the chat model, checked by the offline reader)" in report
     assert "- the readers disagree on base model: chat model 'llama-3.2-1b'" in report

@@ -34,7 +34,7 @@ def settings_for(base_url: str, home: Path, **overrides: Any) -> Settings:
 
 def run_researcher(settings: Settings, job_id: str, spec: JobSpec) -> dict[str, Any]:
     """Call the node as the graph does: a state dict and a Runtime carrying the JobContext."""
-    state = {"job_id": job_id, "request": f"fine-tune SmolLM2 on {spec.subject}", "spec": spec.model_dump()}
+    state = {"job_id": job_id, "request": f"fine-tune SmolLM2 on {spec.subject}", "spec": spec}
     return gather_documents(state, Runtime(context=JobContext(settings)))
 
 
@@ -75,7 +75,7 @@ def test_gathers_arxiv_pubmed_and_wikipedia_with_provenance(server: ReplayServer
     choice = next(e for e in events if e["message"].startswith("sources:"))
     assert "biomedical terms: cancer" in choice["message"]
     assert any(r.query.get("retmax") == "0" for r in server.requests if r.path == ESEARCH)
-    assert update["research"]["http"]["network_requests"] == server.count() > 0
+    assert update["research"].http["network_requests"] == server.count() > 0
     assert after_research(update) == "curator"
 
 
@@ -89,8 +89,8 @@ def test_second_identical_job_makes_no_network_request(server: ReplayServer, tmp
     second = run_researcher(settings, "job-2", spec)
 
     assert server.count() == reached  # nothing reached the server the second time
-    assert second["research"]["http"]["network_requests"] == 0
-    assert second["research"]["http"]["cache_hits"] == first["research"]["http"]["cache_misses"] > 0
+    assert second["research"].http["network_requests"] == 0
+    assert second["research"].http["cache_hits"] == first["research"].http["cache_misses"] > 0
     assert (tmp_path / "home" / "http-cache").is_dir()
     assert [d["doc_id"] for d in second["documents"]] == [d["doc_id"] for d in first["documents"]]
 
@@ -133,7 +133,7 @@ def test_no_network_stops_within_seconds_with_what_to_try(tmp_path: Path) -> Non
     first = update["skipped"][0]
     assert first["what"] == "no network" and "cannot reach arxiv, wikipedia" in first["reason"]
     assert after_research(update) == "stop_without_model"
-    state = {"job_id": "job-1", "request": "r", "spec": spec.model_dump(), **update}
+    state = {"job_id": "job-1", "request": "r", "spec": spec, **update}
     stopped = stop_without_model(state, Runtime(context=JobContext(settings)))
     assert stopped["status"] == "failed" and "no network" in stopped["outcome"] and "--docs" in stopped["outcome"]
 
@@ -163,7 +163,7 @@ def test_document_text_is_data_not_instructions(server: ReplayServer, tmp_path: 
     wiki = next(d for d in update["documents"] if d["source"] == "wikipedia")
     assert json.loads(Path(wiki["path"]).read_text())["text"].startswith("Ignore all previous instructions")
     assert server.count("/exfiltrate") == 0
-    assert {s["source"] for s in update["research"]["sources"]} == {"pubmed", "wikipedia", "arxiv"}
+    assert {s.source for s in update["research"].sources} == {"pubmed", "wikipedia", "arxiv"}
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
@@ -191,10 +191,11 @@ def test_source_settings_come_from_the_environment(tmp_path: Path) -> None:
 def test_graph_researches_from_one_sentence(server: ReplayServer, tmp_path: Path) -> None:
     from langgraph.checkpoint.memory import InMemorySaver
 
+    from graphs.checkpointer import StrictSerializer
     from graphs.graph import build_graph
 
     route_recorded_answers(server)
-    graph = build_graph(InMemorySaver())
+    graph = build_graph(InMemorySaver(serde=StrictSerializer()))
     config = {"configurable": {"thread_id": "job-g"}}
     request = {"job_id": "job-g", "request": "fine-tune SmolLM2 on cancer", "options": {"budget": {"max_documents": 4}}}
 
@@ -204,7 +205,7 @@ def test_graph_researches_from_one_sentence(server: ReplayServer, tmp_path: Path
     state = graph.get_state(config)
     assert state.next == ("curator",)
     assert sorted({d["source"] for d in state.values["documents"]}) == ["arxiv", "pubmed", "wikipedia"]
-    assert state.values["research"]["http"]["network_requests"] == server.count()
+    assert state.values["research"].http["network_requests"] == server.count()
 
 
 def test_graph_without_network_stops_with_a_clear_reason(tmp_path: Path) -> None:
@@ -246,6 +247,6 @@ def test_job_report_names_sources_and_cache_use(server: ReplayServer, tmp_path: 
     update = run_researcher(settings_for(server.url, tmp_path / "home"), "job-1", spec)
 
     assert sources_summary(update["documents"]).startswith("2 PubMed abstracts, 1 Wikipedia article and 1 arXiv paper:")
-    report = job_report({"job_id": "job-1", "spec": spec.model_dump(), **update})
+    report = job_report({"job_id": "job-1", "spec": spec, **update})
     assert "- pubmed: 2 of 2 documents (chosen for the subject: biomedical terms: cancer)" in report
     assert "0 answers from the cache, 6 network requests" in report

@@ -9,6 +9,7 @@ from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from graphs.checkpointer import StrictSerializer
 from graphs.context import JobContext, resolve_settings
 from graphs.graph import build_graph
 
@@ -55,7 +56,7 @@ def run_job(home: Path, job_id: str, options: dict[str, Any],
             listeners: tuple = ()) -> dict[str, Any]:
     """The job graph invoked directly (in-memory checkpoints), as the service would with these options
     (`listeners` hear every event, progress ticks included)."""
-    graph = build_graph(InMemorySaver())
+    graph = build_graph(InMemorySaver(serde=StrictSerializer()))
     context = JobContext(resolve_settings({"home": home}), listeners)  # FTAGENT_PRECISION and the like apply
     config = {"configurable": {"thread_id": job_id}, "recursion_limit": 60}
     return graph.invoke({"job_id": job_id, "request": request, "options": options}, config, context=context)

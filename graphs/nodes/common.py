@@ -1,19 +1,18 @@
-"""Small helpers every node uses: the effective spec (spec + the critic's adjustments) and events."""
+"""What the critic's remedies do to the job: the spec with one section's changes applied (validated, so a
+remedy can never produce a spec intake would refuse), and the record of every change by section."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from graphs.spec import JobSpec
-from graphs.state import JobState
 
 
-def effective_spec(state: JobState) -> JobSpec:
-    """The job spec with the critic's adjustments applied on top (section by section)."""
-    spec = dict(state["spec"])
-    for section, changes in (state.get("adjustments") or {}).items():
-        spec[section] = {**spec.get(section, {}), **changes}
-    return JobSpec.model_validate(spec)
+def adjusted_spec(spec: JobSpec, section: str, changes: dict[str, Any]) -> JobSpec:
+    """`spec` with `changes` applied to its `section` (the spec the next round runs with)."""
+    values = spec.model_dump()
+    values[section] = {**values[section], **changes}
+    return JobSpec.model_validate(values)
 
 
 def merge_adjustments(current: dict[str, Any] | None, section: str, changes: dict[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,8 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
-from graphs.nodes.common import effective_spec
 from graphs.spec import JobSpec
-from graphs.state import JobState
+from graphs.state import CurationSummary, DroppedDocument, JobState
 from tools.data.chunking import Chunk, TokenCounter, chunk_by_tokens, tokenizer_counter
 from tools.data.dataset import write_jsonl
 from tools.data.dedup import find_duplicates
@@ -127,32 +126,32 @@ def chunk_rows(curated: Curated, documents: Sequence[Document]) -> list[dict[str
 
 
 def curation_summary(curated: Curated, documents: Sequence[Document], spec: JobSpec,
-                     collection: str, rows_path: Path) -> dict[str, Any]:
+                     collection: str, rows_path: Path) -> CurationSummary:
     """What the state keeps: counts by reason, dropped documents, the thresholds used."""
     by_id = {d.doc_id: d for d in documents}
     kept = curated.kept
     reasons = Counter(r for r in curated.reasons if r != "kept")
-    return {
-        "collection": collection,
-        "documents_in": len(documents),
-        "documents_kept": len({curated.chunks[i].doc_id for i in kept}),
-        "documents_dropped": [{"doc_id": d, "title": by_id[d].title, "reason": "off-topic",
-                               "relevance": round(curated.document_relevance[d], 4)}
-                              for d in sorted(curated.off_topic)],
-        "document_relevance": {by_id[d].title: round(s, 4) for d, s in curated.document_relevance.items()},
-        "chunks_in": len(curated.chunks),
-        "chunks_kept": len(kept),
-        "dropped_chunks": dict(reasons),
-        "kept_chunks_by_source": dict(Counter(by_id[curated.chunks[i].doc_id].source for i in kept)),
-        "queries": curated.queries,
-        "chunk_scores": str(rows_path),
-        "chunking": "tokens of the embedding model's tokenizer",
-        "thresholds": spec.curation.model_dump(),
-    }
+    return CurationSummary(
+        collection=collection,
+        documents_in=len(documents),
+        documents_kept=len({curated.chunks[i].doc_id for i in kept}),
+        documents_dropped=[DroppedDocument(doc_id=d, title=by_id[d].title, reason="off-topic",
+                                           relevance=round(curated.document_relevance[d], 4))
+                           for d in sorted(curated.off_topic)],
+        document_relevance={by_id[d].title: round(s, 4) for d, s in curated.document_relevance.items()},
+        chunks_in=len(curated.chunks),
+        chunks_kept=len(kept),
+        dropped_chunks=dict(reasons),
+        kept_chunks_by_source=dict(Counter(by_id[curated.chunks[i].doc_id].source for i in kept)),
+        queries=curated.queries,
+        chunk_scores=str(rows_path),
+        chunking="tokens of the embedding model's tokenizer",
+        thresholds=spec.curation.model_dump(),
+    )
 
 
 def curate_chunks(state: JobState, runtime: Runtime[JobContext]) -> dict:
-    spec = effective_spec(state)
+    spec = state["spec"]
     events = runtime.context.events(state["job_id"])
     documents = [Document.from_dict(json.loads(Path(d["path"]).read_text())) for d in state.get("documents", [])]
     embedder = runtime.context.embedder
@@ -162,9 +161,10 @@ def curate_chunks(state: JobState, runtime: Runtime[JobContext]) -> dict:
     write_jsonl(rows_path, chunk_rows(curated, documents))
     _store(curated, documents, runtime, _collection_name(state["job_id"]))
     summary = curation_summary(curated, documents, spec, _collection_name(state["job_id"]), rows_path)
-    events.emit("curator", "phase", f"kept {summary['chunks_kept']} of {summary['chunks_in']} chunks from "
-                f"{summary['documents_kept']} documents; dropped {len(curated.off_topic)} off-topic documents",
-                dropped_documents=summary["documents_dropped"], dropped_chunks=summary["dropped_chunks"])
+    events.emit("curator", "phase", f"kept {summary.chunks_kept} of {summary.chunks_in} chunks from "
+                f"{summary.documents_kept} documents; dropped {len(curated.off_topic)} off-topic documents",
+                dropped_documents=[d.model_dump() for d in summary.documents_dropped],
+                dropped_chunks=summary.dropped_chunks)
     return {"curation": summary}
 
 

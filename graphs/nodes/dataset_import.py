@@ -5,13 +5,11 @@ folder in the job format with a card, and handed to the same trainer, evaluator,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
-from graphs.nodes.common import effective_spec
-from graphs.state import JobState
+from graphs.state import DatasetSummary, JobState, OwnDataset
 from tools.data.dataset import SPLITS, dataset_hash, write_jsonl
 from tools.data.user_dataset import UserDataset, read_user_dataset, with_system_prompt
 from tools.hub_cards import dataset_configs, front_matter
@@ -38,7 +36,7 @@ def user_dataset_card(subject: str, dataset: UserDataset, paths: dict[str, Path]
 
 
 def import_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
-    spec = effective_spec(state)
+    spec = state["spec"]
     events = runtime.context.events(state["job_id"])
     dataset = read_user_dataset(spec.dataset or "", spec.generation.seed)
     folder = runtime.context.paths(state["job_id"]).dataset
@@ -46,13 +44,13 @@ def import_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
     paths = write_user_splits(folder, dataset, system_prompt)
     card = folder / "README.md"
     card.write_text(user_dataset_card(spec.subject, dataset, paths), encoding="utf-8")
-    summary: dict[str, Any] = {
-        "own_dataset": {"path": dataset.source, "format": dataset.format, "formats": dataset.formats,
-                        "rows": dataset.rows, "had_splits": dataset.had_splits},
-        "paths": {k: str(v) for k, v in paths.items()}, "exports": {},
-        "counts": {k: len(dataset.splits[k]) for k in SPLITS}, "types": {"own": dataset.rows},
-        "hash": dataset_hash([paths[name] for name in SPLITS]), "system_prompt": system_prompt, "card": str(card)}
+    own = OwnDataset(path=dataset.source, format=dataset.format, formats=dataset.formats, rows=dataset.rows,
+                     had_splits=dataset.had_splits)
+    summary = DatasetSummary(
+        own_dataset=own, paths={k: str(v) for k, v in paths.items()}, exports={},
+        counts={k: len(dataset.splits[k]) for k in SPLITS}, types={"own": dataset.rows},
+        hash=dataset_hash([paths[name] for name in SPLITS]), system_prompt=system_prompt, card=str(card))
     events.emit("dataset", "phase", f"research and generation skipped: training on your dataset "
                 f"{dataset.source} ({dataset.format}, {dataset.rows} rows; " +
-                ", ".join(f"{k} {v}" for k, v in summary["counts"].items()) + ")", **summary["own_dataset"])
+                ", ".join(f"{k} {v}" for k, v in summary.counts.items()) + ")", **own.model_dump())
     return {"dataset": summary}

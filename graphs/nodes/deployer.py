@@ -10,7 +10,6 @@ from pathlib import Path
 from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
-from graphs.nodes.common import effective_spec
 from graphs.reports import job_report, model_card
 from graphs.state import JobState
 from tools.hub_cards import front_matter, name_base_in_adapter, version_metadata, write_merged_card
@@ -21,12 +20,11 @@ from tools.stores.sql_table import now_iso
 
 
 def register_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
-    spec = effective_spec(state)
+    spec = state["spec"]
     settings = runtime.context.settings
     events = runtime.context.events(state["job_id"])
     registry = ModelRegistry(settings.database)
-    training, evaluation = state["training"], state["evaluation"]
-    version = registry.find_by_job(state["job_id"], training["round"])  # a resumed deployer registers once
+    version = registry.find_by_job(state["job_id"], state["round"])  # a resumed deployer registers once
     if version is None:  # the card is written (atomically) before the row: a version is never seen without it
         version = _new_version(state, spec, registry, settings.home)
         write_card(Path(version.card_path), hub_card(state, version))
@@ -35,13 +33,13 @@ def register_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
             write_merged_card(Path(version.merged_path), version)
     elif not Path(version.card_path).is_file():  # registered by an older build that died before its card
         write_card(Path(version.card_path), hub_card(state, version))
-    passed = evaluation["passed"]
+    passed = state["evaluation"].passed
     outcome = (f"{version.name} registered ({version.status}); gates "
                f"{'passed' if passed else 'failed after ' + str(len(state.get('remedies', []))) + ' remedies'}")
     events.emit("deployer", "phase", outcome, model=version.name, status=version.status)
-    final = {**state, "model": version.to_dict(), "outcome": outcome, "status": "succeeded"}
+    final: JobState = {**state, "model": version, "outcome": outcome, "status": "succeeded"}
     runtime.context.paths(state["job_id"]).report.write_text(job_report(final))
-    return {"model": version.to_dict(), "outcome": outcome, "status": "succeeded"}
+    return {"model": version, "outcome": outcome, "status": "succeeded"}
 
 
 def write_card(path: Path, card: str) -> None:
@@ -60,26 +58,27 @@ def _new_version(state: JobState, spec, registry: ModelRegistry, home: Path) -> 
     # Hub id), the weights, the tokenizer and README.md; peft's AutoPeftModelForCausalLM loads it as it is.
     folder = adapter = home / "models" / name
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(training["adapter_dir"], adapter)
+    shutil.copytree(training.adapter_dir, adapter)
     name_base_in_adapter(adapter, base_model_name(spec.base_model))
-    merged = export_merged(training["base_model_path"], adapter, folder / "merged") if spec.merge else None
+    merged = export_merged(training.base_model_path, adapter, folder / "merged") if spec.merge else None
     return ModelVersion(
         name=name, family=family, version=number, base_model=spec.base_model,
-        base_model_path=training["base_model_path"], subject=spec.subject,
-        status="staging" if evaluation["passed"] else "rejected", gates_passed=evaluation["passed"],
+        base_model_path=training.base_model_path, subject=spec.subject,
+        status="staging" if evaluation.passed else "rejected", gates_passed=evaluation.passed,
         adapter_path=str(adapter), merged_path=str(merged) if merged else None,
-        card_path=str(folder / "README.md"), dataset_hash=state["dataset"]["hash"], job_id=state["job_id"],
-        round=training["round"], created_at=now_iso(),
+        card_path=str(folder / "README.md"), dataset_hash=state["dataset"].hash, job_id=state["job_id"],
+        round=state["round"], created_at=now_iso(),
         sources=[{k: d[k] for k in ("source", "title", "uri")} for d in state.get("documents", [])],
-        config=training["config"],
-        metrics={"base": evaluation["base"], "tuned": evaluation["tuned"], "gates": evaluation["gates"],
-                 "train_loss": training["train_loss"], "val_loss": training["val_loss"]},
+        config=training.config,
+        metrics={"base": evaluation.base, "tuned": evaluation.tuned,
+                 "gates": [gate.model_dump() for gate in evaluation.gates],
+                 "train_loss": training.train_loss, "val_loss": training.val_loss},
     )
 
 
 def hub_card(state: JobState, version: ModelVersion) -> str:
     """README.md: the Hub's YAML front matter, then the prose card."""
-    return front_matter(version_metadata(version)) + "\n" + model_card(state, version.to_dict())
+    return front_matter(version_metadata(version)) + "\n" + model_card(state, version)
 
 
 def base_model_name(base_model: str) -> str:

@@ -12,11 +12,17 @@ from langgraph.runtime import Runtime
 
 from graphs.context import JobContext, Settings
 from graphs.gates import check_gates, judge_gates
-from graphs.nodes.common import effective_spec
 from graphs.nodes.tracking import round_trackers
 from graphs.reports import write_evaluation_report
 from graphs.spec import Evaluation, Gates, JobSpec
-from graphs.state import JobState
+from graphs.state import (
+    EvaluationResult,
+    GateCheck,
+    JobState,
+    RoundDataset,
+    RoundRecord,
+    TrainingSummary,
+)
 from tools.data.dataset import read_jsonl
 from tools.evaluation.plots import write_plots
 from tools.evaluation.scoring import (
@@ -39,23 +45,24 @@ if TYPE_CHECKING:
 JUDGE_OFF = "judge turned off (evaluation.judge is false)"
 
 
-def compare(spec: JobSpec, training: dict[str, Any], test: list[dict], threads: int | None,
+def compare(spec: JobSpec, training: TrainingSummary, test: list[dict], threads: int | None,
             events: EventLog | None = None) -> Comparison:
     """The job's comparison within spec.evaluation's limits (generation is the expensive part; its
     progress goes to the events' listeners)."""
     questions = general_qa(render_prompt("system_general"), spec.evaluation.general_qa)
     return compare_with_base(
-        training["base_model_path"], training["adapter_dir"], test, general_texts(spec.evaluation.general_texts),
+        training.base_model_path, training.adapter_dir, test, general_texts(spec.evaluation.general_texts),
         spec.evaluation.max_new_tokens, spec.evaluation.generate_limit, threads, questions,
         spec.generation.max_answer_words,
         progress=(lambda side: events.ticker("evaluator", f"evaluating {side}: answers")) if events else None)
 
 
-def write_report(folder: Path, evaluation: dict[str, Any], comparison: Comparison) -> Path:
-    """Plots, then the report that links them."""
-    stem = f"round-{evaluation['round']}"
-    plots = write_plots(folder, stem, evaluation["base"], evaluation["tuned"], comparison.per_example)
-    return write_evaluation_report(folder, evaluation, comparison.per_example, plots, comparison.general_per_example)
+def write_report(folder: Path, round_number: int, evaluation: EvaluationResult, comparison: Comparison) -> Path:
+    """Plots, then the report that links them (report.json holds the round and the evaluation)."""
+    stem = f"round-{round_number}"
+    plots = write_plots(folder, stem, evaluation.base, evaluation.tuned, comparison.per_example)
+    content = {"round": round_number, **evaluation.model_dump(exclude={"report"})}
+    return write_evaluation_report(folder, content, comparison.per_example, plots, comparison.general_per_example)
 
 
 def judge_comparison(chat: ChatOpenAI | None, enabled: bool, comparison: Comparison,
@@ -70,18 +77,18 @@ def judge_comparison(chat: ChatOpenAI | None, enabled: bool, comparison: Compari
 def job_passages(state: JobState, settings: Settings, records: list[dict]) -> list[str | None]:
     """Each record's source passage: its chunk's text from the job's chunk store (metadata.chunk_id), else
     the passage the record carries, else None."""
-    collection = (state.get("curation") or {}).get("collection")
+    collection = curation.collection if (curation := state.get("curation")) else None
     ids = [(r.get("metadata") or {}).get("chunk_id") for r in records]
     texts = ChunkStore(settings.chroma, collection).texts([i for i in ids if i]) if collection else {}
     return [texts.get(chunk_id) or record_passage(r) for chunk_id, r in zip(ids, records, strict=True)]
 
 
 def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
-    spec = effective_spec(state)
+    spec = state["spec"]
     settings, events = runtime.context.settings, runtime.context.events(state["job_id"])
-    training = state["training"]
-    test = read_jsonl(state["dataset"]["paths"]["test"])
-    events.emit("evaluator", "phase", f"round {training['round']}: comparing tuned and base on "
+    training, round_number = state["training"], state["round"]
+    test = read_jsonl(state["dataset"].paths["test"])
+    events.emit("evaluator", "phase", f"round {round_number}: comparing tuned and base on "
                 f"{len(test)} held-out examples and {spec.evaluation.general_qa} general questions")
     comparison = compare(spec, training, test, settings.threads, events)
     chat = chat_model_from(settings) if spec.evaluation.judge else None
@@ -89,41 +96,43 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     judgement = judge_comparison(chat, spec.evaluation.judge, comparison, passages)
     events.emit("evaluator", "judge", f"LLM judge: {judgement.summary['reason']}", **judgement.summary)
     base, tuned = comparison.base.to_dict(), comparison.tuned.to_dict() if comparison.tuned else {}
-    gates = check_gates(base, tuned, spec.gates) + judge_gates(judgement.summary, spec.gates)
-    passed = all(g["passed"] for g in gates)
-    evaluation = {"round": training["round"], "base": base, "tuned": tuned, "judge": judgement.summary,
-                  "gates": gates, "passed": passed}
-    evaluation["report"] = str(write_report(runtime.context.paths(state["job_id"]).eval, evaluation, comparison))
+    gates = [GateCheck.model_validate(gate) for gate in
+             check_gates(base, tuned, spec.gates) + judge_gates(judgement.summary, spec.gates)]
+    evaluation = EvaluationResult(base=base, tuned=tuned, judge=judgement.summary, gates=gates,
+                                  passed=all(gate.passed for gate in gates))
+    report = write_report(runtime.context.paths(state["job_id"]).eval, round_number, evaluation, comparison)
+    evaluation = evaluation.model_copy(update={"report": str(report)})
     track_evaluation(round_trackers(settings, spec, runtime.context.paths(state["job_id"]), state["job_id"],
-                                    training["round"], events, create=False), training, base, tuned)
+                                    round_number, events, create=False), training, base, tuned)
     for gate in gates:
-        events.emit("evaluator", "gate", f"{'PASS' if gate['passed'] else 'FAIL'} {gate['name']}: {gate['detail']}",
-                    **gate)
-    if "answer_rouge_l" not in {g["name"] for g in gates}:
+        events.emit("evaluator", "gate", f"{'PASS' if gate.passed else 'FAIL'} {gate.name}: {gate.detail}",
+                    **gate.model_dump())
+    if "answer_rouge_l" not in {gate.name for gate in gates}:
         events.emit("evaluator", "decision", f"grounding gate not judged: {tuned.get('generated', 0)} generated "
                     f"answers, it needs {spec.gates.min_rouge_l_answers} (evaluation.generate_limit)")
     return {"evaluation": evaluation, "rounds": [round_record(state, evaluation)]}
 
 
-def track_evaluation(run: RoundTrackers, training: dict[str, Any], base: dict[str, Any],
+def track_evaluation(run: RoundTrackers, training: TrainingSummary, base: dict[str, Any],
                      tuned: dict[str, Any]) -> None:
     """The round's metrics, base and tuned, into its TensorBoard (and MLflow) run, at its last training step."""
     try:
-        run.evaluation(int(training.get("steps") or 0), base, tuned)
+        run.evaluation(int(training.steps or 0), base, tuned)
     finally:
         run.close()
 
 
-def round_record(state: JobState, evaluation: dict[str, Any]) -> dict[str, Any]:
+def round_record(state: JobState, evaluation: EvaluationResult) -> RoundRecord:
     """What the job report shows per round: the training config and data it used (so the critic's
     changes between rounds are visible), the losses, tuned vs base metrics and every gate."""
-    training, dataset = state["training"], state.get("dataset") or {}
-    return {"round": training["round"], "config": training["config"], "steps": training.get("steps"),
-            "train_loss": training["train_loss"], "val_loss": training["val_loss"],
-            "val_history": training.get("val_history"), "replay_general": training.get("replay_general", 0.0),
-            "replay_examples": training.get("replay_examples", 0), "train_examples": training.get("train_examples"),
-            "dataset": {"counts": dataset.get("counts"), "hash": dataset.get("hash")},
-            **{k: evaluation[k] for k in ("base", "tuned", "judge", "gates", "passed")}}
+    training, dataset = state["training"], state.get("dataset")
+    used = RoundDataset(counts=dataset.counts, hash=dataset.hash) if dataset else RoundDataset()
+    return RoundRecord(
+        round=state["round"], dataset=used,
+        **training.model_dump(include={"config", "steps", "train_loss", "val_loss", "val_history", "replay_general",
+                                       "replay_examples", "train_examples", "document_rows", "processes",
+                                       "distributed", "distributed_backend"}),
+        **evaluation.model_dump(include={"base", "tuned", "judge", "gates", "passed"}))
 
 
 def evaluate_on_set(base_model_path: str, adapter_dir: str | None, records: list[dict], folder: Path,

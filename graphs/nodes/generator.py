@@ -14,9 +14,8 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
-from graphs.nodes.common import effective_spec
 from graphs.spec import JobSpec
-from graphs.state import JobState
+from graphs.state import DatasetSummary, JobState
 from tools.data.chunking import Chunk
 from tools.data.coverage import coverage_order
 from tools.data.dataset import SPLITS, dataset_hash, split_by_document, write_splits
@@ -145,9 +144,9 @@ def llm_rewrites(spec: JobSpec, runtime: Runtime[JobContext], chunks: list[tuple
 
 
 def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
-    spec = effective_spec(state)
+    spec = state["spec"]
     events = runtime.context.events(state["job_id"])
-    collection = state["curation"]["collection"]
+    collection = state["curation"].collection
     rows = ChunkStore(runtime.context.settings.chroma, collection).all()
     vectors = stored_vectors(runtime.context.settings.chroma, collection, [c.chunk_id for c, _ in rows])
     drawn = draw_chunks(rows, vectors, spec) if rows else []
@@ -172,15 +171,15 @@ def generate_dataset(state: JobState, runtime: Runtime[JobContext]) -> dict:
         dropped["over the example budget"] += len(kept) - spec.budget.max_examples
         kept = kept[: spec.budget.max_examples]  # coverage order: the prefix is still spread out
     kept_words = sum(len(c.text.split()) for c, _ in rows)
-    summary = _write(state, runtime, spec, kept, chunks, rewrites, {
+    summary = DatasetSummary.model_validate(_write(state, runtime, spec, kept, chunks, rewrites, {
         "generator": generator.name, "generator_fallback": fallback, "chunks_available": len(rows),
         "chunks_drawn": len(drawn), "generated": len(examples), "dropped_examples": dict(dropped),
         "generator_stats": dict(generator.stats), "kept_words": kept_words, "rewrite_stats": rewrite_stats,
-        "yield": round(len(kept) / len(examples), 3) if examples else 0.0})
-    events.emit("generator", "phase", "QA rows: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
-                + f"; document rows {summary['document_rows']} ({summary['document_passages']} passages); "
-                f"{kept_words} words kept", types=summary["types"], dropped_examples=summary["dropped_examples"],
-                generator=generator.name, document_rows=summary["document_rows"], kept_words=kept_words)
+        "yield": round(len(kept) / len(examples), 3) if examples else 0.0}))
+    events.emit("generator", "phase", "QA rows: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items())
+                + f"; document rows {summary.document_rows} ({summary.document_passages} passages); "
+                f"{kept_words} words kept", types=summary.types, dropped_examples=summary.dropped_examples,
+                generator=generator.name, document_rows=summary.document_rows, kept_words=kept_words)
     return {"dataset": summary}
 
 

@@ -7,7 +7,7 @@ from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
 from graphs.spec import build_spec, understood_line
-from graphs.state import JobState
+from graphs.state import IntakeReading, JobState
 from tools.models.catalogue import check_base_model, locate_base_model
 
 
@@ -23,6 +23,6 @@ def parse_job_request(state: JobState, runtime: Runtime[JobContext]) -> dict:
         log.emit("intake", "decision", f"base model {spec.base_model}: "
                  f"{checked['architecture'] or checked['model_type']} at {path}, with a chat template",
                  base_model_path=str(path), **checked)
-    intake = {"understood": understood_line(spec), "read_by": read.get("read_by", "offline reader"),
-              "disagreements": read.get("disagreements", [])}
-    return {"spec": spec.model_dump(), "status": "running", "round": 0, "intake": intake}
+    intake = IntakeReading(understood=understood_line(spec), read_by=read.get("read_by", "offline reader"),
+                           disagreements=read.get("disagreements", []))
+    return {"spec": spec, "status": "running", "round": 0, "intake": intake}

@@ -22,9 +22,8 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.context import JobContext, Settings
-from graphs.nodes.common import effective_spec
 from graphs.spec import JobSpec
-from graphs.state import JobState
+from graphs.state import JobState, ResearchResult, SourceHarvest
 from tools.events import EventLog
 from tools.intake.query_expansion import arrange_queries, choose_sources, expand_queries
 from tools.llm.chat_model import chat_model_from, expand_queries_with_model
@@ -196,7 +195,7 @@ def _skip(what: str, reason: str) -> dict[str, Any]:
 
 
 def harvest_all(plans: list[SourcePlan], spec: JobSpec, settings: Settings, known: set[str], folder: Path,
-                events: EventLog) -> tuple[Harvest, list[dict[str, Any]], dict[str, int]]:
+                events: EventLog) -> tuple[Harvest, list[SourceHarvest], dict[str, int]]:
     """Every planned source through one cached HTTP client: the combined harvest, a summary per
     source, and the client's cache hits/misses and network requests."""
     total, summaries = Harvest(), []
@@ -213,19 +212,19 @@ def harvest_all(plans: list[SourcePlan], spec: JobSpec, settings: Settings, know
                         f"{len(harvest.searches)} searches, {len(harvest.skipped)} skipped")
             total.documents += harvest.documents
             total.skipped += harvest.skipped
-            summaries.append({"source": plan.name, "quota": plan.quota, "reason": plan.reason,
-                              "documents": len(harvest.documents), "searches": harvest.searches,
-                              "unreachable": harvest.unreachable})
+            summaries.append(SourceHarvest(source=plan.name, quota=plan.quota, reason=plan.reason,
+                                           documents=len(harvest.documents), searches=harvest.searches,
+                                           unreachable=harvest.unreachable))
         return total, summaries, vars(http.stats).copy()
 
 
-def no_network_notice(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+def no_network_notice(summaries: list[SourceHarvest]) -> dict[str, Any] | None:
     """One skip that says the network is down and what to try, when no source could be reached."""
-    unreachable = [s for s in summaries if s["unreachable"]]
+    unreachable = [s for s in summaries if s.unreachable]
     if not unreachable:
         return None
-    names = ", ".join(s["source"] for s in unreachable)
-    return _skip("no network", f"cannot reach {names} ({unreachable[0]['unreachable']}); {NO_NETWORK_HINT}")
+    names = ", ".join(s.source for s in unreachable)
+    return _skip("no network", f"cannot reach {names} ({unreachable[0].unreachable}); {NO_NETWORK_HINT}")
 
 
 def plan_queries(plans: list[SourcePlan], spec: JobSpec, settings: Settings, events: EventLog) -> list[SourcePlan]:
@@ -248,7 +247,7 @@ def plan_queries(plans: list[SourcePlan], spec: JobSpec, settings: Settings, eve
 
 def gather_documents(state: JobState, runtime: Runtime[JobContext]) -> dict:
     """The researcher node: plan sources, harvest each within its quota, record provenance and cache use."""
-    spec, settings = effective_spec(state), runtime.context.settings
+    spec, settings = state["spec"], runtime.context.settings
     events = runtime.context.events(state["job_id"])
     folder = runtime.context.paths(state["job_id"]).documents
     folder.mkdir(parents=True, exist_ok=True)
@@ -267,5 +266,5 @@ def gather_documents(state: JobState, runtime: Runtime[JobContext]) -> dict:
     events.emit("researcher", "phase", f"{len(harvest.documents)} documents read, {len(skipped)} skipped; HTTP: "
                 f"{stats['cache_hits']} cache hits, {stats['network_requests']} network requests",
                 skipped=skipped, http=stats)
-    research = {"sources": summaries, "http": stats, "cache": str(settings.http_cache)}
+    research = ResearchResult(sources=summaries, http=stats, cache=str(settings.http_cache))
     return {"documents": harvest.documents, "skipped": skipped, "research": research}

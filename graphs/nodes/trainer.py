@@ -7,11 +7,10 @@ from pathlib import Path
 from langgraph.runtime import Runtime
 
 from graphs.context import JobContext
-from graphs.nodes.common import effective_spec
 from graphs.nodes.tracking import round_trackers
 from graphs.reports import processes_phrase
 from graphs.spec import JobSpec
-from graphs.state import JobState
+from graphs.state import DatasetSummary, JobState, TrainingSummary
 from tools.data.dataset import read_jsonl
 from tools.evaluation.scoring import general_qa, mix_replay
 from tools.events import EventLog
@@ -61,14 +60,14 @@ def training_examples(spec: JobSpec, train: list[dict], database: Path,
     return train + replayed + corrections, {"replay_examples": len(replayed), "feedback_examples": len(corrections)}
 
 
-def training_documents(dataset: dict) -> list[dict]:
+def training_documents(dataset: DatasetSummary) -> list[dict]:
     """The dataset's document rows ({"text": ...}); none for datasets written before the mix existed."""
-    path = dataset.get("documents_path")
+    path = dataset.documents_path
     return read_jsonl(Path(path)) if path and Path(path).exists() else []
 
 
 def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
-    spec = effective_spec(state)
+    spec = state["spec"]
     job_id, round_number = state["job_id"], state.get("round", 0) + 1
     events = runtime.context.events(job_id)
     paths = runtime.context.paths(job_id)
@@ -98,7 +97,7 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
         tracker.event(message, data)
         events.emit("trainer", "decision", message, **data)
 
-    train, added = training_examples(spec, read_jsonl(state["dataset"]["paths"]["train"]),
+    train, added = training_examples(spec, read_jsonl(state["dataset"].paths["train"]),
                                      runtime.context.settings.database, events)
     documents = training_documents(state["dataset"])
     if documents:
@@ -107,19 +106,19 @@ def train_adapter(state: JobState, runtime: Runtime[JobContext]) -> dict:
                     qa_rows=len(train), document_rows=len(documents))
     train = train + documents
     try:
-        result = train_lora(config, train, read_jsonl(state["dataset"]["paths"]["val"]), on_step, on_event)
+        result = train_lora(config, train, read_jsonl(state["dataset"].paths["val"]), on_step, on_event)
         tracker.adapter(result.adapter_dir)
     except BaseException:
         tracker.close(failed=True)
         raise
     tracker.close()
-    summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
-    summary |= {"round": round_number, "base_model_path": str(base_path), "config": config.model_dump(),
-                "replay_general": spec.training.replay_general, "train_examples": len(train) - len(documents),
-                "document_rows": len(documents), **added}
+    summary = TrainingSummary(
+        **{k: v for k, v in result.to_dict().items() if k != "loss_history"}, base_model_path=str(base_path),
+        config=config.model_dump(), replay_general=spec.training.replay_general,
+        train_examples=len(train) - len(documents), document_rows=len(documents), **added)
     events.emit("trainer", "phase", f"trained {result.steps} steps{processes_phrase(summary)} at "
                 f"{result.tokens_per_second:.0f} tokens/s; train loss {result.train_loss:.3f}, "
                 f"val loss {result.val_loss or float('nan'):.3f}",
-                **{k: summary[k] for k in ("steps", "tokens_per_second", "train_loss", "val_loss", "processes",
-                                           "distributed", "distributed_backend", "device")})
+                **summary.model_dump(include={"steps", "tokens_per_second", "train_loss", "val_loss", "processes",
+                                              "distributed", "distributed_backend", "device"}))
     return {"training": summary, "round": round_number}
