@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from graphs.context import Settings
+from agent.settings import Settings
 from graphs.spec import Gates, JobSpec, parse_request
 from tools.sources.http import address_problem
 from tools.stores.api_tokens import Caller

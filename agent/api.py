@@ -45,6 +45,7 @@ from agent.service import JobService, NotOwner
 from graphs.spec import RequestError
 from tools.evaluation.scoring import QASetError
 from tools.events import read_from
+from tools.home import HomeLayout
 from tools.package_data import EVAL_SETS_DIR
 from tools.private_files import write_private_text
 from tools.stores.api_tokens import Caller, TokenStore
@@ -142,7 +143,7 @@ def resolve_token(home: Path, explicit: str | None = None) -> str:
     """The API token: explicit, else $FTAGENT_API_TOKEN, else `<home>/api_token` (created, mode 0600)."""
     if explicit or os.environ.get(TOKEN_ENV):
         return explicit or os.environ[TOKEN_ENV]
-    path = Path(home) / "api_token"
+    path = HomeLayout(Path(home)).api_token
     if not path.exists():
         write_private_text(path, secrets.token_urlsafe(32))  # 0600 from its first byte
     return path.read_text().strip()
@@ -304,7 +305,7 @@ def _allowed_eval_path(service: JobService, given: str, caller: Caller) -> Path:
     if caller.admin:
         roots.append(home)
     else:
-        roots += [(home / "jobs" / record.job_id).resolve() for record in service.list_jobs(caller)]
+        roots += [service.settings.job_paths(record.job_id).root.resolve() for record in service.list_jobs(caller)]
     if not any(path.is_relative_to(root) for root in roots):
         raise ApiError(422, "dataset_path must be inside tools/eval_sets/, a document root or one of your jobs' "
                             "folders (or send 'examples' inline)")

@@ -23,7 +23,7 @@ from agent.cli_extras import (
     dispatch_extra,
 )
 from agent.service import JobBusy, JobFailed, JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 from graphs.job_file import ResolvedJob, resolve_job, spec_yaml
 from graphs.spec import RequestError, understood_line
 from graphs.state import JobState
@@ -419,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
     console = Console(stderr=False, highlight=False)
     try:
-        settings = resolve_settings({"home": args.home, "threads": args.threads})
+        settings = resolve_settings({"home": args.home, "threads": args.threads},
+                                    flags={"home": "--home", "threads": "--threads"})
     except ValueError as error:  # a setting (environment, config file) that fails its check
         console.print(f"[red]bad setting:[/red] {escape(str(error))}", highlight=False)
         return EXIT_BAD_INPUT

@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 
 from agent.service import JobService
+from agent.settings import SECRET_SETTINGS, settings_yaml
 
 # one example per subcommand, shown at the end of its --help
 EXAMPLES = {
@@ -41,7 +42,6 @@ EXAMPLES = {
     "token": "ftagent token add alice   |   ftagent token list   |   ftagent token revoke alice",
     "slack": "SLACK_BOT_TOKEN=xoxb-... SLACK_SIGNING_SECRET=... ftagent slack --port 3000",
 }
-SECRET_SETTINGS = ("chat_api_key", "ncbi_api_key")
 EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_ENVIRONMENT = 2, 3, 4, 5
 
 
@@ -159,11 +159,10 @@ def _feedback(service: JobService, console: Console, args: argparse.Namespace) -
 
 def _config(service: JobService, console: Console, args: argparse.Namespace) -> int:
     settings = service.settings.model_dump(mode="json")
-    if args.action == "show":
-        shown = {k: ("***" if k in SECRET_SETTINGS and v else v) for k, v in settings.items()}
-        console.print(yaml.safe_dump(shown, sort_keys=False), highlight=False, markup=False, end="")
+    if args.action == "show":  # each value with where it came from, secrets as ***
+        console.print(settings_yaml(service.settings), highlight=False, markup=False, soft_wrap=True, end="")
         return 0
-    path = service.settings.home / "config.yaml"
+    path = service.settings.layout.config_file
     if path.exists() and not args.force:
         console.print(f"[red]refused:[/red] {path} exists (--force replaces it)", highlight=False)
         return EXIT_BAD_INPUT

@@ -23,7 +23,7 @@ from typing import Any
 
 from agent.queue import JobResult, run_job
 from agent.service import JobService
-from graphs.context import Settings, resolve_settings
+from agent.settings import Settings, resolve_settings
 from graphs.graph import build_graph
 from tools.events import EventListener
 

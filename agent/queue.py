@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from agent.service import CancelWatch, JobCancelled, JobFailed, JobService
@@ -73,7 +72,7 @@ class Worker:
         none: its claims keep workers apart."""
         if self.service.jobs.shared:
             return
-        path = Path(self.service.settings.home) / "worker.lock"
+        path = self.service.settings.layout.worker_lock
         handle = path.open("w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

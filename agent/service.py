@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from agent import access
-from graphs.context import JobContext, Settings
+from agent.settings import Settings
+from graphs.context import JobContext
 from graphs.spec import RequestError, build_spec, understood_line
 from graphs.state import DatasetSummary, JobState
 from tools.events import EventListener, EventLog
@@ -252,7 +253,7 @@ class JobService:
         if self.jobs.shared:
             yield
             return
-        handle = (self.settings.home / "training.lock").open("a")
+        handle = self.settings.layout.training_lock.open("a")
         try:
             announced = False
             while True:
@@ -398,7 +399,7 @@ class JobService:
         version = self.registry.get(model)
         system = render_prompt("system_subject_expert", subject=version.subject)
         examples = corrections_as_examples(self.feedback_store.list(model), system)
-        return write_jsonl(examples, path or self.settings.home / "feedback" / f"{model}.jsonl")
+        return write_jsonl(examples, path or self.settings.layout.feedback_export(model))
 
     # -- models ----------------------------------------------------------------------------------
     def models(self) -> list[ModelVersion]:
@@ -472,7 +473,7 @@ class JobService:
                   else render_prompt("system_general"))
         records = (read_qa_set(Path(set_path).expanduser(), system, limit) if set_path is not None
                    else qa_records(examples or [], system, limit))
-        folder = self.settings.home / "evaluations" / (
+        folder = self.settings.layout.evaluations / (
             f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{slugify(Path(model).name, 40)}-{secrets.token_hex(2)}")
         result = evaluate_on_set(str(base_path), adapter, records, folder, Evaluation(**(evaluation or {})),
                                  Gates(), self.settings.threads, f"Evaluation of {model} on "
@@ -520,7 +521,7 @@ class JobService:
         import shutil
 
         version = self.registry.delete(name, force=force)
-        models = (self.settings.home / "models").resolve()
+        models = self.settings.layout.models.resolve()
         folder = (models / name).resolve()
         if folder.parent == models and folder.is_dir():
             shutil.rmtree(folder)
@@ -587,7 +588,7 @@ class JobService:
 
         chosen = resolve_export_options(fmt, dtype)
         version = self.registry.get(name)
-        folder = self.settings.home / "models" / name
+        folder = self.settings.layout.model(name)
         target = Path(out).expanduser() if out is not None else None
         if fmt == "safetensors":
             default = folder / ("merged" if chosen == "f32" else f"merged-{chosen}")
@@ -616,7 +617,7 @@ class JobService:
         if merged and merged.is_dir() and not export_problems(merged):
             return merged
         merged = export_merged(version.base_model_path, version.adapter_path,
-                               self.settings.home / "models" / version.name / "merged", replace_unmarked=True)
+                               self.settings.layout.model(version.name) / "merged", replace_unmarked=True)
         write_merged_card(merged, version)
         self.registry.set_merged_path(version.name, str(merged))
         return merged

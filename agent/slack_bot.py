@@ -300,7 +300,7 @@ def run_slack_bot(service: JobService, socket: bool = False, host: str = "127.0.
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m agent.slack_bot [--socket] [--port N]` (the same as `ftagent slack`)."""
-    from graphs.context import resolve_settings
+    from agent.settings import resolve_settings
 
     parser = argparse.ArgumentParser(prog="ftagent-slack", description="The ftagent Slack bot.")
     parser.add_argument("--home")

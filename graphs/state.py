@@ -1,11 +1,13 @@
-"""The job state: one typed schema. Nodes return partial updates; accumulating fields declare reducers.
+"""The job state: one typed schema. Nodes return partial updates; accumulating fields declare
+reducers.
 
 Each specialist hands the next a typed result (a pydantic model below), read by attribute: the
-researcher a ResearchResult, the curator a CurationSummary, the generator (or the import of the user's
-own dataset) a DatasetSummary, the trainer a TrainingSummary, the evaluator an EvaluationResult and a
-RoundRecord, the critic a RemedyRecord and the adjusted JobSpec. The spec in the state is the one the
-current round runs with (intake's reading, then each remedy applied by the critic), so no node rebuilds
-it; `round` (training rounds started) lives only in the state and in each round's record.
+researcher a ResearchResult, the curator a CurationSummary, the generator (or the import of the
+user's own dataset) a DatasetSummary, the trainer a TrainingSummary, the evaluator an
+EvaluationResult and a RoundRecord, the critic a RemedyRecord and the adjusted JobSpec. The spec in
+the state is the one the current round runs with (intake's reading, then each remedy applied by the
+critic), so no node rebuilds it; `round` (training rounds started) lives only in the state and in
+each round's record.
 
 Large artefacts (document texts, chunks, examples, adapters) live on disk in the job folder or the
 vector store; the state holds their summaries and paths, so checkpoints stay small. The checkpointer
@@ -111,7 +113,9 @@ class DatasetSummary(_Result):
     kept_words: int = 0
     rewrite_stats: dict[str, int] = {}
     yield_fraction: float = Field(0.0, alias="yield")  # QA rows kept / written
-    documents_path: str | None = None  # the document rows (continued pretraining) of the training set
+    documents_path: str | None = (
+        None  # the document rows (continued pretraining) of the training set
+    )
     document_rows: int = 0
     document_passages: int = 0
     train_rows: int | None = None  # QA + document rows of the training set
@@ -123,12 +127,13 @@ class DatasetSummary(_Result):
 
     @property
     def training_rows(self) -> int:
-        """Rows the trainer gets: QA plus document rows; the train split of a dataset without them."""
+        """Rows the trainer gets: QA plus document rows (the train split of an own dataset)."""
         return self.train_rows if self.train_rows is not None else self.counts.get("train", 0)
 
 
 class TrainingSummary(_Result):
-    """One training round: the recipe's result (without the loss history), its config and what it saw."""
+    """One training round: the recipe's result (without the loss history), its config and what it
+    saw."""
 
     adapter_dir: str
     base_model_path: str
@@ -174,7 +179,7 @@ class GateCheck(_Result):
 
 
 class EvaluationResult(_Result):
-    """Tuned vs base on the held-out split and the general sets, the judge's grades and the gates."""
+    """Tuned vs base on the held-out split and the general sets, the judge's grades, the gates."""
 
     base: dict[str, Any]  # metric -> value (tools/evaluation/scoring.py)
     tuned: dict[str, Any]
@@ -219,7 +224,7 @@ class RoundRecord(_Result):
 
 
 class RemedyRecord(_Result):
-    """One critic decision: after which round, why (the measurements), what changed, where it goes."""
+    """One critic decision: after which round, why (measurements), what changed, where to."""
 
     after_round: int
     remedy_number: int
@@ -242,12 +247,18 @@ class JobState(TypedDict, total=False):
     intake: IntakeReading
     status: str  # "running", "succeeded", "failed"
     round: int  # training rounds started; the cap is spec.max_rounds (+1 for the first)
-    documents: Annotated[list[dict[str, Any]], operator.add]  # kept documents' provenance + file path
-    skipped: Annotated[list[dict[str, Any]], operator.add]  # per-item failures: {what, reason, phase}
+    documents: Annotated[
+        list[dict[str, Any]], operator.add
+    ]  # kept documents' provenance + file path
+    skipped: Annotated[
+        list[dict[str, Any]], operator.add
+    ]  # per-item failures: {what, reason, phase}
     research: ResearchResult
     curation: CurationSummary
     dataset: DatasetSummary
-    adjustments: dict[str, Any]  # the critic's changes by spec section, all rounds together (a record)
+    adjustments: dict[
+        str, Any
+    ]  # the critic's changes by spec section, all rounds together (a record)
     training: TrainingSummary
     evaluation: EvaluationResult
     rounds: Annotated[list[RoundRecord], operator.add]  # one per evaluation
@@ -259,6 +270,16 @@ class JobState(TypedDict, total=False):
 # The types the checkpointer may rebuild from a stored checkpoint besides plain data.
 CHECKPOINT_TYPES: frozenset[tuple[str, str]] = frozenset(
     (kind.__module__, kind.__name__)
-    for kind in (JobSpec, ModelVersion, IntakeReading, ResearchResult, CurationSummary, DatasetSummary,
-                 TrainingSummary, EvaluationResult, RoundRecord, RemedyRecord)
+    for kind in (
+        JobSpec,
+        ModelVersion,
+        IntakeReading,
+        ResearchResult,
+        CurationSummary,
+        DatasetSummary,
+        TrainingSummary,
+        EvaluationResult,
+        RoundRecord,
+        RemedyRecord,
+    )
 )

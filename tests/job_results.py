@@ -17,21 +17,37 @@ from graphs.state import (
 
 
 def gate(name: str, passed: bool, **fields: Any) -> GateCheck:
-    return GateCheck(name=name, passed=passed, detail=fields.pop("detail", f"{name} checked"), **fields)
+    return GateCheck(
+        name=name, passed=passed, detail=fields.pop("detail", f"{name} checked"), **fields
+    )
 
 
 def curation_summary(**fields: Any) -> CurationSummary:
-    defaults = {"collection": "job-1", "documents_in": 1, "documents_kept": 1, "chunks_in": 1, "chunks_kept": 1}
+    defaults = {
+        "collection": "job-1",
+        "documents_in": 1,
+        "documents_kept": 1,
+        "chunks_in": 1,
+        "chunks_kept": 1,
+    }
     return CurationSummary(**defaults | fields)
 
 
 def dataset_summary(**fields: Any) -> DatasetSummary:
-    return DatasetSummary(**{"paths": {}, "counts": {"train": 0, "val": 0, "test": 0}, "hash": "abc"} | fields)
+    return DatasetSummary(
+        **{"paths": {}, "counts": {"train": 0, "val": 0, "test": 0}, "hash": "abc"} | fields
+    )
 
 
 def training_summary(**fields: Any) -> TrainingSummary:
-    defaults = {"adapter_dir": "", "base_model_path": "", "config": {}, "steps": 4, "total_steps": 4,
-                "train_loss": 1.0}
+    defaults = {
+        "adapter_dir": "",
+        "base_model_path": "",
+        "config": {},
+        "steps": 4,
+        "total_steps": 4,
+        "train_loss": 1.0,
+    }
     return TrainingSummary(**defaults | fields)
 
 
@@ -40,8 +56,15 @@ def evaluation_result(**fields: Any) -> EvaluationResult:
 
 
 def remedy_record(route: str = "trainer", **fields: Any) -> RemedyRecord:
-    defaults = {"after_round": 1, "remedy_number": 1, "section": "training", "changes": {}, "reason": "underfit",
-                "before": {}, "metrics_before": {}}
+    defaults = {
+        "after_round": 1,
+        "remedy_number": 1,
+        "section": "training",
+        "changes": {},
+        "reason": "underfit",
+        "before": {},
+        "metrics_before": {},
+    }
     return RemedyRecord(route=route, **defaults | fields)
 
 

@@ -18,7 +18,7 @@ from tiny_job import SUBJECT_SENTENCE, tiny_job_options
 
 from agent.api import PREFIX, create_app
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-123"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from graphs.context import JobContext, Settings
+from agent.settings import Settings
+from graphs.context import JobContext
 from graphs.nodes.researcher import gather_documents
 from graphs.spec import JobSpec
 from tools.sources.documents import SourceError

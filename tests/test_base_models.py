@@ -8,7 +8,7 @@ import pytest
 from hub_cache import cache_under_id, use_cache
 
 from agent.service import JobService
-from graphs.context import Settings
+from agent.settings import Settings
 from graphs.spec import RequestError
 from tools.models.catalogue import BaseModelError, check_base_model, hub_id_for, resolve_base_model
 

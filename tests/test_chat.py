@@ -6,7 +6,7 @@ import pytest
 
 from agent.chat import ChatSession, Intent, parse_intent
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 from tools.stores.job_store import UnknownJob
 
 

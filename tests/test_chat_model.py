@@ -20,7 +20,8 @@ from scripted_chat import ScriptedChat, serve
 
 from agent.chat import ChatSession
 from agent.service import JobService
-from graphs.context import JobContext, Settings, resolve_settings
+from agent.settings import Settings, resolve_settings
+from graphs.context import JobContext
 from graphs.critic import describe_situation, remedy_menu
 from graphs.nodes.critic import choose_remedy
 from graphs.nodes.researcher import gather_documents

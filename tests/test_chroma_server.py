@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from postgres_cluster import free_port
 
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 from tools.data.chunking import Chunk
 from tools.stores.vector_store import ChunkStore, stored_vectors
 

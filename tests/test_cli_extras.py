@@ -37,7 +37,7 @@ def test_submit_queues_and_logs_and_status_show_it(home, tmp_path, capsys, tiny_
     assert status["job_id"] == job_id and status["status"] == "queued"
     assert main(["status", "--json"]) == 0 and json.loads(capsys.readouterr().out)[0]["job_id"] == job_id
     from agent.service import JobService
-    from graphs.context import resolve_settings
+    from agent.settings import resolve_settings
 
     JobService(resolve_settings({})).cancel(job_id)
     assert main(["logs", job_id, "--follow"]) == 0  # ends: the job is cancelled

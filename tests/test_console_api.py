@@ -15,7 +15,7 @@ from tiny_model import random_adapter
 from agent.api import PREFIX, create_app
 from agent.console import WEB
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 from tools.stores.model_registry import ModelVersion
 from tools.stores.sql_table import now_iso
 

@@ -101,7 +101,7 @@ def _send(driver, field: str, text: str) -> None:
 
 def _user_tokens(home: Path) -> dict[str, str]:
     """alice is an admin (her job names a model folder and looser gates, and she promotes); bob is not."""
-    from graphs.context import resolve_settings
+    from agent.settings import resolve_settings
     from tools.stores.api_tokens import TokenStore
 
     tokens = TokenStore(resolve_settings({"home": str(home)}).database)

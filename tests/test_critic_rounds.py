@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_job import run_job, small_corpus, tiny_options
+from tiny_job import GRAPH_JOB, run_job, small_corpus, tiny_job_options
 from tiny_model import pretrain_on_general_text
 
 from graphs.critic import remedy_for_gates
@@ -48,11 +48,11 @@ def regression_job(general_base: Path, tmp_path_factory) -> tuple[Path, dict[str
     replay), a factor ~2.2 from each. The old plant (lr 3e-3 against a +8% gate) relied on +11..17% measured
     on an AVX2 CPU and gave +3% here, in fp32 and bf16 alike."""
     home = tmp_path_factory.mktemp("home")
-    options = tiny_options(general_base, docs_path=str(small_corpus(home / "docs")), max_rounds=2,
-                           training={"learning_rate": 1e-2}, evaluation={"generate_limit": 10},
-                           gates={"min_train_examples": 4, "min_nll_improvement": 0.0,
-                                  "max_general_ppl_increase": 0.35, "min_rouge_l": 0.99,
-                                  "min_rouge_l_answers": 4})
+    options = tiny_job_options(general_base, small_corpus(home / "docs"), base=GRAPH_JOB, max_rounds=2,
+                               training={"learning_rate": 1e-2}, evaluation={"generate_limit": 10},
+                               gates={"min_train_examples": 4, "min_nll_improvement": 0.0,
+                                      "max_general_ppl_increase": 0.35, "min_rouge_l": 0.99,
+                                      "min_rouge_l_answers": 4})
     return home, run_job(home, "job-regression", options)
 
 

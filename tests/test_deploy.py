@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from agent.cli import _parser
-from graphs.context import _ENVIRONMENT
+from agent.settings import ENVIRONMENT
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 MANIFESTS = sorted((DEPLOY / "k8s").glob("*.yaml"))
@@ -80,7 +80,7 @@ def test_the_api_worker_and_model_server_are_all_there_and_ready_on_health():
 
 
 def test_every_container_runs_a_real_ftagent_command_with_known_settings():
-    parser, known = _parser(), set(_ENVIRONMENT.values()) | {"FTAGENT_API_TOKEN"}
+    parser, known = _parser(), set(ENVIRONMENT.values()) | {"FTAGENT_API_TOKEN"}
     for file_name, resource in _resources():
         for container in _containers(resource):
             if container.get("command", ["ftagent"]) == ["ftagent"]:

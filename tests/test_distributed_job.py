@@ -21,7 +21,7 @@ STEPS = 30
 START_JOB = """
 import json, sys
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 service = JobService(resolve_settings({{"home": {home!r}}}))
 record = service.submit("fine-tune a model on quantum error correction", json.loads({options!r}))
 print(record.job_id, flush=True)

@@ -16,7 +16,8 @@ from langgraph.runtime import Runtime
 from agent.api import PREFIX, create_app
 from agent.cli import EXIT_BAD_INPUT, EXIT_NOT_FOUND, main
 from agent.service import JobService
-from graphs.context import JobContext, Settings, resolve_settings
+from agent.settings import Settings, resolve_settings
+from graphs.context import JobContext
 from graphs.critic import remedy_for_gates
 from graphs.gates import check_gates
 from graphs.nodes.evaluator import evaluate_model

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from agent.service import JobService
-from graphs.context import Settings
+from agent.settings import Settings
 from tools.events import EventLog, read_events
 
 REPO = Path(__file__).resolve().parents[1]

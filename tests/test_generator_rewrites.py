@@ -12,8 +12,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from scripted_chat import ScriptedChat, serve
 from tiny_job import small_corpus, tiny_job_options
 
+from agent.settings import Settings
 from graphs.checkpointer import StrictSerializer
-from graphs.context import JobContext, Settings
+from graphs.context import JobContext
 from graphs.graph import build_graph
 from tools.data.dataset import read_jsonl
 

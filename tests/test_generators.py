@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse
 from langgraph.checkpoint.memory import InMemorySaver
 from tiny_job import small_corpus, tiny_job_options
 
+from agent.settings import Settings
 from graphs.checkpointer import StrictSerializer
-from graphs.context import JobContext, Settings
+from graphs.context import JobContext
 from graphs.graph import build_graph
 from tools.data.chunking import chunk_by_tokens
 from tools.data.coverage import coverage_order

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_job import run_job, tiny_options
+from tiny_job import GRAPH_JOB, run_job, tiny_job_options
 
 from tools.serving.export import export_problems
 from tools.stores.model_registry import ModelRegistry
@@ -16,8 +16,9 @@ OFF_TOPIC = {"sourdough-baking.md", "medieval-castle-architecture.md", "cricket-
 @pytest.fixture(scope="module")
 def passing_job(tiny_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0},
-                           merge=True)
+    options = tiny_job_options(tiny_model_dir, base=GRAPH_JOB,
+                               gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0},
+                               merge=True)
     return home, run_job(home, "job-pass", options, listeners=(HEARD.append,))
 
 
@@ -68,7 +69,7 @@ def test_events_record_every_phase(passing_job):
 
 
 def test_failing_gate_goes_through_the_critic_and_back(tiny_model_dir, tmp_path):
-    options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.99}, max_rounds=1)
+    options = tiny_job_options(tiny_model_dir, base=GRAPH_JOB, gates={"min_nll_improvement": 0.99}, max_rounds=1)
     state = run_job(tmp_path, "job-critic", options)
     assert [r["round"] for r in state["rounds"]] == [1, 2]
     assert len(state["remedies"]) == 1 and state["remedies"][0].route == "trainer"
@@ -82,7 +83,7 @@ def test_failing_gate_goes_through_the_critic_and_back(tiny_model_dir, tmp_path)
 def test_no_documents_stops_with_a_reason(tiny_model_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    state = run_job(tmp_path, "job-empty", tiny_options(tiny_model_dir, docs_path=str(empty)))
+    state = run_job(tmp_path, "job-empty", tiny_job_options(tiny_model_dir, empty, base=GRAPH_JOB))
     assert state["status"] == "failed" and "no documents" in state["outcome"]
     assert "--docs" in state["outcome"]
 
@@ -96,8 +97,8 @@ def test_bad_files_are_skipped_and_listed(tiny_model_dir, tmp_path):
     corrupt = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "corrupt"
     for name in ("broken.pdf", "empty.txt", "binary.md"):
         (corpus / name).write_bytes((corrupt / name).read_bytes())
-    options = tiny_options(tiny_model_dir, docs_path=str(corpus), gates={"min_train_examples": 4,
-                           "min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0})
+    options = tiny_job_options(tiny_model_dir, corpus, base=GRAPH_JOB, gates={
+        "min_train_examples": 4, "min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0})
     state = run_job(tmp_path, "job-bad-files", options)
     skipped = {Path(s["what"]).name: s["reason"] for s in state["skipped"]}
     assert set(skipped) == {"broken.pdf", "empty.txt", "binary.md"}
@@ -112,7 +113,8 @@ def test_feedback_corrections_train_the_next_version(passing_job, tiny_model_dir
     home, first = passing_job
     FeedbackStore(home / "ftagent.sqlite").add(first["model"].name, "What is the surface code?", "No idea.", -1,
                                                correction="The surface code is a topological stabilizer code.")
-    options = tiny_options(tiny_model_dir, gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0})
+    options = tiny_job_options(tiny_model_dir, base=GRAPH_JOB,
+                               gates={"min_nll_improvement": 0.0, "max_general_ppl_increase": 10.0})
     second = run_job(home, "job-next-version", options)
     assert second["training"].feedback_examples == 1
     assert second["model"].name.split("-v")[-1].startswith("2-")  # the family's next version

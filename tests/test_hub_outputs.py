@@ -12,8 +12,9 @@ from hub_cache import cache_under_id, use_cache
 from langgraph.checkpoint.memory import InMemorySaver
 from own_dataset import parts_rows, write_rows
 
+from agent.settings import Settings
 from graphs.checkpointer import StrictSerializer
-from graphs.context import JobContext, Settings
+from graphs.context import JobContext
 from graphs.graph import build_graph
 from tools.data.dataset import split_by_document, write_splits
 from tools.data.dataset_card import write_dataset_card

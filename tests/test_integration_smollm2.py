@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from agent.service import JobService
-from graphs.context import Settings
+from agent.settings import Settings
 
 DEMO = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
 

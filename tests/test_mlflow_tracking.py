@@ -10,8 +10,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from mlflow.tracking import MlflowClient
 from own_dataset import parts_rows, write_rows
 
+from agent.settings import Settings, resolve_settings
 from graphs.checkpointer import StrictSerializer
-from graphs.context import JobContext, Settings, resolve_settings
+from graphs.context import JobContext
 from graphs.graph import build_graph
 from tools.stores.model_registry import family_name
 from tools.training.mlflow_tracking import MlflowRun, MlflowTarget, TrackingError

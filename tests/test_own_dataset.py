@@ -8,8 +8,9 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from own_dataset import parts_rows, write_rows
 
+from agent.settings import Settings
 from graphs.checkpointer import StrictSerializer
-from graphs.context import JobContext, Settings
+from graphs.context import JobContext
 from graphs.graph import build_graph
 from graphs.spec import RequestError, build_spec
 from tools.data.user_dataset import DatasetError, read_user_dataset
@@ -165,7 +166,7 @@ def test_http_options_dataset_is_validated_before_queueing(home, tmp_path):
 
     from agent.api import PREFIX, create_app
     from agent.service import JobService
-    from graphs.context import resolve_settings
+    from agent.settings import resolve_settings
 
     service = JobService(resolve_settings({"home": str(home), "document_roots": [str(tmp_path)]}))
     client = TestClient(create_app(service, "token-1", poll_seconds=0.05))

@@ -21,7 +21,7 @@ import pytest
 from tiny_job import SUBJECT_SENTENCE, small_corpus, tiny_job_options
 
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 from tools.stores.databases import open_job_store
 from tools.stores.feedback import FeedbackStore
 from tools.stores.job_store_postgres import PostgresJobStore

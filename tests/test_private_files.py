@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.api import resolve_token
 from agent.service import JobService
-from graphs.context import Settings
+from agent.settings import Settings
 
 
 def mode(path: Path) -> int:

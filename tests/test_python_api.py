@@ -8,7 +8,8 @@ from tiny_job import SUBJECT_SENTENCE, small_corpus, tiny_job_options
 
 from agent import FineTuner
 from agent.python_api import build_graph, fine_tune_tool
-from graphs.context import JobContext, resolve_settings
+from agent.settings import resolve_settings
+from graphs.context import JobContext
 from graphs.spec import RequestError
 from graphs.state import JobState
 

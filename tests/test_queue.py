@@ -10,7 +10,7 @@ from tiny_job import SUBJECT_SENTENCE, small_corpus, tiny_job_options
 
 from agent.queue import Worker, WorkerBusy, run_job
 from agent.service import JobService, NotOwner
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 from tools.stores.feedback import FeedbackError
 from tools.stores.model_registry import RegistryError
 

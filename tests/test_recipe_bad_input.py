@@ -8,8 +8,9 @@ import shutil
 from langgraph.checkpoint.memory import InMemorySaver
 from tiny_job import small_corpus, tiny_job_options
 
+from agent.settings import Settings
 from graphs.checkpointer import StrictSerializer
-from graphs.context import JobContext, Settings
+from graphs.context import JobContext
 from graphs.graph import build_graph
 from tools.data.chunking import Chunk
 from tools.data.qa_extractive import generate_candidates

@@ -14,7 +14,8 @@ from tiny_model import random_adapter
 
 from agent.api import PREFIX, create_app
 from agent.service import JobService
-from graphs.context import JobContext, Settings
+from agent.settings import Settings
+from graphs.context import JobContext
 from graphs.nodes.deployer import register_model
 from graphs.spec import JobSpec
 from tools.stores.model_registry import ModelRegistry

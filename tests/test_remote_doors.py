@@ -17,7 +17,7 @@ from tiny_job import SUBJECT_SENTENCE
 from agent.api import PREFIX, create_app
 from agent.cli import main
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 from tools.stores.api_tokens import TokenStore
 
 ADMIN_TOKEN = "admin-token-for-tests"

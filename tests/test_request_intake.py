@@ -9,7 +9,7 @@ import pytest
 from scripted_chat import ScriptedChat, serve
 
 from agent.service import JobService
-from graphs.context import Settings
+from agent.settings import Settings
 from graphs.reports import job_report
 from graphs.spec import build_spec
 from graphs.state import IntakeReading

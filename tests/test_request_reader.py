@@ -350,7 +350,7 @@ def test_the_api_takes_any_script_and_refuses_malformed_text_with_a_400(home):
 
     from agent.api import PREFIX, create_app
     from agent.service import JobService
-    from graphs.context import resolve_settings
+    from agent.settings import resolve_settings
 
     client = TestClient(create_app(JobService(resolve_settings({"home": str(home)})), "t"))
     auth = {"Authorization": "Bearer t", "Content-Type": "application/json"}

@@ -11,7 +11,8 @@ import pytest
 from langgraph.runtime import Runtime
 from replay_server import ReplayServer, Reply, fixture_bytes, unused_port
 
-from graphs.context import JobContext, Settings, resolve_settings
+from agent.settings import Settings, resolve_settings
+from graphs.context import JobContext
 from graphs.nodes.finish import stop_without_model
 from graphs.nodes.researcher import gather_documents, plan_sources
 from graphs.routing import after_research

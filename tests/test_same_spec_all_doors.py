@@ -20,8 +20,8 @@ from agent.api import PREFIX, create_app
 from agent.chat import ChatSession
 from agent.cli import main as cli
 from agent.service import JobService
+from agent.settings import resolve_settings
 from agent.slack_bot import SlackDoor, create_slack_app
-from graphs.context import resolve_settings
 from graphs.spec import build_spec, understood_line
 
 SENTENCES = [

@@ -22,8 +22,8 @@ from slack_replay import (
 from slack_sdk import WebClient
 
 from agent.service import JobService
+from agent.settings import resolve_settings
 from agent.slack_bot import SlackDoor, create_asgi_app, create_slack_app
-from graphs.context import resolve_settings
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 JSON = {"content-type": "application/json"}

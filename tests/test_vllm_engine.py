@@ -18,7 +18,7 @@ from tiny_model import random_adapter
 
 from agent.cli import EXIT_ENVIRONMENT, main
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 from tools.serving.server import ServingError
 from tools.serving.vllm_engine import (
     RUNTIME_LORA_ENV,

@@ -1,5 +1,5 @@
 """Tiny jobs for the tests (tiny model, a few steps, small evaluation) that run end to end in seconds:
-the options of the doors' tests and of the graph tests, and running the graph directly."""
+their options (one builder, the graph tests' size on top), and running the graph directly."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from agent.settings import resolve_settings
 from graphs.checkpointer import StrictSerializer
-from graphs.context import JobContext, resolve_settings
+from graphs.context import JobContext
 from graphs.graph import build_graph
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "tools" / "eval_sets" / "demo_corpus"
@@ -27,27 +28,24 @@ def small_corpus(target: Path) -> Path:
     return target
 
 
-def tiny_job_options(model_dir: Path, docs: Path | str = DEMO_CORPUS, **overrides: Any) -> dict[str, Any]:
-    """The options the brief prescribes for a tiny job, with no critic rounds unless overridden."""
+# The graph tests' size on top of it: 4 steps of 8, a shorter answer, the critic's default rounds (the
+# critic-round tests' gate failures are sized for it).
+GRAPH_JOB: dict[str, Any] = {"max_rounds": 2, "training": {"max_steps": 4, "batch_size": 8},
+                             "evaluation": {"max_new_tokens": 6, "general_texts": 4}}
+
+
+def tiny_job_options(model_dir: Path, docs: Path | str = DEMO_CORPUS, base: dict[str, Any] | None = None,
+                     **overrides: Any) -> dict[str, Any]:
+    """The options of a tiny job (the brief's: a few steps, a small evaluation, no critic rounds), then
+    `base` (GRAPH_JOB for the graph tests) and `overrides`; a dict is merged into its section."""
     options: dict[str, Any] = {
         "base_model": str(model_dir), "docs_path": str(docs), "max_rounds": 0,
         "training": {"max_steps": 6, "checkpoint_every": 2},  # precision: FTAGENT_PRECISION
         "evaluation": {"generate_limit": 2, "max_new_tokens": 8, "general_texts": 3},
     }
-    options.update(overrides)
-    return options
-
-
-def tiny_options(model_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """The graph tests' tiny job: the whole demo corpus, 4 steps of 8, the critic's default rounds; a
-    dict override is merged into its section (the critic-round tests' gate failures are sized for it)."""
-    options = {
-        "base_model": str(model_dir), "docs_path": str(DEMO_CORPUS),
-        "training": {"max_steps": 4, "batch_size": 8, "checkpoint_every": 2},  # precision: FTAGENT_PRECISION
-        "evaluation": {"generate_limit": 2, "max_new_tokens": 6, "general_texts": 4},
-    }
-    for key, value in overrides.items():
-        options[key] = {**options.get(key, {}), **value} if isinstance(value, dict) else value
+    for layer in (base or {}, overrides):
+        for key, value in layer.items():
+            options[key] = {**options.get(key, {}), **value} if isinstance(value, dict) else value
     return options
 
 

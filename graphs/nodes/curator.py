@@ -157,7 +157,7 @@ def curate_chunks(state: JobState, runtime: Runtime[JobContext]) -> dict:
     embedder = runtime.context.embedder
     curated = select_chunks(documents, spec, embedder, tokenizer_counter(str(embedder.model_path)),
                             events.ticker("curator", "embedding chunks"))
-    rows_path = runtime.context.paths(state["job_id"]).root / "curation" / "chunks.jsonl"
+    rows_path = runtime.context.paths(state["job_id"]).curation_rows
     write_jsonl(rows_path, chunk_rows(curated, documents))
     _store(curated, documents, runtime, _collection_name(state["job_id"]))
     summary = curation_summary(curated, documents, spec, _collection_name(state["job_id"]), rows_path)

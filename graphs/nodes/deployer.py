@@ -12,6 +12,7 @@ from langgraph.runtime import Runtime
 from graphs.context import JobContext
 from graphs.reports import job_report, model_card
 from graphs.state import JobState
+from tools.home import HomeLayout
 from tools.hub_cards import front_matter, name_base_in_adapter, version_metadata, write_merged_card
 from tools.models.catalogue import hub_id_for
 from tools.serving.export import export_merged
@@ -56,7 +57,7 @@ def _new_version(state: JobState, spec, registry: ModelRegistry, home: Path) -> 
     name = f"{family}-v{number}-{datetime.now(UTC):%Y%m%d}"
     # The version's folder is the adapter itself, Hub-shaped: adapter_config.json (naming the base by its
     # Hub id), the weights, the tokenizer and README.md; peft's AutoPeftModelForCausalLM loads it as it is.
-    folder = adapter = home / "models" / name
+    folder = adapter = HomeLayout(home).model(name)
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(training.adapter_dir, adapter)
     name_base_in_adapter(adapter, base_model_name(spec.base_model))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import Runtime
 
-from graphs.context import JobContext, Settings
+from graphs.context import JobContext, RunSettings
 from graphs.gates import check_gates, judge_gates
 from graphs.nodes.tracking import round_trackers
 from graphs.reports import write_evaluation_report
@@ -74,7 +74,7 @@ def judge_comparison(chat: ChatOpenAI | None, enabled: bool, comparison: Compari
     return judgement
 
 
-def job_passages(state: JobState, settings: Settings, records: list[dict]) -> list[str | None]:
+def job_passages(state: JobState, settings: RunSettings, records: list[dict]) -> list[str | None]:
     """Each record's source passage: its chunk's text from the job's chunk store (metadata.chunk_id), else
     the passage the record carries, else None."""
     collection = curation.collection if (curation := state.get("curation")) else None

@@ -21,7 +21,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graphs.context import JobContext, Settings
+from graphs.context import JobContext, RunSettings
 from graphs.spec import JobSpec
 from graphs.state import JobState, ResearchResult, SourceHarvest
 from tools.events import EventLog
@@ -82,7 +82,7 @@ def plan_sources(spec: JobSpec) -> list[SourcePlan]:
     return plans
 
 
-def sources_settings(settings: Settings, spec: JobSpec) -> SourcesSettings:
+def sources_settings(settings: RunSettings, spec: JobSpec) -> SourcesSettings:
     """Source settings from the run settings (URLs, contact, NCBI identity) and the spec (language, URLs)."""
     arxiv = ArxivSettings(full_text=spec.research.arxiv_full_text,
                           **({"api_url": settings.arxiv_url} if settings.arxiv_url else {}))
@@ -194,7 +194,7 @@ def _skip(what: str, reason: str) -> dict[str, Any]:
     return {"what": what, "reason": reason, "phase": "researcher"}
 
 
-def harvest_all(plans: list[SourcePlan], spec: JobSpec, settings: Settings, known: set[str], folder: Path,
+def harvest_all(plans: list[SourcePlan], spec: JobSpec, settings: RunSettings, known: set[str], folder: Path,
                 events: EventLog) -> tuple[Harvest, list[SourceHarvest], dict[str, int]]:
     """Every planned source through one cached HTTP client: the combined harvest, a summary per
     source, and the client's cache hits/misses and network requests."""
@@ -227,7 +227,7 @@ def no_network_notice(summaries: list[SourceHarvest]) -> dict[str, Any] | None:
     return _skip("no network", f"cannot reach {names} ({unreachable[0].unreachable}); {NO_NETWORK_HINT}")
 
 
-def plan_queries(plans: list[SourcePlan], spec: JobSpec, settings: Settings, events: EventLog) -> list[SourcePlan]:
+def plan_queries(plans: list[SourcePlan], spec: JobSpec, settings: RunSettings, events: EventLog) -> list[SourcePlan]:
     """The chat model's queries on the plans of searched sources when one is configured and answers well;
     the plans unchanged (expand_queries) otherwise. Only the user's subject reaches the model. Which path
     was taken, and why, is an event."""

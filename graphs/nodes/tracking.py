@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from graphs.context import JobPaths, Settings
+from graphs.context import JobPaths, RunSettings
 from graphs.spec import JobSpec
 from tools.events import EventLog
 from tools.stores.model_registry import family_name
 from tools.training.tracking import RoundTrackers, TensorBoardRun
 
 
-def mlflow_target(settings: Settings, spec: JobSpec, job_id: str, round_number: int):
+def mlflow_target(settings: RunSettings, spec: JobSpec, job_id: str, round_number: int):
     """Where this round's MLflow run goes: the setting's URI (or $MLFLOW_TRACKING_URI, or a file store
     in the home), the model family's experiment, tags naming the job, round, subject and base."""
     from tools.training.mlflow_tracking import MlflowTarget, default_tracking_uri
@@ -20,7 +20,7 @@ def mlflow_target(settings: Settings, spec: JobSpec, job_id: str, round_number: 
                         {"ftagent.subject": spec.subject, "ftagent.base_model": spec.base_model})
 
 
-def round_trackers(settings: Settings, spec: JobSpec, paths: JobPaths, job_id: str, round_number: int,
+def round_trackers(settings: RunSettings, spec: JobSpec, paths: JobPaths, job_id: str, round_number: int,
                    events: EventLog, create: bool = True) -> RoundTrackers:
     """TensorBoard in the job's tensorboard/round-N folder, then MLflow when configured. Opening the
     MLflow run fails the node with a TrackingError naming the URI (the job resumes from there); a

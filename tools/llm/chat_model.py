@@ -40,7 +40,7 @@ T = TypeVar("T", bound=BaseModel)
 
 
 class ChatSettings(Protocol):
-    """The settings a chat model is built from (graphs.context.Settings has them)."""
+    """The settings a chat model is built from (agent.settings.Settings has them)."""
 
     chat_model: str | None
     chat_base_url: str | None

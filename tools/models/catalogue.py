@@ -10,6 +10,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.home import HomeLayout
+
 
 class BaseModelError(RuntimeError):
     """The base model cannot be found or loaded; the message says which and why."""
@@ -146,7 +148,7 @@ def resolve_base_model(name_or_path: str, home: Path, allow_download: bool = Fal
             "local cache, or one of " + ", ".join(m.display for m in CATALOGUE)
         )
     if model is not None and model.gguf_package:
-        target = home / "models" / "base" / model.key
+        target = HomeLayout(home).base_model(model.key)
         if (target / "config.json").exists():
             return target
         return convert_gguf(model.gguf_package, model.gguf_file or "", target)
@@ -174,7 +176,7 @@ def locate_base_model(name_or_path: str, home: Path, allow_download: bool = Fals
     trainer's first step); everything else resolves as `resolve_base_model` does."""
     model = find_in_catalogue(name_or_path)
     if model is not None and model.gguf_package and not Path(name_or_path).expanduser().exists():
-        target = home / "models" / "base" / model.key
+        target = HomeLayout(home).base_model(model.key)
         if (target / "config.json").exists():
             return target, True
         source = _package_dir(model.gguf_package)

@@ -36,6 +36,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from tools.home import HomeLayout
 from tools.serving.server import ModelServer, ServedNames, ServingError, build_app
 from tools.stores.model_registry import ModelRegistry, ModelVersion
 
@@ -205,7 +206,7 @@ def app_for_registry(registry: ModelRegistry, home: Path, names: Sequence[str] =
     base_path = first.base_model_path
     if not Path(base_path).exists():
         base_path = str(resolve_base_model(first.base_model, Path(home)))
-    options.setdefault("assignment_log", Path(home) / "serving-assignments.jsonl")
+    options.setdefault("assignment_log", HomeLayout(Path(home)).serving_assignments)
     server = ModelServer(base_path, {}, base_name=base_name, **options)
     follower = RegistryFollower(server, registry, first.base_model_path, names, ab_splits, reload_interval_s)
     try:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.home import HomeLayout
+
 TRAIN_SCALARS = ("loss", "learning_rate", "grad_norm", "tokens_per_second")
 JOB_TAG, ROUND_TAG = "ftagent.job", "ftagent.round"
 FLUSH_EVERY = 20  # step metrics are sent in batches (one request per batch to a tracking server)
@@ -37,7 +39,7 @@ class MlflowTarget:
 
 def default_tracking_uri(home: Path) -> str:
     """A file store in the home (`<home>/mlruns`) when neither the setting nor MLFLOW_TRACKING_URI names one."""
-    return (Path(home) / "mlruns").resolve().as_uri()
+    return HomeLayout(Path(home)).mlruns.resolve().as_uri()
 
 
 def _client(uri: str):
