@@ -12,6 +12,10 @@ settings and event log from it); the job's nodes then share the parent's JobStat
     parent.add_node("fine_tune", build_graph())
     parent.compile().invoke({"job_id": ..., "request": ..., "options": {...}},
                             context=JobContext(resolve_settings()))
+
+The job's results in the state are typed (graphs/state.py: DatasetSummary, EvaluationResult, ...; read
+by attribute, `plain_state` gives them as dicts). A parent with its own checkpointer should give it
+`serde=StrictSerializer()` (graphs/checkpointer.py), which rebuilds exactly those types.
 """
 
 from __future__ import annotations

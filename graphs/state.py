@@ -283,3 +283,17 @@ CHECKPOINT_TYPES: frozenset[tuple[str, str]] = frozenset(
         RemedyRecord,
     )
 )
+
+
+def plain_state(state: JobState) -> dict[str, Any]:
+    """The state as plain data: each typed result as its dict, under the names the results had before
+    they were typed (the dataset's "yield"), for callers that want JSON-like values."""
+    return {key: _plain(value) for key, value in state.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(by_alias=True)
+    if isinstance(value, ModelVersion):
+        return value.to_dict()
+    return [_plain(item) for item in value] if isinstance(value, list) else value

@@ -39,7 +39,7 @@ def test_job_trains_evaluates_and_registers(passing_job):
 
 def test_curator_drops_the_off_topic_documents(passing_job):
     _, state = passing_job
-    dropped = {Path(d["title"]).name for d in state["curation"].documents_dropped}
+    dropped = {Path(d.title).name for d in state["curation"].documents_dropped}
     read = {Path(d["uri"]).name: d["title"] for d in state["documents"]}
     assert {read[name] for name in OFF_TOPIC} == dropped
     assert state["curation"].documents_kept == len(read) - len(OFF_TOPIC)

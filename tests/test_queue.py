@@ -50,7 +50,7 @@ def test_cancelling_a_running_job_stops_it_at_the_next_event(service, tiny_model
     events = service.read_events(record.job_id)
     assert events[-1]["kind"] == "cancelled" and "cancel" in [e["kind"] for e in events]
     assert not any(e["phase"] == "curator" for e in events)  # it stopped before curating
-    assert service.state(record.job_id)["spec"]["subject"] == "quantum error correction"  # intake kept
+    assert service.state(record.job_id)["spec"].subject == "quantum error correction"  # intake kept
 
 
 def test_events_are_numbered_and_resumable_from_a_position(service, tiny_model_dir, tmp_path):

@@ -1,0 +1,55 @@
+"""The job state's typed results survive the checkpointer: stored and read back as the same models
+(through the strict serializer the service uses), and given back as plain data on request."""
+
+import ormsgpack
+import pytest
+from job_results import dataset_summary, evaluation_result, gate, remedy_record, training_summary
+
+from graphs.checkpointer import GraphCheckpointRefused, StrictSerializer
+from graphs.spec import JobSpec
+from graphs.state import CHECKPOINT_TYPES, DatasetSummary, RoundRecord, plain_state
+from tools.stores.model_registry import ModelVersion
+
+
+def version() -> ModelVersion:
+    return ModelVersion(name="ft-x-v1", family="ft-x", version=1, base_model="smollm2-135m",
+                        base_model_path="/m", subject="x", status="staging", gates_passed=True,
+                        adapter_path="/a", merged_path=None, card_path="/a/README.md", dataset_hash="abc",
+                        job_id="job-1", round=1, created_at="2026-12-01T00:00:00+00:00", sources=[],
+                        config={}, metrics={})
+
+
+def a_state() -> dict:
+    dataset = dataset_summary(counts={"train": 8, "val": 1, "test": 1}, train_rows=12,
+                              difficulty={None: 3, "easy": 7}, **{"yield": 0.5})
+    return {"job_id": "job-1", "spec": JobSpec(subject="quantum error correction"), "round": 1,
+            "dataset": dataset, "training": training_summary(val_history=[2.0, 1.9]),
+            "evaluation": evaluation_result(gates=[gate("answer_nll", False, value=0.01)], passed=False),
+            "rounds": [RoundRecord(round=1, config={"epochs": 3.0}, base={"answer_nll": 2.0},
+                                   tuned={"answer_nll": 1.9}, passed=False)],
+            "remedies": [remedy_record("trainer")], "model": version()}
+
+
+def test_every_typed_result_comes_back_from_a_checkpoint_as_itself():
+    serde, state = StrictSerializer(), a_state()
+    back = serde.loads_typed(serde.dumps_typed(state))
+    assert back == state
+    assert isinstance(back["dataset"], DatasetSummary) and back["dataset"].training_rows == 12
+    assert back["dataset"].yield_fraction == 0.5 and back["evaluation"].failed_gates[0].name == "answer_nll"
+    assert isinstance(back["model"], ModelVersion) and back["spec"].training.epochs == 3.0
+
+
+def test_a_checkpoint_naming_another_class_of_the_state_module_is_refused():
+    blob = ormsgpack.packb(ormsgpack.Ext(5, ormsgpack.packb(("graphs.state", "JobState", {}, "x"))))
+    assert ("graphs.state", "JobState") not in CHECKPOINT_TYPES
+    with pytest.raises(GraphCheckpointRefused, match="graphs.state.JobState"):
+        StrictSerializer().loads_typed(("msgpack", blob))
+
+
+def test_plain_state_is_the_results_as_dicts():
+    plain = plain_state(a_state())
+    assert plain["dataset"]["yield"] == 0.5 and plain["dataset"]["counts"]["train"] == 8
+    assert plain["evaluation"]["gates"][0] == {"name": "answer_nll", "passed": False, "value": 0.01,
+                                               "threshold": None, "detail": "answer_nll checked"}
+    assert plain["rounds"][0]["round"] == 1 and plain["remedies"][0]["route"] == "trainer"
+    assert plain["model"]["name"] == "ft-x-v1" and plain["spec"]["subject"] == "quantum error correction"
