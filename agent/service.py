@@ -211,13 +211,18 @@ class JobService:
             return self._mark_cancelled(job_id)
 
     def _invoke(self, record: JobRecord, listeners: tuple[EventListener, ...]) -> JobState:
+        from graphs.checkpointer import check_typed_state
+
         job_id = record.job_id
         inputs = {"job_id": job_id, "request": record.request, "options": record.options}
         self.jobs.update(job_id, error=None)
         try:
             with self._graph() as graph:
                 config = {"configurable": {"thread_id": job_id}, "recursion_limit": 100}
-                pending = bool(graph.get_state(config).next)  # a checkpoint to continue from
+                saved = graph.get_state(config)
+                pending = bool(saved.next)  # a checkpoint to continue from
+                if pending:
+                    check_typed_state(saved.values)
                 with CancelInterrupter(self.jobs, job_id):
                     state = graph.invoke(None if pending else inputs, config,
                                          context=JobContext(self.settings, listeners))

@@ -81,6 +81,20 @@ def _refused_json_types(blob: bytes) -> list[str]:
     return refused
 
 
+class CheckpointFromOlderBuild(RefusedToLoad):
+    """A job checkpointed by a build whose state held plain dicts, not the typed results it holds now."""
+
+
+def check_typed_state(values: dict[str, Any]) -> None:
+    """CheckpointFromOlderBuild when a saved state's results are plain dicts (its spec is the sign: every
+    state past intake has one), so resuming it says so instead of failing inside a node."""
+    if isinstance(values.get("spec"), dict):
+        raise CheckpointFromOlderBuild(
+            "this job's saved progress was written by an older ftagent (plain dictionaries, before the "
+            "typed job state) and cannot be continued. Run the request again as a new job: documents "
+            "already downloaded come from the HTTP cache.")
+
+
 class StrictSerializer(JsonPlusSerializer):
     """JsonPlusSerializer that refuses, with a clear error, any checkpoint naming a type not allowed."""
 

@@ -53,3 +53,31 @@ def test_plain_state_is_the_results_as_dicts():
                                                "threshold": None, "detail": "answer_nll checked"}
     assert plain["rounds"][0]["round"] == 1 and plain["remedies"][0]["route"] == "trainer"
     assert plain["model"]["name"] == "ft-x-v1" and plain["spec"]["subject"] == "quantum error correction"
+
+
+def test_resuming_a_job_saved_by_an_older_build_says_so(home, tiny_model_dir, tmp_path):
+    """A checkpoint whose results are plain dicts (written before the state was typed) is refused with a
+    sentence saying what to do, not an AttributeError from inside a node."""
+    import sqlite3
+
+    from agent.service import JobFailed, JobService
+    from agent.settings import resolve_settings
+    from graphs.checkpointer import CheckpointFromOlderBuild, sqlite_checkpointer
+    from graphs.graph import build_graph
+    from graphs.spec import build_spec
+
+    service = JobService(resolve_settings({}))
+    options = {"base_model": str(tiny_model_dir), "docs_path": str(tmp_path)}
+    record = service.submit("fine-tune on quantum error correction", options, owner="alice")
+    connection = sqlite3.connect(home / "ftagent.sqlite")
+    old = {"job_id": record.job_id, "request": record.request, "status": "running", "round": 0,
+           "spec": build_spec(record.request, options).model_dump()}  # how older builds saved it
+    build_graph(sqlite_checkpointer(connection)).update_state(
+        {"configurable": {"thread_id": record.job_id}}, old, as_node="researcher")
+    connection.commit()
+    connection.close()
+    with pytest.raises(JobFailed) as failed:
+        service.resume(record.job_id)
+    assert isinstance(failed.value.error, CheckpointFromOlderBuild)
+    assert "written by an older ftagent" in str(failed.value.error)
+    assert "older ftagent" in service.jobs.get(record.job_id).error
