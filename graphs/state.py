@@ -120,7 +120,7 @@ class DatasetSummary(_Result):
     document_passages: int = 0
     train_rows: int | None = None  # QA + document rows of the training set
     rewrite_rows: int = 0
-    mix: dict[str, float] = {}
+    mix: dict[str, int | float] = {}  # rows of each kind, and the document share
     documents_per_split: dict[str, int] = {}
     difficulty: dict[str | None, int] = {}
     coverage: dict[str, Any] = {}
