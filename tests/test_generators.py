@@ -234,7 +234,7 @@ def test_too_few_examples_after_the_gate_go_to_the_critic(tiny_model_dir, tmp_pa
         {"configurable": {"thread_id": "job-gate"}, "recursion_limit": 60}, context=context)
     assert state["status"] == "failed" and state["dataset"].train_rows < 100_000
     assert "too little data" in state["remedies"][0].reason and state["remedies"][0].route == "generator"
-    assert f"{state['dataset']['kept_words']} words kept" in state["outcome"]
+    assert f"{state['dataset'].kept_words} words kept" in state["outcome"]
     assert state["dataset"].dropped_examples.get("score below threshold", 0) + \
         state["dataset"].dropped_examples.get("answer not supported by its chunk", 0) > 0
     assert Path(state["dataset"].card).exists()
