@@ -135,7 +135,10 @@ def stricter_generation(spec: JobSpec) -> Remedy:
     Extractive answers quote their chunk (lexical support 1.0, scores 0.8-1.0), so what drops examples is
     the semantic-support floor (0.45 -> 0.55 drops 12 of 157 demo examples, 3 of 112 PubMedQA ones) and the
     higher keep-outright score, which sends more examples through the review (support with margin, a
-    complete sentence). Raising only the review score and the lexical floor regenerated the same data."""
+    complete sentence). Raising only the review score and the lexical floor regenerated the same data.
+    A verbatim span is grounded by construction and passes any floor, so for extractive data the remedy
+    also drops the forms whose answers restate a sentence rather than answer a question: cloze and yes/no
+    items (at most 5% each by default)."""
     gen = spec.generation
 
     def stricter(value: float) -> float:
@@ -145,8 +148,10 @@ def stricter_generation(spec: JobSpec) -> Remedy:
     return Remedy("generator", "generation",
                   {"min_quality": stricter(gen.min_quality), "keep_quality": stricter(keep),
                    "min_lexical_support": stricter(gen.min_lexical_support),
-                   "min_semantic_support": stricter(gen.min_semantic_support)},
-                  "weak grounding (tuned answers far from the references, NLL fine): stricter example gate")
+                   "min_semantic_support": stricter(gen.min_semantic_support),
+                   "max_cloze_share": 0.0, "max_yes_no_share": 0.0},
+                  "weak grounding (tuned answers far from the references, NLL fine): stricter example gate, "
+                  "no cloze or yes/no items")
 
 
 def more_document_rows(spec: JobSpec) -> Remedy | None:
