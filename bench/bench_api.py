@@ -21,7 +21,7 @@ import uvicorn
 
 from agent.api import PREFIX, create_app
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
 
 TOKEN = "bench-token"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}

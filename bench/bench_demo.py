@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
+from graphs.state import plain_state
 
 REPO = Path(__file__).resolve().parents[1]
 PHASE_ORDER = ("intake", "researcher", "curator", "generator", "trainer", "evaluator", "critic", "deployer")
@@ -43,7 +44,7 @@ def main() -> None:
     record = service.submit("fine-tune SmolLM2 on quantum error correction",
                             {"docs_path": str(REPO / "tools" / "eval_sets" / "demo_corpus")})
     started = time.time()
-    state = service.run(record.job_id)
+    state = plain_state(service.run(record.job_id))
     ended = time.time()
     events = [json.loads(line) for line in service.settings.job_paths(record.job_id).events.read_text().splitlines()]
     evaluation, training = state.get("evaluation") or {}, state.get("training") or {}

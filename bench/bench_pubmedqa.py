@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.service import JobService
-from graphs.context import resolve_settings
+from agent.settings import resolve_settings
+from graphs.state import plain_state
 from tools.evaluation.metrics import rouge_l
 from tools.evaluation.scoring import answer_nll, generate_answers
 from tools.llm.prompt_files import render_prompt
@@ -131,7 +132,7 @@ def run_group(service: JobService, records: dict[str, Any], term: str, pmids: li
                    "curation": {"doc_relevance_threshold": 0.05, "chunk_relevance_threshold": 0.0}, **extra}
         record = service.submit(f"fine-tune SmolLM2 on {term.lower()}", options)
         started = time.time()
-        state = service.run(record.job_id)
+        state = plain_state(service.run(record.job_id))
         seconds = time.time() - started
     figures = job_figures(state, seconds)
     training = state.get("training") or {}

@@ -27,7 +27,7 @@ def worker(args) -> None:
     """A child: claim and run jobs until none is left, one JSON line per claim."""
     from agent.queue import run_job
     from agent.service import JobService
-    from graphs.context import resolve_settings
+    from agent.settings import resolve_settings
 
     service = JobService(
         resolve_settings({"home": args.home, "database_url": args.database_url, "threads": 1})
@@ -65,7 +65,7 @@ def main() -> None:
         worker(args)
         return
     from agent.service import JobService
-    from graphs.context import resolve_settings
+    from agent.settings import resolve_settings
 
     home = Path(args.home or tempfile.mkdtemp(prefix="bench-queue-"))
     empty = home / "no-documents"

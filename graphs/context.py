@@ -72,10 +72,3 @@ class JobContext:
 
         return Embedder(self.settings.embedding_model)
 
-
-def resolve_settings(*args: Any, **kwargs: Any) -> Any:
-    """Moved to agent.settings (the front doors own the settings). Kept only for bench/, which the lead
-    edits; remove it once bench/ imports `from agent.settings import resolve_settings`."""
-    from agent.settings import resolve_settings as resolve  # the one upward import; see the docstring
-
-    return resolve(*args, **kwargs)
