@@ -71,7 +71,7 @@ def test_events_record_every_phase(passing_job):
 def test_failing_gate_goes_through_the_critic_and_back(tiny_model_dir, tmp_path):
     options = tiny_job_options(tiny_model_dir, base=GRAPH_JOB, gates={"min_nll_improvement": 0.99}, max_rounds=1)
     state = run_job(tmp_path, "job-critic", options)
-    assert [r["round"] for r in state["rounds"]] == [1, 2]
+    assert [r.round for r in state["rounds"]] == [1, 2]
     assert len(state["remedies"]) == 1 and state["remedies"][0].route == "trainer"
     assert state["rounds"][1].config["epochs"] == state["rounds"][0].config["epochs"] * 2
     assert state["rounds"][1].steps == state["rounds"][0].steps * 2  # the step cap doubles too

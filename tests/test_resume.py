@@ -110,7 +110,8 @@ def _plant_in_newest_checkpoint(home: Path, job_id: str, command: str) -> tuple[
         checkpoint_id, blob = connection.execute(
             "SELECT checkpoint_id, checkpoint FROM checkpoints WHERE thread_id = ? ORDER BY checkpoint_id DESC "
             "LIMIT 1", (job_id,)).fetchone()
-        checkpoint = ormsgpack.unpackb(blob, option=ormsgpack.OPT_NON_STR_KEYS)
+        # the typed results are msgpack extensions too: kept as they are, only the request is replaced
+        checkpoint = ormsgpack.unpackb(blob, ext_hook=ormsgpack.Ext, option=ormsgpack.OPT_NON_STR_KEYS)
         checkpoint["channel_values"]["request"] = ormsgpack.Ext(1, ormsgpack.packb(["os", "system", [command]]))
         connection.execute("UPDATE checkpoints SET checkpoint = ? WHERE thread_id = ? AND checkpoint_id = ?",
                            (ormsgpack.packb(checkpoint, option=ormsgpack.OPT_NON_STR_KEYS), job_id, checkpoint_id))
