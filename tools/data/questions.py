@@ -124,8 +124,12 @@ def verb_tense(verb: str) -> str | None:
     return "plain" if lower == base else None
 
 
-def _core(token: str) -> str:
+def core_word(token: str) -> str:
+    """A token without the punctuation around it."""
     return token.strip(".,;:!?()[]\"'")
+
+
+_core = core_word
 
 
 def lower_first(text: str) -> str:

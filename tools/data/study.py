@@ -24,6 +24,7 @@ from tools.data.questions import (
     Question,
     base_form,
     contiguous_facts,
+    core_word,
     finish_question,
     lower_first,
     parts_of_speech,
@@ -53,8 +54,8 @@ _AIM_FRAMES = [re.compile(pattern, re.IGNORECASE) for pattern in _AIM_FRAME_PATT
 _AIM_VERBS = r"(?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|estimate|test|" \
     r"analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review|clarify|elucidate|see|know|find out|learn|" \
     r"address|ask|define|develop|report|document|validate|verify|confirm|understand|discuss|calculate|observe|" \
-    r"detect|predict|survey|present|demonstrate|look for|look at|explain|highlight|summari[sz]e|appraise|ascertain|" \
-    r"examine|analy[sz]e|document|audit|track|monitor|investigate|gauge|probe)"
+    r"detect|predict|present|demonstrate|look for|look at|explain|highlight|summari[sz]e|appraise|ascertain|" \
+    r"audit|track|monitor|gauge|probe)"
 # "This study tests …", "We evaluated whether …": an act of the study stated in its objective or background
 _STATED_AIM = re.compile(
     rf"^(?:(?:However|Therefore|Thus|Hence|Accordingly|Here|Herein),\s+)?(?:In (?:a|an|this|the|our) "
@@ -234,7 +235,7 @@ def _finite_verb_after_do_support(question: str) -> bool:
     misread (a participle taken for the verb)."""
     if not question.startswith(("Do ", "Does ", "Did ")):
         return False
-    later = [w.strip(".,;:!?()[]\"'").lower() for w in question.split()[3:]]
+    later = [core_word(w).lower() for w in question.split()[3:]]
     for position, word in enumerate(later):
         if word in _RELATIVE:
             return False
