@@ -71,6 +71,19 @@ def choose_rows(train: list[dict], documents: list[dict], args: argparse.Namespa
     return train, documents
 
 
+def expert_curve(model, tokenizer, experts: list[dict], checkpoints: Path) -> dict[int, float]:
+    """The experts' answer NLL with the adapter of each kept checkpoint (the model's adapter replaced)."""
+    import torch
+    from peft import set_peft_model_state_dict
+
+    curve = {}
+    for folder in sorted(checkpoints.glob("step-*")):
+        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+        set_peft_model_state_dict(model, state["adapter"])
+        curve[state["step"]] = round(answer_nll(model, tokenizer, experts), 4)
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", required=True, help="the bench job's home (one job in it)")
@@ -82,12 +95,16 @@ def main() -> None:
     parser.add_argument("--plain-findings", action="store_true", help="findings answers without statistical asides")
     parser.add_argument("--document-share", type=float, help="document rows repeated or trimmed to this share")
     parser.add_argument("--set", action="append", default=[], help="training hyperparameter key=value")
+    parser.add_argument("--curve", action="store_true",
+                        help="keep every checkpoint and score the experts' answers at each (NLL by step)")
     args = parser.parse_args()
     home = Path(args.home)
     dataset = next((home / "jobs").iterdir()) / "dataset"
     train, documents = choose_rows(read_jsonl(dataset / "train.jsonl"), read_jsonl(dataset / "train.documents.jsonl"),
                                    args)
     overrides = {key: json.loads(value) for key, _, value in (s.partition("=") for s in args.set)}
+    if args.curve:
+        overrides.setdefault("keep_checkpoints", 1000)
     threads = int(os.environ.get("FTAGENT_THREADS", "2"))
     out = home / "probes" / args.name
     out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +123,7 @@ def main() -> None:
     tuned, tuned_ppl = answer_nll(model, tokenizer, experts), perplexity(model, tokenizer, texts)
     with model.disable_adapter():
         base, base_ppl = answer_nll(model, tokenizer, experts), perplexity(model, tokenizer, texts)
+    curve = expert_curve(model, tokenizer, experts, out / "ckpt") if args.curve else None
     print(json.dumps({"bench": "recipe_probe", "name": args.name, "group": args.group, "qa_rows": len(train),
                       "document_rows": len(documents), "forms": dict(Counter(map(form_of, train))),
                       "overrides": overrides, "steps": result.steps,
@@ -113,6 +131,7 @@ def main() -> None:
                       "expert_answer_nll": {"base": round(base, 4), "tuned": round(tuned, 4),
                                             "drop": round((base - tuned) / base, 4)},
                       "general_perplexity": {"base": round(base_ppl, 2), "tuned": round(tuned_ppl, 2)},
+                      **({"expert_nll_by_step": curve} if curve else {}),
                       "train_seconds": round(seconds), "loadavg": [round(x, 1) for x in os.getloadavg()]}))
 
 
