@@ -224,7 +224,7 @@ def test_cancel_stops_the_job_within_10_seconds_in_every_phase(case, home, tiny_
     timeline = [(round(e["ts"] - events[0]["ts"], 1), e["phase"], e["kind"]) for e in events[-5:]]
     assert stopped_after < 10, (stopped_after, timeline)
     assert run.returncode == 3 and "cancelled" in output, output
-    assert JobStore(home / "ftagent.sqlite").get(job.job_id).status == "cancelled"
+    assert JobStore(home / "ftagent.sqlite").get(job.job_id).status == "cancelled", (output, timeline)
     assert events[-1]["kind"] == "cancelled"
     assert not any(case.finished(e) for e in events), timeline  # stopped inside the phase
     later = PHASE_ORDER[PHASE_ORDER.index(case.phase) + 1:]
