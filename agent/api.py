@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import secrets
 import threading
@@ -42,10 +41,10 @@ from agent.console import install_console
 from agent.console_api import console_router
 from agent.queue import is_finished
 from agent.service import JobService, NotOwner
+from agent.settings import Settings
 from graphs.spec import RequestError
 from tools.evaluation.scoring import QASetError
 from tools.events import read_from
-from tools.home import HomeLayout
 from tools.package_data import EVAL_SETS_DIR
 from tools.private_files import write_private_text
 from tools.stores.api_tokens import Caller, TokenStore
@@ -59,7 +58,6 @@ from tools.stores.job_store import UnknownJob
 from tools.stores.model_registry import RegistryError, RegistryRefusal
 
 PREFIX = "/api/v1/fine-tuning"
-TOKEN_ENV = "FTAGENT_API_TOKEN"
 LEGACY_ADMIN = "admin"  # the user name of the server's single token
 MAX_EVAL_EXAMPLES = 500
 _EVENT_NUMBER = re.compile(r"[0-9]{1,12}")
@@ -139,11 +137,12 @@ class ApiError(Exception):
         self.status, self.message, self.extra = status, message, extra
 
 
-def resolve_token(home: Path, explicit: str | None = None) -> str:
-    """The API token: explicit, else $FTAGENT_API_TOKEN, else `<home>/api_token` (created, mode 0600)."""
-    if explicit or os.environ.get(TOKEN_ENV):
-        return explicit or os.environ[TOKEN_ENV]
-    path = HomeLayout(Path(home)).api_token
+def resolve_token(settings: Settings, explicit: str | None = None) -> str:
+    """The API token: explicit (--token-file), else the `api_token` setting ($FTAGENT_API_TOKEN or the
+    config file), else `<home>/api_token` (created, mode 0600)."""
+    if explicit or settings.api_token:
+        return explicit or settings.api_token or ""
+    path = settings.layout.api_token
     if not path.exists():
         write_private_text(path, secrets.token_urlsafe(32))  # 0600 from its first byte
     return path.read_text().strip()
@@ -423,7 +422,7 @@ def serve(service: JobService, host: str = "127.0.0.1", port: int = 8321, token:
 
     from agent.queue import Worker, WorkerBusy
 
-    app = create_app(service, resolve_token(service.settings.home, token))
+    app = create_app(service, resolve_token(service.settings, token))
     worker = Worker(service) if with_worker else None
     if worker is not None:
         try:

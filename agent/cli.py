@@ -571,7 +571,7 @@ def _mcp(service: JobService, console: Console, args: argparse.Namespace) -> int
     from agent.mcp_server import serve_http
 
     token_file = Path(args.token_file).expanduser() if args.token_file else None
-    admin_token = resolve_token(service.settings.home, token_file.read_text().strip() if token_file else None)
+    admin_token = resolve_token(service.settings, token_file.read_text().strip() if token_file else None)
     console.print(f"MCP (streamable HTTP) at http://{args.host}:{args.port}/mcp; send 'Authorization: Bearer "
                   "<token>' (ftagent token add NAME)", highlight=False)
     serve_http(service, args.host, args.port, admin_token, with_worker=not args.no_worker)

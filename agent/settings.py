@@ -58,9 +58,14 @@ ENVIRONMENT = {
     "hub_downloads": "FTAGENT_HUB_DOWNLOADS",
     "tracking": "FTAGENT_TRACKING",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+    "api_token": "FTAGENT_API_TOKEN",
+    "slack_bot_token": "SLACK_BOT_TOKEN",
+    "slack_signing_secret": "SLACK_SIGNING_SECRET",
+    "slack_app_token": "SLACK_APP_TOKEN",
 }
 # never printed: `config show` and `config init` write *** or leave them out
-SECRET_SETTINGS = ("chat_api_key", "ncbi_api_key", "serving_api_key", "database_url")
+SECRET_SETTINGS = ("chat_api_key", "ncbi_api_key", "serving_api_key", "database_url", "api_token",
+                   "slack_bot_token", "slack_signing_secret", "slack_app_token")
 DEFAULT_ORIGIN = "default"
 
 
@@ -119,6 +124,14 @@ class Settings(BaseSettings):
     # the largest request body the API accepts (413)
     max_request_bytes: int = Field(1_000_000, ge=1024)
     serving_api_key: str | None = None  # `ftagent serve`: required on /admin/* and /v1/* when set
+    # the admin's bearer token of `ftagent api` and `ftagent mcp --http` (a --token-file wins; None:
+    # <home>/api_token, created on first use)
+    api_token: str | None = None
+    # the Slack app's credentials (api.slack.com/apps): the bot token (xoxb-...), the signing secret,
+    # and for Socket Mode the app-level token (xapp-...)
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
     slack_allowed_teams: list[str] = []  # Slack workspace ids the bot answers; empty = any
     slack_allowed_channels: list[str] = []  # channel ids; empty = any
     # Slack user id -> ftagent user name; when set, only these users may use the bot

@@ -22,7 +22,7 @@ Running it for a team:
 
 Entry points: HTTP mode (`python -m agent.slack_bot --port 3000`, events at POST /slack/events) and
 Socket Mode (`python -m agent.slack_bot --socket`, needs SLACK_APP_TOKEN). Tokens come from
-SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET.
+SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (settings, agent/settings.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -46,6 +45,7 @@ from slack_sdk.errors import SlackClientError
 from agent.access import Refused
 from agent.clarify import clarifying_question
 from agent.service import JobService, NotOwner
+from agent.settings import ENVIRONMENT, Settings
 from graphs.spec import RequestError
 from tools.intake.request_reader import has_action
 from tools.stores.api_tokens import Caller
@@ -270,28 +270,41 @@ class SlackTokensMissing(RuntimeError):
     """The bot cannot start: the message names every missing environment variable."""
 
 
-def slack_tokens(environ: dict[str, str] | os._Environ, socket: bool) -> dict[str, str]:
-    """SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (and SLACK_APP_TOKEN in Socket Mode) from the
-    environment; SlackTokensMissing lists the ones that are not set and where to find them."""
-    needed = {"SLACK_BOT_TOKEN": "OAuth & Permissions > Bot User OAuth Token (xoxb-...)",
-              "SLACK_SIGNING_SECRET": "Basic Information > Signing Secret"}
-    if socket:
-        needed["SLACK_APP_TOKEN"] = "Basic Information > App-Level Tokens, scope connections:write (xapp-...)"
-    missing = [f"{name} ({where})" for name, where in needed.items() if not environ.get(name)]
+@dataclass(frozen=True)
+class SlackTokens:
+    signing_secret: str
+    bot_token: str
+    app_token: str | None  # Socket Mode only
+
+
+# each credential's setting and where the Slack app's settings show it
+_WHERE = {"slack_bot_token": "OAuth & Permissions > Bot User OAuth Token (xoxb-...)",
+          "slack_signing_secret": "Basic Information > Signing Secret",
+          "slack_app_token": "Basic Information > App-Level Tokens, scope connections:write (xapp-...)"}
+
+
+def slack_tokens(settings: Settings, socket: bool) -> SlackTokens:
+    """The Slack app's credentials from the settings (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and, in
+    Socket Mode, SLACK_APP_TOKEN, or the config file); SlackTokensMissing lists the ones not set, by
+    their environment variable, and where to find them."""
+    needed = [*_WHERE][: 3 if socket else 2]
+    missing = [f"{ENVIRONMENT[name]} ({_WHERE[name]})" for name in needed if not getattr(settings, name)]
     if missing:
-        raise SlackTokensMissing("the Slack bot needs these environment variables, from your Slack app's "
-                                 "settings at api.slack.com/apps: " + "; ".join(missing))
-    return {name: environ[name] for name in needed}
+        raise SlackTokensMissing("the Slack bot needs these environment variables (or settings of the same "
+                                 "name in lower case), from your Slack app's settings at api.slack.com/apps: "
+                                 + "; ".join(missing))
+    return SlackTokens(settings.slack_signing_secret or "", settings.slack_bot_token or "",
+                       settings.slack_app_token if socket else None)
 
 
 def run_slack_bot(service: JobService, socket: bool = False, host: str = "127.0.0.1", port: int = 3000) -> None:
     """Run the bot against Slack (HTTP events at /slack/events, or Socket Mode) until interrupted."""
-    tokens = slack_tokens(os.environ, socket)
-    app = create_slack_app(SlackDoor(service), tokens["SLACK_SIGNING_SECRET"], tokens["SLACK_BOT_TOKEN"])
+    tokens = slack_tokens(service.settings, socket)
+    app = create_slack_app(SlackDoor(service), tokens.signing_secret, tokens.bot_token)
     if socket:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        SocketModeHandler(app, tokens["SLACK_APP_TOKEN"]).start()
+        SocketModeHandler(app, tokens.app_token).start()
         return
     import uvicorn
 

@@ -70,3 +70,53 @@ def test_slack_without_tokens_says_which_are_missing(home, monkeypatch, capsys):
     assert main(["slack", "--socket"]) == EXIT_ENVIRONMENT
     out = " ".join(capsys.readouterr().out.split())
     assert "SLACK_SIGNING_SECRET" in out and "SLACK_APP_TOKEN" in out and "SLACK_BOT_TOKEN (" not in out
+
+
+TOKEN_VARIABLES = {"FTAGENT_API_TOKEN": "api-secret", "SLACK_BOT_TOKEN": "xoxb-secret",
+                   "SLACK_SIGNING_SECRET": "signing-secret", "SLACK_APP_TOKEN": "xapp-secret"}
+
+
+def test_the_api_and_slack_tokens_are_settings_shown_as_stars_with_their_origin(home, monkeypatch, capsys):
+    for name, value in TOKEN_VARIABLES.items():
+        monkeypatch.setenv(name, value)
+    assert main(["config", "show"]) == 0
+    shown = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()}
+    for setting, variable in (("api_token", "FTAGENT_API_TOKEN"), ("slack_bot_token", "SLACK_BOT_TOKEN"),
+                              ("slack_signing_secret", "SLACK_SIGNING_SECRET"),
+                              ("slack_app_token", "SLACK_APP_TOKEN")):
+        assert shown[setting] == f"{setting}: '***'  # environment variable {variable}"
+    assert not any(value in line for value in TOKEN_VARIABLES.values() for line in shown.values())
+    assert main(["config", "init"]) == 0
+    assert "secret" not in (home / "config.yaml").read_text()  # never written into the file either
+
+
+def test_the_api_token_comes_from_the_flag_the_setting_or_the_home_file(home, monkeypatch):
+    from agent.api import resolve_token
+    from agent.settings import resolve_settings
+
+    monkeypatch.delenv("FTAGENT_API_TOKEN", raising=False)
+    generated = resolve_token(resolve_settings())
+    assert len(generated) > 30 and (home / "api_token").read_text().strip() == generated
+    home.joinpath("config.yaml").write_text("api_token: from-the-file\n")
+    assert resolve_token(resolve_settings()) == "from-the-file"
+    monkeypatch.setenv("FTAGENT_API_TOKEN", "from-the-environment")
+    assert resolve_token(resolve_settings()) == "from-the-environment"
+    assert resolve_token(resolve_settings(), "from-the-token-file") == "from-the-token-file"
+
+
+def test_slack_tokens_come_from_the_settings_and_the_missing_are_named(home, monkeypatch):
+    from agent.settings import resolve_settings
+    from agent.slack_bot import SlackTokensMissing, slack_tokens
+
+    for name in TOKEN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    home.mkdir(parents=True)
+    home.joinpath("config.yaml").write_text("slack_signing_secret: s3\nslack_bot_token: xoxb-file\n")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-env")
+    settings = resolve_settings()
+    tokens = slack_tokens(settings, socket=False)
+    assert (tokens.signing_secret, tokens.bot_token, tokens.app_token) == ("s3", "xoxb-env", None)
+    assert settings.origins["slack_signing_secret"].startswith("config file ")
+    with pytest.raises(SlackTokensMissing, match=r"SLACK_APP_TOKEN \(Basic Information > App-Level") as missing:
+        slack_tokens(settings, socket=True)
+    assert "SLACK_BOT_TOKEN" not in str(missing.value) and "SLACK_SIGNING_SECRET" not in str(missing.value)

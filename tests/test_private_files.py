@@ -22,7 +22,7 @@ def test_home_database_and_token_are_the_owners_only(tmp_path: Path, monkeypatch
     try:
         service = JobService(Settings(home=home))
         job = service.submit("fine-tune a model on quantum error correction")
-        token = resolve_token(home)
+        token = resolve_token(Settings(home=home))
     finally:
         os.umask(previous)
     assert (mode(home), mode(service.settings.database)) == (0o700, 0o600)
