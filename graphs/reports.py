@@ -191,9 +191,9 @@ def remedy_lines(remedy: RemedyRecord, before: RoundRecord | None, after: RoundR
     """The decision (nested under its round, or on its own before round 1) and its effect."""
     indent = "  " if before else ""
     head = (f"{indent}- critic" if before else f"- before round {remedy.after_round + 1}: critic")
-    measured = remedy.metrics_before  # failed gates after an evaluation, else the training example count
-    why = (f"failed gates {', '.join(measured['failed_gates'])}" if "failed_gates" in measured
-           else f"{measured.get('train_examples')} training examples, fewer than the gate needs")
+    measured = remedy.metrics_before  # the training example count before any round, else the failed gates
+    why = (f"{measured.train_examples} training examples, fewer than the gate needs"
+           if measured.train_examples is not None else f"failed gates {', '.join(measured.failed_gates)}")
     changes = ", ".join(f"{key} {_setting(remedy.before.get(key))} → {_setting(value)}"
                         for key, value in remedy.changes.items())
     lines = [f"{head}: {remedy.reason} (chosen by {remedy.chosen_by})",

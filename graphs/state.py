@@ -224,6 +224,20 @@ class RoundRecord(_Result):
     passed: bool
 
 
+class RemedyMeasurements(_Result):
+    """What the critic measured before choosing a remedy: after an evaluation, the failed gates and both
+    models' metrics; before any round, the training example count that was too small."""
+
+    failed_gates: list[str] = []
+    tuned: dict[str, Any] | None = None
+    base: dict[str, Any] | None = None
+    train_examples: int | None = None  # set when there was too little data to train
+
+    def situation(self) -> dict[str, Any]:
+        """The measurements given (the chat model's prompt shows each)."""
+        return self.model_dump(include=self.model_fields_set)
+
+
 class RemedyRecord(_Result):
     """One critic decision: after which round, why (measurements), what changed, where to."""
 
@@ -234,7 +248,7 @@ class RemedyRecord(_Result):
     changes: dict[str, Any]
     reason: str
     before: dict[str, Any]  # the changed settings' values before
-    metrics_before: dict[str, Any]  # failed gates and metrics, or the training example count
+    metrics_before: RemedyMeasurements
     chosen_by: str = "policy"
     choice_reason: str = ""
     policy_choice: str | None = None  # the policy's pick when the chat model chose another

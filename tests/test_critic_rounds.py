@@ -61,7 +61,7 @@ def test_general_regression_is_retrained_gentler_with_general_replay(regression_
     first, second = state["rounds"][0], state["rounds"][1]
     assert not gate(first, "general_perplexity").passed
     remedy = state["remedies"][0]
-    assert remedy.route == "trainer" and remedy.metrics_before["failed_gates"] == [
+    assert remedy.route == "trainer" and remedy.metrics_before.failed_gates == [
         "general_perplexity", "answer_rouge_l"]
     assert remedy.before == {"learning_rate": 1e-2, "replay_general": 0.0}
     # what round 2 really trained with

@@ -7,7 +7,7 @@ from job_results import dataset_summary, evaluation_result, gate, remedy_record,
 
 from graphs.checkpointer import GraphCheckpointRefused, StrictSerializer
 from graphs.spec import JobSpec
-from graphs.state import CHECKPOINT_TYPES, DatasetSummary, RoundRecord, plain_state
+from graphs.state import CHECKPOINT_TYPES, DatasetSummary, RemedyMeasurements, RoundRecord, plain_state
 from tools.stores.model_registry import ModelVersion
 
 
@@ -27,7 +27,9 @@ def a_state() -> dict:
             "evaluation": evaluation_result(gates=[gate("answer_nll", False, value=0.01)], passed=False),
             "rounds": [RoundRecord(round=1, config={"epochs": 3.0}, base={"answer_nll": 2.0},
                                    tuned={"answer_nll": 1.9}, passed=False)],
-            "remedies": [remedy_record("trainer")], "model": version()}
+            "remedies": [remedy_record("trainer", metrics_before=RemedyMeasurements(
+                failed_gates=["answer_nll"], tuned={"answer_nll": 1.9}, base={"answer_nll": 2.0}))],
+            "model": version()}
 
 
 def test_every_typed_result_comes_back_from_a_checkpoint_as_itself():
@@ -37,6 +39,17 @@ def test_every_typed_result_comes_back_from_a_checkpoint_as_itself():
     assert isinstance(back["dataset"], DatasetSummary) and back["dataset"].training_rows == 12
     assert back["dataset"].yield_fraction == 0.5 and back["evaluation"].failed_gates[0].name == "answer_nll"
     assert isinstance(back["model"], ModelVersion) and back["spec"].training.epochs == 3.0
+    measured = back["remedies"][0].metrics_before
+    assert isinstance(measured, RemedyMeasurements) and measured.failed_gates == ["answer_nll"]
+    assert measured.base == {"answer_nll": 2.0} and measured.train_examples is None
+
+
+def test_the_critics_measurements_are_typed_and_say_only_what_was_measured():
+    too_little = remedy_record(metrics_before={"train_examples": 3}).metrics_before  # as older records hold it
+    assert isinstance(too_little, RemedyMeasurements) and too_little.train_examples == 3
+    assert too_little.situation() == {"train_examples": 3} and too_little.failed_gates == []
+    with pytest.raises(ValueError, match="failed_gate"):
+        RemedyMeasurements(failed_gate=["answer_nll"])  # a misspelt measurement is refused
 
 
 def test_a_checkpoint_naming_another_class_of_the_state_module_is_refused():

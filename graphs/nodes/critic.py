@@ -17,7 +17,7 @@ from graphs.critic import (
 )
 from graphs.nodes.common import adjusted_spec, merge_adjustments
 from graphs.spec import JobSpec
-from graphs.state import JobState, RemedyRecord
+from graphs.state import JobState, RemedyMeasurements, RemedyRecord
 from tools.llm.chat_model import chat_model_from
 
 
@@ -28,14 +28,15 @@ def choose_remedy(state: JobState, runtime: Runtime[JobContext]) -> dict:
     val_history = state["training"].val_history if state.get("training") else []
     failed = [gate.name for gate in evaluation.failed_gates] if evaluation else []
     if train_count < spec.gates.min_train_examples:
-        remedy, metrics_before = remedy_for_too_little_data(spec, train_count), {"train_examples": train_count}
+        remedy = remedy_for_too_little_data(spec, train_count)
+        metrics_before = RemedyMeasurements(train_examples=train_count)
     else:
         remedy = remedy_for_gates(spec, failed, val_history)
-        metrics_before = {"failed_gates": failed, "tuned": evaluation.tuned if evaluation else None,
-                          "base": evaluation.base if evaluation else None}
+        metrics_before = RemedyMeasurements(failed_gates=failed, tuned=evaluation.tuned if evaluation else None,
+                                            base=evaluation.base if evaluation else None)
     # The chat model (when configured) may pick another remedy from the policy's bounded menu.
     remedy, how = pick_remedy(chat_model_from(runtime.context.settings), remedy_menu(spec, train_count),
-                              remedy, describe_situation(metrics_before, val_history))
+                              remedy, describe_situation(metrics_before.situation(), val_history))
     record = remedy_record(state, spec, remedy, metrics_before, how)
     runtime.context.events(state["job_id"]).emit(
         "critic", "decision", f"{remedy.reason} -> back to {remedy.route}", **record.model_dump())
@@ -44,7 +45,7 @@ def choose_remedy(state: JobState, runtime: Runtime[JobContext]) -> dict:
             "remedies": [record]}
 
 
-def remedy_record(state: JobState, spec: JobSpec, remedy: Remedy, metrics_before: dict[str, Any],
+def remedy_record(state: JobState, spec: JobSpec, remedy: Remedy, metrics_before: RemedyMeasurements,
                   how: dict[str, Any]) -> RemedyRecord:
     """The decision as the job report shows it: what changed from which values, and why."""
     section = getattr(spec, remedy.section).model_dump()
