@@ -120,6 +120,7 @@ class DatasetSummary(_Result):
     document_passages: int = 0
     train_rows: int | None = None  # QA + document rows of the training set
     repeated_questions: int = 0  # second passes of the questions about whole documents
+    sentence_questions_left_out: int = 0  # a study's sentence questions not trained (trim_sentence_questions)
     rewrite_rows: int = 0
     mix: dict[str, int | float] = {}  # rows of each kind, and the document share
     documents_per_split: dict[str, int] = {}

@@ -137,3 +137,20 @@ def _peft_key(saved_key: str, state: dict) -> str:
 def test_progress_round_trips_the_validation_history():
     progress = Progress(val_history=[2.0, 1.5], val_steps=[2, 4], best_val=1.5)
     assert Progress.from_dict(progress.__dict__).val_history == [2.0, 1.5]
+
+
+def test_a_studys_sentence_questions_are_trimmed_from_training_beside_its_findings():
+    from graphs.nodes.generator import trim_sentence_questions
+
+    def row(doc: str, form: str, score: float) -> Example:
+        return Example(f"{form} question of {doc} {score}?", "An answer.", f"{doc}-c", doc, form,
+                       quality_score=score)
+
+    study = [row("study", "findings", 0.9), row("study", "section", 0.9)]
+    study += [row("study", "subject", 0.7), row("study", "cloze", 0.95), row("study", "object", 0.8)]
+    manual = [row("manual", "heading", 0.9), row("manual", "subject", 0.7), row("manual", "object", 0.6)]
+    train, left_out = trim_sentence_questions(study + manual, keep=1)
+    assert left_out == 2
+    assert [e.type for e in train if e.doc_id == "study"] == ["findings", "section", "cloze"]  # the best-scored
+    assert [e for e in train if e.doc_id == "manual"] == manual  # no findings question: every row stays
+    assert trim_sentence_questions(study, keep=0) == (study[:2], 3)

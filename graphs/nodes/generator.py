@@ -103,6 +103,23 @@ def cap_form(examples: list[Example], form: str, max_share: float) -> tuple[list
 DOCUMENT_FORMS = frozenset({"findings", "section", "heading"})  # questions about a whole document or section
 
 
+def trim_sentence_questions(train: list[Example], keep: int) -> tuple[list[Example], int]:
+    """The training split with at most `keep` sentence-level questions (the best-scored) per document whose
+    findings are asked: a study's findings and section questions already teach its sentences, and answers
+    restating one sentence pull the answers about the whole study toward one sentence. Documents without a
+    findings question keep all of theirs. Also how many were left out."""
+    studies = {e.doc_id for e in train if e.type == "findings"}
+    sentence = [i for i, e in enumerate(train) if e.doc_id in studies and e.type not in DOCUMENT_FORMS]
+    ranked = sorted(sentence, key=lambda i: -train[i].quality_score)
+    kept, per_document = set(), Counter()
+    for i in ranked:
+        if per_document[train[i].doc_id] < keep:
+            per_document[train[i].doc_id] += 1
+            kept.add(i)
+    left_out = set(sentence) - kept
+    return [e for i, e in enumerate(train) if i not in left_out], len(left_out)
+
+
 def repeat_document_questions(train: list[Example], times: int) -> list[Example]:
     """The training split with each question about a whole document or section `times` times (in place):
     such a question, a study's findings above all, is what a reader most asks of the document."""
@@ -187,6 +204,8 @@ def _write(state: JobState, runtime: Runtime[JobContext], spec: JobSpec, kept: l
            chunks: list[tuple[Chunk, str]], rewrites: list[DocumentRow], summary: dict[str, Any]) -> dict[str, Any]:
     """Split by document, add the document rows, write every format and the card; the summary the state keeps."""
     splits = split_by_document(kept, seed=spec.generation.seed)
+    splits["train"], left_out = trim_sentence_questions(splits["train"],
+                                                         spec.generation.sentence_questions_per_study)
     questions = len(splits["train"])
     splits["train"] = repeat_document_questions(splits["train"], spec.generation.document_question_repeats)
     documents, passages = training_documents(chunks, splits, len(splits["train"]), spec)
@@ -207,6 +226,7 @@ def _write(state: JobState, runtime: Runtime[JobContext], spec: JobSpec, kept: l
         "document_passages": passages,
         "train_rows": counts["train"] + len(documents),
         "repeated_questions": counts["train"] - questions,  # the questions about whole documents, again
+        "sentence_questions_left_out": left_out,
         "rewrite_rows": sum(r.kind == "rewrite" for r in documents),
         "mix": {"qa": counts["train"], "document": len(documents),
                 "document_share": round(len(documents) / max(1, counts["train"] + len(documents)), 3)},

@@ -54,6 +54,9 @@ def _mix_section(summary: Mapping[str, Any]) -> list[str]:
              f"- QA rows (chat, loss on the answer): {mix.get('qa', 0)}"
              + (f" ({summary['repeated_questions']} of them second passes of the questions about a whole "
                 "document or section)" if summary.get("repeated_questions") else ""),
+             *([("- a study's sentence questions not trained (its findings and section questions teach those "
+                 f"sentences; they stay in validation and test): {summary['sentence_questions_left_out']}")]
+               if summary.get("sentence_questions_left_out") else []),
              (f"- document rows (the passages as text, loss on every token): {mix.get('document', 0)} "
              f"({summary.get('document_passages', 0)} passages; {mix.get('document_share', 0):.0%} of the "
              "training rows)"),
