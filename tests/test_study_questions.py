@@ -130,6 +130,10 @@ def test_a_long_aim_is_cut_where_a_phrase_ends() -> None:
                         "severity") == ("evaluate the relationship between knee extensor strength, postural "
                                         "stability, and disease severity")
     assert short_phrase("compare " + "very " * 30 + "long") is None  # no clean cut: no name
+    # punctuation inside a term or a number is no clause boundary
+    assert short_phrase("study the efficiency and safety of holmium:YAG laser lithotripsy for ureteral stones") == \
+        "study the efficiency and safety of holmium:YAG laser lithotripsy for ureteral stones"
+    assert short_phrase("assess outcomes in 1,200 patients, and their costs") == "assess outcomes in 1,200 patients"
     # never cut inside a that-clause: it would be left unfinished
     assert short_phrase("test the hypothesis that nurses' aides who were exposed to environmental tobacco smoke at "
                         "home have more respiratory symptoms than other aides in the same hospitals") is None

@@ -93,7 +93,8 @@ _AIM_END = re.compile(r"(?:,|;|:| and to | and (?:whether|if) | as well as | in 
 _MODAL_WORD = re.compile(r"\b(?:can|could|will|would|should|may|might|must|cannot)\b", re.IGNORECASE)
 _STUDY_QUESTION = re.compile(r"(?:addressed|asked|examined|investigated|explored) the question[s]?:?\s+(?P<q>.+)$",
                              re.IGNORECASE)
-_ANCHOR_CUT = re.compile(r",|;|:| in order to | by means of | so as to | and to | and also | while |\s\(\d")
+# punctuation ends a clause only before a space ("holmium:YAG", "1,000" go on)
+_ANCHOR_CUT = re.compile(r"[,;:](?=\s|$)| in order to | by means of | so as to | and to | and also | while |\s\(\d")
 # an aim or question that leans on what is outside it ("in this population", "the above factors", "our
 # experience"); within an aim "its" and "their" point inside it ("the aorta and its branches")
 _LEANS_OUTSIDE = re.compile(r"\b(?:this|these|such|above|aforementioned|former|latter|he|she|they|them|"
