@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -49,6 +50,8 @@ def _plain_findings(row: dict) -> dict:
 def choose_rows(train: list[dict], documents: list[dict], args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     if args.keep_forms:
         train = [r for r in train if form_of(r) in set(args.keep_forms.split(","))]
+    if args.drop_questions:
+        train = [r for r in train if not re.search(args.drop_questions, r["messages"][-2]["content"])]
     if args.max_share:
         caps = {k: float(v) for k, v in (item.split(":") for item in args.max_share.split(","))}
         random.Random(0).shuffle(train)
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--group", default="Treatment Outcome", help="the MeSH group that job ran on")
     parser.add_argument("--name", required=True)
     parser.add_argument("--keep-forms", help="only these QA forms, comma-separated")
+    parser.add_argument("--drop-questions", help="leave out the rows whose question matches this regex")
     parser.add_argument("--max-share", help="form:share caps of QA forms, comma-separated")
     parser.add_argument("--repeat-forms", help="form:times repeats of QA forms, comma-separated")
     parser.add_argument("--plain-findings", action="store_true", help="findings answers without statistical asides")
