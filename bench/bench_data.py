@@ -29,7 +29,7 @@ PUBMEDQA = REPO.parent / "shared" / "datasets" / "pubmedqa" / "pqal_dev.json"
 
 def _tiny_model(folder: Path) -> Path:
     """The tests' tiny random Llama, loaded from its file (tests/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("tiny_model", REPO / "tests" / "tiny_model.py")
+    spec = importlib.util.spec_from_file_location("tiny_model", REPO / "tests" / "helpers" / "tiny_model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build_tiny_model(folder / "tiny")

@@ -54,7 +54,7 @@ QUESTIONS = (
 
 def _tiny_model_module():
     """The tests' tiny random Llama helpers, loaded from their file (tests/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("tiny_model", REPO / "tests" / "tiny_model.py")
+    spec = importlib.util.spec_from_file_location("tiny_model", REPO / "tests" / "helpers" / "tiny_model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

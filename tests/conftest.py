@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny model built once per session, paths to the repo's data, an isolated home."""
+"""The fixtures every tier shares (tests/unit, tests/graph, tests/integration): a tiny model built once
+per session, an isolated home and a service on it, the replay server, the scripted chat model and judge,
+a PostgreSQL cluster, the embedded MiniLM. The helpers they build on are modules in tests/helpers
+(on the path: pyproject's pythonpath)."""
 
 from __future__ import annotations
 
@@ -7,8 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from judge_server import JudgeServer, running_judge
 from replay_server import ReplayServer
+from scripted_chat import ScriptedChat, serve
 from tiny_model import build_tiny_model
+
+from agent.service import JobService
+from agent.settings import resolve_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -31,6 +39,12 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FTAGENT_HOME", str(folder))
     monkeypatch.delenv("FTAGENT_CONFIG", raising=False)
     return folder
+
+
+@pytest.fixture()
+def service(home) -> JobService:
+    """The service every door uses, on the isolated home (settings from this test's environment)."""
+    return JobService(resolve_settings({"home": str(home)}))
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +88,16 @@ def server() -> Iterator[ReplayServer]:
     """A local HTTP server replaying the recorded API payloads (arXiv, PubMed, Wikipedia, web pages)."""
     with ReplayServer() as replay:
         yield replay
+
+
+@pytest.fixture
+def scripted(request) -> Iterator[tuple[ScriptedChat, str]]:
+    """A scripted OpenAI-compatible chat model on loopback and its base URL; parametrise it (indirect)
+    with the script (tests/helpers/scripted_chat.py)."""
+    yield from serve(ScriptedChat(request.param))
+
+
+@pytest.fixture
+def judge(request) -> Iterator[tuple[JudgeServer, str]]:
+    """A scripted LLM judge on loopback and its base URL; parametrise it (indirect) with behaviours."""
+    yield from running_judge(getattr(request, "param", None))

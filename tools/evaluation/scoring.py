@@ -224,7 +224,7 @@ def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: 
                      batch_size: int = 8, raw: bool = False, progress: Progress | None = None) -> list[str]:
     """Greedy answers to each record's prompt (its messages without the assistant's reply), in the records'
     order. Prompts decode `batch_size` at a time, left-padded and grouped by length (little padding); a
-    batched greedy answer equals the one-at-a-time answer (tests/test_fast_generation.py). With `raw`,
+    batched greedy answer equals the one-at-a-time answer (tests/integration/test_fast_generation.py). With `raw`,
     special tokens the model wrote before stopping are kept (format compliance looks for them).
     `progress(done, total)` after each batch."""
     import torch
