@@ -38,7 +38,7 @@ def test_every_typed_result_comes_back_from_a_checkpoint_as_itself():
     assert back == state
     assert isinstance(back["dataset"], DatasetSummary) and back["dataset"].training_rows == 12
     assert back["dataset"].yield_fraction == 0.5 and back["evaluation"].failed_gates[0].name == "answer_nll"
-    assert isinstance(back["model"], ModelVersion) and back["spec"].training.epochs == 3.0
+    assert isinstance(back["model"], ModelVersion) and back["spec"].training.epochs == state["spec"].training.epochs
     measured = back["remedies"][0].metrics_before
     assert isinstance(measured, RemedyMeasurements) and measured.failed_gates == ["answer_nll"]
     assert measured.base == {"answer_nll": 2.0} and measured.train_examples is None
