@@ -1,15 +1,22 @@
-"""The demo job end to end with the real embedded SmolLM2: wall time per phase and training tokens/s.
+"""The demo job end to end with the real embedded SmolLM2: wall and CPU time per phase and training tokens/s.
 
 Prints one JSON line. Usage: python bench/bench_demo.py [--home DIR] [--fresh]
-(--fresh starts from an empty home, so the one-time GGUF -> safetensors conversion is included)."""
+(--fresh starts from an empty home, so the one-time GGUF -> safetensors conversion is included).
+On a shared machine wall seconds say more about the other processes than about the job: the line also
+gives this process's CPU seconds per phase (a listener reads the clock at every event), the CPU seconds
+of the long tasks inside a phase (embedding chunks, each model's answers), the load average at the start
+and end, and the CPUs it was allowed (pin it: `taskset -c 1 ... FTAGENT_THREADS=1`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from agent.service import JobService
 from agent.settings import resolve_settings
@@ -32,6 +39,38 @@ def phase_seconds(events: list[dict], started: float, ended: float) -> dict[str,
     return totals
 
 
+class CpuClock:
+    """An event listener: this process's CPU seconds (children's too) at each phase change, and the CPU
+    seconds from the first to the last progress tick of each task (a task's own cost, without the phase's
+    other work)."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+        self.tasks: dict[str, list[float]] = {}
+
+    @staticmethod
+    def now() -> float:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + children.ru_utime + children.ru_stime
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        phase, now = event.get("phase"), self.now()
+        if phase in PHASE_ORDER and (not self.marks or self.marks[-1][0] != phase):
+            self.marks.append((phase, now))
+        if event.get("kind") == "progress":
+            span = self.tasks.setdefault(f"{phase}: {event['message']}", [now, now])
+            span[1] = now
+
+    def phase_cpu_seconds(self, ended: float) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for (phase, begin), end in zip(self.marks, [m[1] for m in self.marks[1:]] + [ended], strict=True):
+            totals[phase] = round(totals.get(phase, 0.0) + end - begin, 1)
+        return totals
+
+    def task_cpu_seconds(self) -> dict[str, float]:
+        return {task: round(end - begin, 1) for task, (begin, end) in self.tasks.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", default="/tmp/ftagent-bench-demo")
@@ -43,14 +82,19 @@ def main() -> None:
     service = JobService(resolve_settings({"home": home}))
     record = service.submit("fine-tune SmolLM2 on quantum error correction",
                             {"docs_path": str(REPO / "tools" / "eval_sets" / "demo_corpus")})
-    started = time.time()
-    state = plain_state(service.run(record.job_id))
-    ended = time.time()
+    clock, load_before = CpuClock(), round(os.getloadavg()[0], 2)
+    started, cpu_started = time.time(), clock.now()
+    state = plain_state(service.run(record.job_id, (clock,)))
+    ended, cpu_ended = time.time(), clock.now()
     events = [json.loads(line) for line in service.settings.job_paths(record.job_id).events.read_text().splitlines()]
     evaluation, training = state.get("evaluation") or {}, state.get("training") or {}
     print(json.dumps({
         "bench": "demo_job", "job_id": record.job_id, "wall_seconds": round(ended - started, 1),
         "phases_seconds": phase_seconds(events, started, ended),
+        "cpu_seconds": round(cpu_ended - cpu_started, 1), "phases_cpu_seconds": clock.phase_cpu_seconds(cpu_ended),
+        "tasks_cpu_seconds": clock.task_cpu_seconds(),
+        "load_average_1m": {"start": load_before, "end": round(os.getloadavg()[0], 2)},
+        "pinned_cpus": sorted(os.sched_getaffinity(0)), "threads": service.settings.threads,
         "train_tokens_per_second": round(training.get("tokens_per_second", 0.0), 1),
         "train_steps": training.get("steps"), "train_tokens": training.get("train_tokens"),
         "precision": training.get("precision"), "rounds": len(state.get("rounds", [])),

@@ -6,7 +6,7 @@ official `openai` client sends a fixed number of greedy chat requests from 1 and
 clients, with micro-batching off (`max_batch_size=1`: one generate call at a time, 4 clients queue)
 and on (concurrent greedy requests decode as one left-padded batch). Without HTTP, the same questions go,
 taking turns question by question (so a drift in load hits all alike), to our fast path (the adapter merged
-into a copy of the weights, in the server's `--precision`, in bf16 and in int8), and to plain transformers
+into a copy of the weights, in the server's `--precision`, in bf16, int8 and int4), and to plain transformers
 `generate` on a PeftModel of the same adapter (fp32, unmerged: what a user would write): one line each with
 tokens per wall second and per CPU second (the steadier figure on a shared machine), and one comparison
 line per engine of ours (`{"event":"comparison","vs":"transformers-generate","tokens_per_s_ratio":R}`).
@@ -19,8 +19,8 @@ first run converts the GGUF into the home, ~45 s), else the tiny random test mod
 says which.
 
 Run: `.venv/bin/python bench/bench_serving.py [--home DIR] [--requests 8] [--max-tokens 48] [--threads 1]
-[--precision auto|fp32|bf16|int8]`; on a shared machine pin it (`taskset -c 1 ... --threads 1`): the lines
-say which CPUs it was allowed (`pinned_cpus`).
+[--precision auto|fp32|bf16|int8|int4] [--engines bf16,int8,int4] [--direct-only]`; on a shared machine
+pin it (`taskset -c 1 ... --threads 1`): the lines say which CPUs it was allowed (`pinned_cpus`).
 """
 
 from __future__ import annotations
@@ -129,18 +129,26 @@ class DirectEngine:
     tokens: int = 0
     requests: int = 0
 
+    greedy_loop: bool = False  # tools.models.decoding.greedy_decode instead of generate
+
     def generate(self, index: int, new_tokens: int, count: bool = True) -> None:
         import torch
 
-        ids = _prompt_ids(self.tokenizer, index)
+        from tools.models.decoding import greedy_decode
+
+        ids, pad = _prompt_ids(self.tokenizer, index), self.tokenizer.pad_token_id
         started, cpu_started = time.perf_counter(), time.process_time()
         with torch.inference_mode():
-            output = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                         max_new_tokens=new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+            if self.greedy_loop:
+                generated = greedy_decode(self.model, ids, None, new_tokens, self.tokenizer.eos_token_id, pad)
+            else:
+                output = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                             max_new_tokens=new_tokens, pad_token_id=pad)
+                generated = output[:, ids.shape[1]:]
         if count:
             self.seconds += time.perf_counter() - started
             self.cpu_seconds += time.process_time() - cpu_started
-            self.tokens += output.shape[1] - ids.shape[1]
+            self.tokens += generated.shape[1]
             self.requests += 1
 
     def line(self) -> dict[str, Any]:
@@ -150,14 +158,21 @@ class DirectEngine:
                 "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
+WEIGHTS = {"int8": "int8 weights, bf16 activations",
+           "int4": "int4 weights in groups of 32, int8 head rescoring an int4 copy, bf16 activations"}
+
+
 def ours(base: Path, adapter: Path, precision: str) -> DirectEngine:
     """Our fast path without HTTP, lock or streaming (the floor the server adds to): the adapter merged
-    into a copy of the weights, in `precision` ("auto" is what the server runs for one version)."""
+    into a copy of the weights, in `precision` ("auto" is what the server runs for one version); int4
+    decodes with our greedy loop (its rescored head needs it)."""
     from tools.models.loading import inference_dtype, load_for_inference
 
     model, tokenizer = load_for_inference(str(base), str(adapter), precision=precision, merge=True)
-    weights = "int8 weights, bf16 activations" if precision == "int8" else str(inference_dtype(precision))[6:]
-    return DirectEngine(f"ftagent (merged, {precision}: {weights})", model, tokenizer)
+    weights = WEIGHTS.get(precision) or str(inference_dtype(precision))[6:]
+    loop = precision == "int4"
+    return DirectEngine(f"ftagent (merged, {precision}: {weights}{', greedy loop' if loop else ''})", model,
+                        tokenizer, greedy_loop=loop)
 
 
 def transformers_generate(base: Path, adapter: Path) -> DirectEngine:
@@ -210,8 +225,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--max-batch", type=int, default=8, help="max_batch_size of the batching run")
     parser.add_argument("--direct-requests", type=int, default=4, help="questions per engine without HTTP")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
-                        help="the server's precision (the direct lines add int8 either way)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8", "int4"),
+                        help="the server's precision (the direct lines add int8 and int4 either way)")
+    parser.add_argument("--direct-only", action="store_true", help="only the engines without HTTP")
+    parser.add_argument("--engines", default="bf16,int8,int4",
+                        help="precisions of our direct engines besides the server's (comma-separated)")
     args = parser.parse_args()
     import torch
 
@@ -226,7 +244,7 @@ def main() -> None:
                   "cpu_count": os.cpu_count(), "pinned_cpus": sorted(os.sched_getaffinity(0)),
                   "load_average_1m": round(os.getloadavg()[0], 2)}
         print(json.dumps({**machine_report(), "pinned_cpus": sorted(os.sched_getaffinity(0))}), flush=True)
-        precisions = dict.fromkeys([args.precision, "bf16", "int8"])
+        precisions = dict.fromkeys([args.precision, *filter(None, args.engines.split(","))])
         engines = [*(ours(base, adapter, precision) for precision in precisions), transformers_generate(base, adapter)]
         side_by_side(engines, args.max_tokens, args.direct_requests)
         for engine in engines:
@@ -234,7 +252,7 @@ def main() -> None:
         *our_engines, plain = engines
         del engines
         print(json.dumps({**common, **llama_cpp_line()}), flush=True)
-        http_single = serve_levels(base, adapter, common, args)
+        http_single = None if args.direct_only else serve_levels(base, adapter, common, args)
         for engine in our_engines:
             print(json.dumps(comparison(engine, plain, http_single if engine is our_engines[0] else None)),
                   flush=True)

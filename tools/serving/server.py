@@ -35,7 +35,9 @@ Policies, decided here so every front door behaves the same:
   merged in (``merge_single_adapter``): no LoRA layers per token. Base requests, rows of a batch that
   mix versions, and every request while several adapters share the base take peft's unmerged path.
   ``precision="int8"`` (CPU) makes that merged copy int8 weight-only (``tools.models.int8``: 1.4-1.6x
-  the tokens per CPU second, answers close to fp32's but not equal); the shared model stays fp32.
+  the tokens per CPU second, answers close to fp32's but not equal); ``precision="int4"`` int4 in groups
+  of 32 with an int8 head (``tools.models.int4``), whose greedy requests decode with
+  ``tools.models.decoding.greedy_decode`` through the rescored int4 head; the shared model stays fp32.
 - **System prompt.** A served name may carry the system prompt its adapter was trained with; it
   is prepended only when the request has no system message of its own.
 - **Who may call.** With an API key (``api_key``: ``ftagent serve --api-key-file``, the
@@ -209,11 +211,11 @@ class ModelServer:
                  default_max_tokens: int = 256, assignment_log: Path | None = None,
                  threads: int | None = None, max_batch_size: int = 8, batch_window_ms: float = 10.0,
                  precision: str = "auto", merge_single_adapter: bool = True) -> None:
-        from tools.models.loading import load_for_inference
+        from tools.models.loading import QUANTIZED, load_for_inference
 
         self.base_name = base_name or Path(str(base_model_path).rstrip("/")).name
         self.base_model_path, self.precision = str(base_model_path), precision
-        shared = "fp32" if precision == "int8" else precision  # peft's LoRA layers need float weights
+        shared = "fp32" if precision in QUANTIZED else precision  # peft's LoRA layers need float weights
         self.model, self.tokenizer = load_for_inference(str(base_model_path), None, threads, shared)
         self.merge_single_adapter = merge_single_adapter
         self.merged: MergedVersion | None = None  # the one served adapter merged into a copy of the weights
@@ -427,6 +429,8 @@ class ModelServer:
         if stop is not None:
             options["stopping_criteria"] = StoppingCriteriaList([_EventStop(stop)])
         merged = self._merged_for([job])
+        if _has_greedy_head(merged) and job.temperature == 0 and streamer is None:
+            return self._result(job, self._greedy(merged, job.input_ids, None, job.max_new_tokens, stop)[0])
         with self._adapter(job.adapter) if merged is None else contextlib.nullcontext(), torch.inference_mode():
             if job.seed is not None:
                 torch.manual_seed(job.seed)
@@ -447,11 +451,24 @@ class ModelServer:
         options = self._decoding_options(rows[0], max(job.max_new_tokens for job in rows))
         options["stopping_criteria"] = StoppingCriteriaList([RowLimits(width, [job.max_new_tokens for job in rows])])
         merged = self._merged_for(rows)
+        if _has_greedy_head(merged) and all(job.temperature == 0 for job in rows):
+            limit = max(job.max_new_tokens for job in rows)
+            decoded = self._greedy(merged, input_ids, mask, limit, None)
+            return [self._result(job, tokens) for job, tokens in zip(rows, decoded, strict=True)]
         if merged is None and self._has_adapters():
             options["adapter_names"] = [job.adapter or "__base__" for job in rows]
         with torch.inference_mode():
             output = (merged or self.model).generate(input_ids=input_ids, attention_mask=mask, **options)
         return [self._result(job, output[row, width:].tolist()) for row, job in enumerate(rows)]
+
+    def _greedy(self, model: Any, input_ids: Any, mask: Any, max_new_tokens: int,
+                stop: threading.Event | None) -> list[list[int]]:
+        """Greedy rows through `greedy_decode` (a model with a rescored int4 head; the caller holds the lock)."""
+        from tools.models.decoding import greedy_decode
+
+        tokens = greedy_decode(model, input_ids, mask, max_new_tokens, self.tokenizer.eos_token_id,
+                               self.tokenizer.pad_token_id, should_stop=stop.is_set if stop else None)
+        return tokens.tolist()
 
     def _decoding_options(self, job: Generation, max_new_tokens: int) -> dict[str, Any]:
         options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": job.temperature > 0,
@@ -493,6 +510,11 @@ class ModelServer:
             return self.model.disable_adapter()
         self.model.set_adapter(adapter)
         return contextlib.nullcontext()
+
+
+def _has_greedy_head(model: Any) -> bool:
+    """Whether a merged model decodes greedy rows through `greedy_decode` (int4: its rescored head)."""
+    return getattr(model, "greedy_head", None) is not None
 
 
 def _names_for(versions: set[str], names: ServedNames,
@@ -730,7 +752,7 @@ def create_app(base_model_path: str, adapters: dict[str, str], api_key: str | No
 
     Options are ModelServer's: base_name, aliases, ab_splits ({name: {version: weight}}),
     system_prompts, context_length, default_max_tokens, assignment_log, threads, max_batch_size
-    (1 = no batching), batch_window_ms, precision (auto, fp32, bf16, int8), merge_single_adapter."""
+    (1 = no batching), batch_window_ms, precision (auto, fp32, bf16, int8, int4), merge_single_adapter."""
     return build_app(ModelServer(base_model_path, adapters, **options), api_key=api_key)
 
 

@@ -1,0 +1,70 @@
+"""Greedy decoding without `generate`'s per-step machinery, for the evaluator and the server.
+
+`transformers`' `generate` re-validates its configuration, builds logits processors and stopping
+criteria, updates its model kwargs and (with an attention mask) rebuilds a 4-D mask on every step; for a
+135M model on a CPU core that is a measurable share of a token's time. Greedy decoding needs none of it:
+one forward over the prompt into a `DynamicCache`, then one forward per token on the argmax of the last
+position's logits. Rows of a left-padded batch get their own positions from the attention mask and stop
+at the end-of-sequence token (later positions are padding), as `generate` does, and give the same
+tokens (tests/test_fast_generation.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+StopCheck = Callable[[], bool]  # True: stop after the current token (a cancelled stream)
+TokenSink = Callable[[int], None]  # each new token of a one-row decode, as it is chosen
+
+
+def greedy_decode(model: Any, input_ids: Any, attention_mask: Any = None, max_new_tokens: int = 64,
+                  eos_token_id: int | list[int] | None = None, pad_token_id: int = 0,
+                  on_token: TokenSink | None = None, should_stop: StopCheck | None = None) -> Any:
+    """The new tokens, [rows, up to max_new_tokens]: greedy, each row padded with `pad_token_id` after its
+    end-of-sequence token; shorter when every row has ended. `attention_mask` (1 = real token) is needed
+    only for a left-padded batch. `on_token` sees a one-row decode's tokens as they come."""
+    import torch
+    from transformers import DynamicCache
+
+    stops = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or []))
+    rows = input_ids.shape[0]
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    positions = _positions(attention_mask) if padded else None
+    cache, chosen = DynamicCache(), []
+    ended = torch.zeros(rows, dtype=torch.bool)
+    step = _next_tokens(model)
+    with torch.inference_mode():
+        token = step(input_ids=input_ids, attention_mask=attention_mask if padded else None,
+                     position_ids=positions, past_key_values=cache)
+        for _ in range(max_new_tokens):
+            token = token.masked_fill(ended, pad_token_id)
+            chosen.append(token)
+            if on_token is not None and rows == 1:
+                on_token(int(token[0]))
+            ended |= torch.isin(token, stops)
+            if bool(ended.all()) or len(chosen) == max_new_tokens or (should_stop and should_stop()):
+                break
+            if padded:
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(rows, 1)], dim=1)
+                positions = positions[:, -1:] + 1
+            token = step(input_ids=token[:, None], attention_mask=attention_mask if padded else None,
+                         position_ids=positions, past_key_values=cache)
+    return torch.stack(chosen, dim=1) if chosen else input_ids.new_zeros(rows, 0)
+
+
+def _next_tokens(model: Any) -> Callable[..., Any]:
+    """One forward step -> each row's greedy next token: the argmax of the last position's logits, or the
+    model's `greedy_head` (an int4 head rescored by the precise one, `tools.models.int4.RescoredHead`) on
+    the decoder's last hidden state."""
+    head = getattr(model, "greedy_head", None)
+    if head is None:
+        return lambda **inputs: model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1].argmax(-1)
+    decoder = model.get_decoder()
+    return lambda **inputs: head(decoder(**inputs, use_cache=True).last_hidden_state[:, -1])
+
+
+def _positions(attention_mask: Any) -> Any:
+    """Each token's position counted from its row's first real token (padding gets 1, as in generate)."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 1)
