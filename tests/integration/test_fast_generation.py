@@ -285,3 +285,11 @@ def test_an_int4_server_decodes_greedy_requests_through_the_rescored_head(int4_m
     answers = _answers(server, "ft-v1")
     assert answers[:3] == answers[3:] and all(answers) and calls == [1, 1, 1, 3]
     assert _answers(server, "tiny-base") != answers and len(calls) == 4  # base requests: generate
+
+
+@pytest.mark.parametrize(("flags", "precision"), [(["--int4"], "int4"), (["--int8"], "int8"), ([], None)])
+def test_serve_flags_choose_the_served_copys_weights(flags: list[str], precision: str | None) -> None:
+    from agent.cli import _parser, _serve_options
+
+    options = _serve_options(_parser().parse_args(["serve", *flags]))
+    assert options.get("precision") == precision
