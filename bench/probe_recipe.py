@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench_pubmedqa import PUBMEDQA, expert_records, mesh_groups
+from bench_pubmedqa import PUBMEDQA, expert_records, mesh_groups, score
 
 from graphs.spec import Training
 from tools.data.dataset import read_jsonl
@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--plain-findings", action="store_true", help="findings answers without statistical asides")
     parser.add_argument("--document-share", type=float, help="document rows repeated or trimmed to this share")
     parser.add_argument("--set", action="append", default=[], help="training hyperparameter key=value")
+    parser.add_argument("--generate", type=int, default=0, help="expert questions answered (ROUGE-L), as the bench")
     parser.add_argument("--curve", action="store_true",
                         help="keep every checkpoint and score the experts' answers at each (NLL by step)")
     args = parser.parse_args()
@@ -125,8 +126,11 @@ def main() -> None:
     model, tokenizer = load_for_inference(base_path, result.adapter_dir, threads)
     texts = general_texts(30)
     tuned, tuned_ppl = answer_nll(model, tokenizer, experts), perplexity(model, tokenizer, texts)
+    rouge = {"tuned": score(model, tokenizer, experts, args.generate, 64)["rouge_l"]} if args.generate else {}
     with model.disable_adapter():
         base, base_ppl = answer_nll(model, tokenizer, experts), perplexity(model, tokenizer, texts)
+        if args.generate:
+            rouge["base"] = score(model, tokenizer, experts, args.generate, 64)["rouge_l"]
     curve = expert_curve(model, tokenizer, experts, out / "ckpt") if args.curve else None
     print(json.dumps({"bench": "recipe_probe", "name": args.name, "group": args.group, "qa_rows": len(train),
                       "document_rows": len(documents), "forms": dict(Counter(map(form_of, train))),
@@ -135,6 +139,7 @@ def main() -> None:
                       "expert_answer_nll": {"base": round(base, 4), "tuned": round(tuned, 4),
                                             "drop": round((base - tuned) / base, 4)},
                       "general_perplexity": {"base": round(base_ppl, 2), "tuned": round(tuned_ppl, 2)},
+                      **({"expert_rouge_l": rouge} if rouge else {}),
                       **({"expert_nll_by_step": curve} if curve else {}),
                       "train_seconds": round(seconds), "loadavg": [round(x, 1) for x in os.getloadavg()]}))
 
