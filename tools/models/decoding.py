@@ -6,7 +6,7 @@ criteria, updates its model kwargs and (with an attention mask) rebuilds a 4-D m
 one forward over the prompt into a `DynamicCache`, then one forward per token on the argmax of the last
 position's logits. Rows of a left-padded batch get their own positions from the attention mask and stop
 at the end-of-sequence token (later positions are padding), as `generate` does, and give the same
-tokens (tests/test_fast_generation.py).
+tokens (tests/integration/test_fast_generation.py).
 """
 
 from __future__ import annotations
