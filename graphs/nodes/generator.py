@@ -103,11 +103,12 @@ def cap_form(examples: list[Example], form: str, max_share: float) -> tuple[list
 DOCUMENT_FORMS = frozenset({"findings", "section", "heading"})  # questions about a whole document or section
 
 
-def trim_sentence_questions(train: list[Example], keep: int) -> tuple[list[Example], int]:
+def trim_sentence_questions(train: list[Example], keep: int | None) -> tuple[list[Example], int]:
     """The training split with at most `keep` sentence-level questions (the best-scored) per document whose
-    findings are asked: a study's findings and section questions already teach its sentences, and answers
-    restating one sentence pull the answers about the whole study toward one sentence. Documents without a
-    findings question keep all of theirs. Also how many were left out."""
+    findings are asked (None: all): a study's findings and section questions already teach its sentences.
+    Documents without a findings question keep all of theirs. Also how many were left out."""
+    if keep is None:
+        return train, 0
     studies = {e.doc_id for e in train if e.type == "findings"}
     sentence = [i for i, e in enumerate(train) if e.doc_id in studies and e.type not in DOCUMENT_FORMS]
     ranked = sorted(sentence, key=lambda i: -train[i].quality_score)

@@ -154,3 +154,4 @@ def test_a_studys_sentence_questions_are_trimmed_from_training_beside_its_findin
     assert [e.type for e in train if e.doc_id == "study"] == ["findings", "section", "cloze"]  # the best-scored
     assert [e for e in train if e.doc_id == "manual"] == manual  # no findings question: every row stays
     assert trim_sentence_questions(study, keep=0) == (study[:2], 3)
+    assert trim_sentence_questions(study + manual, keep=None) == (study + manual, 0)  # the default: all kept
