@@ -161,6 +161,13 @@ def test_a_heading_is_asked_as_a_noun_phrase(heading, question):
     assert asked is not None and asked[0].question == question
 
 
+@pytest.mark.parametrize("heading", ["Comparing the two codes", "Choosing a decoder"])
+def test_a_heading_that_names_an_activity_gives_no_what_is_question(heading):
+    facts = passage_facts("The section explains the idea in two sentences. The second gives an example.", heading)
+    assert heading_question(heading, facts) is None
+    assert heading_question("Decoding", facts) is not None  # an -ing noun alone is a thing
+
+
 def test_a_negated_sentence_gives_a_no_answer():
     [yes_no] = [q for q in sentence_questions("Serum levels did not differ between the two groups.")
                 if q.form == "yes_no"]

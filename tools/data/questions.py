@@ -407,6 +407,13 @@ def heading_phrase(heading: str) -> str:
     return phrase
 
 
+def _names_an_activity(lowered: Sequence[str]) -> bool:
+    """A heading that opens with a verb's -ing form and its object ("comparing the two codes", "choosing a
+    decoder"), not a noun ("decoding", "error correcting codes")."""
+    return len(lowered) >= 2 and lowered[0].endswith("ing") and "VERB" in parts_of_speech(lowered[0]) \
+        and lowered[1] in _DETERMINER_START
+
+
 def _common_word(word: str) -> bool:
     tags = parts_of_speech(_core(word).lower())
     return bool(tags & {"NOUN", "ADJ", "VERB"}) and "PROPN" not in tags
@@ -423,6 +430,8 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
     if not _nounish(words) or heading.endswith("?") or re.search(r"\d+(?:\.\d+)+", heading):
         return None
     lowered = [w.lower() for w in words]
+    if _names_an_activity(lowered):  # "Comparing the two codes" names no thing to ask "what is" of
+        return None
     head = _core(words[lowered.index("of") - 1] if "of" in lowered[1:] else words[-1]).lower()  # "Uses of X"
     plural = head.endswith("s") and not head.endswith(("ss", "us", "sis"))
     sentences = contiguous_facts(sentences, 2)
