@@ -98,7 +98,7 @@ def test_auto_precision_decodes_in_fp32_on_a_cpu_even_with_native_bf16(monkeypat
         monkeypatch.setattr(hardware, "_cpu_flags", lambda flags=flags: flags)
         assert inference_dtype("auto") == torch.float32
     assert inference_dtype("fp32") == torch.float32 and inference_dtype("bf16") == torch.bfloat16
-    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32, int8, not 'fp16'"):
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32, int8, int4, not 'fp16'"):
         inference_dtype("fp16")
 
 
