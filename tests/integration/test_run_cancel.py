@@ -6,6 +6,7 @@ of processes racing to claim one queued job, exactly one gets it."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -19,9 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from own_dataset import write_rows
+from scripted_chat import ScriptedChat, serve
 from tiny_job import DEMO_CORPUS, SUBJECT_SENTENCE, small_corpus
 
 from agent.service import JobService
@@ -33,8 +36,9 @@ PHASE_ORDER = ["intake", "researcher", "curator", "generator", "dataset", "train
                "deployer"]
 
 
-def _cli(home: Path, *args: str, **popen) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+def _cli(home: Path, *args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO),
+           **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "agent.cli", "--home", str(home), *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
@@ -229,6 +233,57 @@ def test_cancel_stops_the_job_within_10_seconds_in_every_phase(case, home, tiny_
     assert not any(case.finished(e) for e in events), timeline  # stopped inside the phase
     later = PHASE_ORDER[PHASE_ORDER.index(case.phase) + 1:]
     assert not any(e["phase"] in later for e in events), timeline
+
+
+class SilentRewriter(ScriptedChat):
+    """A chat model that never answers a rewrite request while the test runs (each waits until `release`);
+    anything else (the intake's reading of the request) gets prose at once, which the job reads without it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked_at: list[float] = []  # when each rewrite request arrived
+        self.released = False
+
+    def behaviour(self, body: dict[str, Any]) -> Any:
+        return "rewrite" if "Passage:" in "\n".join(m["content"] for m in body["messages"]) else "prose"
+
+    async def reply(self, body: dict[str, Any], behaviour: Any) -> Any:
+        if behaviour == "rewrite":
+            self.asked_at.append(time.time())
+            while not self.released:
+                await asyncio.sleep(0.1)
+        return await super().reply(body, "prose")
+
+
+def test_cancel_stops_the_job_within_10_seconds_while_the_chat_model_rewrites(home, tiny_model_dir, tmp_path):
+    """The generator's rewrites wait on a chat model's replies in worker threads (a minute each at most
+    with the default timeout): the job still stops within 10 s of the cancel, asking nothing more."""
+    chat = SilentRewriter()
+    for _, base_url in serve(chat):
+        env = {"FTAGENT_CHAT_MODEL": "scripted", "FTAGENT_CHAT_BASE_URL": base_url, "FTAGENT_CHAT_API_KEY": "x"}
+        run = _cli(home, "run", *_docs_job(tiny_model_dir, tmp_path, "--set", "generation.llm_timeout_s=300",
+                                           "--set", "evaluation.judge=false"), "--quiet", env=env)
+        try:
+            job = _wait(lambda: _first_job(home), 120, "the job row", run)
+            _wait(lambda: len(chat.asked_at) >= 2, 300, "the rewrite requests", run)
+            JobService(Settings(home=home)).cancel(job.job_id, admin=True)
+            asked = time.monotonic()
+            run.wait(30)
+            stopped_after = time.monotonic() - asked
+            output = run.stdout.read()
+        finally:
+            chat.released = True
+            if run.poll() is None:
+                run.kill()
+                run.wait(10)
+    events = _events(home, job.job_id)
+    timeline = [(round(e["ts"] - events[0]["ts"], 1), e["phase"], e["kind"]) for e in events[-5:]]
+    assert stopped_after < 10, (stopped_after, timeline)
+    assert run.returncode == 3 and "cancelled" in output, output
+    assert JobStore(home / "ftagent.sqlite").get(job.job_id).status == "cancelled", (output, timeline)
+    assert max(chat.asked_at) < events[-1]["ts"]  # no request sent after the job was cancelled
+    assert not any(e["phase"] == "generator" and e["kind"] == "phase" for e in events), timeline
+    assert not any(e["phase"] in PHASE_ORDER[PHASE_ORDER.index("generator") + 1:] for e in events), timeline
 
 
 # -- the claim race ----------------------------------------------------------------------------------

@@ -94,12 +94,12 @@ class LLMGenerator:
     def __init__(self, model: str, base_url: str | None, api_key: str | None, subject: str,
                  retries: int = 2, timeout_s: float = 60.0, temperature: float = 0.2,
                  max_tokens: int = 1024) -> None:
-        from tools.llm.chat_model import build_chat
+        from tools.llm.chat_model import StructuredOutput, build_chat
 
         # Retries are ours (counted per reason), not the client's silent ones (build_chat: max_retries=0).
         chat = build_chat(model, base_url, api_key, timeout_s=timeout_s, temperature=temperature,
                           max_tokens=max_tokens)
-        self._structured = chat.with_structured_output(QAPairs, method="json_mode", include_raw=True)
+        self._structured = StructuredOutput(chat, QAPairs, "json_mode")
         self.subject, self.retries = subject, retries
         self.stats: Counter[str] = Counter()
 

@@ -29,10 +29,9 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -53,6 +52,9 @@ ENDPOINT_FAILED = "endpoint failed"
 NOT_SENT = "requests not sent (endpoint failed)"
 # Statuses that say the endpoint cannot serve us now (down, overloaded, wrong key, URL or model).
 _ENDPOINT_STATUSES = {401, 403, 404, 429}
+# The calling thread waits for the workers in slices this long, so that an exception raised in it (a
+# job's cancel, Ctrl-C) arrives within about this time even while every worker waits for a reply.
+WAIT_SLICE_S = 0.25
 # Words of explanation a rewrite adds without adding a fact; they do not count against its support.
 _DISCOURSE_WORDS = (
     "means mean meaning example instance imagine think thinking remember key important "
@@ -163,6 +165,7 @@ class _EndpointWatch:
         self.give_up_after, self.in_a_row, self.before_first_reply = give_up_after, 0, 0
         self.answered, self.reason = False, ""
         self.gave_up = threading.Event()
+        self.interrupted = threading.Event()  # the caller stopped waiting (a cancel): ask no more
         self._lock = threading.Lock()
 
     def record(self, outcome: BaseModel | _Failure) -> None:
@@ -183,6 +186,51 @@ class _EndpointWatch:
         if not self.gave_up.is_set():
             self.reason = reason
             self.gave_up.set()
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def in_parallel(
+    fn: Callable[[_T], _R], items: Sequence[_T], workers: int, stop: threading.Event
+) -> list[_R]:
+    """`fn` of every item, in input order, by up to `workers` daemon threads. The calling thread waits
+    in short slices (it stays interruptible: a job's cancel arrives in it as an exception); when
+    anything interrupts it, `stop` is set, no worker starts another item, and the calls still open
+    are left to end on their own (their timeout) without holding up the caller or the process's exit.
+    An exception raised by `fn` is raised here, after the other workers have stopped."""
+    results: list[_R | None] = [None] * len(items)
+    errors: list[BaseException] = []
+    indices = iter(range(len(items)))
+    take = threading.Lock()
+
+    def work() -> None:
+        while not stop.is_set():
+            with take:
+                index = next(indices, None)
+            if index is None:
+                return
+            try:
+                results[index] = fn(items[index])
+            except Exception as error:  # noqa: BLE001 - handed to the calling thread, which raises it
+                errors.append(error)
+                stop.set()
+
+    threads = [threading.Thread(target=work, name=f"rewrite-{n}", daemon=True)
+               for n in range(min(workers, len(items)))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(WAIT_SLICE_S)
+    except BaseException:
+        stop.set()
+        raise
+    if errors:
+        raise errors[0]
+    return results  # type: ignore[return-value]  # every item ran: no worker stopped early
 
 
 def style_counts(
@@ -287,7 +335,7 @@ class RewriteGenerator:
         checks: RewriteChecks | None = None,
         embedder: Embedder | None = None,
     ) -> None:
-        from tools.llm.chat_model import build_chat
+        from tools.llm.chat_model import StructuredOutput, build_chat
 
         unknown = set(styles) - set(STYLES)
         if unknown or not styles:
@@ -308,7 +356,7 @@ class RewriteGenerator:
             max_tokens=max_tokens,
         )
         self._structured = {
-            schema: chat.with_structured_output(schema, method="json_mode", include_raw=True)
+            schema: StructuredOutput(chat, schema, "json_mode")
             for schema in (RewriteTexts, QAPairs)
         }
         self.model, self.subject = model, subject
@@ -325,10 +373,8 @@ class RewriteGenerator:
             for style, count in self.counts.items()
         ]
         watch = _EndpointWatch(self.give_up_after)
-        with ThreadPoolExecutor(
-            max_workers=self.max_concurrency, thread_name_prefix="rewrite"
-        ) as pool:
-            replies = list(pool.map(lambda task: self._fetch(task, watch), tasks))
+        replies = in_parallel(lambda task: self._fetch(task, watch), tasks, self.max_concurrency,
+                              watch.interrupted)
         stats = Counter({"chunks": len(items)})
         for reply in replies:
             stats["requests"] += reply.sent
@@ -350,7 +396,7 @@ class RewriteGenerator:
         messages = rewrite_messages(task.chunk, task.source, self.subject, task.style, task.count)
         failures: list[str] = []
         for attempt in range(self.retries + 1):
-            if watch.gave_up.is_set():
+            if watch.gave_up.is_set() or watch.interrupted.is_set():
                 break
             outcome = self._ask(schema, messages)
             watch.record(outcome)

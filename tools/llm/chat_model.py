@@ -16,8 +16,10 @@ Decision: structured output uses `method="json_schema"` (OpenAI's `response_form
   system prompt (tools/llm/prompts/structured_system.txt) also states the JSON schema; whatever comes back is
   validated by pydantic, and anything else counts as a failure.
 Retries are ours (counted by reason), not the client's silent ones (max_retries=0), and each request
-has a timeout. Only text the caller passes reaches a prompt: callers pass user text and metrics, never
-crawled documents (crawled text is data, never instructions).
+has a timeout. Requests run in the thread that asks (`StructuredOutput`): a cancelled job stops at once
+instead of waiting for a reply in a thread of langchain's own. Only text the caller passes reaches a
+prompt: callers pass user text and metrics, never crawled documents (crawled text is data, never
+instructions).
 """
 
 from __future__ import annotations
@@ -55,6 +57,31 @@ def build_chat(model: str, base_url: str | None, api_key: str | None, *, timeout
 
     return ChatOpenAI(model=model, base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s,
                       max_retries=0, temperature=temperature, max_tokens=max_tokens)
+
+
+class StructuredOutput:
+    """`chat.with_structured_output(schema, method=method, include_raw=True)`, asked in the calling thread.
+
+    langchain's include_raw chain sends the request from a thread pool of its own (RunnableParallel), and
+    the interpreter joins those threads at exit: a job cancelled while a request was open stopped at once,
+    but its process then waited for the reply, up to the request's timeout. Here the request and the
+    parsing run where `invoke` is called; the result is the same dict: "raw" (the reply message),
+    "parsed" (the schema object, or None) and "parsing_error" (why it is None). Request errors raise."""
+
+    def __init__(self, chat: ChatOpenAI, schema: type[BaseModel],
+                 method: Literal["json_schema", "json_mode"]) -> None:
+        from langchain_core.runnables import RunnableSequence
+
+        steps = chat.with_structured_output(schema, method=method).steps  # the request, then the parser
+        self._request = steps[0]
+        self._parse = steps[1] if len(steps) == 2 else RunnableSequence(*steps[1:])
+
+    def invoke(self, messages: list[tuple[str, str]]) -> dict[str, Any]:
+        raw = self._request.invoke(messages)
+        try:
+            return {"raw": raw, "parsed": self._parse.invoke(raw), "parsing_error": None}
+        except Exception as error:  # noqa: BLE001 - as langchain's fallback: parsed None, with the error
+            return {"raw": raw, "parsed": None, "parsing_error": error}
 
 
 def chat_model_from(settings: ChatSettings, *, max_tokens: int = DECISION_MAX_TOKENS) -> ChatOpenAI | None:
@@ -95,7 +122,7 @@ def structured_decision(model: ChatOpenAI | None, schema: type[T], prompt_name: 
         messages = decision_messages(schema, prompt_name, **variables)
     except PromptError as error:
         return Decision(None, f"prompt error: {error}")
-    structured = model.with_structured_output(schema, method="json_schema", include_raw=True)
+    structured = StructuredOutput(model, schema, "json_schema")
     failures: list[str] = []
     for _ in range(retries + 1):
         outcome = _ask(structured, schema, messages)
