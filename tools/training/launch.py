@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tools.training.lora import (
     CheckpointRefused,
+    LoraRecipe,
     StepMetrics,
     TrainingConfig,
     TrainingError,
@@ -415,14 +416,13 @@ def _record_error(launch: Path, rank: int, error: BaseException) -> None:
 
 def run_rank(launch: Path) -> int:
     """One torchrun rank: the recipe with this rank's Parallelism; rank 0 writes the result."""
-    from tools.training.backends import recipe_for
     from tools.training.parallel import parallelism
 
     plan = json.loads((launch / "plan.json").read_text())
     parallel = parallelism(plan["strategy"])
     config = TrainingConfig.model_validate_json((launch / "config.json").read_text())
     writer = ProgressWriter(launch / "progress.jsonl", plan.get("launcher_pid"))
-    recipe = recipe_for("peft")(config, writer.step, writer.event, parallel)
+    recipe = LoraRecipe(config, writer.step, writer.event, parallel)  # the peft backend: CUDA or CPU
     try:
         recipe.setup(_read_jsonl(launch / "train.jsonl"), _read_jsonl(launch / "val.jsonl"))
         result = recipe.train()
