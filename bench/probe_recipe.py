@@ -47,7 +47,8 @@ def _plain_findings(row: dict) -> dict:
     return {**row, "messages": messages}
 
 
-def choose_rows(train: list[dict], documents: list[dict], args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+def choose_rows(train: list[dict], documents: list[dict], args: argparse.Namespace,
+                held_out: list[dict] = ()) -> tuple[list[dict], list[dict]]:
     if args.keep_forms:
         train = [r for r in train if form_of(r) in set(args.keep_forms.split(","))]
     if args.drop_questions:
@@ -67,11 +68,32 @@ def choose_rows(train: list[dict], documents: list[dict], args: argparse.Namespa
     if args.repeat_forms:
         times = {k: int(v) for k, v in (item.split(":") for item in args.repeat_forms.split(","))}
         train = [row for row in train for _ in range(times.get(form_of(row), 1))]
+    if args.study_header:  # every split's questions name studies (the generator names each document)
+        documents = with_study_headers(documents, [*train, *held_out])
     unique = list({row["text"]: row for row in documents}.values())
     if args.document_share is not None:
         wanted = round(args.document_share * len(train) / (1 - args.document_share))
         documents = [unique[i % len(unique)] for i in range(wanted)] if unique else []
     return train, documents
+
+
+_STUDY = re.compile(r"\bthe (study that (?:set out to|asked whether) .+?)(?: find| carried out)?\?$")
+
+
+def with_study_headers(documents: list[dict], train: list[dict]) -> list[dict]:
+    """Each document row headed by the name its document's questions give the study ("The study that set
+    out to ...") when its text does not start with a title: a chunk from the middle of an abstract then
+    says what it is about."""
+    names: dict[str, str] = {}
+    for row in train:
+        found = _STUDY.search(row["messages"][-2]["content"])
+        if found:
+            names.setdefault(row["metadata"]["doc_id"], f"The {found[1]}")
+    headed = []
+    for row in documents:
+        name = names.get(row["metadata"]["doc_id"])
+        headed.append({**row, "text": f"{name}\n\n{row['text']}"} if name else row)
+    return headed
 
 
 def expert_curve(model, tokenizer, experts: list[dict], checkpoints: Path) -> dict[int, float]:
@@ -97,6 +119,8 @@ def main() -> None:
     parser.add_argument("--max-share", help="form:share caps of QA forms, comma-separated")
     parser.add_argument("--repeat-forms", help="form:times repeats of QA forms, comma-separated")
     parser.add_argument("--plain-findings", action="store_true", help="findings answers without statistical asides")
+    parser.add_argument("--study-header", action="store_true",
+                        help="document rows headed by the study's name from its questions")
     parser.add_argument("--document-share", type=float, help="document rows repeated or trimmed to this share")
     parser.add_argument("--set", action="append", default=[], help="training hyperparameter key=value")
     parser.add_argument("--generate", type=int, default=0, help="expert questions answered (ROUGE-L), as the bench")
@@ -105,8 +129,9 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(args.home)
     dataset = next((home / "jobs").iterdir()) / "dataset"
+    held_out = read_jsonl(dataset / "val.jsonl") + read_jsonl(dataset / "test.jsonl")
     train, documents = choose_rows(read_jsonl(dataset / "train.jsonl"), read_jsonl(dataset / "train.documents.jsonl"),
-                                   args)
+                                   args, held_out)
     overrides = {key: json.loads(value) for key, _, value in (s.partition("=") for s in args.set)}
     if args.curve:
         overrides.setdefault("keep_checkpoints", 1000)
