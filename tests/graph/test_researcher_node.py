@@ -14,9 +14,10 @@ from replay_server import ReplayServer, Reply, fixture_bytes, unused_port
 from agent.settings import Settings, resolve_settings
 from graphs.context import JobContext
 from graphs.nodes.finish import stop_without_model
-from graphs.nodes.researcher import gather_documents, plan_sources
+from graphs.nodes.researcher import gather_documents, research_request
 from graphs.routing import after_research
 from graphs.spec import Budget, JobSpec, Research
+from tools.research.planning import plan_sources
 
 ARXIV, ESEARCH, EFETCH, WIKI = "/api/query", "/entrez/eutils/esearch.fcgi", "/entrez/eutils/efetch.fcgi", "/w/api.php"
 XML, JSON = {"Content-Type": "text/xml; charset=UTF-8"}, {"Content-Type": "application/json; charset=utf-8"}
@@ -177,7 +178,7 @@ def test_document_text_is_data_not_instructions(server: ReplayServer, tmp_path: 
      [("wikipedia", 30), ("arxiv", 30)]),
 ])
 def test_source_plan(spec: JobSpec, expected: list[tuple[str, int]]) -> None:
-    assert [(p.name, p.quota) for p in plan_sources(spec)] == expected
+    assert [(p.name, p.quota) for p in plan_sources(research_request(spec))] == expected
 
 
 def test_source_settings_come_from_the_environment(tmp_path: Path) -> None:
