@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from graphs.nodes.curator import chunk_rows, select_chunks
+from graphs.nodes.curator import curation_policy
 from graphs.spec import JobSpec
 from tools.data.chunking import approximate_tokens, blocks, chunk_by_tokens, tokenizer_counter
+from tools.data.curation import chunk_rows, select_chunks
 from tools.data.quality import detect_language, text_problem
 from tools.llm.embeddings import Embedder
 from tools.sources.documents import Document
@@ -81,7 +82,7 @@ def test_curator_drops_planted_off_topic_documents(mixed_corpus, tmp_path):
     documents, off_topic = mixed_corpus
     embedder = Embedder()
     spec = JobSpec(subject="quantum error correction")
-    curated = select_chunks(documents, spec, embedder, tokenizer_counter(str(embedder.model_path)))
+    curated = select_chunks(documents, curation_policy(spec), embedder, tokenizer_counter(str(embedder.model_path)))
     dropped = curated.off_topic
     precision = len(dropped & off_topic) / max(1, len(dropped))
     recall = len(dropped & off_topic) / len(off_topic)
