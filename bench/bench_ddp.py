@@ -31,7 +31,7 @@ def run(base: Path, train: list[dict], val: list[dict], processes: int, work: Pa
     from safetensors.torch import load_file
 
     from tools.training.backends import train_lora
-    from tools.training.lora import TrainingConfig
+    from tools.training.config import TrainingConfig
 
     config = TrainingConfig(
         base_model_path=str(base),

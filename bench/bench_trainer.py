@@ -72,7 +72,7 @@ def supervised_val_loss(model, tokenizer, records: list[dict], max_len: int) -> 
     import torch
     import torch.nn.functional as F
 
-    from tools.training.lora import encode_chat
+    from tools.training.encoding import encode_chat
 
     model.eval()
     total, count = 0.0, 0
@@ -89,7 +89,7 @@ def supervised_val_loss(model, tokenizer, records: list[dict], max_len: int) -> 
 
 def run_ours(base: Path, train: list[dict], val: list[dict], args) -> dict:
     from tools.training.backends import train_lora
-    from tools.training.lora import TrainingConfig
+    from tools.training.config import TrainingConfig
 
     work = Path(tempfile.mkdtemp(prefix="bench-ours-"))
     config = TrainingConfig(base_model_path=str(base), output_dir=str(work / "adapter"),

@@ -115,7 +115,7 @@ def train_part(args, backend: str, qlora: bool) -> dict:
     import torch
 
     from tools.training.backends import train_lora
-    from tools.training.lora import TrainingConfig
+    from tools.training.config import TrainingConfig
 
     base = _base_model(args)
     train, val = _training_data(base)
@@ -154,7 +154,7 @@ def torchrun_part(args) -> dict:
     from safetensors.torch import load_file
 
     from tools.training.backends import train_lora
-    from tools.training.lora import TrainingConfig
+    from tools.training.config import TrainingConfig
 
     base = _base_model(args)
     train, val = _training_data(base)

@@ -27,7 +27,7 @@ from tools.evaluation.scoring import answer_nll, general_texts, perplexity
 from tools.models.loading import load_for_inference
 from tools.text import without_statistics
 from tools.training.backends import train_lora
-from tools.training.lora import TrainingConfig
+from tools.training.config import TrainingConfig
 
 _SPEC = Training()  # a job's own defaults
 JOB_DEFAULTS = {"epochs": _SPEC.epochs, "learning_rate": _SPEC.learning_rate, "lora_r": _SPEC.lora_r,

@@ -16,7 +16,7 @@ from tools.intake.request_reader import (
 )
 from tools.models.catalogue import DEFAULT_BASE_MODEL, find_in_catalogue
 from tools.sources.names import SOURCE_NAMES
-from tools.training.lora import LoraHyperparameters
+from tools.training.config import LoraHyperparameters
 
 __all__ = ["MAX_REQUEST_CHARS", "JobSpec", "RequestError", "build_spec", "parse_request", "understood_line"]
 

@@ -19,7 +19,7 @@ from tools.models.catalogue import resolve_base_model
 from tools.stores.feedback import FeedbackStore, corrections_as_examples
 from tools.stores.model_registry import ModelRegistry, family_name
 from tools.training.backends import train_lora
-from tools.training.lora import TrainingConfig
+from tools.training.config import TrainingConfig
 
 
 def feedback_corrections(spec, database: Path) -> list[dict]:
@@ -56,7 +56,7 @@ def training_examples(spec: JobSpec, train: list[dict], database: Path,
     if corrections:  # what people corrected in earlier versions of this model
         events.emit("trainer", "decision", f"adding {len(corrections)} feedback corrections to the training set",
                     feedback_examples=len(corrections))
-    # the order does not matter: the recipe shuffles every epoch (tools/training.length_grouped_batches)
+    # the order does not matter: the recipe shuffles every epoch (tools/training/encoding.length_grouped_batches)
     return train + replayed + corrections, {"replay_examples": len(replayed), "feedback_examples": len(corrections)}
 
 

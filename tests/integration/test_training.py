@@ -11,7 +11,8 @@ import pytest
 
 from tools.hardware import ModelShape, plan_memory
 from tools.training.backends import choose_backend, train_lora
-from tools.training.lora import LoraRecipe, Progress, TrainingAnomaly, TrainingConfig, TrainingError
+from tools.training.config import TrainingConfig, TrainingError
+from tools.training.lora import LoraRecipe, Progress, TrainingAnomaly
 
 
 def chat(question: str, answer: str) -> dict:

@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from tools.training.backends import choose_backend, train_lora
+from tools.training.config import TrainingConfig, TrainingError
 from tools.training.launch import LAUNCH_FOLDER, choose_strategy, resolve_nproc
-from tools.training.lora import TrainingConfig, TrainingError
 
 
 def _records(count: int) -> list[dict]:

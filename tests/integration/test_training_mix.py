@@ -12,7 +12,9 @@ from transformers import AutoTokenizer
 from tools.data.dataset import split_by_document
 from tools.data.document_rows import mix, repeats_for_share
 from tools.data.examples import Example
-from tools.training.lora import LoraRecipe, Progress, TrainingConfig, encode_record
+from tools.training.config import TrainingConfig
+from tools.training.encoding import encode_record
+from tools.training.lora import LoraRecipe, Progress
 
 
 def chat(question: str, answer: str) -> dict:

@@ -8,8 +8,9 @@ import torch
 
 from tools.hardware import ModelShape, plan_memory
 from tools.training.backends import train_lora
+from tools.training.config import TrainingConfig
 from tools.training.linear_cross_entropy import linear_cross_entropy
-from tools.training.lora import LoraRecipe, TrainingConfig
+from tools.training.lora import LoraRecipe
 
 
 def _full_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUNNER = """
 import json, sys, time
 from tools.training.backends import train_lora
-from tools.training.lora import TrainingConfig
+from tools.training.config import TrainingConfig
 
 model, work, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
 records = [{"messages": [{"role": "user", "content": f"Which code protects qubit group {i}?"},
@@ -92,7 +92,7 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_says_how_to_go_on(tiny_mo
     import torch
 
     from tools.training.backends import train_lora
-    from tools.training.lora import CheckpointRefused, TrainingConfig
+    from tools.training.config import CheckpointRefused, TrainingConfig
 
     records = [{"messages": [{"role": "user", "content": f"Which code protects group {i}?"},
                              {"role": "assistant", "content": f"Group {i} uses distance {i % 5 + 3}."}]}

@@ -31,7 +31,7 @@ from tools.evaluation.metrics import (
 )
 from tools.models.loading import load_for_inference
 from tools.package_data import GENERAL_SETS_DIR
-from tools.training.lora import encode_chat
+from tools.training.encoding import encode_chat
 
 Progress = Callable[[int, int], None]  # (done, total), e.g. answers generated
 

@@ -12,13 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tools.training.lora import (
-    LoraRecipe,
+from tools.training.config import (
     StepMetrics,
     TrainingConfig,
     TrainingError,
     TrainingResult,
 )
+from tools.training.lora import LoraRecipe
 
 BackendName = Literal["auto", "peft", "unsloth"]
 

@@ -25,14 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tools.training.lora import (
+from tools.training.config import (
     CheckpointRefused,
-    LoraRecipe,
     StepMetrics,
     TrainingConfig,
     TrainingError,
     TrainingResult,
 )
+from tools.training.lora import LoraRecipe
 
 LAUNCH_FOLDER = ".launch"  # inside the checkpoint folder: not a step-* checkpoint, kept with them
 FSDP_MEMORY_SHARE = (

@@ -18,92 +18,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, Field, field_validator
 
 from tools.hardware import (
     Hardware,
     ModelShape,
-    Precision,
     available_memory_bytes,
     detect_hardware,
     plan_memory,
     process_rss_mb,
     resolve_precision,
 )
-from tools.refusals import RefusedToLoad
+from tools.training.config import (
+    CheckpointRefused,
+    StepMetrics,
+    TrainingConfig,
+    TrainingError,
+    TrainingResult,
+)
+from tools.training.encoding import EncodedExample, collate, encode_records, length_grouped_batches, micro_batches
 
 CPU_MICRO_BATCH_TOKENS = 512
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or go on; the message says why, before any work is lost."""
-
-
-class CheckpointRefused(TrainingError, RefusedToLoad):
-    """A step checkpoint that holds more than tensors and plain values: unpickling it could run code, so it
-    is never loaded (checkpoints are read with torch.load(weights_only=True))."""
-
-
-class LoraHyperparameters(BaseModel):
-    """The knobs a job sets (the job spec's `training` section is this, with job defaults)."""
-
-    epochs: float = Field(2.0, gt=0, le=50)
-    max_steps: int | None = Field(None, ge=1)
-    learning_rate: float = Field(2e-4, gt=0, lt=1)
-    lora_r: int = Field(16, ge=1, le=512)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    batch_size: int = Field(8, ge=1)  # examples per optimizer step
-    max_seq_len: int = Field(384, ge=16)
-    checkpoint_every: int = Field(20, ge=1)
-    precision: Precision = "auto"  # a job's "auto" takes the precision setting; the recipe's, the hardware
-    seed: int = 0
-    # training processes (torchrun): "auto" = one per visible GPU, 1 without a GPU; N > 1 on a CPU runs N
-    # processes with the gloo backend. The batch size stays examples per optimizer step over all of them.
-    # One for a direct caller of the recipe; a job's default is auto (graphs/spec.py).
-    nproc: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = 1
-    # with several processes: DDP (each holds the model) or FSDP (sharded, for a model too big for one
-    # GPU); "auto" takes FSDP only when the model's weights do not fit one GPU
-    distributed: Literal["auto", "ddp", "fsdp"] = "auto"
-
-
-class TrainingConfig(LoraHyperparameters):
-    """Everything one training run needs; saved next to the adapter."""
-
-    base_model_path: str
-    output_dir: str
-    checkpoint_dir: str
-    metrics_path: str | None = None
-    plot_path: str | None = None  # loss-curve PNG; default: loss_curve.png next to metrics_path
-    backend: Literal["auto", "peft", "unsloth"] = "auto"
-    qlora: bool = False  # 4-bit base weights via bitsandbytes; CUDA only
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    gradient_accumulation: int | None = Field(None, ge=1)  # None: from free memory and sequence length
-    gradient_checkpointing: bool | None = None  # None: only when memory needs it
-    micro_batch_tokens: int | None = Field(None, ge=16)  # None: CPU_MICRO_BATCH_TOKENS on a CPU, memory on a GPU
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    keep_checkpoints: int = Field(2, ge=1)
-    early_stopping_patience: int = Field(2, ge=1, description="validations without a new best before stopping")
-    validations_per_epoch: int = Field(1, ge=1, le=20, description="validation-loss checks per epoch (early "
-                                       "stopping and the best adapter are chosen on them)")
-    threads: int | None = None
-    max_rollbacks: int = Field(2, ge=0)
-    spike_factor: float = Field(3.0, gt=1)  # loss above this x its moving average is an anomaly
-    grad_spike_factor: float = Field(10.0, gt=1)  # grad norm above this x its moving average too
-    anomaly_warmup_steps: int = Field(10, ge=1)  # moving averages settle before spikes count
-    rollback_lr_factor: float = Field(0.5, gt=0, lt=1)
-    inject_nan_at_step: int | None = Field(None, ge=1)  # test hook: NaN loss once at this step
-
-    @field_validator("target_modules")
-    @classmethod
-    def _non_empty(cls, value: list[str] | str) -> list[str] | str:
-        if isinstance(value, list) and not value:
-            raise ValueError("target_modules must name at least one module (or be 'all-linear')")
-        return value
 
 
 def refused_checkpoint_message(checkpoint: Path, error: Exception) -> str:
@@ -116,57 +50,6 @@ def refused_checkpoint_message(checkpoint: Path, error: Exception) -> str:
             f"writes such files; if you did not put it there, check who can write to this folder. To go on, "
             f"delete the folder {checkpoint} and resume the job: training continues from the checkpoint "
             f"before it (or from step 0).")
-
-
-@dataclass
-class StepMetrics:
-    step: int
-    total_steps: int
-    epoch: float
-    loss: float
-    learning_rate: float
-    grad_norm: float
-    tokens_per_second: float
-    elapsed_seconds: float
-    rss_mb: float = 0.0
-
-
-@dataclass
-class TrainingResult:
-    adapter_dir: str
-    steps: int
-    total_steps: int
-    train_loss: float
-    val_loss: float | None
-    val_history: list[float]
-    train_tokens: int
-    tokens_per_second: float
-    wall_seconds: float
-    resumed_from_step: int
-    stopped_early: bool
-    precision: str
-    device: str
-    truncated_examples: int
-    loss_history: list[float] = field(default_factory=list)
-    backend: str = "peft"
-    rollbacks: int = 0
-    micro_batch: int = 0
-    gradient_accumulation: int = 1
-    gradient_checkpointing: bool = False
-    plot_path: str | None = None
-    peak_rss_mb: float = 0.0
-    processes: int = 1  # training processes (torchrun ranks)
-    distributed: str = "single"  # single, ddp or fsdp
-    distributed_backend: str | None = None  # gloo (CPU) or nccl (CUDA) with several processes
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class EncodedExample:
-    input_ids: list[int]
-    labels: list[int]
 
 
 @dataclass
@@ -195,57 +78,6 @@ class Progress:
 
 class TrainingAnomaly(Exception):
     """A step went wrong (non-finite or spiking loss, exploding gradients); the run rolls back."""
-
-
-def encode_chat(tokenizer, messages: Sequence[dict], max_seq_len: int) -> tuple[EncodedExample, bool]:
-    """Token ids of the whole conversation and labels that keep only the assistant's reply
-    (prompt tokens are -100). Returns (example, truncated)."""
-    prompt_text = tokenizer.apply_chat_template(list(messages[:-1]), tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(list(messages), tokenize=False)
-    if not full_text.startswith(prompt_text):
-        raise TrainingError("the chat template does not render the prompt as a prefix of the conversation")
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    reply_ids = tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
-    input_ids = prompt_ids + reply_ids
-    labels = [-100] * len(prompt_ids) + reply_ids
-    truncated = len(input_ids) > max_seq_len
-    return EncodedExample(input_ids[:max_seq_len], labels[:max_seq_len]), truncated
-
-
-def encode_text(tokenizer, text: str, max_seq_len: int) -> list[EncodedExample]:
-    """A document row: its tokens (with the end-of-sequence token) and labels on every token, in windows
-    of at most `max_seq_len` (a long passage is split, never cut off)."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        ids = ids + [tokenizer.eos_token_id]
-    windows = [ids[start:start + max_seq_len] for start in range(0, len(ids), max_seq_len)]
-    return [EncodedExample(window, list(window)) for window in windows if len(window) >= 2]
-
-
-def encode_record(tokenizer, record: dict, max_seq_len: int) -> tuple[list[EncodedExample], bool]:
-    """A chat row (loss on the assistant's reply) or a document row {"text": ...} (loss on every token).
-    Returns (encoded rows, truncated)."""
-    if "messages" in record:
-        example, truncated = encode_chat(tokenizer, record["messages"], max_seq_len)
-        return [example], truncated
-    if isinstance(record.get("text"), str):
-        return encode_text(tokenizer, record["text"], max_seq_len), False
-    raise TrainingError(f"a training row is neither a chat row ('messages') nor a document row ('text'): "
-                        f"keys {sorted(record)[:6]}")
-
-
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
-    """Shuffle, sort within windows of 16 batches by length (little padding), shuffle the batches."""
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    window = batch_size * 16
-    batches = []
-    for start in range(0, len(order), window):
-        group = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 def write_loss_plot(path: Path, history: Sequence[float], val_steps: Sequence[int],
@@ -429,12 +261,7 @@ class LoraRecipe:
             raise TrainingError(f"need at least 2 training examples with assistant tokens, got {len(self.train_set)}")
 
     def _encode(self, records: Sequence[dict]) -> tuple[list[EncodedExample], int]:
-        encoded, truncated = [], 0
-        for record in records:
-            examples, was_truncated = encode_record(self.tokenizer, record, self.config.max_seq_len)
-            truncated += was_truncated
-            encoded += [e for e in examples if any(label != -100 for label in e.labels)]
-        return encoded, truncated
+        return encode_records(self.tokenizer, records, self.config.max_seq_len)
 
     def _apply_memory_plan(self, model) -> None:
         """Split the step's batch into micro-batches that fit, and checkpoint activations only if needed."""
@@ -481,19 +308,7 @@ class LoraRecipe:
 
     # -- batches ---------------------------------------------------------------------------------
     def _collate(self, examples: Sequence[EncodedExample]):
-        import torch
-
-        width = max(len(e.input_ids) for e in examples)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(examples), width), pad, dtype=torch.long)
-        labels = torch.full((len(examples), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(examples), width), dtype=torch.long)
-        for row, example in enumerate(examples):
-            n = len(example.input_ids)
-            ids[row, :n] = torch.tensor(example.input_ids)
-            labels[row, :n] = torch.tensor(example.labels)
-            mask[row, :n] = 1
-        return ids.to(self.device), mask.to(self.device), labels.to(self.device)
+        return collate(examples, self.tokenizer.pad_token_id, self.device)
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         """The epoch's optimizer-step batches (a function of seed and epoch only)."""
@@ -501,17 +316,8 @@ class LoraRecipe:
         return length_grouped_batches(lengths, self.config.batch_size, self.config.seed + epoch)
 
     def _micro_batches(self, batch: list[int]) -> list[list[EncodedExample]]:
-        """One step's examples sorted by length and split into micro-batches (little padding each): of at
-        most `micro_tokens` padded tokens each when the plan packs by tokens, else `micro_batch` examples."""
-        ordered = [self.train_set[i] for i in sorted(batch, key=lambda i: len(self.train_set[i].input_ids))]
-        if not self.micro_tokens:
-            return [ordered[k : k + self.micro_batch] for k in range(0, len(ordered), self.micro_batch)]
-        micro_batches: list[list[EncodedExample]] = [[]]
-        for example in ordered:  # ascending length: the newest example sets the padded width
-            if micro_batches[-1] and (len(micro_batches[-1]) + 1) * len(example.input_ids) > self.micro_tokens:
-                micro_batches.append([])
-            micro_batches[-1].append(example)
-        return micro_batches
+        """The step's examples (indices into the training set) in micro-batches that fit the memory plan."""
+        return micro_batches([self.train_set[i] for i in batch], self.micro_batch, self.micro_tokens)
 
     # -- loss ------------------------------------------------------------------------------------
     def _loss_sum(self, ids, mask, labels):
