@@ -11,8 +11,9 @@ import pytest
 
 from tools.hardware import ModelShape, plan_memory
 from tools.training.backends import choose_backend, train_lora
+from tools.training.checkpointing import Progress
 from tools.training.config import TrainingConfig, TrainingError
-from tools.training.lora import LoraRecipe, Progress, TrainingAnomaly
+from tools.training.lora import LoraRecipe, TrainingAnomaly
 
 
 def chat(question: str, answer: str) -> dict:

@@ -12,9 +12,10 @@ from transformers import AutoTokenizer
 from tools.data.dataset import split_by_document
 from tools.data.document_rows import mix, repeats_for_share
 from tools.data.examples import Example
+from tools.training.checkpointing import Progress
 from tools.training.config import TrainingConfig
 from tools.training.encoding import encode_record
-from tools.training.lora import LoraRecipe, Progress
+from tools.training.lora import LoraRecipe
 
 
 def chat(question: str, answer: str) -> dict:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import pickle
 import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from tools.hardware import (
@@ -28,8 +27,8 @@ from tools.hardware import (
     process_rss_mb,
     resolve_precision,
 )
+from tools.training.checkpointing import CheckpointKeeper, Progress
 from tools.training.config import (
-    CheckpointRefused,
     StepMetrics,
     TrainingConfig,
     TrainingError,
@@ -38,42 +37,6 @@ from tools.training.config import (
 from tools.training.encoding import EncodedExample, collate, encode_records, length_grouped_batches, micro_batches
 
 CPU_MICRO_BATCH_TOKENS = 512
-
-
-def refused_checkpoint_message(checkpoint: Path, error: Exception) -> str:
-    """Why a checkpoint was not loaded and how to go on (torch's own advice, weights_only=False, is the
-    one thing not to do with a file someone else may have written)."""
-    found = str(error).split("\n")
-    detail = next((line.strip() for line in found if "GLOBAL" in line or "Unsupported" in line), "")
-    return (f"refused to load the training checkpoint {checkpoint / 'state.pt'}: it holds more than tensors "
-            f"and plain values ({detail or 'a pickled object'}), and loading it could run code. ftagent never "
-            f"writes such files; if you did not put it there, check who can write to this folder. To go on, "
-            f"delete the folder {checkpoint} and resume the job: training continues from the checkpoint "
-            f"before it (or from step 0).")
-
-
-@dataclass
-class Progress:
-    """Everything about a run's position that a checkpoint must carry for an exact resume."""
-
-    loss_history: list[float] = field(default_factory=list)
-    val_history: list[float] = field(default_factory=list)
-    val_steps: list[int] = field(default_factory=list)
-    best_val: float | None = None
-    bad_epochs: int = 0
-    train_tokens: int = 0
-    best_adapter: dict | None = None
-    stopped_early: bool = False
-    rollbacks: int = 0
-    lr_scale: float = 1.0
-    loss_ema: float | None = None
-    grad_ema: float | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Progress:
-        """Read a checkpoint's progress (older checkpoints lack the newer keys)."""
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 class TrainingAnomaly(Exception):
@@ -130,7 +93,6 @@ class LoraRecipe:
         self.on_step = (on_step if main else None) or (lambda metrics: None)
         self.on_event = (on_event if main else None) or (lambda message, data: None)
         self._nan_injected = False
-        self._initial_state: dict | None = None
         self.peak_rss_mb = 0.0
 
     # -- setup ---------------------------------------------------------------------------------
@@ -167,7 +129,8 @@ class LoraRecipe:
         self._validation_steps = self.validation_steps()
         self._wrap_for_training()
         self._build_optimizer()
-        self._initial_state = self._state_snapshot()
+        self.checkpoints = CheckpointKeeper(cfg, self.parallel, self.model, self.optimizer, self.scheduler,
+                                            self.on_event)
 
     def _report_ranks(self, device: str, threads: int) -> None:
         """With several processes: which rank runs where (host, pid, device, threads), as one event."""
@@ -362,104 +325,6 @@ class LoraRecipe:
         total, count = self.parallel.all_sum([total, count])
         return total / max(1, count)
 
-    # -- checkpoint ------------------------------------------------------------------------------
-    def _checkpoints(self) -> list[Path]:
-        root = Path(self.config.checkpoint_dir)
-        return sorted(p for p in root.glob("step-*") if (p / "state.pt").exists()) if root.exists() else []
-
-    def _state_snapshot(self) -> dict:
-        import copy
-
-        import torch
-
-        return {"adapter": self.parallel.adapter_state(self.model),
-                "optimizer": copy.deepcopy(self.parallel.optimizer_state(self.model, self.optimizer)),
-                "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(), "step": 0, "progress": asdict(Progress())}
-
-    def save_checkpoint(self, step: int, progress: Progress | dict) -> Path:
-        """Write adapter, optimizer, scheduler, RNG states and progress to step-N, atomically. With several
-        processes every rank takes part (the states are gathered), rank 0 alone writes, and each rank's
-        RNG state is kept so that every rank resumes where it was."""
-        import torch
-
-        root = Path(self.config.checkpoint_dir)
-        final = root / f"step-{step:07d}"
-        state = {
-            "adapter": self.parallel.adapter_state(self.model),
-            "optimizer": self.parallel.optimizer_state(self.model, self.optimizer),
-            "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-            "step": step,
-            "progress": asdict(progress) if isinstance(progress, Progress) else progress,
-        }
-        if self.parallel.world > 1:
-            state["rank_torch_rng"] = self.parallel.all_gather(torch.get_rng_state())
-        if self.parallel.is_main:
-            self._write_checkpoint(root, final, state)
-        self.parallel.barrier()  # no rank reads (a rollback) or goes on before the file is complete
-        return final
-
-    def _write_checkpoint(self, root: Path, final: Path, state: dict) -> None:
-        import torch
-
-        root.mkdir(parents=True, exist_ok=True)
-        staging = root / f".{final.name}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        torch.save(state, staging / "state.pt")
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
-        for old in self._checkpoints()[: -self.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def _restore(self, state: dict) -> tuple[int, Progress]:
-        import torch
-
-        self.parallel.load_adapter_state(self.model, state["adapter"])
-        self.parallel.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(self._rank_rng(state))
-        random.setstate(state["python_rng"])
-        progress = Progress.from_dict(state["progress"])
-        self._scale_learning_rate(progress.lr_scale)
-        return int(state["step"]), progress
-
-    def _rank_rng(self, state: dict):
-        """This rank's RNG state from a checkpoint: its own when the checkpoint has one per rank for the
-        same process count, else the one rank 0 had (a run resumed with another process count)."""
-        per_rank = state.get("rank_torch_rng")
-        if per_rank and len(per_rank) == self.parallel.world:
-            return per_rank[self.parallel.rank]
-        return state["torch_rng"]
-
-    def load_latest_checkpoint(self) -> tuple[int, Progress]:
-        """Restore the newest readable checkpoint; (0, fresh progress) when there is none."""
-        import torch
-
-        for checkpoint in reversed(self._checkpoints()):
-            try:
-                state = torch.load(checkpoint / "state.pt", weights_only=True)
-            except pickle.UnpicklingError as error:
-                if "weights only load failed" in str(error).lower():
-                    raise CheckpointRefused(refused_checkpoint_message(checkpoint, error)) from None
-                self.on_event("unreadable checkpoint skipped", {"path": str(checkpoint), "reason": str(error)})
-                continue
-            except (OSError, RuntimeError, EOFError) as error:
-                self.on_event("unreadable checkpoint skipped", {"path": str(checkpoint), "reason": str(error)})
-                continue
-            return self._restore(state)
-        return 0, Progress()
-
-    def _scale_learning_rate(self, scale: float) -> None:
-        """Scale the schedule's peak LR (after a rollback) and the current LR with it."""
-        self.scheduler.base_lrs = [self.config.learning_rate * scale for _ in self.scheduler.base_lrs]
-        for group, base, schedule in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
-                                         self.scheduler.lr_lambdas):
-            group["lr"] = base * schedule(self.scheduler.last_epoch)
-        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
     # -- anomaly watch ---------------------------------------------------------------------------
     def _check_step(self, step: int, loss: float, grad_norm: float, progress: Progress) -> None:
         """Raise TrainingAnomaly for a non-finite loss, a loss spike or exploding gradients."""
@@ -490,12 +355,12 @@ class LoraRecipe:
         if rollbacks > cfg.max_rollbacks:
             self.on_event("training failed", {"reason": str(anomaly), "rollbacks": progress.rollbacks})
             raise TrainingError(f"{anomaly}; gave up after {cfg.max_rollbacks} rollbacks")
-        step, restored = self.load_latest_checkpoint()
+        step, restored = self.checkpoints.load_latest()
         if not step:
-            step, restored = self._restore(self._initial_state)
+            step, restored = self.checkpoints.restore_initial()
         restored.rollbacks = rollbacks
         restored.lr_scale = progress.lr_scale * cfg.rollback_lr_factor
-        self._scale_learning_rate(restored.lr_scale)
+        self.checkpoints.scale_learning_rate(restored.lr_scale)
         self.on_event("rolled back", {"reason": str(anomaly), "to_step": step, "rollback": rollbacks,
                                       "max_rollbacks": cfg.max_rollbacks, "lr_scale": restored.lr_scale})
         return step, restored
@@ -542,7 +407,7 @@ class LoraRecipe:
     def train(self) -> TrainingResult:
         """Run from the newest checkpoint (or the start) to the last step or an early stop."""
         cfg = self.config
-        start_step, progress = self.load_latest_checkpoint()
+        start_step, progress = self.checkpoints.load_latest()
         if start_step:
             self.on_event("resumed from checkpoint", {"step": start_step})
         started, session_tokens = time.monotonic(), 0
@@ -599,7 +464,7 @@ class LoraRecipe:
         if validate:
             self._validate(step, progress)
         if validate or step % self.config.checkpoint_every == 0:
-            self.save_checkpoint(step, progress)
+            self.checkpoints.save(step, progress)
 
     def _validate(self, step: int, progress: Progress) -> None:
         val_loss = self.evaluate_loss(self.val_set)
