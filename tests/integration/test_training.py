@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tools.hardware import ModelShape, plan_memory
+from tools.training.anomalies import AnomalyGuard, TrainingAnomaly
 from tools.training.backends import choose_backend, train_lora
 from tools.training.checkpointing import Progress
 from tools.training.config import TrainingConfig, TrainingError
-from tools.training.lora import LoraRecipe, TrainingAnomaly
 
 
 def chat(question: str, answer: str) -> dict:
@@ -160,14 +160,14 @@ def test_anomalies_beyond_the_cap_stop_training_with_the_reason(tiny_model_dir, 
 
 
 def test_loss_spike_and_exploding_gradients_are_anomalies(tmp_path) -> None:
-    recipe = LoraRecipe(config_for(tmp_path, tmp_path))
+    guard = AnomalyGuard(config_for(tmp_path, tmp_path))
     settled = Progress(loss_history=[2.0] * 10, loss_ema=2.0, grad_ema=0.5)
-    recipe._check_step(11, 5.9, 0.6, settled)  # under 3x the moving average: fine
+    guard.check(11, 5.9, 0.6, settled)  # under 3x the moving average: fine
     with pytest.raises(TrainingAnomaly, match="loss spiked"):
-        recipe._check_step(11, 6.5, 0.6, settled)
+        guard.check(11, 6.5, 0.6, settled)
     with pytest.raises(TrainingAnomaly, match="gradient norm exploded"):
-        recipe._check_step(11, 2.0, 6.0, settled)
-    recipe._check_step(3, 50.0, 0.6, Progress(loss_history=[2.0] * 2, loss_ema=2.0, grad_ema=0.5))  # warm-up
+        guard.check(11, 2.0, 6.0, settled)
+    guard.check(3, 50.0, 0.6, Progress(loss_history=[2.0] * 2, loss_ema=2.0, grad_ema=0.5))  # warm-up
 
 
 def test_bf16_precision_trains_evaluates_and_reports_in_bf16(tiny_model_dir, tmp_path) -> None:

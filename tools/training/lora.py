@@ -27,6 +27,7 @@ from tools.hardware import (
     process_rss_mb,
     resolve_precision,
 )
+from tools.training.anomalies import AnomalyGuard, TrainingAnomaly
 from tools.training.checkpointing import CheckpointKeeper, Progress
 from tools.training.config import (
     StepMetrics,
@@ -37,10 +38,6 @@ from tools.training.config import (
 from tools.training.encoding import EncodedExample, collate, encode_records, length_grouped_batches, micro_batches
 
 CPU_MICRO_BATCH_TOKENS = 512
-
-
-class TrainingAnomaly(Exception):
-    """A step went wrong (non-finite or spiking loss, exploding gradients); the run rolls back."""
 
 
 def write_loss_plot(path: Path, history: Sequence[float], val_steps: Sequence[int],
@@ -94,6 +91,7 @@ class LoraRecipe:
         self.on_event = (on_event if main else None) or (lambda message, data: None)
         self._nan_injected = False
         self.peak_rss_mb = 0.0
+        self.anomalies = AnomalyGuard(config, self.on_event)
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, train: Sequence[dict], val: Sequence[dict]) -> None:
@@ -325,46 +323,6 @@ class LoraRecipe:
         total, count = self.parallel.all_sum([total, count])
         return total / max(1, count)
 
-    # -- anomaly watch ---------------------------------------------------------------------------
-    def _check_step(self, step: int, loss: float, grad_norm: float, progress: Progress) -> None:
-        """Raise TrainingAnomaly for a non-finite loss, a loss spike or exploding gradients."""
-        cfg = self.config
-        if not math.isfinite(loss):
-            raise TrainingAnomaly(f"loss became {loss} at step {step}")
-        if not math.isfinite(grad_norm):
-            raise TrainingAnomaly(f"gradient norm became {grad_norm} at step {step}")
-        settled = len(progress.loss_history) >= cfg.anomaly_warmup_steps
-        if settled and progress.loss_ema and loss > cfg.spike_factor * progress.loss_ema:
-            raise TrainingAnomaly(f"loss spiked to {loss:.3f} at step {step} "
-                                  f"(> {cfg.spike_factor:g} x moving average {progress.loss_ema:.3f})")
-        if settled and progress.grad_ema and grad_norm > cfg.grad_spike_factor * progress.grad_ema:
-            raise TrainingAnomaly(f"gradient norm exploded to {grad_norm:.3g} at step {step} "
-                                  f"(> {cfg.grad_spike_factor:g} x moving average {progress.grad_ema:.3g})")
-
-    @staticmethod
-    def _update_averages(progress: Progress, loss: float, grad_norm: float, decay: float = 0.9) -> None:
-        progress.loss_ema = loss if progress.loss_ema is None else decay * progress.loss_ema + (1 - decay) * loss
-        progress.grad_ema = (grad_norm if progress.grad_ema is None
-                             else decay * progress.grad_ema + (1 - decay) * grad_norm)
-
-    def _roll_back(self, anomaly: TrainingAnomaly, progress: Progress) -> tuple[int, Progress]:
-        """Back to the newest checkpoint (or the initial state) with a lower LR, or give up after the cap."""
-        cfg = self.config
-        self.optimizer.zero_grad(set_to_none=True)
-        rollbacks = progress.rollbacks + 1
-        if rollbacks > cfg.max_rollbacks:
-            self.on_event("training failed", {"reason": str(anomaly), "rollbacks": progress.rollbacks})
-            raise TrainingError(f"{anomaly}; gave up after {cfg.max_rollbacks} rollbacks")
-        step, restored = self.checkpoints.load_latest()
-        if not step:
-            step, restored = self.checkpoints.restore_initial()
-        restored.rollbacks = rollbacks
-        restored.lr_scale = progress.lr_scale * cfg.rollback_lr_factor
-        self.checkpoints.scale_learning_rate(restored.lr_scale)
-        self.on_event("rolled back", {"reason": str(anomaly), "to_step": step, "rollback": rollbacks,
-                                      "max_rollbacks": cfg.max_rollbacks, "lr_scale": restored.lr_scale})
-        return step, restored
-
     # -- train -----------------------------------------------------------------------------------
     def _rank_parts(self, batch: list[int]) -> list[tuple[list[EncodedExample], float]]:
         """This rank's micro-batches of a step, each with its weight (1, or 0 for a filler): the batch
@@ -421,13 +379,14 @@ class LoraRecipe:
                     batches, epoch_cached = self._epoch_batches(epoch), epoch
                 loss, grad_norm, tokens = self._train_step(step + 1, batches[position])
                 try:
-                    self._check_step(step + 1, loss, grad_norm, progress)
+                    self.anomalies.check(step + 1, loss, grad_norm, progress)
                 except TrainingAnomaly as anomaly:
-                    step, progress = self._roll_back(anomaly, progress)
+                    self.optimizer.zero_grad(set_to_none=True)  # the bad step's gradients
+                    step, progress = self.anomalies.roll_back(anomaly, progress, self.checkpoints)
                     continue
                 self._apply_update()
                 step += 1
-                self._update_averages(progress, loss, grad_norm)
+                self.anomalies.update_averages(progress, loss, grad_norm)
                 session_tokens += tokens
                 progress.train_tokens += tokens
                 progress.loss_history.append(loss)
