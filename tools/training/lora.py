@@ -36,6 +36,7 @@ from tools.training.config import (
     TrainingResult,
 )
 from tools.training.encoding import EncodedExample, collate, encode_records, length_grouped_batches, micro_batches
+from tools.training.validation import Validator
 
 CPU_MICRO_BATCH_TOKENS = 512
 
@@ -124,7 +125,7 @@ class LoraRecipe:
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.batches_per_epoch = self.steps_per_epoch  # optimizer steps per epoch (older name)
         self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
-        self._validation_steps = self.validation_steps()
+        self.validator = Validator(cfg, self.steps_per_epoch, self.total_steps, self.on_event)
         self._wrap_for_training()
         self._build_optimizer()
         self.checkpoints = CheckpointKeeper(cfg, self.parallel, self.model, self.optimizer, self.scheduler,
@@ -407,38 +408,13 @@ class LoraRecipe:
             metrics_file.write(json.dumps(asdict(metrics)) + "\n")
             metrics_file.flush()
 
-    def validation_steps(self) -> set[int]:
-        """The steps after which the validation loss is measured: `validations_per_epoch` evenly spaced
-        points in every epoch (its end included) and the last step."""
-        per_epoch = self.steps_per_epoch
-        points = {math.ceil(per_epoch * k / self.config.validations_per_epoch)
-                  for k in range(1, self.config.validations_per_epoch + 1)}
-        epochs = math.ceil(self.total_steps / per_epoch)
-        return {e * per_epoch + p for e in range(epochs) for p in points if 0 < e * per_epoch + p <= self.total_steps} \
-            | {self.total_steps}
-
     def _end_of_step(self, step: int, progress: Progress) -> None:
         """Validation and early stopping at the validation points; a checkpoint then and every N steps."""
-        validate = step in self._validation_steps
+        validate = self.validator.due(step)
         if validate:
-            self._validate(step, progress)
+            self.validator.record(step, progress, self.evaluate_loss(self.val_set), self._adapter_copy)
         if validate or step % self.config.checkpoint_every == 0:
             self.checkpoints.save(step, progress)
-
-    def _validate(self, step: int, progress: Progress) -> None:
-        val_loss = self.evaluate_loss(self.val_set)
-        if val_loss is None:
-            return
-        progress.val_history.append(val_loss)
-        progress.val_steps.append(step)
-        if progress.best_val is None or val_loss < progress.best_val - 1e-4:
-            progress.best_val, progress.bad_epochs = val_loss, 0
-            progress.best_adapter = self._adapter_copy()
-        else:
-            progress.bad_epochs += 1
-            progress.stopped_early = progress.bad_epochs >= self.config.early_stopping_patience
-        self.on_event("epoch end", {"step": step, "val_loss": round(val_loss, 4),
-                                    "stopped_early": progress.stopped_early})
 
     def _adapter_copy(self) -> dict:
         return self.parallel.adapter_state(self.model)
