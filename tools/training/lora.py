@@ -8,14 +8,9 @@ loss history matches an uninterrupted run."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import random
-import shutil
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from tools.hardware import (
@@ -24,7 +19,6 @@ from tools.hardware import (
     available_memory_bytes,
     detect_hardware,
     plan_memory,
-    process_rss_mb,
     resolve_precision,
 )
 from tools.training.anomalies import AnomalyGuard, TrainingAnomaly
@@ -36,33 +30,10 @@ from tools.training.config import (
     TrainingResult,
 )
 from tools.training.encoding import EncodedExample, collate, encode_records, length_grouped_batches, micro_batches
+from tools.training.outputs import StepReporter, loss_plot_path, write_adapter, write_loss_plot
 from tools.training.validation import Validator
 
 CPU_MICRO_BATCH_TOKENS = 512
-
-
-def write_loss_plot(path: Path, history: Sequence[float], val_steps: Sequence[int],
-                    val_history: Sequence[float]) -> Path:
-    """A PNG of the training loss per step and the validation loss at epoch ends (Agg, no display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.plot(range(1, len(history) + 1), history, label="train loss", linewidth=1)
-    if val_history:
-        axes.plot(val_steps[-len(val_history):], val_history, "o-", label="val loss")
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("loss per assistant token")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".partial.png")
-    figure.savefig(str(staging))
-    staging.replace(path)
-    return path
 
 
 def model_shape(model) -> ModelShape:
@@ -91,7 +62,6 @@ class LoraRecipe:
         self.on_step = (on_step if main else None) or (lambda metrics: None)
         self.on_event = (on_event if main else None) or (lambda message, data: None)
         self._nan_injected = False
-        self.peak_rss_mb = 0.0
         self.anomalies = AnomalyGuard(config, self.on_event)
 
     # -- setup ---------------------------------------------------------------------------------
@@ -369,11 +339,10 @@ class LoraRecipe:
         start_step, progress = self.checkpoints.load_latest()
         if start_step:
             self.on_event("resumed from checkpoint", {"step": start_step})
-        started, session_tokens = time.monotonic(), 0
+        report = StepReporter(self.total_steps, self.steps_per_epoch, self.on_step, cfg.metrics_path)
         self.model.train()
         step, epoch_cached, batches = start_step, -1, []
-        with contextlib.ExitStack() as stack:
-            metrics_file = stack.enter_context(Path(cfg.metrics_path).open("a")) if cfg.metrics_path else None
+        with report:
             while step < self.total_steps and not progress.stopped_early:
                 epoch, position = divmod(step, self.steps_per_epoch)
                 if epoch != epoch_cached:
@@ -388,25 +357,11 @@ class LoraRecipe:
                 self._apply_update()
                 step += 1
                 self.anomalies.update_averages(progress, loss, grad_norm)
-                session_tokens += tokens
                 progress.train_tokens += tokens
                 progress.loss_history.append(loss)
-                self._report_step(step, progress, grad_norm, session_tokens, started, metrics_file)
+                report.step(step, loss, self.scheduler.get_last_lr()[0], grad_norm, tokens)
                 self._end_of_step(step, progress)
-        return self.cleanup(step, start_step, progress, session_tokens, time.monotonic() - started)
-
-    def _report_step(self, step: int, progress: Progress, grad_norm: float, session_tokens: int,
-                     started: float, metrics_file) -> None:
-        elapsed = time.monotonic() - started
-        rss = process_rss_mb()
-        self.peak_rss_mb = max(self.peak_rss_mb, rss)
-        metrics = StepMetrics(step, self.total_steps, step / self.steps_per_epoch, progress.loss_history[-1],
-                              self.scheduler.get_last_lr()[0], grad_norm,
-                              session_tokens / max(elapsed, 1e-9), elapsed, round(rss, 1))
-        self.on_step(metrics)
-        if metrics_file:
-            metrics_file.write(json.dumps(asdict(metrics)) + "\n")
-            metrics_file.flush()
+        return self.cleanup(step, start_step, progress, report)
 
     def _end_of_step(self, step: int, progress: Progress) -> None:
         """Validation and early stopping at the validation points; a checkpoint then and every N steps."""
@@ -420,32 +375,16 @@ class LoraRecipe:
         return self.parallel.adapter_state(self.model)
 
     # -- cleanup ---------------------------------------------------------------------------------
-    def _write_adapter(self, output: Path, weights: dict | None) -> None:
-        """The adapter, its tokenizer and config, atomically (a staging folder renamed in)."""
-        staging = output.with_name(output.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        self.model.save_pretrained(str(staging), **({"state_dict": weights} if weights is not None else {}))
-        self.tokenizer.save_pretrained(str(staging))
-        (staging / "training_config.json").write_text(self.config.model_dump_json(indent=2))
-        shutil.rmtree(output, ignore_errors=True)
-        staging.rename(output)
-
-    def _plot_path(self) -> Path | None:
-        cfg = self.config
-        if cfg.plot_path:
-            return Path(cfg.plot_path)
-        return Path(cfg.metrics_path).with_name("loss_curve.png") if cfg.metrics_path else None
-
-    def cleanup(self, step: int, start_step: int, progress: Progress, session_tokens: int,
-                wall: float) -> TrainingResult:
+    def cleanup(self, step: int, start_step: int, progress: Progress, report: StepReporter) -> TrainingResult:
         """Keep the best epoch's adapter, save it atomically with its config, draw the loss curve."""
+        wall = report.elapsed()
         if progress.best_adapter is not None:  # keep the epoch with the best val loss
             self.parallel.load_adapter_state(self.model, progress.best_adapter)
         output = Path(self.config.output_dir)
         weights = self.parallel.save_state_dict(self.model)  # FSDP: gathered from the shards
-        plot = self._plot_path()
+        plot = loss_plot_path(self.config)
         if self.parallel.is_main:
-            self._write_adapter(output, weights)
+            write_adapter(output, self.model, self.tokenizer, self.config, weights)
             if plot and progress.loss_history:
                 write_loss_plot(plot, progress.loss_history, progress.val_steps, progress.val_history)
         self.parallel.barrier()
@@ -455,13 +394,13 @@ class LoraRecipe:
             adapter_dir=str(output), steps=step, total_steps=self.total_steps,
             train_loss=sum(tail) / len(tail) if tail else float("nan"), val_loss=progress.best_val,
             val_history=progress.val_history, train_tokens=progress.train_tokens,
-            tokens_per_second=session_tokens / max(wall, 1e-9), wall_seconds=wall,
+            tokens_per_second=report.session_tokens / max(wall, 1e-9), wall_seconds=wall,
             resumed_from_step=start_step, stopped_early=progress.stopped_early,
             precision="bf16" if self.bf16 else "fp32", device=self.device,
             truncated_examples=self.truncated, loss_history=history, backend=self.name,
             rollbacks=progress.rollbacks, micro_batch=self.micro_batch,
             gradient_accumulation=self.accumulation, gradient_checkpointing=self.checkpointing,
-            plot_path=str(plot) if plot and history else None, peak_rss_mb=round(self.peak_rss_mb, 1),
+            plot_path=str(plot) if plot and history else None, peak_rss_mb=round(report.peak_rss_mb, 1),
             processes=self.parallel.world, distributed=self.parallel.strategy,
             distributed_backend=getattr(self.parallel, "backend", None))
 
