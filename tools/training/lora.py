@@ -13,15 +13,15 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tools.hardware import (
-    Hardware,
-    ModelShape,
-    available_memory_bytes,
-    detect_hardware,
-    plan_memory,
-    resolve_precision,
-)
+from tools.hardware import Hardware, detect_hardware, resolve_precision
 from tools.training.anomalies import AnomalyGuard, TrainingAnomaly
+from tools.training.base_model import (
+    attach_lora,
+    check_targets,
+    load_base_model,
+    quantization_kwargs,
+    weight_dtype,
+)
 from tools.training.checkpointing import CheckpointKeeper, Progress
 from tools.training.config import (
     StepMetrics,
@@ -30,21 +30,9 @@ from tools.training.config import (
     TrainingResult,
 )
 from tools.training.encoding import EncodedExample, collate, encode_records, length_grouped_batches, micro_batches
+from tools.training.memory import plan_step_memory
 from tools.training.outputs import StepReporter, loss_plot_path, write_adapter, write_loss_plot
 from tools.training.validation import Validator
-
-CPU_MICRO_BATCH_TOKENS = 512
-
-
-def model_shape(model) -> ModelShape:
-    """Sizes of a transformers causal LM, for the memory plan."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    hidden = int(getattr(config, "hidden_size", 0) or 0)
-    return ModelShape(hidden=hidden, intermediate=int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden),
-                      layers=int(getattr(config, "num_hidden_layers", 1) or 1),
-                      heads=int(getattr(config, "num_attention_heads", 1) or 1),
-                      vocab=int(getattr(config, "vocab_size", 0) or 0),
-                      parameters=sum(p.numel() for p in model.parameters()))
 
 
 class LoraRecipe:
@@ -84,7 +72,7 @@ class LoraRecipe:
         self.tokenizer, model = self._load_base_model(hardware)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._check_targets(model)
+        check_targets(cfg.target_modules, model)
         torch.manual_seed(cfg.seed)  # before the adapter: LoRA's A matrices are drawn from this RNG
         random.seed(cfg.seed)
         self.model = self._attach_adapter(model)
@@ -93,7 +81,6 @@ class LoraRecipe:
         self._encode_data(train, val)
         self._apply_memory_plan(model)
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
-        self.batches_per_epoch = self.steps_per_epoch  # optimizer steps per epoch (older name)
         self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
         self.validator = Validator(cfg, self.steps_per_epoch, self.total_steps, self.on_event)
         self._wrap_for_training()
@@ -116,71 +103,13 @@ class LoraRecipe:
         self.train_forward = self.parallel.wrap(SupervisedLoss(self.model))
 
     def _load_base_model(self, hardware: Hardware):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        path = self.config.base_model_path
-        extra = self._quantization_kwargs(hardware)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=self._weight_dtype(), **extra)
-        except ValueError as error:
-            if "Unrecognized configuration class" in str(error):
-                raise TrainingError(f"{path} is not a causal language model "
-                                    f"(AutoModelForCausalLM cannot load it): {str(error)[:200]}") from error
-            raise TrainingError(f"cannot load the base model at {path}: {error}") from error
-        except OSError as error:
-            raise TrainingError(f"cannot load the base model at {path}: {error}") from error
-        if not getattr(model, "can_generate", lambda: False)():
-            raise TrainingError(f"{path} is not a causal language model")
-        return tokenizer, model
-
-    def _weight_dtype(self):
-        """The frozen base weights' dtype: bf16 where the hardware computes in it natively (they are never
-        updated, so nothing accumulates their rounding), else fp32. The LoRA weights, their gradients and
-        the optimizer state stay fp32 (peft keeps adapter weights in fp32 over a bf16 base), and the loss is
-        taken in fp32."""
-        import torch
-
-        return torch.bfloat16 if self.bf16 else torch.float32
-
-    def _quantization_kwargs(self, hardware: Hardware) -> dict:
-        """QLoRA: 4-bit NF4 base weights through bitsandbytes, imported only when asked for on CUDA."""
-        if not self.config.qlora:
-            return {}
-        if hardware.device != "cuda":
-            raise TrainingError(f"QLoRA needs a CUDA GPU with bitsandbytes; this machine has {hardware.device}")
-        try:
-            import bitsandbytes  # noqa: F401 - presence check; transformers drives it
-            import torch
-            from transformers import BitsAndBytesConfig
-        except ImportError as error:
-            raise TrainingError(f"QLoRA needs bitsandbytes: {error}") from error
-        return {"quantization_config": BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if hardware.bf16 else torch.float16)}
+        """(tokenizer, base model): the hook a backend with its own loading overrides."""
+        extra = quantization_kwargs(self.config, hardware)
+        return load_base_model(self.config.base_model_path, weight_dtype(self.bf16), extra)
 
     def _attach_adapter(self, model):
-        from peft import LoraConfig, get_peft_model
-
-        cfg = self.config
-        if cfg.qlora:
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=cfg.target_modules, task_type="CAUSAL_LM")
-        peft_model = get_peft_model(model, lora)
-        return peft_model if cfg.qlora else peft_model.to(self.device)
-
-    def _check_targets(self, model) -> None:
-        targets = self.config.target_modules
-        if targets == "all-linear":
-            return
-        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        missing = [t for t in targets if t not in names]
-        if missing:
-            raise TrainingError(f"target modules {missing} do not exist in the model (it has e.g. "
-                                f"{sorted(n for n in names if n.endswith('proj'))[:8]})")
+        """The model with the LoRA adapter on it: the hook a backend with its own injection overrides."""
+        return attach_lora(model, self.config, self.device)
 
     def _encode_data(self, train: Sequence[dict], val: Sequence[dict]) -> None:
         self.train_set, truncated_train = self._encode(train)
@@ -197,33 +126,19 @@ class LoraRecipe:
 
     def _apply_memory_plan(self, model) -> None:
         """Split the step's batch into micro-batches that fit, and checkpoint activations only if needed."""
-        cfg = self.config
-        from tools.training.linear_cross_entropy import DEFAULT_CHUNK_ROWS
-
+        per_rank = math.ceil(self.config.batch_size / self.parallel.world)  # each rank's share of a step's batch
         longest = max(len(e.input_ids) for e in self.train_set)
-        per_rank = math.ceil(cfg.batch_size / self.parallel.world)  # each rank's share of a step's batch
-        plan = plan_memory(model_shape(model), longest, per_rank, available_memory_bytes(),
-                           cfg.gradient_accumulation, cfg.gradient_checkpointing,
-                           value_bytes=2 if self.bf16 else 4, head_chunk_rows=DEFAULT_CHUNK_ROWS,
-                           max_micro_tokens=cfg.micro_batch_tokens or self._micro_token_target())
-        if not plan.fits and cfg.gradient_accumulation is None:
-            raise TrainingError(f"not enough memory to train: {plan.note}")
+        plan = plan_step_memory(model, longest, per_rank, self.config, self.bf16, self.device)
         self.micro_batch, self.accumulation = plan.micro_batch, plan.gradient_accumulation
         self.micro_tokens = plan.micro_batch_tokens
-        self.checkpointing = plan.gradient_checkpointing
-        if self.checkpointing:
+        self.gradient_checkpointing = plan.gradient_checkpointing
+        if self.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.on_event("memory plan", {"micro_batch": plan.micro_batch,
                                       "gradient_accumulation": plan.gradient_accumulation,
                                       "micro_batch_tokens": plan.micro_batch_tokens,
                                       "gradient_checkpointing": plan.gradient_checkpointing, "why": plan.note,
                                       "processes": self.parallel.world, "examples_per_process": per_rank})
-
-    def _micro_token_target(self) -> int | None:
-        """Padded tokens per micro-batch on a CPU: its matrix products run near their full rate from a few
-        hundred rows, so bigger micro-batches would only hold more activations (a GPU takes what memory
-        allows: None)."""
-        return CPU_MICRO_BATCH_TOKENS if self.device == "cpu" else None
 
     def _build_optimizer(self) -> None:
         import torch
@@ -399,7 +314,7 @@ class LoraRecipe:
             precision="bf16" if self.bf16 else "fp32", device=self.device,
             truncated_examples=self.truncated, loss_history=history, backend=self.name,
             rollbacks=progress.rollbacks, micro_batch=self.micro_batch,
-            gradient_accumulation=self.accumulation, gradient_checkpointing=self.checkpointing,
+            gradient_accumulation=self.accumulation, gradient_checkpointing=self.gradient_checkpointing,
             plot_path=str(plot) if plot and history else None, peak_rss_mb=round(report.peak_rss_mb, 1),
             processes=self.parallel.world, distributed=self.parallel.strategy,
             distributed_backend=getattr(self.parallel, "backend", None))
