@@ -56,7 +56,7 @@ def training_examples(spec: JobSpec, train: list[dict], database: Path,
     if corrections:  # what people corrected in earlier versions of this model
         events.emit("trainer", "decision", f"adding {len(corrections)} feedback corrections to the training set",
                     feedback_examples=len(corrections))
-    # the order does not matter: the recipe shuffles every epoch (tools/training/encoding.length_grouped_batches)
+    # the order does not matter: the recipe shuffles every epoch (tools/training/batches.length_grouped_batches)
     return train + replayed + corrections, {"replay_examples": len(replayed), "feedback_examples": len(corrections)}
 
 

@@ -109,7 +109,7 @@ def test_micro_batches_follow_the_real_lengths(tiny_model_dir, tmp_path) -> None
                                        micro_batch_tokens=120, threads=1))
     recipe.setup([_chat(i) for i in range(6)] + [{"messages": [*_chat(0)["messages"][:2], {
         "role": "assistant", "content": "qubits " * 40}]} for _ in range(2)], [])
-    micro_batches = recipe._micro_batches(list(range(8)))
+    micro_batches = recipe.batches.micro_batches(list(range(8)))
     assert sum(len(m) for m in micro_batches) == 8
     assert all(len(m) * max(len(e.input_ids) for e in m) <= 120 or len(m) == 1 for m in micro_batches)
     assert len(micro_batches[0]) > len(micro_batches[-1])  # short examples share, long ones go alone

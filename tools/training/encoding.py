@@ -1,10 +1,9 @@
-"""Training rows as token ids and labels, and their batches: a chat row is supervised on the
-assistant's reply only, a document row on every token; an epoch's optimizer steps group examples of
-similar length (little padding), and a step's examples are split into micro-batches that fit."""
+"""Training rows as token ids and labels: a chat row is supervised on the assistant's reply only, a
+document row on every token; and a micro-batch of them as padded tensors (`collate`). Which examples
+go in which batch is tools/training/batches.py."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,36 +65,6 @@ def encode_records(tokenizer, records: Sequence[dict], max_seq_len: int) -> tupl
         truncated += was_truncated
         encoded += [e for e in examples if any(label != IGNORED for label in e.labels)]
     return encoded, truncated
-
-
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
-    """Shuffle, sort within windows of 16 batches by length (little padding), shuffle the batches."""
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    window = batch_size * 16
-    batches = []
-    for start in range(0, len(order), window):
-        group = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def micro_batches(examples: Sequence[EncodedExample], micro_batch: int,
-                  micro_tokens: int | None) -> list[list[EncodedExample]]:
-    """One step's examples sorted by length and split into micro-batches (little padding each): of at
-    most `micro_tokens` padded tokens each when the memory plan packs by tokens, else `micro_batch`
-    examples."""
-    ordered = sorted(examples, key=lambda e: len(e.input_ids))
-    if not micro_tokens:
-        return [ordered[k : k + micro_batch] for k in range(0, len(ordered), micro_batch)]
-    batches: list[list[EncodedExample]] = [[]]
-    for example in ordered:  # ascending length: the newest example sets the padded width
-        if batches[-1] and (len(batches[-1]) + 1) * len(example.input_ids) > micro_tokens:
-            batches.append([])
-        batches[-1].append(example)
-    return batches
 
 
 def collate(examples: Sequence[EncodedExample], pad_token_id: int, device):

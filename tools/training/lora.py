@@ -4,7 +4,13 @@ setup (model, adapter, data, memory plan) -> train (length-grouped micro-batches
 accumulation, loss on the assistant's tokens only, anomaly watch with rollback) -> checkpoint (every N
 steps and at each epoch end, atomically, last K kept) -> cleanup (best adapter, loss-curve PNG).
 A resumed run continues from the newest checkpoint with the same data order and RNG state, so its
-loss history matches an uninterrupted run."""
+loss history matches an uninterrupted run.
+
+The recipe holds setup, the step (forward/backward over the ranks) and the loop, and wires the parts
+of a run together, each in its own module of tools/training/: config (what goes in and out),
+base_model (loading, the adapter), encoding (rows to tokens), memory (the micro-batch plan), batches
+(which examples each rank computes), anomalies (AnomalyGuard), validation (Validator), checkpointing
+(CheckpointKeeper, Progress) and outputs (StepReporter, the adapter folder, the loss curve)."""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from tools.training.base_model import (
     quantization_kwargs,
     weight_dtype,
 )
+from tools.training.batches import StepBatches
 from tools.training.checkpointing import CheckpointKeeper, Progress
 from tools.training.config import (
     StepMetrics,
@@ -29,7 +36,7 @@ from tools.training.config import (
     TrainingError,
     TrainingResult,
 )
-from tools.training.encoding import EncodedExample, collate, encode_records, length_grouped_batches, micro_batches
+from tools.training.encoding import EncodedExample, collate, encode_records
 from tools.training.memory import plan_step_memory
 from tools.training.outputs import StepReporter, loss_plot_path, write_adapter, write_loss_plot
 from tools.training.validation import Validator
@@ -80,6 +87,8 @@ class LoraRecipe:
             torch.manual_seed(cfg.seed + 1000 * self.parallel.rank)
         self._encode_data(train, val)
         self._apply_memory_plan(model)
+        self.batches = StepBatches(self.train_set, cfg.batch_size, cfg.seed, self.micro_batch, self.micro_tokens,
+                                   self.parallel)
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
         self.validator = Validator(cfg, self.steps_per_epoch, self.total_steps, self.on_event)
@@ -112,17 +121,15 @@ class LoraRecipe:
         return attach_lora(model, self.config, self.device)
 
     def _encode_data(self, train: Sequence[dict], val: Sequence[dict]) -> None:
-        self.train_set, truncated_train = self._encode(train)
+        self.train_set, truncated_train = encode_records(self.tokenizer, train, self.config.max_seq_len)
         # validation measures answers (the early-stopping signal): chat rows only
-        self.val_set, truncated_val = self._encode([r for r in val if "messages" in r])
+        chat_rows = [r for r in val if "messages" in r]
+        self.val_set, truncated_val = encode_records(self.tokenizer, chat_rows, self.config.max_seq_len)
         self.truncated = truncated_train + truncated_val
         if self.truncated:
             self.on_event("examples truncated", {"count": self.truncated, "max_seq_len": self.config.max_seq_len})
         if len(self.train_set) < 2:
             raise TrainingError(f"need at least 2 training examples with assistant tokens, got {len(self.train_set)}")
-
-    def _encode(self, records: Sequence[dict]) -> tuple[list[EncodedExample], int]:
-        return encode_records(self.tokenizer, records, self.config.max_seq_len)
 
     def _apply_memory_plan(self, model) -> None:
         """Split the step's batch into micro-batches that fit, and checkpoint activations only if needed."""
@@ -153,20 +160,10 @@ class LoraRecipe:
         self.scheduler = get_cosine_schedule_with_warmup(
             self.optimizer, math.ceil(cfg.warmup_ratio * self.total_steps), self.total_steps)
 
-    # -- batches ---------------------------------------------------------------------------------
+    # -- loss ------------------------------------------------------------------------------------
     def _collate(self, examples: Sequence[EncodedExample]):
         return collate(examples, self.tokenizer.pad_token_id, self.device)
 
-    def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The epoch's optimizer-step batches (a function of seed and epoch only)."""
-        lengths = [len(e.input_ids) for e in self.train_set]
-        return length_grouped_batches(lengths, self.config.batch_size, self.config.seed + epoch)
-
-    def _micro_batches(self, batch: list[int]) -> list[list[EncodedExample]]:
-        """The step's examples (indices into the training set) in micro-batches that fit the memory plan."""
-        return micro_batches([self.train_set[i] for i in batch], self.micro_batch, self.micro_tokens)
-
-    # -- loss ------------------------------------------------------------------------------------
     def _loss_sum(self, ids, mask, labels):
         """Summed cross-entropy (fp32) over the supervised tokens, through the DDP/FSDP wrapper when there
         is one (tools.training.parallel.SupervisedLoss).
@@ -177,17 +174,6 @@ class LoraRecipe:
         never exist."""
         return self.train_forward(ids, mask, labels)
 
-    def _padded_to_the_ranks(self, parts: list[tuple[list[EncodedExample], float]],
-                             filler: EncodedExample) -> list[tuple[list[EncodedExample], float]]:
-        """Every rank runs at least one forward per step (DDP averages gradients at the last one); under
-        FSDP every rank runs as many as the busiest (each forward gathers the shards from all ranks).
-        The fillers weigh 0."""
-        parts = parts or [([filler], 0.0)]
-        if self.parallel.strategy == "fsdp":
-            most = max(self.parallel.all_gather(len(parts)))
-            parts = parts + [([filler], 0.0)] * (most - len(parts))
-        return parts
-
     def evaluate_loss(self, examples: Sequence[EncodedExample]) -> float | None:
         """Mean loss per assistant token over a set (None when the set is empty); each rank takes its
         shard and the sums are added over the ranks."""
@@ -197,11 +183,8 @@ class LoraRecipe:
             return None
         self.model.eval()
         total, count = 0.0, 0
-        ordered = sorted(examples, key=lambda e: len(e.input_ids))
-        mine = self.parallel.shard(ordered)
-        parts = [(mine[k : k + self.micro_batch], 1.0) for k in range(0, len(mine), self.micro_batch)]
         with torch.no_grad():
-            for part, weight in self._padded_to_the_ranks(parts, ordered[0]):
+            for part, weight in self.batches.evaluation_parts(examples):
                 ids, mask, labels = self._collate(part)
                 total += float(self._loss_sum(ids, mask, labels)) * weight
                 count += int((labels[:, 1:] != -100).sum()) * weight
@@ -210,21 +193,14 @@ class LoraRecipe:
         return total / max(1, count)
 
     # -- train -----------------------------------------------------------------------------------
-    def _rank_parts(self, batch: list[int]) -> list[tuple[list[EncodedExample], float]]:
-        """This rank's micro-batches of a step, each with its weight (1, or 0 for a filler): the batch
-        sorted by length and dealt round robin over the ranks (one rank: all of it)."""
-        ordered = sorted(batch, key=lambda i: len(self.train_set[i].input_ids))
-        parts = [(examples, 1.0) for examples in self._micro_batches(self.parallel.shard(ordered)) if examples]
-        return self._padded_to_the_ranks(parts, self.train_set[ordered[0]])
-
     def _train_step(self, step: int, batch: list[int]) -> tuple[float, float, int]:
         """Forward/backward over the step's micro-batches, clip, update. Returns (loss, grad_norm, tokens),
         over all ranks. Each loss is divided by the whole batch's supervised tokens (every rank knows the
         batch), so the gradients averaged over the ranks are the one-process gradients."""
         import torch
 
-        supervised = sum(sum(label != -100 for label in self.train_set[i].labels[1:]) for i in batch)
-        parts = self._rank_parts(batch)
+        supervised = self.batches.supervised_tokens(batch)
+        parts = self.batches.rank_parts(batch)
         scale, single = self.parallel.loss_scale(), self.parallel.world == 1
         loss_total, tokens = 0.0, 0
         for number, (examples, weight) in enumerate(parts, start=1):
@@ -256,13 +232,13 @@ class LoraRecipe:
             self.on_event("resumed from checkpoint", {"step": start_step})
         report = StepReporter(self.total_steps, self.steps_per_epoch, self.on_step, cfg.metrics_path)
         self.model.train()
-        step, epoch_cached, batches = start_step, -1, []
+        step, epoch_cached, epoch_batches = start_step, -1, []
         with report:
             while step < self.total_steps and not progress.stopped_early:
                 epoch, position = divmod(step, self.steps_per_epoch)
                 if epoch != epoch_cached:
-                    batches, epoch_cached = self._epoch_batches(epoch), epoch
-                loss, grad_norm, tokens = self._train_step(step + 1, batches[position])
+                    epoch_batches, epoch_cached = self.batches.epoch(epoch), epoch
+                loss, grad_norm, tokens = self._train_step(step + 1, epoch_batches[position])
                 try:
                     self.anomalies.check(step + 1, loss, grad_norm, progress)
                 except TrainingAnomaly as anomaly:
