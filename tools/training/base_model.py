@@ -25,20 +25,28 @@ def quantization_kwargs(config: TrainingConfig, hardware: Hardware) -> dict:
     if not config.qlora:
         return {}
     if hardware.device != "cuda":
-        raise TrainingError(f"QLoRA needs a CUDA GPU with bitsandbytes; this machine has {hardware.device}")
+        raise TrainingError(
+            f"QLoRA needs a CUDA GPU with bitsandbytes; this machine has {hardware.device}"
+        )
     try:
         import bitsandbytes  # noqa: F401 - presence check; transformers drives it
         import torch
         from transformers import BitsAndBytesConfig
     except ImportError as error:
         raise TrainingError(f"QLoRA needs bitsandbytes: {error}") from error
-    return {"quantization_config": BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16 if hardware.bf16 else torch.float16)}
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if hardware.bf16 else torch.float16,
+        )
+    }
 
 
 def load_base_model(path: str, dtype: Any, extra: dict) -> tuple[Any, Any]:
-    """(tokenizer, model) of the causal LM at `path`; anything else is a TrainingError that says so."""
+    """(tokenizer, model) of the causal LM at `path`; anything else is a TrainingError that says so.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -46,8 +54,10 @@ def load_base_model(path: str, dtype: Any, extra: dict) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
     except ValueError as error:
         if "Unrecognized configuration class" in str(error):
-            raise TrainingError(f"{path} is not a causal language model "
-                                f"(AutoModelForCausalLM cannot load it): {str(error)[:200]}") from error
+            raise TrainingError(
+                f"{path} is not a causal language model "
+                f"(AutoModelForCausalLM cannot load it): {str(error)[:200]}"
+            ) from error
         raise TrainingError(f"cannot load the base model at {path}: {error}") from error
     except OSError as error:
         raise TrainingError(f"cannot load the base model at {path}: {error}") from error
@@ -63,8 +73,10 @@ def check_targets(targets: list[str] | str, model: Any) -> None:
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in names]
     if missing:
-        raise TrainingError(f"target modules {missing} do not exist in the model (it has e.g. "
-                            f"{sorted(n for n in names if n.endswith('proj'))[:8]})")
+        raise TrainingError(
+            f"target modules {missing} do not exist in the model (it has e.g. "
+            f"{sorted(n for n in names if n.endswith('proj'))[:8]})"
+        )
 
 
 def attach_lora(model: Any, config: TrainingConfig, device: str) -> Any:
@@ -76,8 +88,12 @@ def attach_lora(model: Any, config: TrainingConfig, device: str) -> Any:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(model, lora)
     return peft_model if config.qlora else peft_model.to(device)
-

@@ -18,8 +18,8 @@ class TrainingError(RuntimeError):
 
 
 class CheckpointRefused(TrainingError, RefusedToLoad):
-    """A step checkpoint that holds more than tensors and plain values: unpickling it could run code,
-    so it is never loaded (checkpoints are read with torch.load(weights_only=True))."""
+    """A step checkpoint that holds more than tensors and plain values: unpickling it could run
+    code, so it is never loaded (checkpoints are read with torch.load(weights_only=True))."""
 
 
 class LoraHyperparameters(BaseModel):
@@ -67,9 +67,15 @@ class TrainingConfig(LoraHyperparameters):
     max_grad_norm: float = 1.0
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping_patience: int = Field(
-        2, ge=1, description="validations without a new best before stopping")
-    validations_per_epoch: int = Field(1, ge=1, le=20, description="validation-loss checks per epoch (early "
-                                       "stopping and the best adapter are chosen on them)")
+        2, ge=1, description="validations without a new best before stopping"
+    )
+    validations_per_epoch: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="validation-loss checks per epoch (early "
+        "stopping and the best adapter are chosen on them)",
+    )
     threads: int | None = None
     max_rollbacks: int = Field(2, ge=0)
     spike_factor: float = Field(3.0, gt=1)  # loss above this x its moving average is an anomaly

@@ -18,16 +18,21 @@ class EncodedExample:
     labels: list[int]
 
 
-def encode_chat(tokenizer, messages: Sequence[dict], max_seq_len: int) -> tuple[EncodedExample, bool]:
+def encode_chat(
+    tokenizer, messages: Sequence[dict], max_seq_len: int
+) -> tuple[EncodedExample, bool]:
     """Token ids of the whole conversation and labels that keep only the assistant's reply
     (prompt tokens are -100). Returns (example, truncated)."""
-    prompt_text = tokenizer.apply_chat_template(list(messages[:-1]), tokenize=False,
-                                                add_generation_prompt=True)
+    prompt_text = tokenizer.apply_chat_template(
+        list(messages[:-1]), tokenize=False, add_generation_prompt=True
+    )
     full_text = tokenizer.apply_chat_template(list(messages), tokenize=False)
     if not full_text.startswith(prompt_text):
-        raise TrainingError("the chat template does not render the prompt as a prefix of the conversation")
+        raise TrainingError(
+            "the chat template does not render the prompt as a prefix of the conversation"
+        )
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    reply_ids = tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+    reply_ids = tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
     input_ids = prompt_ids + reply_ids
     labels = [IGNORED] * len(prompt_ids) + reply_ids
     truncated = len(input_ids) > max_seq_len
@@ -40,7 +45,7 @@ def encode_text(tokenizer, text: str, max_seq_len: int) -> list[EncodedExample]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         ids = ids + [tokenizer.eos_token_id]
-    windows = [ids[start:start + max_seq_len] for start in range(0, len(ids), max_seq_len)]
+    windows = [ids[start : start + max_seq_len] for start in range(0, len(ids), max_seq_len)]
     return [EncodedExample(window, list(window)) for window in windows if len(window) >= 2]
 
 
@@ -52,11 +57,15 @@ def encode_record(tokenizer, record: dict, max_seq_len: int) -> tuple[list[Encod
         return [example], truncated
     if isinstance(record.get("text"), str):
         return encode_text(tokenizer, record["text"], max_seq_len), False
-    raise TrainingError(f"a training row is neither a chat row ('messages') nor a document row ('text'): "
-                        f"keys {sorted(record)[:6]}")
+    raise TrainingError(
+        f"a training row is neither a chat row ('messages') nor a document row ('text'): "
+        f"keys {sorted(record)[:6]}"
+    )
 
 
-def encode_records(tokenizer, records: Sequence[dict], max_seq_len: int) -> tuple[list[EncodedExample], int]:
+def encode_records(
+    tokenizer, records: Sequence[dict], max_seq_len: int
+) -> tuple[list[EncodedExample], int]:
     """The rows that have at least one supervised token, and how many rows were truncated."""
     encoded: list[EncodedExample] = []
     truncated = 0

@@ -1,5 +1,5 @@
-"""What a training run reports and leaves behind: each optimizer step's metrics (to the caller and as
-one JSON line per step in the metrics file), the adapter folder (weights, tokenizer and the run's
+"""What a training run reports and leaves behind: each optimizer step's metrics (to the caller and
+as one JSON line per step in the metrics file), the adapter folder (weights, tokenizer and the run's
 config, written atomically) and the loss-curve PNG."""
 
 from __future__ import annotations
@@ -21,8 +21,13 @@ class StepReporter:
     the metrics file (appended to: a resumed run goes on in the same file). A context manager: the
     file is open while the steps run."""
 
-    def __init__(self, total_steps: int, steps_per_epoch: int, on_step: Callable[[StepMetrics], None],
-                 metrics_path: str | None) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        steps_per_epoch: int,
+        on_step: Callable[[StepMetrics], None],
+        metrics_path: str | None,
+    ) -> None:
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         self.on_step, self.metrics_path = on_step, metrics_path
         self.started = time.monotonic()
@@ -41,22 +46,34 @@ class StepReporter:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def step(self, step: int, loss: float, learning_rate: float, grad_norm: float, tokens: int) -> None:
+    def step(
+        self, step: int, loss: float, learning_rate: float, grad_norm: float, tokens: int
+    ) -> None:
         """An accepted optimizer step that trained on `tokens` tokens."""
         self.session_tokens += tokens
         elapsed = self.elapsed()
         rss = process_rss_mb()
         self.peak_rss_mb = max(self.peak_rss_mb, rss)
-        metrics = StepMetrics(step, self.total_steps, step / self.steps_per_epoch, loss, learning_rate,
-                              grad_norm, self.session_tokens / max(elapsed, 1e-9), elapsed, round(rss, 1))
+        metrics = StepMetrics(
+            step,
+            self.total_steps,
+            step / self.steps_per_epoch,
+            loss,
+            learning_rate,
+            grad_norm,
+            self.session_tokens / max(elapsed, 1e-9),
+            elapsed,
+            round(rss, 1),
+        )
         self.on_step(metrics)
         if self._file:
             self._file.write(json.dumps(asdict(metrics)) + "\n")
             self._file.flush()
 
 
-def write_adapter(output: Path, model: Any, tokenizer: Any, config: TrainingConfig,
-                  weights: dict | None) -> None:
+def write_adapter(
+    output: Path, model: Any, tokenizer: Any, config: TrainingConfig, weights: dict | None
+) -> None:
     """The adapter, its tokenizer and config, atomically (a staging folder renamed in); `weights`:
     the adapter's state dict when it had to be gathered (FSDP), else the model's own."""
     staging = output.with_name(output.name + ".partial")
@@ -75,9 +92,11 @@ def loss_plot_path(config: TrainingConfig) -> Path | None:
     return Path(config.metrics_path).with_name("loss_curve.png") if config.metrics_path else None
 
 
-def write_loss_plot(path: Path, history: Sequence[float], val_steps: Sequence[int],
-                    val_history: Sequence[float]) -> Path:
-    """A PNG of the training loss per step and the validation loss at its checks (Agg, no display)."""
+def write_loss_plot(
+    path: Path, history: Sequence[float], val_steps: Sequence[int], val_history: Sequence[float]
+) -> Path:
+    """A PNG of the training loss per step and the validation loss at its checks (Agg, no display).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -86,7 +105,7 @@ def write_loss_plot(path: Path, history: Sequence[float], val_steps: Sequence[in
     axes = figure.add_subplot()
     axes.plot(range(1, len(history) + 1), history, label="train loss", linewidth=1)
     if val_history:
-        axes.plot(val_steps[-len(val_history):], val_history, "o-", label="val loss")
+        axes.plot(val_steps[-len(val_history) :], val_history, "o-", label="val loss")
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("loss per assistant token")
     axes.grid(alpha=0.3)

@@ -18,16 +18,25 @@ def validation_steps(steps_per_epoch: int, total_steps: int, per_epoch: int) -> 
     every epoch (its end included) and the last step."""
     points = {math.ceil(steps_per_epoch * k / per_epoch) for k in range(1, per_epoch + 1)}
     epochs = math.ceil(total_steps / steps_per_epoch)
-    return {e * steps_per_epoch + p for e in range(epochs) for p in points
-            if 0 < e * steps_per_epoch + p <= total_steps} | {total_steps}
+    return {
+        e * steps_per_epoch + p
+        for e in range(epochs)
+        for p in points
+        if 0 < e * steps_per_epoch + p <= total_steps
+    } | {total_steps}
 
 
 class Validator:
     """Records each validation loss in the run's `Progress`, keeps a copy of the adapter at each new
     best, and decides the early stop."""
 
-    def __init__(self, config: TrainingConfig, steps_per_epoch: int, total_steps: int,
-                 on_event: Callable[[str, dict], None]) -> None:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        steps_per_epoch: int,
+        total_steps: int,
+        on_event: Callable[[str, dict], None],
+    ) -> None:
         self.patience = config.early_stopping_patience
         self.steps = validation_steps(steps_per_epoch, total_steps, config.validations_per_epoch)
         self.on_event = on_event
@@ -35,8 +44,13 @@ class Validator:
     def due(self, step: int) -> bool:
         return step in self.steps
 
-    def record(self, step: int, progress: Progress, val_loss: float | None,
-               copy_adapter: Callable[[], dict]) -> None:
+    def record(
+        self,
+        step: int,
+        progress: Progress,
+        val_loss: float | None,
+        copy_adapter: Callable[[], dict],
+    ) -> None:
         """One validation: a new best keeps `copy_adapter()`, else one more check without progress
         (None: no validation set, nothing to record)."""
         if val_loss is None:
@@ -49,5 +63,7 @@ class Validator:
         else:
             progress.bad_epochs += 1
             progress.stopped_early = progress.bad_epochs >= self.patience
-        self.on_event("epoch end", {"step": step, "val_loss": round(val_loss, 4),
-                                    "stopped_early": progress.stopped_early})
+        self.on_event(
+            "epoch end",
+            {"step": step, "val_loss": round(val_loss, 4), "stopped_early": progress.stopped_early},
+        )
