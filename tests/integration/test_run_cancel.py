@@ -207,36 +207,60 @@ PHASES = [
 ]
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """How a cancelled `ftagent run` ended: seconds from the cancel to its exit, its output, the job's events."""
+
+    job_id: str
+    seconds: float
+    output: str
+    events: list[dict]
+
+    def timeline(self) -> list[tuple[float, str, str]]:
+        return [(round(e["ts"] - self.events[0]["ts"], 1), e["phase"], e["kind"]) for e in self.events[-5:]]
+
+
+def cancel_when(home: Path, run: subprocess.Popen, inside: Callable[[str], bool], what: str) -> Stopped:
+    """Wait until `inside(job_id)`, cancel the job from this process (through JobService.cancel, as
+    `ftagent cancel` does) and time how long the run takes to exit."""
+    try:
+        job = _wait(lambda: _first_job(home), 120, "the job row", run)
+        _wait(lambda: inside(job.job_id), 300, what, run)
+        JobService(Settings(home=home)).cancel(job.job_id, admin=True)
+        asked = time.monotonic()
+        run.wait(30)
+        seconds = time.monotonic() - asked
+        return Stopped(job.job_id, seconds, run.stdout.read(), _events(home, job.job_id))
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(10)
+
+
+def assert_cancelled_inside(home: Path, run: subprocess.Popen, stopped: Stopped, phase: str,
+                            finished: Callable[[dict], bool]) -> None:
+    """Stopped within 10 s, as cancelled, inside `phase`: no event says it finished, no later phase began."""
+    timeline = stopped.timeline()
+    assert stopped.seconds < 10, (stopped.seconds, timeline)
+    assert run.returncode == 3 and "cancelled" in stopped.output, stopped.output
+    assert JobStore(home / "ftagent.sqlite").get(stopped.job_id).status == "cancelled", (stopped.output, timeline)
+    assert stopped.events[-1]["kind"] == "cancelled"
+    assert not any(finished(e) for e in stopped.events), timeline  # stopped inside the phase
+    later = PHASE_ORDER[PHASE_ORDER.index(phase) + 1:]
+    assert not any(e["phase"] in later for e in stopped.events), timeline
+
+
 @pytest.mark.parametrize("case", PHASES, ids=[case.phase for case in PHASES])
 def test_cancel_stops_the_job_within_10_seconds_in_every_phase(case, home, tiny_model_dir, tmp_path):
     with slow_pages() as site:
         run = _cli(home, "run", *case.arguments(tiny_model_dir, tmp_path, site), "--quiet")
-        try:
-            job = _wait(lambda: _first_job(home), 120, "the job row", run)
-            _wait(lambda: any(case.inside(e) for e in _events(home, job.job_id)), 300,
-                  f"the job inside the {case.phase}", run)
-            JobService(Settings(home=home)).cancel(job.job_id, admin=True)
-            asked = time.monotonic()
-            run.wait(30)
-            stopped_after = time.monotonic() - asked
-            output = run.stdout.read()
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait(10)
-    events = _events(home, job.job_id)
-    timeline = [(round(e["ts"] - events[0]["ts"], 1), e["phase"], e["kind"]) for e in events[-5:]]
-    assert stopped_after < 10, (stopped_after, timeline)
-    assert run.returncode == 3 and "cancelled" in output, output
-    assert JobStore(home / "ftagent.sqlite").get(job.job_id).status == "cancelled", (output, timeline)
-    assert events[-1]["kind"] == "cancelled"
-    assert not any(case.finished(e) for e in events), timeline  # stopped inside the phase
-    later = PHASE_ORDER[PHASE_ORDER.index(case.phase) + 1:]
-    assert not any(e["phase"] in later for e in events), timeline
+        stopped = cancel_when(home, run, lambda job_id: any(case.inside(e) for e in _events(home, job_id)),
+                              f"the job inside the {case.phase}")
+    assert_cancelled_inside(home, run, stopped, case.phase, case.finished)
 
 
 class SilentRewriter(ScriptedChat):
-    """A chat model that never answers a rewrite request while the test runs (each waits until `release`);
+    """A chat model that never answers a rewrite request while the test runs (each waits until `released`);
     anything else (the intake's reading of the request) gets prose at once, which the job reads without it."""
 
     def __init__(self) -> None:
@@ -264,26 +288,11 @@ def test_cancel_stops_the_job_within_10_seconds_while_the_chat_model_rewrites(ho
         run = _cli(home, "run", *_docs_job(tiny_model_dir, tmp_path, "--set", "generation.llm_timeout_s=300",
                                            "--set", "evaluation.judge=false"), "--quiet", env=env)
         try:
-            job = _wait(lambda: _first_job(home), 120, "the job row", run)
-            _wait(lambda: len(chat.asked_at) >= 2, 300, "the rewrite requests", run)
-            JobService(Settings(home=home)).cancel(job.job_id, admin=True)
-            asked = time.monotonic()
-            run.wait(30)
-            stopped_after = time.monotonic() - asked
-            output = run.stdout.read()
+            stopped = cancel_when(home, run, lambda _: len(chat.asked_at) >= 2, "the rewrite requests")
         finally:
             chat.released = True
-            if run.poll() is None:
-                run.kill()
-                run.wait(10)
-    events = _events(home, job.job_id)
-    timeline = [(round(e["ts"] - events[0]["ts"], 1), e["phase"], e["kind"]) for e in events[-5:]]
-    assert stopped_after < 10, (stopped_after, timeline)
-    assert run.returncode == 3 and "cancelled" in output, output
-    assert JobStore(home / "ftagent.sqlite").get(job.job_id).status == "cancelled", (output, timeline)
-    assert max(chat.asked_at) < events[-1]["ts"]  # no request sent after the job was cancelled
-    assert not any(e["phase"] == "generator" and e["kind"] == "phase" for e in events), timeline
-    assert not any(e["phase"] in PHASE_ORDER[PHASE_ORDER.index("generator") + 1:] for e in events), timeline
+    assert_cancelled_inside(home, run, stopped, "generator", _is("generator", "phase"))
+    assert max(chat.asked_at) < stopped.events[-1]["ts"]  # no request sent after the job was cancelled
 
 
 # -- the claim race ----------------------------------------------------------------------------------
