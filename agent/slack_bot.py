@@ -189,8 +189,8 @@ class SlackDoor:
         """Post one message for the job and update it at each phase change, in a background thread."""
         thread = threading.Thread(target=self._follow, args=(client, channel, job_id, thread_ts), daemon=True,
                                   name=f"slack-follow-{job_id}")
-        self.followers.append(thread)
         thread.start()
+        self.followers.append(thread)  # listed once started: whoever joins the followers can join each one
         return thread
 
     def _follow(self, client: WebClient, channel: str, job_id: str, thread_ts: str | None) -> None:
