@@ -172,7 +172,7 @@ def more_document_rows(spec: JobSpec) -> Remedy | None:
 def shorter_training(cfg: Training) -> Remedy:
     """Overfit: half the epochs (and half a step cap, which would otherwise keep the length), more dropout."""
     return Remedy("trainer", "training",
-                  {"epochs": max(1.0, cfg.epochs / 2), "lora_dropout": min(0.3, cfg.lora_dropout + 0.1),
+                  {"epochs": max(0.5, cfg.epochs / 2), "lora_dropout": min(0.3, cfg.lora_dropout + 0.1),
                    **_scaled_step_cap(cfg, 0.5)},
                   "overfit (validation loss rising): fewer epochs, more dropout")
 

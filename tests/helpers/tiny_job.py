@@ -28,9 +28,10 @@ def small_corpus(target: Path) -> Path:
     return target
 
 
-# The graph tests' size on top of it: 4 steps of 8, a shorter answer, the critic's default rounds (the
-# critic-round tests' gate failures are sized for it).
-GRAPH_JOB: dict[str, Any] = {"max_rounds": 2, "training": {"max_steps": 4, "batch_size": 8},
+# The graph tests' size on top of it: 4 steps of 8 with a rank-16 adapter, a shorter answer, the critic's
+# default rounds (the critic-round tests' gate failures are sized for it; a job's default adapter is wider).
+GRAPH_JOB: dict[str, Any] = {"max_rounds": 2, "training": {"max_steps": 4, "batch_size": 8, "lora_r": 16,
+                                                           "lora_alpha": 32},
                              "evaluation": {"max_new_tokens": 6, "general_texts": 4}}
 
 

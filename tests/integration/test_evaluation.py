@@ -120,9 +120,9 @@ def _spec(**sections) -> JobSpec:
 @pytest.mark.parametrize(("spec", "failed", "route", "expected"), [
     (SPEC, ["general_perplexity"], "trainer", {"learning_rate": HALF_RATE, "replay_general": 0.1}),
     (_spec(training={"replay_general": 0.1}), ["general_perplexity"], "trainer",
-     {"learning_rate": HALF_RATE, "lora_r": 8, "replay_general": 0.2}),
+     {"learning_rate": HALF_RATE, "lora_r": SPEC.training.lora_r // 2, "replay_general": 0.2}),
     (_spec(training={"replay_general": 0.3}), ["general_perplexity", "answer_rouge_l"], "trainer",
-     {"learning_rate": HALF_RATE, "lora_r": 8, "replay_general": 0.3}),
+     {"learning_rate": HALF_RATE, "lora_r": SPEC.training.lora_r // 2, "replay_general": 0.3}),
     (SPEC, ["answer_rouge_l"], "generator", {"min_quality": 0.7, "keep_quality": 0.85, "min_lexical_support": 0.7,
                                              "min_semantic_support": 0.55, "max_cloze_share": 0.0,
                                              "max_yes_no_share": 0.0}),

@@ -63,7 +63,7 @@ def test_spec_defaults_and_options():
     spec = build_spec("fine-tune SmolLM2 on quantum error correction", {"docs_path": "/tmp", "training": {"epochs": 3}})
     assert spec.subject == "quantum error correction"
     assert spec.base_model == "smollm2-135m"
-    assert spec.training.epochs == 3 and spec.training.lora_r == 16
+    assert spec.training.epochs == 3 and spec.training.lora_r == 64 and spec.training.lora_alpha == 128
     assert spec.gates.min_nll_improvement == 0.05 and spec.max_rounds == 2
 
 
