@@ -212,3 +212,15 @@ def test_text_that_reports_no_study_has_no_context() -> None:
     assert context.aim_questions == () and context.findings_chunk is None
     assert not [q for c in chunks for q, _ in candidate_questions(c, "Surface code", context=context)
                 if q.form in ("findings", "section")]
+
+
+def test_an_aim_is_never_cut_after_an_adjective_or_an_article():
+    aim = ("The purpose of this study was to determine whether there is an association between skewed "
+           "X-inactivation and recurrent spontaneous abortion in a large, well-defined sample of women with "
+           "recurrent loss.")
+    facts = passage_facts(f"OBJECTIVE: {aim}", "")
+    anchor = study_anchor("pubmed 17403428", facts)
+    assert anchor == ("the study that set out to determine whether there is an association between skewed "
+                      "X-inactivation and recurrent spontaneous abortion")
+    assert study_questions(facts) == [("Is there an association between skewed X-inactivation and recurrent "
+                                      "spontaneous abortion?")]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from tools.data.facts import Fact
+from tools.data.parsing import parsed_clause
 from tools.text import without_statistics
 
 AUXILIARIES = {"is", "are", "was", "were", "has", "have", "had", "can", "cannot", "could", "may", "might",
@@ -124,6 +125,13 @@ def verb_tense(verb: str) -> str | None:
     return "plain" if lower == base else None
 
 
+def _third_person(verb: str) -> str:
+    from lemminflect import getInflection
+
+    forms = getInflection(base_form(verb) or verb, "VBZ")
+    return forms[0] if forms else verb
+
+
 def core_word(token: str) -> str:
     """A token without the punctuation around it."""
     return token.strip(".,;:!?()[]\"'")
@@ -173,6 +181,7 @@ class Clause:
     subject: str
     verb: str
     rest: str
+    has_object: bool | None = None  # from a parse: whether the verb takes a direct object (None: not known)
 
 
 def _verb_candidate(tokens: Sequence[str], index: int) -> bool:
@@ -198,7 +207,29 @@ def _verb_candidate(tokens: Sequence[str], index: int) -> bool:
 
 
 def read_clause(sentence: str) -> Clause | None:
-    """The sentence's main clause, or None when its subject cannot be found with confidence."""
+    """The sentence's main clause, or None when its subject cannot be found with confidence: read with the
+    lexicon, else from the sentence's dependency parse (a clause coordinated with another, a fronted adverb,
+    a clause before a semicolon)."""
+    clause = _lexicon_clause(sentence)
+    if clause is not None and not (_COORDINATED.search(clause.rest) or _second_clause(clause.rest)):
+        return clause
+    return _parsed_clause(sentence) or clause
+
+
+def _parsed_clause(sentence: str) -> Clause | None:
+    body = _INTRO.sub("", sentence.strip())
+    if not (found := parsed_clause(body if body.endswith((".", "!")) else f"{body}.")):
+        return None
+    fronted, subject, verb, rest, has_object = found
+    subject = subject.rstrip(" ,")
+    words = subject.split()
+    relative = any(w.lower() in {"that", "which", "who", "whom", "than"} for w in words)
+    if _ANAPHORA.search(f"{fronted} {subject}") or relative or not _nounish(words) or len(words) > 12:
+        return None
+    return Clause(fronted, subject, verb, rest, has_object)
+
+
+def _lexicon_clause(sentence: str) -> Clause | None:
     body = _INTRO.sub("", sentence.strip().rstrip(".!"))
     fronted = ""
     if match := _FRONTED.match(body):
@@ -285,9 +316,40 @@ def yes_no_question(clause: Clause) -> tuple[str, bool] | None:
     return finish_question(_with_fronted(question.rstrip(), clause.fronted)), negated
 
 
+_SHARE = re.compile(r"^(?:(?:almost|nearly|about|approximately|roughly|over|more than|less than|only|just)\s+)?"
+                    r"(?:half|a third|one third|two thirds|a quarter|one quarter|three quarters|a fifth|most|"
+                    r"the majority|a minority|\d+(?:\.\d+)?\s?%|\S+ per ?cent)\s+of\s+(?P<group>.{3,})$",
+                    re.IGNORECASE)
+_COUNT = re.compile(rf"^(?:(?:a total of|only|all|about|approximately|nearly|over)\s+)?(?:\d[\d,.]*|(?:{_NUMBER_WORDS})"
+                    rf"(?:[\s-]+(?:{_NUMBER_WORDS}|and))*)\s+(?P<noun>[a-z][\w-]*(?:\s+[\w-]+)*)$", re.IGNORECASE)
+_UNITS = {"years", "months", "weeks", "days", "hours", "minutes", "seconds", "times", "percent", "%", "mg", "ml",
+          "cm", "mm", "kg", "patients'"}
+
+
+def quantity_question(clause: Clause) -> str | None:
+    """A clause whose subject is a count or a share asks for it: '41 RUs showed X' -> 'How many RUs showed X?';
+    'Almost half of the families with a smoker reported X' -> 'What share of the families with a smoker
+    reported X?'. A fronted phrase leads ('Of the 79 RUs assessed, how many RUs showed X?')."""
+    rest, subject = clause.rest, without_statistics(clause.subject)
+    if not rest or _ANAPHORA.search(f"{subject} {rest}") or not 2 <= len(rest.split()) <= 30 \
+            or _COORDINATED.search(rest) or _second_clause(rest):
+        return None
+    if share := _SHARE.match(subject):
+        lead = f"What share of {share['group']}"
+    elif (count := _COUNT.match(subject)) and count["noun"].split()[0].lower() not in _UNITS:
+        lead = f"How many {count['noun']}"
+    else:
+        return None
+    question = f"{lead} {clause.verb} {rest}"
+    return finish_question(f"{clause.fronted}, {lower_first(question)}" if clause.fronted else question)
+
+
 def subject_question(clause: Clause) -> str | None:
-    """'Telephone counseling promoted X' -> 'What promoted X?' (the predicate verbatim, nothing inverted)."""
+    """'Telephone counseling promoted X' -> 'What promoted X?' (the predicate verbatim, nothing inverted).
+    A count or a share is asked for by `quantity_question` instead ('What reported …?' would drop it)."""
     if _ANAPHORA.search(clause.rest) or not clause.rest or clause.verb.lower() in {"did", "does", "do"}:
+        return None
+    if _SHARE.match(clause.subject) or _COUNT.match(clause.subject) or clause.subject[:1].isdigit():
         return None
     passive = re.match(r"^(?:\w+ly\s+)?(?:been\s+|being\s+)?\w+(?:ed|en|wn|ung|ought|eld|ept|ound|ade)\b", clause.rest)
     if (clause.verb.lower() in _BE | {"has", "have", "had"} and not passive) or ":" in clause.rest \
@@ -297,8 +359,10 @@ def subject_question(clause: Clause) -> str | None:
     people = {_core(w).lower() for w in clause.subject.split()} & _PEOPLE
     wh = "Who" if people else "What"
     verb = clause.verb
-    if wh == "What" and verb.lower() in {"are", "were", "have"}:  # "What were …" reads as asking for a plural
-        verb = {"are": "are", "were": "were", "have": "have"}[verb.lower()]
+    if wh == "What" and passive and verb.lower() in {"are", "were"}:  # "What was performed …", not "What were"
+        verb = {"are": "is", "were": "was"}[verb.lower()]
+    elif verb.lower() not in AUXILIARIES and verb_tense(verb) == "plain":  # "What protects …", not "What protect"
+        verb = _third_person(verb)
     return finish_question(_with_fronted(f"{wh} {verb} {clause.rest}", clause.fronted))
 
 
@@ -309,7 +373,7 @@ def object_question(clause: Clause) -> str | None:
     """'The decoder uses the syndrome history' -> 'What does the decoder use?'; 'A code of distance d can
     correct up to d - 1 erasures' -> 'What can a code of distance d correct?' (the object asked for)."""
     subject, words = lower_first(clause.subject), clause.rest.split()
-    if not words or _ANAPHORA.search(clause.subject):
+    if not words or _ANAPHORA.search(clause.subject) or clause.has_object is False:
         return None
     verb = clause.verb.lower()
     if verb in _MODALS | {"cannot"}:
@@ -496,6 +560,8 @@ def _sentence_questions(sentence: str) -> list[Question]:
             found.append(Question(question, sentence, "object"))
         if question := subject_question(clause):
             found.append(Question(question, sentence, "subject"))
+        if not any(q.form == "how_many" for q in found) and (question := quantity_question(clause)):
+            found.append(Question(question, sentence, "how_many"))
     return found
 
 

@@ -90,6 +90,41 @@ _AIM_NOUN = re.compile(rf"^{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+(?:the\s+)?(?P
                        rf"(?P<prep>of|between|in|among|for|associated with|to which)\s+(?P<rest>.+)$", re.IGNORECASE)
 _AIM_END = re.compile(r"(?:,|;|:| and to | and (?:whether|if) | as well as | in order to | so as to | "
                       r"by (?:means|using|comparing|measuring|analy[sz]ing)\b)")
+_UNFINISHED = {"a", "an", "the", "its", "their", "his", "her", "any", "each", "every", "some", "no", "of", "and",
+               "or", "in", "with", "for", "to", "on", "at", "by", "from", "between", "than"}
+
+
+def ends_unfinished(text: str) -> bool:
+    """Whether a cut leaves its phrase unfinished: it ends in a determiner, a preposition, a conjunction or an
+    adjective with no noun after it ("… recurrent spontaneous abortion in a large")."""
+    last = text.rstrip(" ,;:").rsplit(" ", 1)[-1].strip("()[]\"'").lower()
+    return not last or last in _UNFINISHED or parts_of_speech(last) == {"ADJ"}
+
+
+_PREPOSITION = {"in", "among", "during", "with", "for", "at", "from", "on", "of", "within", "after", "before"}
+
+
+def finished(text: str) -> str | None:
+    """The text, or when it ends unfinished the text before its last prepositional phrase ("… abortion in a
+    large" -> "… abortion"); None when that leaves fewer than three words or is unfinished too."""
+    text = text.rstrip(" ,;:")
+    if not ends_unfinished(text):
+        return text
+    tokens = text.split()
+    at = max((i for i, t in enumerate(tokens) if t.lower() in _PREPOSITION), default=0)
+    head = " ".join(tokens[:at])
+    return head if at >= 3 and not ends_unfinished(head) else None
+
+
+def before_aim_end(text: str) -> str:
+    """The text up to where an aim or a question ends (a comma, "in order to" …), at the first such place
+    that leaves the phrase finished ("in a large, well-defined sample" is cut before "in a large")."""
+    for end in _AIM_END.finditer(text):
+        if head := finished(text[:end.start()]):
+            return head.strip()
+    return text.strip()
+
+
 _MODAL_WORD = re.compile(r"\b(?:can|could|will|would|should|may|might|must|cannot)\b", re.IGNORECASE)
 _STUDY_QUESTION = re.compile(r"(?:addressed|asked|examined|investigated|explored) the question[s]?:?\s+(?P<q>.+)$",
                              re.IGNORECASE)
@@ -160,7 +195,7 @@ def open_question(facts: Sequence[Fact]) -> str | None:
         if fact.kind != "sentence" or fact.role not in ("background", "objective", ""):
             continue
         if match := _OPEN_QUESTION_FIRST.match(fact.text) or _OPEN_QUESTION.search(fact.text):
-            clause = _AIM_END.split(match["clause"].rstrip(" .?"))[0].strip()
+            clause = before_aim_end(match["clause"].rstrip(" .?"))
             pronoun_subject = clause.split()[0].lower() in _PRONOUN_SUBJECTS
             if 3 <= len(clause.split()) <= 25 and not _LEANS_OUTSIDE.search(clause) and not pronoun_subject:
                 return clause
@@ -191,8 +226,9 @@ def short_phrase(text: str, limit: int = 20) -> str | None:
     for boundary in _ANCHOR_CUT.finditer(text):
         head = text[:boundary.start()]
         open_list = " between " in f" {head} " and " and " not in head.split(" between ", 1)[-1]
+        head = finished(head) or ""
         if len(head.split()) >= 4 and _balanced(head) and not open_list:
-            text = text[:boundary.start()]
+            text = head
             break
     tokens = text.split()
     if len(tokens) > limit:
@@ -250,7 +286,7 @@ def _finite_verb_after_do_support(question: str) -> bool:
 def whether_question(clause_text: str) -> str | None:
     """'there is a relationship between X and Y' -> 'Is there a relationship between X and Y?'; 'X reduces
     Y' -> 'Does X reduce Y?'; None when the clause cannot be read with confidence."""
-    clause_text = re.sub(r"\s+or not$", "", _AIM_END.split(clause_text)[0].strip().rstrip(" .?"))
+    clause_text = re.sub(r"\s+or not$", "", before_aim_end(clause_text).rstrip(" .?"))
     if there := re.match(r"^there (is|are|was|were) (.+)$", clause_text):
         return finish_question(f"{there[1].capitalize()} there {there[2]}")
     clause = read_clause(clause_text)
@@ -268,7 +304,7 @@ def aim_questions(aim: str) -> list[str]:
         if question := whether_question(match["clause"]):
             found.append(question)
     elif match := _AIM_NOUN.match(aim):
-        rest = _AIM_END.split(match["rest"])[0].strip()
+        rest = before_aim_end(match["rest"])
         what, prep = match["what"].lower(), match["prep"].lower()
         plural = what.endswith("s") and not what.endswith(("ss", "sis", "us"))
         if prep == "between":  # "between A, B and C": the list is the question
