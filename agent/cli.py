@@ -163,8 +163,11 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("model")
     ask.add_argument("question")
     ask.add_argument("--max-new-tokens", type=int, default=128)
-    ask.add_argument("--int8", action="store_true", help="CPU: answer with int8 weight-only layers (faster; "
-                     "answers close to fp32's, not equal)")
+    weights = ask.add_mutually_exclusive_group()
+    weights.add_argument("--int8", action="store_true", help="CPU: answer with int8 weight-only layers (faster; "
+                         "answers close to fp32's, not equal)")
+    weights.add_argument("--int4", action="store_true", help="CPU: answer with int4 layers and an int8 head "
+                         "(fastest; general perplexity as fp32's within 1%%)")
     evaluate = commands.add_parser("eval", help="evaluate a model (tuned vs its base) on a JSONL question/answer set")
     evaluate.add_argument("model", help="a registered model, 'base', or a local adapter/model folder")
     evaluate.add_argument("--set", dest="set_path", required=True, metavar="FILE",
@@ -506,7 +509,8 @@ def _dispatch(service: JobService, console: Console, args: argparse.Namespace) -
         console.print(service.model_card(args.model), highlight=False, markup=False)
         return 0
     if args.command == "ask":
-        answer = service.ask(args.model, args.question, args.max_new_tokens, precision="int8" if args.int8 else None)
+        precision = "int4" if args.int4 else "int8" if args.int8 else None
+        answer = service.ask(args.model, args.question, args.max_new_tokens, precision=precision)
         console.print(answer, highlight=False, markup=False)
         return 0
     if args.command == "eval":

@@ -186,7 +186,7 @@ def test_serve_int8_asks_the_server_for_int8_weights(home: Path, capsys, monkeyp
     assert asked["precision"] == precision
 
 
-def test_ask_int8_answers_with_the_int8_merged_model(home: Path, capsys, monkeypatch, tiny_model_dir: Path,
+def test_ask_int8_and_int4_answer_with_the_quantized_merged_model(home: Path, capsys, monkeypatch, tiny_model_dir: Path,
                                                     tmp_path: Path) -> None:
     """`ftagent ask MODEL Q --int8` loads the version merged into int8 layers and prints its answer; without
     the flag the setting's precision is used."""
@@ -207,7 +207,7 @@ def test_ask_int8_answers_with_the_int8_merged_model(home: Path, capsys, monkeyp
     real = loading.load_for_inference
     monkeypatch.setenv("FTAGENT_PRECISION", "fp32")
     monkeypatch.setattr(loading, "load_for_inference", spy)
-    for argv in (["--int8"], []):
+    for argv in (["--int8"], ["--int4"], []):
         code, out = _run(capsys, "ask", version.name, "What is a stabilizer code?", "--max-new-tokens", "6", *argv)
         assert code == 0 and out
-    assert precisions == ["int8", "fp32"]
+    assert precisions == ["int8", "int4", "fp32"]
