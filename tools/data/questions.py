@@ -211,9 +211,13 @@ def read_clause(sentence: str) -> Clause | None:
     lexicon, else from the sentence's dependency parse (a clause coordinated with another, a fronted adverb,
     a clause before a semicolon)."""
     clause = _lexicon_clause(sentence)
-    if clause is not None and not (_COORDINATED.search(clause.rest) or _second_clause(clause.rest)):
-        return clause
-    return _parsed_clause(sentence) or clause
+    if clause is None or _COORDINATED.search(clause.rest) or _second_clause(clause.rest):
+        clause = _parsed_clause(sentence) or clause
+    return None if clause is None or _BARE_NUMBER.match(clause.subject) else clause
+
+
+# "Seventeen underwent …", "Of these, 12 …": a count with no noun names nothing a question can ask about
+_BARE_NUMBER = re.compile(rf"^(?:(?:{_NUMBER_WORDS}|and|[\d,.%-]+)[\s-]*)+$", re.IGNORECASE)
 
 
 def _parsed_clause(sentence: str) -> Clause | None:
