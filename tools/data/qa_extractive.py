@@ -148,8 +148,25 @@ def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3, allow_
         made = [situated(q, anchor) for q in _fact_questions(fact, table_name) if q.question][:max_per_fact]
         if not made and allow_cloze and fact.kind == "sentence" and (cloze := cloze_question(fact.text)):
             made = [cloze]
-        found += [(q, (fact.index,)) for q in made]
+        found += [with_next_sentence(q, fact, facts) for q in made]
     return found
+
+
+MAX_SPAN_WORDS = 80  # an answer of two sentences stays a short answer
+
+
+def with_next_sentence(question: Question, fact: Fact, facts: Sequence[Fact]) -> tuple[Question, tuple[int, ...]]:
+    """A sentence question answered by its sentence and the next one of the same section (one span of the
+    passage): the first restates what was asked ("Yes. Hippocampal atrophy predicts cognitive decline."), the
+    second says what the passage adds. Trained on restatements alone, a model learns to echo any question it
+    is asked. Continuations (cloze), the last sentence of a section and over-long spans keep one sentence."""
+    following = next((f for f in facts if f.index == fact.index + 1), None)
+    if question.form == "cloze" or fact.kind != "sentence" or following is None or following.kind != "sentence" \
+            or following.role != fact.role or following.heading != fact.heading \
+            or len(f"{question.answer} {following.text}".split()) > MAX_SPAN_WORDS:
+        return question, (fact.index,)
+    return Question(question.question, f"{question.answer} {following.text}", question.form), (fact.index,
+                                                                                                following.index)
 
 
 def generate_candidates(chunk: Chunk, source: str, max_per_chunk: int = 12, min_score: float = 0.6,
