@@ -274,3 +274,20 @@ def test_clauses_the_lexicon_cannot_read_are_read_from_the_parse(sentence, expec
 ])
 def test_the_parse_gives_no_clause_it_cannot_read_with_confidence(sentence):
     assert read_clause(sentence) is None
+
+
+@pytest.mark.parametrize("sentence", [
+    "The present study aims to evaluate benefit of adding surgery to chemoradiotherapy alone.",  # "What aims …?"
+    "The purpose of this study was to determine whether mutation status guides therapy.",
+    "Seventeen underwent a second operation within one year.",  # "What did seventeen undergo?"
+])
+def test_a_sentence_about_the_text_itself_or_a_bare_count_gives_no_clause(sentence):
+    assert read_clause(sentence) is None
+
+
+def test_no_cause_question_for_a_negated_event():
+    # "Why were no patients admitted?" asks for a reason nobody was, which the sentence does not give
+    questions = sentence_questions("No patients were admitted due to postoperative nausea or pain.")
+    assert not [q for q in questions if q.form == "cause"]
+    assert [q.question for q in sentence_questions("Patients were admitted due to postoperative nausea.")
+            if q.form == "cause"] == ["Why were patients admitted?"]

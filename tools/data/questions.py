@@ -213,7 +213,16 @@ def read_clause(sentence: str) -> Clause | None:
     clause = _lexicon_clause(sentence)
     if clause is None or _COORDINATED.search(clause.rest) or _second_clause(clause.rest):
         clause = _parsed_clause(sentence) or clause
-    return None if clause is None or _BARE_NUMBER.match(clause.subject) else clause
+    return None if clause is None or _BARE_NUMBER.match(clause.subject) or _THE_WORK_ITSELF.match(clause.subject) \
+        else clause
+
+
+# "The present study aims to …", "The purpose of this study was …": the text speaks of itself; a question
+# about it ("What aims to evaluate …?") asks nothing a reader would
+_THE_WORK_ITSELF = re.compile(r"^(?:the|this|our|the present|the current)\s+(?:present\s+|current\s+)?(?:study|"
+                              r"work|paper|trial|analysis|investigation|article|report|review|research|survey|"
+                              r"project)\b|^(?:the|our)\s+(?:main\s+|primary\s+)?(?:aims?|purposes?|objectives?|"
+                              r"goals?)\b", re.IGNORECASE)
 
 
 # "Seventeen underwent …", "Of these, 12 …": a count with no noun names nothing a question can ask about
@@ -422,7 +431,12 @@ def cause_question(sentence: str) -> str | None:
     clause = read_clause(effect)
     if clause is None or clause.verb.lower() not in AUXILIARIES - {"has", "have", "had"}:
         return None
+    if _NEGATED.search(f"{clause.subject} {clause.rest}"):  # "No patients were admitted due to pain" gives
+        return None  # no reason why none were: the cause belongs to the negated event
     return finish_question(f"Why {clause.verb.lower()} {lower_first(clause.subject)} {clause.rest}")
+
+
+_NEGATED = re.compile(r"^(?:no|none|neither|nobody)\b|\b(?:not|never|cannot)\b|n't\b", re.IGNORECASE)
 
 
 def comparison_question(sentence: str) -> str | None:
