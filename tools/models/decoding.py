@@ -33,10 +33,10 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any = None, max_ne
     positions = _positions(attention_mask) if padded else None
     cache, chosen = DynamicCache(), []
     ended = torch.zeros(rows, dtype=torch.bool)
-    step = _next_tokens(model)
+    step, cache_name = _next_tokens(model), _cache_argument(model)
     with torch.inference_mode():
         token = step(input_ids=input_ids, attention_mask=attention_mask if padded else None,
-                     position_ids=positions, past_key_values=cache)
+                     position_ids=positions, **{cache_name: cache})
         for _ in range(max_new_tokens):
             token = token.masked_fill(ended, pad_token_id)
             chosen.append(token)
@@ -49,8 +49,16 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any = None, max_ne
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones(rows, 1)], dim=1)
                 positions = positions[:, -1:] + 1
             token = step(input_ids=token[:, None], attention_mask=attention_mask if padded else None,
-                         position_ids=positions, past_key_values=cache)
+                         position_ids=positions, **{cache_name: cache})
     return torch.stack(chosen, dim=1) if chosen else input_ids.new_zeros(rows, 0)
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward's name for the KV cache: `cache` since transformers 5.2x (`past_key_values` is deprecated
+    there, to be removed in 5.40), `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _next_tokens(model: Any) -> Callable[..., Any]:
