@@ -280,6 +280,7 @@ def test_the_parse_gives_no_clause_it_cannot_read_with_confidence(sentence):
     "The present study aims to evaluate benefit of adding surgery to chemoradiotherapy alone.",  # "What aims …?"
     "The purpose of this study was to determine whether mutation status guides therapy.",
     "Seventeen underwent a second operation within one year.",  # "What did seventeen undergo?"
+    "90 of 100 showed the virus in the tissue samples.",
 ])
 def test_a_sentence_about_the_text_itself_or_a_bare_count_gives_no_clause(sentence):
     assert read_clause(sentence) is None

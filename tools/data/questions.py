@@ -225,8 +225,8 @@ _THE_WORK_ITSELF = re.compile(r"^(?:the|this|our|the present|the current)\s+(?:p
                               r"goals?)\b", re.IGNORECASE)
 
 
-# "Seventeen underwent …", "Of these, 12 …": a count with no noun names nothing a question can ask about
-_BARE_NUMBER = re.compile(rf"^(?:(?:{_NUMBER_WORDS}|and|[\d,.%-]+)[\s-]*)+$", re.IGNORECASE)
+# "Seventeen underwent …", "90 of 100 …": a count with no noun names nothing a question can ask about
+_BARE_NUMBER = re.compile(rf"^(?:(?:{_NUMBER_WORDS}|and|of|the|[\d,.%/-]+)(?:[\s-]+|$))+$", re.IGNORECASE)
 
 
 def _parsed_clause(sentence: str) -> Clause | None:
