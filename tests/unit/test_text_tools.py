@@ -292,3 +292,12 @@ def test_no_cause_question_for_a_negated_event():
     assert not [q for q in questions if q.form == "cause"]
     assert [q.question for q in sentence_questions("Patients were admitted due to postoperative nausea.")
             if q.form == "cause"] == ["Why were patients admitted?"]
+
+
+def test_a_name_keeps_its_capital_and_an_adverb_is_no_object():
+    questions = [q.question for q in sentence_questions(
+        "In the early 2020s Pavel Panteleev and Gleb Kalachev constructed the first good quantum LDPC codes.")]
+    assert "What did Pavel Panteleev and Gleb Kalachev construct?" in questions
+    assert "Do bivariate codes reduce overhead?" in [q.question for q in sentence_questions(
+        "Bivariate codes reduce overhead.")]
+    assert not [q for q in sentence_questions("A Z error acts exactly like a bit flip.") if q.form == "object"]

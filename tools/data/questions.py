@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from tools.data.facts import Fact
-from tools.data.parsing import parsed_clause
+from tools.data.parsing import parse, parsed_clause
 from tools.text import without_statistics
 
 AUXILIARIES = {"is", "are", "was", "were", "has", "have", "had", "can", "cannot", "could", "may", "might",
@@ -145,9 +145,16 @@ def lower_first(text: str) -> str:
     name in the possessive ("Shor's")."""
     first = _core(text.split(" ", 1)[0])
     if not first or sum(c.isupper() for c in first) > 1 or any(c.isdigit() for c in first) \
-            or first.endswith(("'s", "’s")):
+            or first.endswith(("'s", "’s")) or _a_name(text):
         return text
     return text[:1].lower() + text[1:]
+
+
+def _a_name(text: str) -> bool:
+    """Whether the text opens with a proper name ("Pavel Panteleev and …", "Kitaev"): the parse says so of
+    a capitalized word the lexicon does not know in lower case."""
+    first = _core(text.split(" ", 1)[0])
+    return first[:1].isupper() and not parts_of_speech(first) and parse(text)[0].pos_ == "PROPN"
 
 
 _PREPOSITIONS = {"from", "in", "at", "on", "of", "for", "with", "without", "by", "during", "after", "before",
@@ -399,7 +406,8 @@ def object_question(clause: Clause) -> str | None:
         return None
     base, tense = base_form(verb), verb_tense(verb)
     first = _core(words[0]).lower()
-    if base is None or tense is None or first in _PREPOSITIONS or first == "that" or len(words) < 2:
+    adverb = parts_of_speech(first) == {"ADV"}  # "acts exactly like a bit flip": no object to ask for
+    if base is None or tense is None or first in _PREPOSITIONS or first == "that" or len(words) < 2 or adverb:
         return None
     auxiliary = {"past": "did", "third person": "does", "plain": "do"}[tense]
     return finish_question(f"What {auxiliary} {subject} {base}")
