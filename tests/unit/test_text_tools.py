@@ -298,6 +298,7 @@ def test_a_name_keeps_its_capital_and_an_adverb_is_no_object():
     questions = [q.question for q in sentence_questions(
         "In the early 2020s Pavel Panteleev and Gleb Kalachev constructed the first good quantum LDPC codes.")]
     assert "What did Pavel Panteleev and Gleb Kalachev construct?" in questions
+    assert "Who constructed the first good quantum LDPC codes in the early 2020s?" in questions
     assert "Do bivariate codes reduce overhead?" in [q.question for q in sentence_questions(
         "Bivariate codes reduce overhead.")]
     assert not [q for q in sentence_questions("A Z error acts exactly like a bit flip.") if q.form == "object"]

@@ -150,6 +150,13 @@ def lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
+def _names_only(text: str) -> bool:
+    """Whether a subject is one or more proper names and nothing else ("Pavel Panteleev and Gleb Kalachev",
+    "Kitaev"): asked for with "Who". Names the lexicon knows as words ("Google", "Shor codes") are not."""
+    tokens = [t for t in parse(text) if not t.is_punct and t.pos_ not in ("CCONJ",)]
+    return bool(tokens) and all(t.pos_ == "PROPN" and not parts_of_speech(t.text) for t in tokens)
+
+
 def _a_name(text: str) -> bool:
     """Whether the text opens with a proper name ("Pavel Panteleev and …", "Kitaev"): the parse says so of
     a capitalized word the lexicon does not know in lower case."""
@@ -377,7 +384,7 @@ def subject_question(clause: Clause) -> str | None:
             or _COORDINATED.search(clause.rest) or _second_clause(clause.rest):
         return None
     people = {_core(w).lower() for w in clause.subject.split()} & _PEOPLE
-    wh = "Who" if people else "What"
+    wh = "Who" if people or _names_only(clause.subject) else "What"
     verb = clause.verb
     if wh == "What" and passive and verb.lower() in {"are", "were"}:  # "What was performed …", not "What were"
         verb = {"are": "is", "were": "was"}[verb.lower()]
