@@ -225,7 +225,7 @@ def read_clause(sentence: str) -> Clause | None:
     lexicon, else from the sentence's dependency parse (a clause coordinated with another, a fronted adverb,
     a clause before a semicolon)."""
     clause = _lexicon_clause(sentence)
-    if clause is None or _COORDINATED.search(clause.rest) or _second_clause(clause.rest):
+    if clause is None or _second_clause(clause.rest):
         clause = _parsed_clause(sentence) or clause
     return None if clause is None or _BARE_NUMBER.match(clause.subject) or _THE_WORK_ITSELF.match(clause.subject) \
         else clause
@@ -299,7 +299,10 @@ def _lexicon_clause(sentence: str) -> Clause | None:
 
 
 def _second_clause(rest: str) -> bool:
-    """Whether the rest of a clause holds another clause ("… and the contralateral neck received …")."""
+    """Whether the rest of a clause holds another clause ("…; the stay was …", "…, and larger codes perform
+    worse", "… and the contralateral neck received …"): inverting one clause would break the other."""
+    if _COORDINATED.search(rest):
+        return True
     tokens = rest.split()
     for position, token in enumerate(tokens):
         if token.lower() not in {"and", "but", "while", "whereas"}:
@@ -329,7 +332,7 @@ def yes_no_question(clause: Clause) -> tuple[str, bool] | None:
     rest = re.sub(r"^(?:not|never)\s+", "", rest)
     subject = re.sub(r"^(?:no|none of the)\s+", "any ", subject, flags=re.IGNORECASE)
     if len(subject.split()) + len(rest.split()) > 30 or _ANAPHORA.search(f"{subject} {rest}") \
-            or _COORDINATED.search(rest) or _second_clause(rest):
+            or _second_clause(rest):
         return None
     if verb.lower() in AUXILIARIES - {"has", "have", "had"} or (
             verb.lower() in {"has", "have", "had"} and re.match(r"^(?:\w+ly\s+)?(?:been|\w+ed|\w+en)\b", rest)):
@@ -359,7 +362,7 @@ def quantity_question(clause: Clause) -> str | None:
     reported X?'. A fronted phrase leads ('Of the 79 RUs assessed, how many RUs showed X?')."""
     rest, subject = clause.rest, without_statistics(clause.subject)
     if not rest or _ANAPHORA.search(f"{subject} {rest}") or not 2 <= len(rest.split()) <= 30 \
-            or _COORDINATED.search(rest) or _second_clause(rest):
+            or _second_clause(rest):
         return None
     if share := _SHARE.match(subject):
         lead = f"What share of {share['group']}"
@@ -381,7 +384,7 @@ def subject_question(clause: Clause) -> str | None:
     passive = re.match(r"^(?:\w+ly\s+)?(?:been\s+|being\s+)?\w+(?:ed|en|wn|ung|ought|eld|ept|ound|ade)\b", clause.rest)
     if (clause.verb.lower() in _BE | {"has", "have", "had"} and not passive) or ":" in clause.rest \
             or _ANAPHORA.search(clause.subject) or not 3 <= len(clause.rest.split()) <= 30 \
-            or _COORDINATED.search(clause.rest) or _second_clause(clause.rest):
+            or _second_clause(clause.rest):
         return None
     people = {_core(w).lower() for w in clause.subject.split()} & _PEOPLE
     wh = "Who" if people or _names_only(clause.subject) else "What"
