@@ -112,11 +112,11 @@ def test_killing_one_rank_then_ftagent_resume_finishes_the_job(tiny_model_dir, t
     )
     setups = [e["data"]["ranks"] for e in events if e["message"] == "distributed setup"]
     assert len(setups) == 2 and all(len(ranks) == 2 for ranks in setups)
-    resume = next(e for e in events if e["message"] == "resumed from checkpoint")
-    assert resume["data"]["step"] == kept
-    steps_after = [
-        e["data"]["step"] for e in events if e["kind"] == "step" and e["ts"] > resume["ts"]
-    ]
+    at = next(i for i, e in enumerate(events) if e["message"] == "resumed from checkpoint")
+    assert events[at]["data"]["step"] == kept
+    # by position in the log, not by time stamp: the job relays rank 0's progress file in polls,
+    # so the resume and the first step after it can share one millisecond stamp
+    steps_after = [e["data"]["step"] for e in events[at + 1 :] if e["kind"] == "step"]
     assert steps_after[0] == kept + 1 and steps_after[-1] == STEPS
     trained = next(
         e for e in events if e["kind"] == "phase" and e["message"].startswith("trained ")
