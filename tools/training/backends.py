@@ -94,6 +94,9 @@ class UnslothRecipe(LoraRecipe):
             raise TrainingError(f"unsloth cannot load the base model at {cfg.base_model_path}: {error}") from error
         return tokenizer, model
 
+    def _adapter_dtype(self):
+        return None  # Unsloth's LoRA kernels pick their own dtypes
+
     def _attach_adapter(self, model):
         unsloth = importlib.import_module("unsloth")
         cfg = self.config

@@ -109,7 +109,17 @@ class LoraRecipe:
         so the optimizer is built after this."""
         from tools.training.parallel import SupervisedLoss
 
-        self.train_forward = self.parallel.wrap(SupervisedLoss(self.model))
+        self.train_forward = self.parallel.wrap(SupervisedLoss(self.model, self._adapter_dtype()))
+
+    def _adapter_dtype(self):
+        """The dtype the LoRA layers compute in: bf16 beside bf16 base weights (their own weights and
+        the optimizer's state stay fp32), else their weights' dtype (None). Not for 4-bit base layers
+        (bitsandbytes computes in its own dtype) or sharded parameters (FSDP); a backend with its own
+        kernels overrides this."""
+        import torch
+
+        plain = not self.config.qlora and self.parallel.strategy != "fsdp"
+        return torch.bfloat16 if self.bf16 and plain else None
 
     def _load_base_model(self, hardware: Hardware):
         """(tokenizer, base model): the hook a backend with its own loading overrides."""

@@ -27,16 +27,31 @@ class SupervisedLoss(torch.nn.Module):
     over the supervised tokens, through the chunked head where the model allows, else the model's
     own loss."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, adapter_dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.adapter_dtype = model, adapter_dtype
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = supervised_loss_sum(self.model, ids, mask, labels)
-        if loss is not None:
-            return loss
-        own = self.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+        with self._adapter_precision(ids.device.type):
+            loss = supervised_loss_sum(self.model, ids, mask, labels)
+            if loss is not None:
+                return loss
+            own = self.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
         return own.float() * int((labels[:, 1:] != -100).sum())
+
+    def _adapter_precision(self, device_type: str) -> contextlib.AbstractContextManager:
+        """With `adapter_dtype` (bf16 base weights), the LoRA layers compute in it too: autocast casts
+        their fp32 weights for the matrix products, and the gradients reach those weights in fp32.
+        Without it peft casts every adapted layer's input to fp32 and adds an fp32 result to the bf16
+        one: four full-size copies per layer and a fifth of a CPU step (bench/bench_trainer.py)."""
+        if self.adapter_dtype is None:
+            return contextlib.nullcontext()
+        from peft.helpers import disable_input_dtype_casting
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(disable_input_dtype_casting(self.model))
+        stack.enter_context(torch.autocast(device_type=device_type, dtype=self.adapter_dtype))
+        return stack
 
 
 class Parallelism:
