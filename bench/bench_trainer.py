@@ -94,7 +94,7 @@ def run_ours(base: Path, train: list[dict], val: list[dict], args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-ours-"))
     config = TrainingConfig(base_model_path=str(base), output_dir=str(work / "adapter"),
                             checkpoint_dir=str(work / "ck"), max_steps=args.steps, batch_size=args.batch,
-                            max_seq_len=args.max_length, lora_r=16, lora_alpha=32, lora_dropout=0.05,
+                            max_seq_len=args.max_length, lora_r=16, lora_alpha=32, lora_dropout=args.lora_dropout,
                             target_modules="all-linear", checkpoint_every=10_000, precision=args.precision,
                             threads=args.threads, warmup_ratio=0.03, learning_rate=2e-4)
     steps = []
@@ -134,7 +134,8 @@ def run_trl(base: Path, train: list[dict], val: list[dict], args) -> dict:
     sft = SFTConfig(output_dir=tempfile.mkdtemp(prefix="bench-trl-"), per_device_train_batch_size=args.batch,
                     max_length=args.max_length, max_steps=args.steps, logging_steps=1, save_strategy="no",
                     report_to=[], seed=0, dataloader_num_workers=0, **extra)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=args.lora_dropout, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=sft, train_dataset=Dataset.from_list([{"messages": r["messages"]}
                                                                                   for r in train]),
                          processing_class=tokenizer, peft_config=lora, callbacks=[Clock()])
@@ -194,6 +195,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--lora-dropout", type=float, default=0.0,
+                        help="both trainers' LoRA dropout (0: a job's default and peft's LoraConfig default)")
     parser.add_argument("--trl-bf16", default="default", choices=["default", "on", "off"],
                         help="TRL's SFTConfig bf16 (default: TRL's own default)")
     parser.add_argument("--only", default="both", choices=["both", "ours", "trl"])
