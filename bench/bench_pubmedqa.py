@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import random
+import re
 import tempfile
 import time
 from collections import Counter
@@ -65,10 +66,15 @@ def mesh_groups(records: dict[str, Any], count: int, size: int, seed: int) -> li
 
 def write_documents(records: dict[str, Any], pmids: list[str], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("pubmed-*.txt"):
+        if stale.stem.removeprefix("pubmed-") not in pmids:
+            stale.unlink()
     for pmid in pmids:
         item = records[pmid]
         sections = [f"{label}: {text}" for label, text in zip(item["LABELS"], item["CONTEXTS"], strict=True)]
-        (folder / f"pubmed-{pmid}.txt").write_text("\n\n".join(sections) + "\n")
+        path, text = folder / f"pubmed-{pmid}.txt", "\n\n".join(sections) + "\n"
+        if not path.exists() or path.read_text() != text:  # a run reading the folder never sees it rewritten
+            path.write_text(text)
     return folder
 
 
@@ -126,14 +132,15 @@ def job_figures(state: dict[str, Any], seconds: float) -> dict[str, Any]:
 
 def run_group(service: JobService, records: dict[str, Any], term: str, pmids: list[str], args: Any,
               extra: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="pubmedqa-docs-") as tmp:
-        docs = write_documents(records, pmids, Path(tmp) / "abstracts")
-        options = {"docs_path": str(docs), "max_rounds": args.max_rounds,
-                   "curation": {"doc_relevance_threshold": 0.05, "chunk_relevance_threshold": 0.0}, **extra}
-        record = service.submit(f"fine-tune SmolLM2 on {term.lower()}", options)
-        started = time.time()
-        state = plain_state(service.run(record.job_id))
-        seconds = time.time() - started
+    # one folder per group at a fixed path: a local document's id comes from its path, and the split
+    # by document from the ids, so two runs (two homes, two settings) train and test on the same split
+    docs = write_documents(records, pmids, Path(args.docs) / re.sub(r"\W+", "-", term.lower()).strip("-"))
+    options = {"docs_path": str(docs), "max_rounds": args.max_rounds,
+               "curation": {"doc_relevance_threshold": 0.05, "chunk_relevance_threshold": 0.0}, **extra}
+    record = service.submit(f"fine-tune SmolLM2 on {term.lower()}", options)
+    started = time.time()
+    state = plain_state(service.run(record.job_id))
+    seconds = time.time() - started
     figures = job_figures(state, seconds)
     training = state.get("training") or {}
     if not training.get("adapter_dir"):
@@ -166,6 +173,8 @@ def main() -> None:
     parser.add_argument("--home", default="/tmp/ftagent-bench-pubmedqa")
     parser.add_argument("--base-home", default="/tmp/ftagent-bench-demo", help="a home with SmolLM2 converted")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--docs", default=str(Path(tempfile.gettempdir()) / "ftagent-pubmedqa-docs"),
+                        help="where each group's abstracts are written (a fixed path: the same split every run)")
     args = parser.parse_args()
     records = json.loads(PUBMEDQA.read_text())
     home = Path(args.home)
