@@ -2,8 +2,9 @@
 
 The tuned model is the adapter merged into a copy of the base weights (no LoRA layers to run per
 generated token); the base numbers come from the same files loaded in the same dtype with the same
-tokenizer, so the comparison cannot be skewed by loading differences. Weights are fp32 on a CPU and
-bf16 on a GPU with bf16 (`inference_dtype` says why), and answers are generated in left-padded batches.
+tokenizer, so the comparison cannot be skewed by loading differences. Answers are generated in
+left-padded batches, so the weights are bf16 on a GPU with bf16 and on a CPU with bf16 matrix units (AMX),
+fp32 on other CPUs (`inference_dtype` says why).
 
 Also here: reading question/answer sets (``{"question","answer"}`` lines or the job's chat format), the
 general-capability sets in tools/eval_sets/general, and mixing general examples into a training split (replay).
@@ -350,13 +351,14 @@ def compare_with_base(base_model_path: str, adapter_dir: str | None, records: Se
     plan = EvalPlan(max_new_tokens, generate_limit, max_answer_words)
     tuned = tuned_answers = tuned_general = None
     if adapter_dir:
-        model, tokenizer = load_for_inference(base_model_path, adapter_dir, threads, precision, merge=True)
+        model, tokenizer = load_for_inference(base_model_path, adapter_dir, threads, precision, merge=True,
+                                              rows=plan.batch_size)
         tuned, tuned_answers, tuned_general = score_model(model, tokenizer, records, general_texts, plan,
                                                           general_questions, progress and progress("tuned"))
         del model
-        model = load_for_inference(base_model_path, None, None, precision)[0]  # same dtype or int8
+        model = load_for_inference(base_model_path, None, None, precision, rows=plan.batch_size)[0]  # same dtype
     else:
-        model, tokenizer = load_for_inference(base_model_path, None, threads, precision)
+        model, tokenizer = load_for_inference(base_model_path, None, threads, precision, rows=plan.batch_size)
     base, base_answers, base_general = score_model(model, tokenizer, records, general_texts, plan,
                                                    general_questions, progress and progress("base"))
     return Comparison(base=base, tuned=tuned,

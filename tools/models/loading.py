@@ -9,16 +9,19 @@ INT4_GROUP_SIZE = 32  # input columns per int4 scale and offset (see tools/model
 
 INFERENCE_PRECISIONS = ("auto", "bf16", "fp32", "int8", "int4")
 QUANTIZED = ("int8", "int4")  # weight-only, CPU, need a merged adapter
+BATCHED_ROWS = 8  # sequences at a time from which bf16 pays on a CPU with bf16 matrix units
 
 
-def inference_dtype(precision: str = "auto"):
-    """The floating-point dtype weights are loaded in for inference. "auto" is bf16 on a CUDA GPU with bf16
-    and fp32 on a CPU, even one with native bf16: generation multiplies one token's vector by each weight
-    matrix, and torch's CPU bf16 kernel for that shape gains little at one thread and is 10-50x slower at two
-    when the other core is busy (measured on a 2-core avx512_bf16 EPYC with torch 2.13, SmolLM2-135M shapes:
-    1536x576 weight, 1 row: fp32 0.09 ms, bf16 0.10 ms at 1 thread, 1.6 ms at 2; at 64 rows bf16 wins 1.6x,
-    which training and prompt processing see, decoding does not). "bf16" asks for bf16 weights anyway;
-    "int8" and "int4" load fp32 weights, which `load_for_inference` then quantizes (`quantize_weights`)."""
+def inference_dtype(precision: str = "auto", rows: int = 1):
+    """The floating-point dtype weights are loaded in for inference, for work of `rows` sequences at a
+    time. "auto" is bf16 on a CUDA GPU with bf16; on a CPU, bf16 only where it has bf16 matrix units
+    (AMX) and the work is batched (`rows` >= BATCHED_ROWS), else fp32, even with native bf16: generation
+    multiplies each sequence's vector by each weight matrix, and torch's CPU bf16 kernel for one row gains
+    little at one thread and loses at two (SmolLM2-135M shapes, 1536x576 weight, torch 2.13: on a 2-core
+    avx512_bf16 EPYC, 1 row fp32 0.09 ms, bf16 0.10 ms at 1 thread, 1.6 ms at 2 when the other core is
+    busy; on a 2-core AMX Xeon, 1 row fp32 0.034 ms, bf16 0.059 ms at 2 threads, 8 rows fp32 0.36 ms,
+    bf16 0.11 ms at 1 thread, 0.087 / 0.061 ms at 2). "bf16" asks for bf16 weights anyway; "int8" and
+    "int4" load fp32 weights, which `load_for_inference` then quantizes (`quantize_weights`)."""
     import torch
 
     from tools.hardware import detect_hardware
@@ -27,17 +30,20 @@ def inference_dtype(precision: str = "auto"):
         raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {precision!r}")
     if precision == "auto":
         hardware = detect_hardware()
-        return torch.bfloat16 if hardware.bf16 and hardware.device == "cuda" else torch.float32
+        if hardware.device == "cuda":
+            return torch.bfloat16 if hardware.bf16 else torch.float32
+        return torch.bfloat16 if hardware.bf16_tiles and rows >= BATCHED_ROWS else torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def load_for_inference(base_model_path: str, adapter_dir: str | None = None, threads: int | None = None,
-                       precision: str = "fp32", merge: bool = False):
+                       precision: str = "fp32", merge: bool = False, rows: int = 1):
     """(model, tokenizer) in eval mode; with an adapter, a PeftModel whose adapter can be disabled, or with
     `merge` a plain model whose weights have the adapter merged in (one version served alone: no LoRA
     layers to run per token). Merging happens in fp32 before the cast to `precision`'s dtype, so the
     merged weights are rounded once. "int8" and "int4" (CPU only) quantize the linear layers of the plain
-    or merged model; an unmerged adapter cannot sit on quantized layers, so it is refused."""
+    or merged model; an unmerged adapter cannot sit on quantized layers, so it is refused. `rows`: how many
+    sequences the caller runs at a time ("auto" precision depends on it)."""
     import torch
 
     if threads:
@@ -47,7 +53,7 @@ def load_for_inference(base_model_path: str, adapter_dir: str | None = None, thr
                          "layers on quantized ones")
     has_tokenizer = adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").exists()
     tokenizer = load_tokenizer(adapter_dir if has_tokenizer else base_model_path)
-    dtype = inference_dtype(precision)
+    dtype = inference_dtype(precision, rows)
     if adapter_dir and merge:
         model = _with_adapter(load_model(base_model_path, torch.float32), adapter_dir).merge_and_unload()
         model = model.to(dtype)
