@@ -39,19 +39,19 @@ class SupervisedLoss(torch.nn.Module):
             own = self.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
         return own.float() * int((labels[:, 1:] != -100).sum())
 
-    def _adapter_precision(self, device_type: str) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def _adapter_precision(self, device_type: str) -> Iterator[None]:
         """With `adapter_dtype` (bf16 base weights), the LoRA layers compute in it too: autocast casts
         their fp32 weights for the matrix products, and the gradients reach those weights in fp32.
         Without it peft casts every adapted layer's input to fp32 and adds an fp32 result to the bf16
         one: four full-size copies per layer and a fifth of a CPU step (bench/bench_trainer.py)."""
         if self.adapter_dtype is None:
-            return contextlib.nullcontext()
+            yield
+            return
         from peft.helpers import disable_input_dtype_casting
 
-        stack = contextlib.ExitStack()
-        stack.enter_context(disable_input_dtype_casting(self.model))
-        stack.enter_context(torch.autocast(device_type=device_type, dtype=self.adapter_dtype))
-        return stack
+        with disable_input_dtype_casting(self.model), torch.autocast(device_type, dtype=self.adapter_dtype):
+            yield
 
 
 class Parallelism:
