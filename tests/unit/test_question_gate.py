@@ -23,6 +23,16 @@ BAD = [
     ("The surface code is a stabilizer code.", "not a question"),
     ("Qubits are fragile?", "not a question"),
     ('How does the sentence "The unadjusted odds ratio (versus …" continue?', "unbalanced brackets or quotes"),
+    # counts and labelled groups only one study knows, asked with no study named (PubMedQA training sets)
+    ("What did some studies find?", "leans on missing context"),
+    ("How many patients had an abscess or phlegmon treated with bowel rest before operation (group I)?",
+     "leans on missing context"),
+    ("How many patients underwent emergency surgery of the aorta between January 1982 and December 1997?",
+     "leans on missing context"),
+    (("How many final year medical students followed allocated patients with common surgical conditions through "
+     "all phases of the day surgery process?"), "leans on missing context"),
+    ("Was significantly less drainage noted in group 2?", "leans on missing context"),
+    ("Why was the total procedure time nearly double in group B than in group A?", "leans on missing context"),
 ]
 GOOD = [
     "What does the decoder use?",
@@ -30,7 +40,10 @@ GOOD = [
     ("Did telephone counseling promote a significantly higher proportion of women having mammograms on "
     "schedule than tailored print?"),
     "Were APC mutations detected in 48% (327/680) of families?",
-    "How many patients underwent emergency surgery of the aorta between January 1982 and December 1997?",
+    ("How many patients underwent emergency surgery of the aorta between January 1982 and December 1997 in the "
+     "study that set out to study the relationship between coronary angiography and in-hospital mortality?"),
+    "How many qubits does the surface code of distance 3 use?",
+    "What did some studies find about dexamethasone in asthma exacerbations?",
     "What can a code of distance d correct?",
     "What did the study \"Tailored interventions for mammography use\" conclude?",
     "Who took part in the study that set out to assess whether statins improve stroke outcome?",

@@ -9,7 +9,15 @@ from tools.data.facts import passage_facts
 from tools.data.qa_extractive import candidate_questions, document_context, findings_span
 from tools.data.quality import verbatim_span
 from tools.data.question_gate import question_problem
-from tools.data.study import aim_questions, open_question, short_phrase, study_aim, study_anchor, study_questions
+from tools.data.study import (
+    aim_questions,
+    open_question,
+    section_questions,
+    short_phrase,
+    study_aim,
+    study_anchor,
+    study_questions,
+)
 from tools.sources.documents import Document
 
 AIMS = [  # (aim sentence of a real abstract, the question a reader would ask)
@@ -80,10 +88,30 @@ ANCHORS = [  # (a real abstract's opening, how questions name its study): aims w
      "the study that asked whether BDD can present with psychotic features"),
 ]
 
+ANCHORS += [  # real PubMedQA openings that named no study before (a long whether-aim, an objective asked as a
+    # question, an aim stated only by what the methods did)
+    (("BACKGROUND: The aim of this study was to determine whether bone scans (BS) can be avoided if pelvis was "
+     "included in CT thorax and abdomen to detect bony metastases from breast cancer."),
+     ("the study that set out to determine whether bone scans (BS) can be avoided if pelvis was included in CT thorax "
+     "and abdomen to detect bony metastases from breast cancer")),
+    (("OBJECTIVE: Do endometrial polyps from pre- and post-menopausal women have similar immunohistochemical "
+     "expression of oestrogen and progesterone receptors?"),
+     ('the study that asked "Do endometrial polyps from pre- and post-menopausal women have similar '
+     'immunohistochemical expression of oestrogen and progesterone receptors"')),
+    (("BACKGROUND AND AIMS: In familial adenomatous polyposis, correlations between site of mutation and severity "
+     "of disease are known.\n\nMETHODS: We examined 680 unrelated FAP families for germline mutations in the APC "
+     "gene. Clinical information was obtained from 1256 patients."),
+     "the study that examined 680 unrelated FAP families for germline mutations in the APC gene"),
+]
+
 NO_ANCHOR = [  # aims that lean on what the reader cannot see, and text that states no aim
     "OBJECTIVE: To assess the prevalence of this Streptococcus in the pregnant women.",
     "OBJECTIVE: The aim was to evaluate the effectiveness of our surgical strategy for acute aortic dissection.",
     "BACKGROUND: Laparoscopic sleeve gastrectomy is currently being performed with increasing frequency worldwide.",
+    # a sentence that ends in a question mark is no question; the methods in the present tense describe no study
+    ("BACKGROUND: One question regarding the treatment of metastatic spinal cord compression (MSCC) is whether "
+     "elderly patients benefit from surgery in addition to radiotherapy?"),
+    "PRESENTATION: We present the case of a 45-year-old female with unresectable gallbladder carcinoma.",
 ]
 
 
@@ -134,9 +162,19 @@ def test_a_long_aim_is_cut_where_a_phrase_ends() -> None:
     assert short_phrase("study the efficiency and safety of holmium:YAG laser lithotripsy for ureteral stones") == \
         "study the efficiency and safety of holmium:YAG laser lithotripsy for ureteral stones"
     assert short_phrase("assess outcomes in 1,200 patients, and their costs") == "assess outcomes in 1,200 patients"
-    # never cut inside a that-clause: it would be left unfinished
-    assert short_phrase("test the hypothesis that nurses' aides who were exposed to environmental tobacco smoke at "
-                        "home have more respiratory symptoms than other aides in the same hospitals") is None
+    # never cut inside a that-clause or a wh-clause: it would be left unfinished; up to 30 words it names the
+    # study whole, past that it names nothing
+    aim = ("test the hypothesis that nurses' aides who were exposed to environmental tobacco smoke at home have more "
+           "respiratory symptoms than other aides in the same hospitals")
+    assert short_phrase(aim) == aim
+    assert short_phrase(aim + " of the region during the two decades before the national smoking ban of 2007") is None
+    assert short_phrase("determine to what extent the reduction of Chile's traffic fatalities and injuries during "
+                        "2000-2012 was related to the police traffic enforcement increment registered after the "
+                        "introduction of its 2005 traffic law reform") is None  # was cut: "… and injuries"
+    # a comma before a year is part of a date
+    assert short_phrase("studied 38 055 Medicare beneficiaries who received a new CIED between January 1, 2005, and "
+                        "June 30, 2009") == ("studied 38 055 Medicare beneficiaries who received a new CIED between "
+                                             "January 1, 2005, and June 30, 2009")
 
 
 @pytest.mark.parametrize(("sentence", "question"), AIMS)
@@ -202,6 +240,22 @@ def test_findings_prefer_the_conclusion() -> None:
                           "CONCLUSIONS: Discontinuing treatment is followed by relapse in half of the patients.")
     assert [f.text for f in findings_span(facts)] == [
         "Discontinuing treatment is followed by relapse in half of the patients."]
+
+
+def test_what_a_study_found_starts_at_its_first_finding_not_its_enrolment() -> None:
+    results = ("RESULTS: We studied 122 patients who underwent emergency surgery of the aorta between January 1982 "
+               "and December 1997. Overall, in-hospital mortality was 18.0%, and there was no significant difference "
+               "between those who had coronary angiography on the day of surgery compared with those who had not. "
+               "Mean follow-up was 25 months.")
+    facts = passage_facts("OBJECTIVES: To study the relationship between coronary angiography and in-hospital "
+                          f"mortality in patients undergoing emergency surgery of the aorta.\n\n{results}")
+    study = study_anchor("pubmed-123", facts)
+    found = {q.question: q.answer for q, _ in section_questions(facts, study)}
+    assert found[f"What did {study} find?"].startswith("Overall, in-hospital mortality was 18.0%")
+    assert [f.text[:20] for f in findings_span(facts)] == ["Overall, in-hospital", "Mean follow-up was 2"]
+    # a results section of enrolment alone keeps it (nothing else answers)
+    only = passage_facts("RESULTS: We studied 122 patients. Mean follow-up was 25 months.")
+    assert len(findings_span(only)) == 2
 
 
 def test_text_that_reports_no_study_has_no_context() -> None:

@@ -26,7 +26,7 @@ from tools.data.questions import (
     sentence_questions,
     table_questions,
 )
-from tools.data.study import inferred_role, section_questions, study_anchor, study_questions
+from tools.data.study import inferred_role, section_questions, study_anchor, study_questions, without_enrolment
 from tools.text import without_statistics, words
 
 RESTATING_FORMS = frozenset({"yes_no", "subject", "value", "how_many"})  # answers restate their question
@@ -61,11 +61,12 @@ _GENERIC = re.compile(r"\b(?:the|both|each|all|either) (?:\w+ )?"
 
 
 def situated(question: Question, study: str | None) -> Question:
-    """A sentence question about a study names it when it is short or speaks of "the patients", "both groups"
-    (answerable without the passage: the reader knows which study is meant)."""
+    """A sentence question about a study names it when it is short, asks for a count (only one study knows
+    "How many patients had radical surgery?") or speaks of "the patients", "both groups" (answerable without
+    the passage: the reader knows which study is meant)."""
     if not study or question.form not in _SITUATED or study.lower() in question.question.lower():
         return question
-    if len(question.question.split()) > 12 and not _GENERIC.search(question.question):
+    if len(question.question.split()) > 12 and question.form != "how_many" and not _GENERIC.search(question.question):
         return question
     return Question(f"{question.question.rstrip('?')} in {study}?", question.answer, question.form)
 
@@ -99,7 +100,8 @@ def document_context(chunks: Sequence[Chunk], source: str) -> DocumentContext:
 
 def findings_span(facts: Sequence[Fact]) -> list[Fact]:
     """The sentences that answer a study's own question, one span of the passage: its conclusion (first
-    three sentences), else the last three sentences of its results, where the main comparison usually is."""
+    three sentences), else the last three sentences of its results, where the main comparison usually is,
+    from the first that reports a finding ("We studied 122 patients …" is no finding)."""
     sentences = [f for f in facts if f.kind == "sentence"]
     conclusion = [f for f in sentences if inferred_role(f) == "conclusion"]
     if conclusion:
@@ -109,7 +111,7 @@ def findings_span(facts: Sequence[Fact]) -> list[Fact]:
         if len(tail) == 3 or (tail and fact.index != tail[0].index - 1):
             break
         tail.insert(0, fact)
-    return tail
+    return without_enrolment(tail)
 
 
 def _findings_questions(chunk: Chunk, facts: Sequence[Fact],

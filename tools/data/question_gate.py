@@ -5,7 +5,9 @@ It rejects, with a named reason, what generators (rule-based or LLM) get wrong o
 - "heading run into a sentence": a capitalised common word in mid-question after a lower-case word with no
   punctuation between ("… not just error correction Error correction by itself …"),
 - "leans on missing context": "the corresponding model", "this study" with no name, "these results",
-  "the above", a pronoun where the thing should be named,
+  "the above", a pronoun where the thing should be named; a count of people, or a group by its label
+  ("group II"), with no study named ("How many patients had radical surgery?": only one passage knows);
+  unnamed sources asked for with nothing else ("What did some studies find?"),
 - "no verb after the subject": "What do the increase?", "What does the decoder?",
 - "noun taken for a verb": "What does primary outcome measure?" (a bare noun compound before a word
   that is a noun as often as a verb),
@@ -31,6 +33,15 @@ _MISSING_CONTEXT = re.compile(
     r"experiment|survey|authors?|investigation)\b|"
     r"\b(?:it|they|them|their|its|he|she|his|her|we|our|us)\b|\b(?:here|above|below)\?$|"
     r"\b(?:fig\.|figure|table|eq\.|equation) \d", re.IGNORECASE)
+# what only one study can answer, unless the question names the study
+_ONE_STUDYS = re.compile(
+    r"\bhow many (?:[\w-]+ ){0,3}?(?:patients|participants|subjects|cases|children|women|men|individuals|people|"
+    r"respondents|infants|families|volunteers|physicians|doctors|nurses|students|controls)\b|"
+    r"\bgroups? (?:[IVX]+|[A-D]|\d)\b", re.IGNORECASE)
+_NAMES_A_STUDY = re.compile(r"\b(?:study|trial|survey|review|meta-analysis|audit)\b", re.IGNORECASE)
+_UNNAMED_SOURCES = re.compile(
+    r"^(?:what|which)\s+(?:\w+\s+)?(?:some|several|many|other|previous|prior|earlier|recent|few|various|numerous)"
+    r"\s+(?:studies|authors|reports|investigators|researchers|trials|papers|articles)\s+\w+\?$", re.IGNORECASE)
 _DETERMINERS = {"the", "a", "an", "this", "that", "these", "those", "its", "their", "his", "her", "our",
                 "my", "your", "each", "every", "some", "any", "no"}
 _CITATION = re.compile(r"\[\d+(?:[,–-]\s*\d+)*\]|\bet al\b|\bdoi:|https?://|[{}]|</?[a-z]+>|\\[a-z]+")
@@ -110,7 +121,9 @@ def question_problem(question: str, min_words: int = 3, max_words: int = 45) -> 
         return "doubled word"
     if _heading_run_in(text):
         return "heading run into a sentence"
-    if _MISSING_CONTEXT.search(_QUOTED.sub(" ", text)):
+    unquoted = _QUOTED.sub(" ", text)
+    if _MISSING_CONTEXT.search(unquoted) or _UNNAMED_SOURCES.match(text) or (
+            _ONE_STUDYS.search(unquoted) and not _NAMES_A_STUDY.search(text)):
         return "leans on missing context"
     if text.count("(") != text.count(")") or text.count('"') % 2:
         return "unbalanced brackets or quotes"

@@ -323,6 +323,22 @@ def _with_fronted(question: str, fronted: str) -> str:
     return f"{question} {lower_first(fronted)}" if fronted else question
 
 
+_PERFECT_ADVERB = re.compile(r"^(?:\w+ly|also|already|long|since|now|just|yet|still|often|always|not)\s+")
+
+
+def _perfect(rest: str) -> bool:
+    """Whether 'has'/'have'/'had' before `rest` is the perfect's auxiliary ("have (also) been used", "have
+    shown", "has become"): a past participle comes next, after any adverb. A word in -ed may be an adjective
+    ("have increased risk"), but the perfect is the likelier reading, as the lexicon cannot tell them apart."""
+    from lemminflect import getInflection
+
+    word = core_word(_PERFECT_ADVERB.sub("", rest).split(" ", 1)[0]).lower()
+    if word == "been" or re.fullmatch(r"\w+(?:ed|en)", word):
+        return True
+    base = base_form(word)  # "have become", "has found"; not "have cut": a noun that is also the base form
+    return bool(base) and word in getInflection(base, "VBN") and not (word == base and "NOUN" in parts_of_speech(word))
+
+
 def yes_no_question(clause: Clause) -> tuple[str, bool] | None:
     """(question, negated) by inverting the auxiliary, or by do-support for a finite main verb."""
     verb, rest, subject = clause.verb, clause.rest, lower_first(clause.subject)
@@ -335,7 +351,7 @@ def yes_no_question(clause: Clause) -> tuple[str, bool] | None:
             or _second_clause(rest):
         return None
     if verb.lower() in AUXILIARIES - {"has", "have", "had"} or (
-            verb.lower() in {"has", "have", "had"} and re.match(r"^(?:\w+ly\s+)?(?:been|\w+ed|\w+en)\b", rest)):
+            verb.lower() in {"has", "have", "had"} and _perfect(rest)):
         question = f"{verb.capitalize()} {subject} {rest}"
     else:
         base, tense = base_form(verb), verb_tense(verb)
@@ -374,12 +390,26 @@ def quantity_question(clause: Clause) -> str | None:
     return finish_question(f"{clause.fronted}, {lower_first(question)}" if clause.fronted else question)
 
 
+def _counted(subject: str) -> bool:
+    """A count or a share as the subject ("A total of 316 patients", "Almost half of the families"): asked for
+    by `quantity_question`; 'What did a total of 316 patients meet?' asks nothing."""
+    return bool(_SHARE.match(subject) or _COUNT.match(subject) or re.match(r"(?:a total of|in total)\s", subject,
+                                                                           re.IGNORECASE)) or subject[:1].isdigit()
+
+
+# "Previous studies have shown X" -> "What has shown X?" asks for sources the text does not name
+_UNNAMED_SOURCES = re.compile(r"^(?:(?:some|several|many|other|previous|prior|earlier|recent|few|various|numerous|"
+                              r"most)\s+)*(?:\w+\s+)?(?:studies|authors|reports|investigators|researchers|trials|"
+                              r"papers|articles)$", re.IGNORECASE)
+
+
 def subject_question(clause: Clause) -> str | None:
     """'Telephone counseling promoted X' -> 'What promoted X?' (the predicate verbatim, nothing inverted).
-    A count or a share is asked for by `quantity_question` instead ('What reported …?' would drop it)."""
+    A count or a share is asked for by `quantity_question` instead ('What reported …?' would drop it); unnamed
+    sources ("Recent studies have found X") give no question."""
     if _ANAPHORA.search(clause.rest) or not clause.rest or clause.verb.lower() in {"did", "does", "do"}:
         return None
-    if _SHARE.match(clause.subject) or _COUNT.match(clause.subject) or clause.subject[:1].isdigit():
+    if _counted(clause.subject) or _UNNAMED_SOURCES.match(clause.subject):
         return None
     passive = re.match(r"^(?:\w+ly\s+)?(?:been\s+|being\s+)?\w+(?:ed|en|wn|ung|ought|eld|ept|ound|ade)\b", clause.rest)
     if (clause.verb.lower() in _BE | {"has", "have", "had"} and not passive) or ":" in clause.rest \
@@ -389,8 +419,9 @@ def subject_question(clause: Clause) -> str | None:
     people = {_core(w).lower() for w in clause.subject.split()} & _PEOPLE
     wh = "Who" if people or _names_only(clause.subject) else "What"
     verb = clause.verb
-    if wh == "What" and passive and verb.lower() in {"are", "were"}:  # "What was performed …", not "What were"
-        verb = {"are": "is", "were": "was"}[verb.lower()]
+    # "What was performed …", "What has shown …": not "What were", "What have"
+    if wh == "What" and passive and verb.lower() in {"are", "were", "have"}:
+        verb = {"are": "is", "were": "was", "have": "has"}[verb.lower()]
     elif verb.lower() not in AUXILIARIES and verb_tense(verb) == "plain":  # "What protects …", not "What protect"
         verb = _third_person(verb)
     return finish_question(_with_fronted(f"{wh} {verb} {clause.rest}", clause.fronted))
@@ -403,7 +434,8 @@ def object_question(clause: Clause) -> str | None:
     """'The decoder uses the syndrome history' -> 'What does the decoder use?'; 'A code of distance d can
     correct up to d - 1 erasures' -> 'What can a code of distance d correct?' (the object asked for)."""
     subject, words = lower_first(clause.subject), clause.rest.split()
-    if not words or _ANAPHORA.search(clause.subject) or clause.has_object is False:
+    if not words or _ANAPHORA.search(clause.subject) or clause.has_object is False or _counted(clause.subject) \
+            or clause.subject.rstrip().endswith(","):  # a list read as the subject ("Arthralgia, generalized …")
         return None
     verb = clause.verb.lower()
     if verb in _MODALS | {"cannot"}:

@@ -128,8 +128,10 @@ def before_aim_end(text: str) -> str:
 _MODAL_WORD = re.compile(r"\b(?:can|could|will|would|should|may|might|must|cannot)\b", re.IGNORECASE)
 _STUDY_QUESTION = re.compile(r"(?:addressed|asked|examined|investigated|explored) the question[s]?:?\s+(?P<q>.+)$",
                              re.IGNORECASE)
-# punctuation ends a clause only before a space ("holmium:YAG", "1,000" go on)
-_ANCHOR_CUT = re.compile(r"[,;:](?=\s|$)| in order to | by means of | so as to | and to | and also | while |\s\(\d")
+# punctuation ends a clause only before a space ("holmium:YAG", "1,000" go on) and never before a year
+# ("January 1, 2005")
+_ANCHOR_CUT = re.compile(r"[,;:](?=\s|$)(?!\s\d{4}\b)| in order to | by means of | so as to | and to | and also | "
+                         r"while |\s\(\d")
 # an aim or question that leans on what is outside it ("in this population", "the above factors", "our
 # experience"); within an aim "its" and "their" point inside it ("the aorta and its branches")
 _LEANS_OUTSIDE = re.compile(r"\b(?:this|these|such|above|aforementioned|former|latter|he|she|they|them|"
@@ -218,11 +220,17 @@ _PHRASE_START = {"in", "among", "during", "with", "by", "for", "at", "from", "us
                  "on", "through", "via", "following", "when", "who", "which", "that", "whose", "where", "while"}
 
 
-def short_phrase(text: str, limit: int = 20) -> str | None:
+# a wh-clause right after the aim's verb ("determine to what extent X …", "assess how X …") is one clause too
+_WH_WORDS = {"what", "how", "which", "why"}
+
+
+def short_phrase(text: str, limit: int = 20, whole_limit: int = 30) -> str | None:
     """A long aim or question cut where a phrase ends, to name the study in a question: at its first clause
     boundary (a comma, "in order to" …) that leaves 4 or more words, then, past `limit` words, before the
     last preposition or relative word that leaves 6 or more (never inside a that/whether clause, which
-    would be left unfinished). None when no cut leaves a clean phrase."""
+    would be left unfinished). An aim with no such cut names the study whole up to `whole_limit` words
+    ("determine whether bone scans can be avoided if the pelvis is included in CT …"). None when no cut
+    leaves a clean phrase."""
     for boundary in _ANCHOR_CUT.finditer(text):
         head = text[:boundary.start()]
         open_list = " between " in f" {head} " and " and " not in head.split(" between ", 1)[-1]
@@ -232,15 +240,16 @@ def short_phrase(text: str, limit: int = 20) -> str | None:
             break
     tokens = text.split()
     if len(tokens) > limit:
-        clause_at = next((i for i, t in enumerate(tokens) if t.lower() in {"that", "whether", "if"}), len(tokens))
+        clause_at = next((i for i, t in enumerate(tokens) if t.lower() in {"that", "whether", "if"}
+                          or (i <= 3 and t.lower() in _WH_WORDS)), len(tokens))
         cuts = [i for i in range(6, min(limit, clause_at) + 1) if tokens[i].lower() in _PHRASE_START
                 and not tokens[i - 1].lower().endswith(("ed", "ing", "en"))  # not after a participle
                 and _balanced(" ".join(tokens[:i]))]
-        if not cuts:
+        if not cuts and len(tokens) > whole_limit:
             return None
-        tokens = tokens[:cuts[-1]]
+        tokens = tokens[:cuts[-1]] if cuts else tokens
     phrase = " ".join(tokens).strip(" ,;:")
-    return phrase if len(tokens) >= 3 and not _LEANS_OUTSIDE.search(phrase) else None
+    return phrase if len(tokens) >= 3 and _balanced(phrase) and not _LEANS_OUTSIDE.search(phrase) else None
 
 
 def study_anchor(title: str, facts: Sequence[Fact]) -> str | None:
@@ -259,6 +268,41 @@ def study_anchor(title: str, facts: Sequence[Fact]) -> str | None:
         return f"the study that set out to {short}"
     if (asked := open_question(facts)) and (short := short_phrase(asked)):
         return f"the study that asked whether {lower_first(short)}"
+    if asked := objective_question(facts):
+        return f'the study that asked "{asked}"'
+    if (act := method_act(facts)) and (short := short_phrase(act)):
+        return f"the study that {short}"
+    return None
+
+
+_ASKS = re.compile(r"^(?:Do|Does|Did|Is|Are|Was|Were|Can|Could|Should|Has|Have|Will|Would|What|Which|How|Why)\s")
+
+
+def objective_question(facts: Sequence[Fact]) -> str | None:
+    """An objective stated as a question ("OBJECTIVE: Do endometrial polyps … have similar …?", its mark at
+    times a full stop), without its mark, or None."""
+    for fact in facts:
+        text = fact.text.strip()
+        if fact.kind == "sentence" and fact.role in ("objective", "background", "") and _ASKS.match(text) \
+                and text.endswith(("?", ".")) and 4 <= len(text.split()) <= 30 and _balanced(text) \
+                and not _LEANS_OUTSIDE.search(text):
+            return text.rstrip(" ?.")
+    return None
+
+
+# "We examined 680 unrelated FAP families for …": what the study did, said in its methods in the past tense
+_METHOD_ACT = re.compile(r"^(?:In (?:this|the present|the current) \w+,\s*)?We\s+(?:(?:first|then|retrospectively|"
+                         r"prospectively|also)\s+)?(?P<verb>[a-z]+)\s+(?P<rest>.{10,})$")
+
+
+def method_act(facts: Sequence[Fact]) -> str | None:
+    """What the study did, as the first sentence of its methods says it ("examined 680 unrelated FAP families
+    for germline mutations in the APC gene"): a name for a study that states no aim; None without one."""
+    for fact in facts:
+        if fact.kind != "sentence" or inferred_role(fact) != "methods":
+            continue
+        match = _METHOD_ACT.match(_LOCAL_EXPERIENCE.sub("", fact.text.strip()).rstrip(" ."))
+        return f"{match['verb']} {match['rest']}" if match and verb_tense(match["verb"]) == "past" else None
     return None
 
 
@@ -359,6 +403,31 @@ def inferred_role(fact: Fact) -> str:
     return "conclusion" if _STUDY_CONCLUSION.match(fact.text) else ""
 
 
+# a results sentence that says who was studied or for how long ("We studied 122 patients who underwent …",
+# "Mean follow up was 25 months"), not what was found: it does not answer "What did the study find?"
+_ENROLMENT = re.compile(
+    r"\b(?:were|was) (?:\w+ly )?(?:included|enrolled|recruited|identified|studied|analy[sz]ed|available|eligible|"
+    r"evaluated|reviewed|examined|interviewed|surveyed|randomi[sz]ed|followed|screened|assessed|obtained)\b|"
+    r"\b(?:underwent|participated|took part|completed the|met the inclusion|proved suitable)\b|"
+    r"^(?:Overall, |In total, )?We (?:studied|included|enrolled|recruited|identified|reviewed|analy[sz]ed|examined)\b|"
+    r"\b(?:mean|median|minimum|maximum|average) (?:age|follow[- ]?up|duration)\b", re.IGNORECASE)
+_FINDING = re.compile(
+    r"\b(?:signific\w*|differ\w*|higher|lower|greater|less|more|fewer|increas\w*|decreas\w*|reduc\w*|improv\w*|"
+    r"associat\w*|correlat\w*|predict\w*|odds|hazard|than|compared|versus|vs|superior|inferior|better|worse|"
+    r"effective\w*|success\w*|fail\w*|surviv\w*|mortality|remission|recurren\w*|complications?)\b", re.IGNORECASE)
+
+
+def reports_a_finding(fact: Fact) -> bool:
+    """Whether a results sentence says what was found, not only who was studied or for how long."""
+    return not _ENROLMENT.search(fact.text) or bool(_FINDING.search(fact.text))
+
+
+def without_enrolment(facts: Sequence[Fact]) -> list[Fact]:
+    """Results sentences from the first one that reports a finding (all of them when none does)."""
+    first = next((i for i, f in enumerate(facts) if reports_a_finding(f)), 0)
+    return list(facts[first:])
+
+
 _SECTION_QUESTIONS = {
     "background": "What is the background of {study}?",
     "objective": "What was the objective of {study}?",
@@ -380,7 +449,7 @@ def section_questions(facts: Sequence[Fact], study: str) -> list[tuple[Question,
         members = [f for f in facts if inferred_role(f) == role and f.kind == "sentence"]
         if not members or (role == "objective" and " set out to " in study):  # the name gives the aim away
             continue
-        members = contiguous_facts(members, 3)
+        members = contiguous_facts(without_enrolment(members) if role == "results" else members, 3)
         answer = " ".join(f.text for f in members)
         found.append((Question(template.format(study=study), answer, "section"), tuple(f.index for f in members)))
     return found
