@@ -85,8 +85,28 @@ def _wait(driver, condition, timeout: float, what: str):
 
 
 def _text(driver, selector: str) -> str:
+    """The first match's text; the console re-renders its lists while it polls, so a match that went stale
+    between finding and reading is looked up again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        found = driver.find_elements("css selector", selector)
+        try:
+            return found[0].text if found else ""
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{selector} kept being replaced while it was read")
+
+
+def _open_first(driver, selector: str):
+    """Clicks the first match and returns its text, or None while there is none (inside `_wait`, a match the
+    polling re-render replaced is simply looked up again)."""
     found = driver.find_elements("css selector", selector)
-    return found[0].text if found else ""
+    if not found:
+        return None
+    text = found[0].text
+    found[0].click()
+    return text
 
 
 def _send(driver, field: str, text: str) -> None:
@@ -141,9 +161,7 @@ def test_console_in_chromium_runs_a_job_from_a_sentence_and_promotes_it(api_serv
     _wait(driver, lambda d: "learn about?" in _text(d, "#chat-log li.agent.question"), 30, "the question back")
     _send(driver, "chat-input", "quantum error correction")
     _wait(driver, lambda d: "Started job" in _text(d, "#chat-log"), 30, "the job to start")
-    row = _wait(driver, lambda d: d.find_elements("css selector", "#jobs-body tr[data-job] a"), 10, "the job row")
-    job_id = row[0].text
-    row[0].click()
+    job_id = _wait(driver, lambda d: _open_first(d, "#jobs-body tr[data-job] a"), 10, "the job row")
 
     # --- the job page: the phase changes and the loss curve grows while it runs, then the results
     _wait(driver, lambda d: _text(d, "#job-phase"), 10, "the phase")
