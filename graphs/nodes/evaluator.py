@@ -46,14 +46,14 @@ JUDGE_OFF = "judge turned off (evaluation.judge is false)"
 
 
 def compare(spec: JobSpec, training: TrainingSummary, test: list[dict], threads: int | None,
-            events: EventLog | None = None) -> Comparison:
-    """The job's comparison within spec.evaluation's limits (generation is the expensive part; its
-    progress goes to the events' listeners)."""
+            events: EventLog | None = None, precision: str = "auto") -> Comparison:
+    """The job's comparison within spec.evaluation's limits, in `precision` (see `inference_dtype`;
+    generation is the expensive part; its progress goes to the events' listeners)."""
     questions = general_qa(render_prompt("system_general"), spec.evaluation.general_qa)
     return compare_with_base(
         training.base_model_path, training.adapter_dir, test, general_texts(spec.evaluation.general_texts),
         spec.evaluation.max_new_tokens, spec.evaluation.generate_limit, threads, questions,
-        spec.generation.max_answer_words,
+        spec.generation.max_answer_words, precision,
         progress=(lambda side: events.ticker("evaluator", f"evaluating {side}: answers")) if events else None)
 
 
@@ -90,7 +90,8 @@ def evaluate_model(state: JobState, runtime: Runtime[JobContext]) -> dict:
     test = read_jsonl(state["dataset"].paths["test"])
     events.emit("evaluator", "phase", f"round {round_number}: comparing tuned and base on "
                 f"{len(test)} held-out examples and {spec.evaluation.general_qa} general questions")
-    comparison = compare(spec, training, test, settings.threads, events)
+    comparison = compare(spec, training, test, settings.threads, events,
+                         settings.precision_for(spec.training.precision))
     chat = chat_model_from(settings) if spec.evaluation.judge else None
     passages = job_passages(state, settings, test[: len(comparison.per_example)]) if chat else []
     judgement = judge_comparison(chat, spec.evaluation.judge, comparison, passages)

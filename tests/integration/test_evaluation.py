@@ -333,3 +333,33 @@ def test_job_evaluator_judges_with_the_chunks_passages_and_applies_the_judge_gat
     report = json.loads((settings.home / "jobs/job-1/eval/report.json").read_text())
     assert report["per_example"][0]["judge_tuned_correctness"] == 1
     assert "Judge `judge-model`" in job_report({**state, **update, "curation": None, "dataset": None})
+
+
+@pytest.mark.parametrize(("setting", "job", "expected"), [
+    ("bf16", "auto", "bf16"), ("fp32", "auto", "fp32"), ("bf16", "fp32", "fp32"), ("auto", "auto", "auto")])
+def test_job_evaluator_compares_in_the_precision_in_effect(
+        tmp_path: Path, tiny_model_dir: Path, tiny_adapter: Path, monkeypatch, setting, job, expected) -> None:
+    """FTAGENT_PRECISION (or the job's own training.precision) is the evaluation's precision too, as the README
+    says: the tuned and base models are loaded in it (the comparison itself runs for real)."""
+    import graphs.nodes.evaluator as evaluator_node
+
+    asked: list[str] = []
+    real = evaluator_node.compare_with_base
+
+    def spy(*args, **kwargs):
+        asked.append(args[9] if len(args) > 9 else kwargs["precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluator_node, "compare_with_base", spy)
+    settings = Settings(home=tmp_path / "home", precision=setting)
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"messages": [{"role": "user", "content": QA[0]["question"]},
+                                             {"role": "assistant", "content": QA[0]["answer"]}]}) + "\n")
+    spec = _spec(evaluation={"generate_limit": 1, "max_new_tokens": 2, "general_texts": 0, "general_qa": 0,
+                             "judge": False}, training={"precision": job})
+    state = {"job_id": "job-1", "spec": spec, "round": 1, "curation": curation_summary(collection="job-1"),
+             "dataset": dataset_summary(paths={"test": str(test)}),
+             "training": training_summary(base_model_path=str(tiny_model_dir), adapter_dir=str(tiny_adapter),
+                                          config=spec.training.model_dump(), train_loss=1.0, val_loss=1.0)}
+    evaluate_model(state, Runtime(context=JobContext(settings)))
+    assert asked == [expected]
