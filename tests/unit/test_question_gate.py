@@ -33,6 +33,7 @@ BAD = [
      "all phases of the day surgery process?"), "leans on missing context"),
     ("Was significantly less drainage noted in group 2?", "leans on missing context"),
     ("Why was the total procedure time nearly double in group B than in group A?", "leans on missing context"),
+    ("What was the mean age of the patients in this group?", "leans on missing context"),
 ]
 GOOD = [
     "What does the decoder use?",

@@ -30,7 +30,7 @@ _MISSING_CONTEXT = re.compile(
     r"previous|present|current|proposed|above-mentioned)\b|"
     r"\b(?:this|these|those|our|the present|the current) (?:study|paper|article|trial|work|review|analysis|"
     r"results?|findings?|data|method|approach|model|section|chapter|figure|table|patients?|cohort|sample|"
-    r"experiment|survey|authors?|investigation)\b|"
+    r"experiment|survey|authors?|investigation|groups?|arms?|subgroups?|populations?)\b|"
     r"\b(?:it|they|them|their|its|he|she|his|her|we|our|us)\b|\b(?:here|above|below)\?$|"
     r"\b(?:fig\.|figure|table|eq\.|equation) \d", re.IGNORECASE)
 # what only one study can answer, unless the question names the study
