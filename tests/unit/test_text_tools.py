@@ -138,6 +138,17 @@ def test_questions_read_in_a_pubmed_training_set_are_asked_right():
         sentence) for q in stats)
 
 
+@pytest.mark.parametrize(("sentence", "unwanted"), [  # read in PubMedQA training questions
+    ("Treatment includes portoenterostomy, although the results of the surgery are variable.",
+     "What includes portoenterostomy, although the results of the surgery are variable?"),
+    ("The authors studied the usefulness of preloading colloids in spinal anaesthesia.",
+     "What did the authors study?"),
+])
+def test_no_question_drags_a_second_clause_or_asks_what_the_authors_studied(sentence, unwanted):
+    asked = [q.question for q in sentence_questions(sentence)]
+    assert asked and unwanted not in asked
+
+
 def test_a_comparison_inside_the_subject_gives_no_question():
     # the parse reads the first clause (the second leans on "it"); "longer" is no object to ask for
     sentence = "Baking sourdough takes longer than baking an ordinary yeasted loaf, but it needs only flour."

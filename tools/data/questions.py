@@ -172,7 +172,8 @@ _PREPOSITIONS = {"from", "in", "at", "on", "of", "for", "with", "without", "by",
                  "below", "above", "despite", "unlike", "like"}
 # a second clause after the first ("…, and larger codes perform worse"): inverting one clause breaks the other
 _COORDINATED = re.compile(r";|, (?:and|but|while|whereas|so|yet) |\b(?:and|but|while|whereas)\s+(?:\S+\s+){0,5}?"
-                          r"(?:is|are|was|were|has|have|had)\b")
+                          r"(?:is|are|was|were|has|have|had)\b|, (?:although|though|even though|because|since|"
+                          r"unless|as) (?:\S+\s+){0,6}?(?:is|are|was|were|has|have|had|remains?|remained)\b")
 
 
 def _nounish(words: Sequence[str]) -> bool:
@@ -428,6 +429,9 @@ def subject_question(clause: Clause) -> str | None:
 
 
 _MODALS = {"can", "could", "may", "might", "will", "would", "should", "must"}
+_RESEARCHERS = re.compile(r"^(?:the )?(?:authors|investigators|researchers)$", re.IGNORECASE)
+_RESEARCH_VERBS = {"study", "investigate", "examine", "assess", "evaluate", "analyse", "analyze", "review",
+                   "compare", "explore", "test", "determine", "report", "describe", "present"}
 
 
 def object_question(clause: Clause) -> str | None:
@@ -438,6 +442,8 @@ def object_question(clause: Clause) -> str | None:
             or clause.subject.rstrip().endswith(","):  # a list read as the subject ("Arthralgia, generalized …")
         return None
     verb = clause.verb.lower()
+    if _RESEARCHERS.match(clause.subject) and base_form(verb) in _RESEARCH_VERBS:
+        return None  # 'What did the authors study?' asks the aim, which the study's own questions ask
     if verb in _MODALS | {"cannot"}:
         main = _core(words[0]).lower()
         if main != words[0].lower() or "VERB" not in parts_of_speech(main) or base_form(main) != main or main == "be" \
