@@ -324,3 +324,52 @@ def test_a_name_keeps_its_capital_and_an_adverb_is_no_object():
     assert "Do bivariate codes reduce overhead?" in [q.question for q in sentence_questions(
         "Bivariate codes reduce overhead.")]
     assert not [q for q in sentence_questions("A Z error acts exactly like a bit flip.") if q.form == "object"]
+
+
+PLAIN_TEXT_SECTIONS = (
+    "Quantum LDPC codes with long-range connections escape this bound. They can encode many logical qubits in a "
+    "block while keeping a large distance.\n\nLogical qubits in practice\n\nBuilding a useful logical qubit "
+    "requires more than a good code. The syndrome must be measured repeatedly and reliably.\n\nA logical qubit "
+    "is said to reach break-even when its lifetime exceeds that of the best physical qubit.")
+
+
+@pytest.mark.parametrize("max_tokens", [60, 200])
+def test_a_plain_text_heading_is_never_glued_to_a_sentence_and_heads_the_blocks_below_it(max_tokens):
+    """Read in the demo job's training set: 'Logical qubits in practice Building a useful logical qubit …' as an
+    answer (the heading joined to the paragraph before it, then read as the first words of a sentence). In
+    the chunk that holds it, a plain-text heading heads every block below it (a chunk's own heading is
+    a Markdown one)."""
+    from tools.data.chunking import chunk_by_tokens
+
+    chunks = chunk_by_tokens(Document("local", "d1", "Logical qubits", PLAIN_TEXT_SECTIONS, "d1.txt"),
+                             max_tokens, 0, 5)
+    assert len(chunks) == (2 if max_tokens == 60 else 1)
+    assert "\nLogical qubits in practice\n" in chunks[0].text
+    facts = [f for c in chunks for f in passage_facts(c.text, c.heading)]
+    assert not any(f.text.startswith("Logical qubits in practice") for f in facts)
+    assert [f.heading for f in facts if "good code" in f.text] == ["Logical qubits in practice"]
+    if max_tokens == 200:
+        assert [f.heading for f in facts if "break-even" in f.text] == ["Logical qubits in practice"]
+
+
+def test_what_is_a_heading_is_asked_only_where_its_section_opens():
+    """A section in three chunks asked 'What is the GKP code?' three times, answered by whatever two sentences
+    each chunk started with ('In momentum space the code has the same comb-like structure …')."""
+    from tools.data.qa_extractive import candidate_questions, document_context
+
+    sections = ["The GKP code is a bosonic code that encodes a qubit in a grid of peaks. It was proposed in 2001.",
+                "In momentum space the code has the same comb-like structure. It corrects small displacements.",
+                "The quality of such a state is quoted as a squeezing level. Higher squeezing means fewer errors."]
+    chunks = [Chunk(f"c{i}", "d1", text, "The GKP code", i) for i, text in enumerate(sections)]
+    context = document_context(chunks, "Bosonic codes")
+    asked = {c.chunk_id: [q.answer for q, _ in candidate_questions(c, "Bosonic codes", context=context)
+                          if q.form == "heading"] for c in chunks}
+    assert asked == {"c0": [sections[0]], "c1": [], "c2": []}
+    # a chunk whose predecessor was not kept (dropped by curation) is not known to open its section
+    assert document_context(chunks[1:], "Bosonic codes").section_openers == frozenset()
+    # a heading line inside a chunk opens its section there
+    plain = Chunk("p0", "d2", PLAIN_TEXT_SECTIONS.replace("\n\n", "\n"), "", 0)
+    headed = [(q.question, q.answer) for q, _ in candidate_questions(plain, "Logical qubits") if q.form == "heading"]
+    opening = "Building a useful logical qubit requires more than a good code. The syndrome must be measured " \
+              "repeatedly and reliably."
+    assert headed == [("What are logical qubits in practice?", opening)]

@@ -80,7 +80,9 @@ def join_units(units: list[str]) -> str:
     text = units[0] if units else ""
     for previous, unit in itertools.pairwise(units):
         # a list, a table or a line with no sentence end (a title) stays on a line of its own
-        separate = "\n" in unit or "\n" in previous or not previous.rstrip().endswith((".", "!", "?", ";", ":", ")"))
+        ends = (".", "!", "?", ";", ":", ")")
+        separate = "\n" in unit or "\n" in previous or not previous.rstrip().endswith(ends) \
+            or not unit.rstrip().endswith((*ends, '"', "”"))
         text += ("\n" if separate else " ") + unit
     return text
 

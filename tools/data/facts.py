@@ -179,14 +179,16 @@ def passage_facts(text: str, heading: str = "") -> list[Fact]:
         elif kind == "list":
             facts += _list_facts(group, heading, len(facts))
         else:
-            for line_heading, prose in _headed_prose(group, heading):
+            parts, heading = _headed_prose(group, heading)  # a plain-text heading heads the blocks after it too
+            for line_heading, prose in parts:
                 facts += _sentence_facts(prose, line_heading, len(facts))
     return [f for f in facts if len(f.text.split()) >= 3 or f.kind != "sentence"]
 
 
-def _headed_prose(lines: list[str], heading: str) -> list[tuple[str, str]]:
-    """Prose lines with the heading above them: a short line without sentence punctuation is a title or a
-    heading (of a plain-text document), never the start of the sentence after it."""
+def _headed_prose(lines: list[str], heading: str) -> tuple[list[tuple[str, str]], str]:
+    """Prose lines with the heading above them, and the heading in force after them: a short line without
+    sentence punctuation is a title or a heading (of a plain-text document), never the start of the
+    sentence after it."""
     parts: list[tuple[str, str]] = []
     current: list[str] = []
     for line in lines:
@@ -200,7 +202,7 @@ def _headed_prose(lines: list[str], heading: str) -> list[tuple[str, str]]:
             current.append(line)
     if current:
         parts.append((heading, " ".join(current)))
-    return parts
+    return parts, heading
 
 
 def _bucket(count: int) -> str:

@@ -80,22 +80,38 @@ class DocumentContext:
     study: str | None = None
     aim_questions: tuple[str, ...] = ()
     findings_chunk: str | None = None
+    # the chunks that open a section (the first of each heading): only they answer "What is <heading>?";
+    # None when the document's other chunks are not known
+    section_openers: frozenset[str] | None = None
+
+    def opens_section(self, chunk: Chunk) -> bool:
+        return self.section_openers is None or chunk.chunk_id in self.section_openers
+
+
+def _section_openers(ordered: Sequence[Chunk]) -> frozenset[str]:
+    """The first chunk of the document and each chunk whose predecessor has another heading (a chunk whose
+    predecessor was not kept is not known to open its section)."""
+    by_position = {c.position: c for c in ordered}
+    return frozenset(c.chunk_id for c in ordered if c.position == 0 or (
+        (before := by_position.get(c.position - 1)) is not None and before.heading != c.heading))
 
 
 def document_context(chunks: Sequence[Chunk], source: str) -> DocumentContext:
-    """The context of one document's chunks (any order); an empty context for text that reports no study."""
+    """The context of one document's chunks (any order); only the section openers for text that reports
+    no study."""
     ordered = sorted(chunks, key=lambda c: c.position)
     by_chunk = [(c, passage_facts(c.text, c.heading)) for c in ordered]
     facts = [f for _, chunk_facts in by_chunk for f in chunk_facts]
+    openers = _section_openers(ordered)
     if not any(inferred_role(f) for f in facts):
-        return DocumentContext()
+        return DocumentContext(section_openers=openers)
     findings = None
     for role in ("conclusion", "results"):
         holding = [c.chunk_id for c, chunk_facts in by_chunk if any(inferred_role(f) == role for f in chunk_facts)]
         if holding:
             findings = holding[-1]
             break
-    return DocumentContext(study_anchor(source, facts), tuple(study_questions(facts)), findings)
+    return DocumentContext(study_anchor(source, facts), tuple(study_questions(facts)), findings, openers)
 
 
 def findings_span(facts: Sequence[Fact]) -> list[Fact]:
@@ -131,6 +147,17 @@ def _findings_questions(chunk: Chunk, facts: Sequence[Fact],
     return [(Question(q, answer, "findings"), fact_ids) for q in asked]
 
 
+def _heading_questions(chunk: Chunk, facts: Sequence[Fact],
+                       context: DocumentContext | None) -> list[tuple[Question, tuple[int, ...]]]:
+    """"What is <heading>?" answered by the opening sentences of its section: the chunk's own heading when
+    the chunk opens its section (a later chunk starts mid-section), and each heading line inside it."""
+    headings = list(dict.fromkeys(f.heading for f in facts if f.heading and f.heading != chunk.heading))
+    if context is None or context.opens_section(chunk):
+        headings.insert(0, chunk.heading)
+    asked = (heading_question(heading, [f for f in facts if f.heading == heading]) for heading in headings)
+    return [question for question in asked if question]
+
+
 def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3, allow_cloze: bool = True,
                         context: DocumentContext | None = None) -> list[tuple[Question, tuple[int, ...]]]:
     """Every question the passage gives, with the indices of the facts each answer holds. With the
@@ -142,8 +169,8 @@ def candidate_questions(chunk: Chunk, source: str, max_per_fact: int = 3, allow_
         study_anchor(source, facts) if research or len(facts) > 2 else None)
     found: list[tuple[Question, tuple[int, ...]]] = _findings_questions(chunk, facts, context)
     found += section_questions(facts, study) if study and research else []
-    if not research and (heading := heading_question(chunk.heading, facts)):
-        found.append(heading)
+    if not research:
+        found += _heading_questions(chunk, facts, context)
     table_name = chunk.heading if chunk.heading and len(chunk.heading.split()) <= 8 else ""
     for fact in facts:
         anchor = study if research else None

@@ -570,7 +570,9 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
     lowered = [w.lower() for w in words]
     if _names_an_activity(lowered):  # "Comparing the two codes" names no thing to ask "what is" of
         return None
-    head = _core(words[lowered.index("of") - 1] if "of" in lowered[1:] else words[-1]).lower()  # "Uses of X"
+    # the head noun comes before the first preposition: "Uses of X", "Logical qubits in practice"
+    before = next((i for i, w in enumerate(lowered[1:], start=1) if w in _PREPOSITIONS), len(words))
+    head = _core(words[before - 1]).lower()
     plural = head.endswith("s") and not head.endswith(("ss", "us", "sis"))
     sentences = contiguous_facts(sentences, 2)
     answer = " ".join(f.text for f in sentences)
