@@ -168,6 +168,8 @@ def test_a_fronted_phrase_is_never_taken_for_a_defined_term():
     ("Applications of GKP codes", "What are the applications of GKP codes?"),
     ("Magic state distillation", "What is magic state distillation?"),
     ("Shor's algorithm", "What is Shor's algorithm?"),
+    ("Logical operators and code distance", "What are logical operators and code distance?"),
+    ("Logical qubits in practice", "What are logical qubits in practice?"),
 ])
 def test_a_heading_is_asked_as_a_noun_phrase(heading, question):
     facts = passage_facts("The section explains the idea in two sentences. The second gives an example.", heading)
@@ -373,3 +375,15 @@ def test_what_is_a_heading_is_asked_only_where_its_section_opens():
     opening = "Building a useful logical qubit requires more than a good code. The syndrome must be measured " \
               "repeatedly and reliably."
     assert headed == [("What are logical qubits in practice?", opening)]
+
+
+@pytest.mark.parametrize(("lead", "question"), [
+    ("The surface code has three parts:", "What three parts does the surface code have?"),
+    # read in the demo job's training set: 'What how many errors a code can handle does the distance determine?'
+    ("The distance determines how many errors a code can handle:", "What does the distance determine?"),
+])
+def test_a_list_is_asked_for_by_its_lead(lead, question):
+    from tools.data.questions import list_question
+
+    lists = [f for f in passage_facts(f"{lead}\n- the first item here\n- the second item here") if f.kind == "list"]
+    assert [list_question(f).question for f in lists] == [question]

@@ -573,7 +573,7 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
     # the head noun comes before the first preposition: "Uses of X", "Logical qubits in practice"
     before = next((i for i, w in enumerate(lowered[1:], start=1) if w in _PREPOSITIONS), len(words))
     head = _core(words[before - 1]).lower()
-    plural = head.endswith("s") and not head.endswith(("ss", "us", "sis"))
+    plural = (head.endswith("s") and not head.endswith(("ss", "us", "sis"))) or "and" in lowered[:before]
     sentences = contiguous_facts(sentences, 2)
     answer = " ".join(f.text for f in sentences)
     return (Question(f"What {'are' if plural else 'is'} {heading_phrase(heading.strip(' :'))}?", answer, "heading"),
@@ -581,6 +581,9 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
 
 
 # -- lists and tables -----------------------------------------------------------------------------------
+_CLAUSE_OPENERS = {"how", "what", "which", "why", "when", "where", "whether", "who", "that", "if"}
+
+
 def list_question(fact: Fact) -> Question | None:
     """'The surface code has three parts:' + items -> 'What three parts does the surface code have?'."""
     lead = fact.key.rstrip(" :")
@@ -593,7 +596,10 @@ def list_question(fact: Fact) -> Question | None:
     base, tense = base_form(clause.verb), verb_tense(clause.verb)
     if base and tense and clause.verb.lower() not in AUXILIARIES - {"has", "have", "had"} and clause.rest:
         auxiliary = {"past": "did", "third person": "does", "plain": "do"}[tense]
-        return Question(finish_question(f"What {clause.rest} {auxiliary} {lower_first(clause.subject)} {base}"),
+        rest = clause.rest.split()
+        # "determines how many errors a code can handle:" names no noun to ask 'What <noun> …' of
+        asked = "" if len(rest) > 6 or _core(rest[0]).lower() in _CLAUSE_OPENERS else f" {clause.rest}"
+        return Question(finish_question(f"What{asked} {auxiliary} {lower_first(clause.subject)} {base}"),
                         answer, "list")
     return None
 
