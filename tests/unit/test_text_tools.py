@@ -143,6 +143,7 @@ def test_questions_read_in_a_pubmed_training_set_are_asked_right():
      "What includes portoenterostomy, although the results of the surgery are variable?"),
     ("The authors studied the usefulness of preloading colloids in spinal anaesthesia.",
      "What did the authors study?"),
+    ("A decoder must keep up with the hardware.", "What must a decoder keep?"),  # a phrasal verb
 ])
 def test_no_question_drags_a_second_clause_or_asks_what_the_authors_studied(sentence, unwanted):
     asked = [q.question for q in sentence_questions(sentence)]

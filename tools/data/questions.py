@@ -446,8 +446,11 @@ def object_question(clause: Clause) -> str | None:
         return None  # 'What did the authors study?' asks the aim, which the study's own questions ask
     if verb in _MODALS | {"cannot"}:
         main = _core(words[0]).lower()
+        particle = _core(words[1]).lower() if len(words) >= 2 else ""
+        # "correct up to d - 1 erasures" has an object; "keep up with the hardware" is a phrasal verb
+        quantity = particle == "up" and len(words) >= 3 and _core(words[2]).lower() == "to"
         if main != words[0].lower() or "VERB" not in parts_of_speech(main) or base_form(main) != main or main == "be" \
-                or len(words) < 2 or _core(words[1]).lower() in _PREPOSITIONS - {"up", "out"}:
+                or len(words) < 2 or (particle in _PREPOSITIONS | {"up", "out"} and not quantity):
             return None
         return finish_question(f"What {verb} {subject} {main}")
     if verb in AUXILIARIES:
