@@ -106,7 +106,10 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
         key, _, raw = pair.partition("=")
-        value: Any = json.loads(raw) if raw and raw[0] in "0123456789-[{tf" else raw
+        try:  # numbers, booleans, lists typed; anything else ("fp32", "bf16") is a string
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
         section, _, name = key.partition(".")
         options.setdefault(section, {})[name] = value
     return options
