@@ -430,8 +430,12 @@ def subject_question(clause: Clause) -> str | None:
 
 _MODALS = {"can", "could", "may", "might", "will", "would", "should", "must"}
 _RESEARCHERS = re.compile(r"^(?:the )?(?:authors|investigators|researchers)$", re.IGNORECASE)
-_RESEARCH_VERBS = {"study", "investigate", "examine", "assess", "evaluate", "analyse", "analyze", "review",
-                   "compare", "explore", "test", "determine", "report", "describe", "present"}
+# what a study sets out to do ("to assess …", "the authors studied …"): the verbs of an aim
+AIM_VERBS = r"(?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|estimate|test|" \
+    r"analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review|clarify|elucidate|see|know|find out|learn|" \
+    r"address|ask|define|develop|report|document|validate|verify|confirm|understand|discuss|calculate|observe|" \
+    r"detect|predict|present|demonstrate|look for|look at|explain|highlight|summari[sz]e|appraise|ascertain|" \
+    r"audit|track|monitor|gauge|probe)"
 
 
 def object_question(clause: Clause) -> str | None:
@@ -442,7 +446,7 @@ def object_question(clause: Clause) -> str | None:
             or clause.subject.rstrip().endswith(","):  # a list read as the subject ("Arthralgia, generalized …")
         return None
     verb = clause.verb.lower()
-    if _RESEARCHERS.match(clause.subject) and base_form(verb) in _RESEARCH_VERBS:
+    if _RESEARCHERS.match(clause.subject) and re.fullmatch(AIM_VERBS, base_form(verb) or ""):
         return None  # 'What did the authors study?' asks the aim, which the study's own questions ask
     if verb in _MODALS | {"cannot"}:
         main = _core(words[0]).lower()

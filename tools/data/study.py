@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from tools.data.facts import Fact
 from tools.data.questions import (
+    AIM_VERBS,
     Question,
     base_form,
     contiguous_facts,
@@ -51,11 +52,6 @@ _AIM_FRAME_PATTERNS = (
     r"^To\s+(?=[a-z])",
 )
 _AIM_FRAMES = [re.compile(pattern, re.IGNORECASE) for pattern in _AIM_FRAME_PATTERNS]
-_AIM_VERBS = r"(?:assess|evaluate|determine|investigate|examine|compare|describe|identify|explore|estimate|test|" \
-    r"analy[sz]e|establish|characteri[sz]e|quantify|measure|study|review|clarify|elucidate|see|know|find out|learn|" \
-    r"address|ask|define|develop|report|document|validate|verify|confirm|understand|discuss|calculate|observe|" \
-    r"detect|predict|present|demonstrate|look for|look at|explain|highlight|summari[sz]e|appraise|ascertain|" \
-    r"audit|track|monitor|gauge|probe)"
 # "This study tests …", "We evaluated whether …": an act of the study stated in its objective or background
 _STATED_AIM = re.compile(
     rf"^(?:(?:However|Therefore|Thus|Hence|Accordingly|Here|Herein),\s+)?(?:In (?:a|an|this|the|our) "
@@ -78,14 +74,14 @@ _OPEN_QUESTION_FIRST = re.compile(  # "Whether X is a biomarker of Y is unclear.
     r"^(?:However,\s+)?whether\s+(?P<clause>.+?)\s+(?:is|remains|was|has been)\s+(?:still\s+|as yet\s+)?"
     r"(?:unclear|unknown|uncertain|controversial|debated|not (?:clear|known|established)|an? (?:open|important)"
     r" (?:question|issue))\b", re.IGNORECASE)
-_AIM_WHETHER = re.compile(rf"^(?:{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+)?(?:whether|if)\s+"
+_AIM_WHETHER = re.compile(rf"^(?:{AIM_VERBS}(?:,? and {AIM_VERBS})?\s+)?(?:whether|if)\s+"
                           r"(?:or not\s+)?(?P<clause>.+)$", re.IGNORECASE)
 _AIM_NOUNS = ("effects?|impacts?|influences?|associations?|relationships?|relations?|roles?|values?|efficacy|"
               "effectiveness|safety|feasibility|accuracy|reliability|validity|utility|usefulness|performance|"
               "outcomes?|prevalence|incidence|frequency|rates?|risks?|risk factors|predictors|determinants|"
               "causes|consequences|benefits?|costs?|correlations?|differences?|characteristics|patterns|"
               "trends|prognosis|prognostic value|diagnostic value|predictive value|mechanisms?|results|extent")
-_AIM_NOUN = re.compile(rf"^{_AIM_VERBS}(?:,? and {_AIM_VERBS})?\s+(?:the\s+)?(?P<what>(?:(?:short|long)-term\s+|"
+_AIM_NOUN = re.compile(rf"^{AIM_VERBS}(?:,? and {AIM_VERBS})?\s+(?:the\s+)?(?P<what>(?:(?:short|long)-term\s+|"
                        rf"possible\s+|potential\s+|clinical\s+|overall\s+)?(?:{_AIM_NOUNS}))\s+"
                        rf"(?P<prep>of|between|in|among|for|associated with|to which)\s+(?P<rest>.+)$", re.IGNORECASE)
 _AIM_END = re.compile(r"(?:,|;|:| and to | and (?:whether|if) | as well as | in order to | so as to | "
@@ -163,14 +159,14 @@ def aim_in(fact: Fact) -> str | None:
         return None
     if aim := _framed_aim(text):
         return aim
-    if fact.role == "objective" and re.match(rf"^{_AIM_VERBS}\s", text, re.IGNORECASE):
+    if fact.role == "objective" and re.match(rf"^{AIM_VERBS}\s", text, re.IGNORECASE):
         return text  # an objective section in the imperative: "Examine whether …"
-    if (passive := _PASSIVE_AIM.match(text)) and re.fullmatch(_AIM_VERBS, base := base_form(passive["verb"]) or ""):
+    if (passive := _PASSIVE_AIM.match(text)) and re.fullmatch(AIM_VERBS, base := base_form(passive["verb"]) or ""):
         return f"{base} {lower_first(passive['what'])} {passive['rest']}".strip()
     match = _STATED_AIM.match(text)
     stated = match and (fact.role in ("objective", "background") or match["rest"].startswith(("whether", "if ")))
     aim = f"{base_form(match['verb']) or ''} {match['rest']}" if match else ""
-    return aim if stated and re.match(rf"{_AIM_VERBS}\b", aim) else None
+    return aim if stated and re.match(rf"{AIM_VERBS}\b", aim) else None
 
 
 def _first_aim(aim: str) -> str:
@@ -379,7 +375,7 @@ def study_questions(facts: Sequence[Fact]) -> list[str]:
 _STUDY_AIM_START = re.compile(rf"^(?:(?:The|Our) (?:main |primary )?(?:aims?|purposes?|objectives?|goals?) of|"
                               rf"(?:This|The present|The current|Our) {_WORK} (?:aimed|aims|sought|seeks|was "
                               r"designed|is designed) to|We (?:aimed|sought|set out|wanted|intended) to|To "
-                              rf"{_AIM_VERBS}\b)", re.IGNORECASE)
+                              rf"{AIM_VERBS}\b)", re.IGNORECASE)
 _STUDY_METHOD = re.compile(
     r"^(?:We (?:retrospectively |prospectively )?(?:performed|conducted|analy[sz]ed|reviewed|studied|enrolled|"
     r"recruited|surveyed|compared|measured|used|included|examined|evaluated|randomi[sz]ed)\b|(?:A|This) "
