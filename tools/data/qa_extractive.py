@@ -80,7 +80,7 @@ class DocumentContext:
     study: str | None = None
     aim_questions: tuple[str, ...] = ()
     findings_chunk: str | None = None
-    # the chunks that open a section (the first of each heading): only they answer "What is <heading>?";
+    # the chunks known to open a section (see `_section_openers`): only they answer "What is <heading>?";
     # None when the document's other chunks are not known
     section_openers: frozenset[str] | None = None
 
