@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny_model import random_adapter
 
-from tools.evaluation.scoring import generate_answers
+from tools.evaluation.scoring import answer_rows, generate_answers
 from tools.models.loading import inference_dtype, load_for_inference
 from tools.serving.server import ChatCompletionRequest, ModelServer, ServedNames
 
@@ -40,6 +40,20 @@ def test_batched_evaluator_answers_equal_one_at_a_time_answers(tiny_model_dir: P
     assert batched == alone
     assert len(set(alone)) == len(alone)  # different prompts, different answers: the order is checked too
     assert tokenizer.padding_side == "right"
+
+
+def test_answer_batches_shrink_to_fit_the_kv_cache_budget(tiny_model_dir: Path) -> None:
+    """The evaluator decodes many answers at a time, but never more rows than their KV cache has room for:
+    keys and values of every layer, for every token of a row, in the weights' dtype."""
+    model, _ = load_for_inference(str(tiny_model_dir), precision="fp32")
+    config = model.config
+    per_token = 2 * config.num_hidden_layers * (config.num_key_value_heads or config.num_attention_heads) \
+        * (getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads) * 4
+    assert answer_rows(model, 100, 48, budget_bytes=10**12) == 48  # room for all: the wanted rows
+    assert answer_rows(model, 100, 48, budget_bytes=per_token * 100 * 5) == 5
+    assert answer_rows(model, 100, 48, budget_bytes=per_token * 100 * 5 - 1) == 4
+    assert answer_rows(model, 100, 48, budget_bytes=1) == 1  # never none
+    assert answer_rows(model.to(torch.bfloat16), 100, 48, budget_bytes=per_token * 100 * 5) == 10  # half the bytes
 
 
 def _greedy_tokens(model, tokenizer, question: str, max_new_tokens: int = 16) -> list[int]:
