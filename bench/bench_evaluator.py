@@ -1,11 +1,11 @@
 """The evaluator's comparison (tuned vs base) on a finished job, timed per answer batch size, as JSON lines.
 
 It runs `compare_with_base` the way the evaluator node does (the job's test split, general texts and general
-questions, the job's evaluation settings) once per `--batches` value, taking turns so a drift in load hits all
-alike, and prints one line per run (wall and CPU seconds, the scores) and a comparison line: the seconds
-ratio against the first batch size and whether every answer and score is the same. Needs a finished job
+questions, the job's evaluation settings) once per `--runs` item (answer batch size : precision), and prints
+one line per run (wall and CPU seconds, the scores) and a comparison line per later run against the first:
+the seconds ratio, whether every answer is the same, and the largest relative change of a score. Needs a finished job
 (`bench/bench_demo.py --fresh` leaves one in /tmp/ftagent-bench-demo). Usage:
-  python bench/bench_evaluator.py [--home /tmp/ftagent-bench-demo] [--batches 8,48] [--precision auto]
+  python bench/bench_evaluator.py [--home /tmp/ftagent-bench-demo] [--runs 8:fp32,48:auto]
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def job_spec(job: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", default="/tmp/ftagent-bench-demo")
-    parser.add_argument("--batches", default="8,48", help="answer batch sizes, comma-separated; the first is the reference")
-    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--runs", default="8:fp32,48:auto",
+                        help="batch:precision items, comma-separated; the first is the reference")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     job, base, adapter = finished_job(Path(args.home))
@@ -59,26 +59,36 @@ def main() -> None:
                       "loadavg": [round(x, 1) for x in os.getloadavg()], "job": job.name,
                       "test_records": len(records), "general_questions": len(questions)}))
     runs = []
-    for batch in [int(b) for b in args.batches.split(",")]:
+    for item in args.runs.split(","):
+        batch, _, precision = item.partition(":")
         started, cpu = time.time(), time.process_time()
         comparison = compare_with_base(str(base), str(adapter), records, texts,
                                        max_new_tokens=evaluation.get("max_new_tokens", 64),
                                        generate_limit=evaluation.get("generate_limit", 40), threads=args.threads,
-                                       general_questions=questions, precision=args.precision, answer_batch=batch)
-        line = {"bench": "evaluator", "answer_batch": batch, "wall_seconds": round(time.time() - started, 1),
-                "cpu_seconds": round(time.process_time() - cpu, 1),
-                "tuned": comparison.tuned.to_dict(), "base": comparison.base.to_dict(),
+                                       general_questions=questions, precision=precision or "auto",
+                                       answer_batch=int(batch))
+        line = {"bench": "evaluator", "answer_batch": int(batch), "precision": precision or "auto",
+                "wall_seconds": round(time.time() - started, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
+                "tuned": scores(comparison.tuned), "base": scores(comparison.base),
                 "loadavg": [round(x, 1) for x in os.getloadavg()]}
         print(json.dumps(line), flush=True)
         runs.append((line, comparison))
     (first, reference), rest = runs[0], runs[1:]
     for line, comparison in rest:
-        print(json.dumps({"event": "comparison", "answer_batch": line["answer_batch"], "vs": first["answer_batch"],
+        change = max(abs(line[m][k] - first[m][k]) / abs(first[m][k]) for m in ("tuned", "base")
+                     for k in first[m] if first[m][k])
+        print(json.dumps({"event": "comparison", "run": f"{line['answer_batch']}:{line['precision']}",
+                          "vs": f"{first['answer_batch']}:{first['precision']}",
                           "wall_seconds_ratio": round(first["wall_seconds"] / line["wall_seconds"], 2),
                           "same_answers": comparison.per_example == reference.per_example
                           and comparison.general_per_example == reference.general_per_example,
-                          "same_scores": line["tuned"] == first["tuned"] and line["base"] == first["base"]}))
+                          "largest_score_change": round(change, 5)}))
 
+
+def scores(model_scores) -> dict[str, float]:
+    return {key: round(value, 5) for key, value in model_scores.to_dict().items()
+            if key in ("answer_nll", "rouge_l", "token_f1", "general_perplexity", "general_qa_rouge_l")
+            and value is not None}
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ import torch
 from tiny_model import random_adapter
 
 from tools.evaluation.scoring import answer_rows, generate_answers
-from tools.models.loading import inference_dtype, load_for_inference
+from tools.models.loading import inference_dtype, load_for_inference, scoring_precision
 from tools.serving.server import ChatCompletionRequest, ModelServer, ServedNames
 
 QUESTIONS = ("What is a stabilizer code?", "Why?",
@@ -116,6 +116,34 @@ def test_auto_precision_decodes_in_fp32_on_a_cpu_unless_it_has_bf16_tiles_and_a_
     assert inference_dtype("fp32") == torch.float32 and inference_dtype("bf16") == torch.bfloat16
     with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32, int8, int4, not 'fp16'"):
         inference_dtype("fp16")
+
+
+def test_auto_scores_fp32_weights_in_bf16_autocast_on_a_cpu_with_native_bf16(tiny_model_dir: Path, adapter: str,
+                                                                            monkeypatch) -> None:
+    """Teacher-forced scoring (NLL, perplexity) is batched enough for bf16 to pay on any CPU with native bf16;
+    an explicit precision, bf16 weights and CPUs without it score as loaded. The scores stay close."""
+    from tools import hardware
+    from tools.evaluation.scoring import answer_nll
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine loads bf16 weights")
+    model, tokenizer = load_for_inference(str(tiny_model_dir), adapter, precision="fp32", merge=True)
+    records = [{**r, "messages": [*r["messages"][:-1], {"role": "assistant", "content": "A code on a lattice."}]}
+               for r in _records()]
+    exact = answer_nll(model, tokenizer, records)
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    with scoring_precision(model, "auto"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        autocast = answer_nll(model, tokenizer, records)
+    assert autocast != exact and abs(autocast - exact) / exact < 0.01
+    for precision in ("fp32", "bf16", "int8"):
+        with scoring_precision(model, precision):
+            assert not torch.is_autocast_enabled("cpu"), precision
+    with scoring_precision(model.to(torch.bfloat16), "auto"):
+        assert not torch.is_autocast_enabled("cpu")  # already bf16
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: {"avx2"})
+    with scoring_precision(model.float(), "auto"):
+        assert not torch.is_autocast_enabled("cpu")  # bf16 would be emulated: slower
 
 
 def _answers(server: ModelServer, model: str) -> list[str]:

@@ -4,7 +4,8 @@ The tuned model is the adapter merged into a copy of the base weights (no LoRA l
 generated token); the base numbers come from the same files loaded in the same dtype with the same
 tokenizer, so the comparison cannot be skewed by loading differences. Answers are generated in
 left-padded batches, so the weights are bf16 on a GPU with bf16 and on a CPU with bf16 matrix units (AMX),
-fp32 on other CPUs (`inference_dtype` says why).
+fp32 on other CPUs (`inference_dtype` says why); under "auto" the teacher-forced scores (answer NLL,
+perplexity) of fp32 weights run in bf16 autocast where the CPU has native bf16 (`scoring_precision`).
 
 Also here: reading question/answer sets (``{"question","answer"}`` lines or the job's chat format), the
 general-capability sets in tools/eval_sets/general, and mixing general examples into a training split (replay).
@@ -30,7 +31,7 @@ from tools.evaluation.metrics import (
     strip_template_tokens,
     token_f1,
 )
-from tools.models.loading import load_for_inference
+from tools.models.loading import load_for_inference, scoring_precision
 from tools.package_data import GENERAL_SETS_DIR
 from tools.training.encoding import encode_chat
 
@@ -92,6 +93,7 @@ class EvalPlan:
     generate_limit: int = 40
     max_answer_words: int = DEFAULT_MAX_ANSWER_WORDS
     batch_size: int = ANSWER_BATCH_ROWS
+    precision: str = "auto"  # the comparison's; "auto" scores NLL and perplexity as `scoring_precision` says
 
 
 # -- question/answer sets ------------------------------------------------------------------------
@@ -325,7 +327,9 @@ def score_model(model, tokenizer, records: Sequence[dict], general_texts: Sequen
                 progress: Progress | None = None) -> tuple[ModelScores, list[str], list[str]]:
     """(scores, answers to the first `plan.generate_limit` records, answers to the general questions);
     `progress(done, total)` over both sets of answers (generation is the slow part)."""
-    nll = answer_nll(model, tokenizer, records) if records else None
+    with scoring_precision(model, plan.precision):
+        nll = answer_nll(model, tokenizer, records) if records else None
+        ppl = perplexity(model, tokenizer, general_texts) if general_texts else None
     chosen = list(records[: plan.generate_limit])
     everything = generate_answers(model, tokenizer, [*chosen, *general_questions], plan.max_new_tokens,
                                   plan.batch_size, raw=True, progress=progress)  # one pass: fuller batches
@@ -333,7 +337,7 @@ def score_model(model, tokenizer, records: Sequence[dict], general_texts: Sequen
     general = answer_scores(general_answers, [reference(r) for r in general_questions], plan.max_answer_words)
     scores = ModelScores(
         answer_nll=nll, **answer_scores(answers, [reference(r) for r in chosen], plan.max_answer_words),
-        general_perplexity=perplexity(model, tokenizer, general_texts) if general_texts else None,
+        general_perplexity=ppl,
         examples=len(records), general_qa_f1=general["token_f1"], general_qa_rouge_l=general["rouge_l"],
         generated=len(answers))
     return scores, answers, general_answers
@@ -366,7 +370,7 @@ def compare_with_base(base_model_path: str, adapter_dir: str | None, records: Se
     loaded from the same files in the same dtype, with the same tokenizer. Without an adapter only the
     base is scored (`tuned` is None). `precision`: see `inference_dtype`. `progress("tuned" | "base")`:
     the callback for that model's answers. `answer_batch`: answers decoded at a time (at most)."""
-    plan = EvalPlan(max_new_tokens, generate_limit, max_answer_words, answer_batch)
+    plan = EvalPlan(max_new_tokens, generate_limit, max_answer_words, answer_batch, precision)
     tuned = tuned_answers = tuned_general = None
     if adapter_dir:
         model, tokenizer = load_for_inference(base_model_path, adapter_dir, threads, precision, merge=True,

@@ -36,6 +36,25 @@ def inference_dtype(precision: str = "auto", rows: int = 1):
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def scoring_precision(model, precision: str = "auto"):
+    """The context teacher-forced scoring (answer NLL, perplexity: whole sequences, thousands of rows per
+    matrix product) runs in: with "auto", fp32 weights on a CPU with native bf16 compute in bf16 autocast
+    (the loss still in fp32), even without bf16 matrix units, where decoding stays fp32 (`inference_dtype`);
+    otherwise no change. On a 2-core avx512_bf16 EPYC, the demo job's tuned model: test answer NLL 11.2 ->
+    6.3 s (2.62527 -> 2.62582), general perplexity 6.6 -> 3.9 s (17.713 -> 17.725)."""
+    import contextlib
+
+    import torch
+
+    from tools.hardware import detect_hardware
+
+    weights = next(model.parameters(), None)
+    if (precision != "auto" or weights is None or weights.device.type != "cpu" or weights.dtype != torch.float32
+            or not detect_hardware().bf16):
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
 def load_for_inference(base_model_path: str, adapter_dir: str | None = None, threads: int | None = None,
                        precision: str = "fp32", merge: bool = False, rows: int = 1):
     """(model, tokenizer) in eval mode; with an adapter, a PeftModel whose adapter can be disabled, or with
