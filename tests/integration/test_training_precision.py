@@ -9,6 +9,7 @@ import torch
 from tools.hardware import ModelShape, plan_memory
 from tools.training.backends import train_lora
 from tools.training.config import TrainingConfig
+from tools.training.encoding import IGNORED, PAD_MULTIPLE, EncodedExample, collate, padded_width
 from tools.training.linear_cross_entropy import linear_cross_entropy
 from tools.training.lora import LoraRecipe
 
@@ -131,13 +132,26 @@ def test_cpu_memory_plan_packs_micro_batches_by_tokens_and_stays_small() -> None
 def test_micro_batches_follow_the_real_lengths(tiny_model_dir, tmp_path) -> None:
     recipe = LoraRecipe(TrainingConfig(base_model_path=str(tiny_model_dir), output_dir=str(tmp_path / "a"),
                                        checkpoint_dir=str(tmp_path / "c"), precision="fp32", batch_size=8,
-                                       micro_batch_tokens=120, threads=1))
+                                       micro_batch_tokens=160, threads=1))
     recipe.setup([_chat(i) for i in range(6)] + [{"messages": [*_chat(0)["messages"][:2], {
         "role": "assistant", "content": "qubits " * 40}]} for _ in range(2)], [])
     micro_batches = recipe.batches.micro_batches(list(range(8)))
     assert sum(len(m) for m in micro_batches) == 8
-    assert all(len(m) * max(len(e.input_ids) for e in m) <= 120 or len(m) == 1 for m in micro_batches)
+    assert all(len(m) * padded_width(max(len(e.input_ids) for e in m)) <= 160 or len(m) == 1 for m in micro_batches)
     assert len(micro_batches[0]) > len(micro_batches[-1])  # short examples share, long ones go alone
+
+
+def test_micro_batches_are_padded_to_a_few_widths_and_the_padding_is_never_trained() -> None:
+    """Padding to a multiple of PAD_MULTIPLE keeps the number of tensor shapes (kernels built and cached per
+    shape) small; padded positions are masked out and never labelled."""
+    examples = [EncodedExample(list(range(1, n + 1)), [IGNORED] * 2 + list(range(3, n + 1))) for n in (5, 33, 40)]
+    ids, mask, labels = collate(examples, pad_token_id=0, device="cpu")
+    assert ids.shape == (3, 64) and PAD_MULTIPLE == 32 and padded_width(32) == 32 and padded_width(33) == 64
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        assert ids[row, :n].tolist() == example.input_ids and labels[row, :n].tolist() == example.labels
+        assert mask[row].tolist() == [1] * n + [0] * (64 - n)
+        assert set(labels[row, n:].tolist()) <= {IGNORED} and set(ids[row, n:].tolist()) <= {0}
 
 
 def test_supervised_loss_through_the_chunked_head_equals_the_models_own_loss(tiny_model_dir) -> None:

@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tools.training.encoding import IGNORED, EncodedExample
+from tools.training.encoding import IGNORED, EncodedExample, padded_width
 
 if TYPE_CHECKING:
     from tools.training.parallel import Parallelism
@@ -44,7 +44,7 @@ def micro_batches(
         return [ordered[k : k + micro_batch] for k in range(0, len(ordered), micro_batch)]
     batches: list[list[EncodedExample]] = [[]]
     for example in ordered:  # ascending length: the newest example sets the padded width
-        if batches[-1] and (len(batches[-1]) + 1) * len(example.input_ids) > micro_tokens:
+        if batches[-1] and (len(batches[-1]) + 1) * padded_width(len(example.input_ids)) > micro_tokens:
             batches.append([])
         batches[-1].append(example)
     return batches

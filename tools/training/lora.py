@@ -36,7 +36,7 @@ from tools.training.config import (
     TrainingError,
     TrainingResult,
 )
-from tools.training.encoding import EncodedExample, collate, encode_records
+from tools.training.encoding import EncodedExample, collate, encode_records, padded_width
 from tools.training.memory import plan_step_memory
 from tools.training.outputs import StepReporter, loss_plot_path, write_adapter, write_loss_plot
 from tools.training.validation import Validator
@@ -144,7 +144,7 @@ class LoraRecipe:
     def _apply_memory_plan(self, model) -> None:
         """Split the step's batch into micro-batches that fit, and checkpoint activations only if needed."""
         per_rank = math.ceil(self.config.batch_size / self.parallel.world)  # each rank's share of a step's batch
-        longest = max(len(e.input_ids) for e in self.train_set)
+        longest = padded_width(max(len(e.input_ids) for e in self.train_set))
         plan = plan_step_memory(model, longest, per_rank, self.config, self.bf16, self.device)
         self.micro_batch, self.accumulation = plan.micro_batch, plan.gradient_accumulation
         self.micro_tokens = plan.micro_batch_tokens
