@@ -238,7 +238,7 @@ def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: 
     order. Prompts decode `batch_size` at a time, left-padded and grouped by length (little padding); a
     batched greedy answer equals the one-at-a-time answer (tests/integration/test_fast_generation.py). With `raw`,
     special tokens the model wrote before stopping are kept (format compliance looks for them).
-    `progress(done, total)` after each batch."""
+    `progress(done, total)` before the first batch and after each."""
     import torch
 
     prompts = [tokenizer.apply_chat_template(r["messages"][:-1], tokenize=False, add_generation_prompt=True)
@@ -247,6 +247,8 @@ def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: 
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     answers: dict[int, str] = {}
     batch_size = answer_rows(model, max(lengths, default=0) + max_new_tokens, batch_size)
+    if progress is not None and prompts:
+        progress(0, len(prompts))  # started (one batch may hold every answer)
     tokenizer.padding_side = "left"
     try:
         with torch.inference_mode():
