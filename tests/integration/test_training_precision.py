@@ -170,3 +170,41 @@ def test_supervised_loss_through_the_chunked_head_equals_the_models_own_loss(tin
         ours = supervised_loss_sum(model, ids, mask, labels)
         own = model(input_ids=ids, attention_mask=mask, labels=labels).loss * int((labels[:, 1:] != -100).sum())
     assert torch.allclose(ours, own.float(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_short_examples_train_with_eager_attention_on_a_cpu_and_the_same_loss(tiny_model_dir, tmp_path,
+                                                                             precision) -> None:
+    """On a CPU with examples of at most EAGER_ATTENTION_MAX_TOKENS the recipe switches to eager attention
+    (faster there than SDPA's flash kernel); the loss and its gradient are SDPA's within rounding."""
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA run keeps SDPA")
+    recipe = LoraRecipe(TrainingConfig(base_model_path=str(tiny_model_dir), output_dir=str(tmp_path / "a"),
+                                       checkpoint_dir=str(tmp_path / "c"), precision=precision, threads=1,
+                                       lora_dropout=0.0))  # no random masks: the two passes compare
+    recipe.setup([_chat(i) for i in range(8)], [])
+    base = recipe.model.get_base_model()
+    assert base.config._attn_implementation == "eager"
+    batch = recipe._collate(recipe.train_set[:4])
+    losses, grads = {}, {}
+    for implementation in ("eager", "sdpa"):
+        base.set_attn_implementation(implementation)
+        recipe.model.zero_grad()
+        loss = recipe._loss_sum(*batch)
+        loss.backward()
+        losses[implementation] = float(loss)
+        grads[implementation] = torch.cat([p.grad.flatten().float() for p in recipe.model.parameters()
+                                           if p.requires_grad and p.grad is not None])
+    tolerance = 1e-4 if precision == "fp32" else 2e-2
+    assert losses["eager"] == pytest.approx(losses["sdpa"], rel=tolerance)
+    cosine = torch.nn.functional.cosine_similarity(grads["eager"], grads["sdpa"], dim=0)
+    assert cosine > 1 - tolerance
+
+
+def test_long_examples_keep_sdpa(tiny_model_dir, tmp_path) -> None:
+    long_answer = {"messages": [*_chat(0)["messages"][:2], {"role": "assistant", "content": "qubits " * 600}]}
+    recipe = LoraRecipe(TrainingConfig(base_model_path=str(tiny_model_dir), output_dir=str(tmp_path / "a"),
+                                       checkpoint_dir=str(tmp_path / "c"), precision="fp32", threads=1,
+                                       max_seq_len=1024))
+    recipe.setup([_chat(1), long_answer], [])
+    assert recipe.model.get_base_model().config._attn_implementation != "eager"
