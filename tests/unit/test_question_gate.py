@@ -20,6 +20,11 @@ BAD = [
     ("What does the code described in [12] correct?", "citation or markup in the question"),
     ("Why is the overview The surface code is a stabilizer code?", "heading run into a sentence"),
     ("What is?", "too short"),
+    # "What is <heading>?" on the demo job's setext headings and clause headings (issue 17 session)
+    ("What is summary -------?", "citation or markup in the question"),
+    ("What is challenges ----------?", "citation or markup in the question"),
+    ("What is why oscillators are attractive?", "a clause asked as a thing"),
+    ("What is why the classical idea needs modification?", "a clause asked as a thing"),
     ("The surface code is a stabilizer code.", "not a question"),
     ("Qubits are fragile?", "not a question"),
     ('How does the sentence "The unadjusted odds ratio (versus …" continue?', "unbalanced brackets or quotes"),

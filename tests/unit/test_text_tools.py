@@ -178,11 +178,29 @@ def test_a_heading_is_asked_as_a_noun_phrase(heading, question):
     assert asked is not None and asked[0].question == question
 
 
-@pytest.mark.parametrize("heading", ["Comparing the two codes", "Choosing a decoder"])
-def test_a_heading_that_names_an_activity_gives_no_what_is_question(heading):
+# headings of the demo corpus that gave "What is comparing matching and union-find?", "What is why oscillators
+# are attractive?", "What is relevance today?", "What are advantages and disadvantages?"
+@pytest.mark.parametrize("heading", ["Comparing the two codes", "Choosing a decoder",
+                                     "Comparing matching and union-find", "Why oscillators are attractive",
+                                     "How decoders work",
+                                     "Relevance today", "Advantages and disadvantages", "Performance", "Significance",
+                                     "Summary", "Historical background"])
+def test_a_heading_that_names_an_activity_a_clause_or_a_kind_of_section_gives_no_what_is_question(heading):
     facts = passage_facts("The section explains the idea in two sentences. The second gives an example.", heading)
     assert heading_question(heading, facts) is None
     assert heading_question("Decoding", facts) is not None  # an -ing noun alone is a thing
+    assert heading_question("Matching in practice", facts) is not None  # so is one the lexicon knows as a noun
+
+
+def test_setext_headings_head_their_blocks_and_never_join_the_text():
+    """The demo corpus's quantum-ldpc-codes.txt underlines its headings ("Summary" over "-------"): read as
+    text, they gave "What is summary -------?" and document rows holding "Summary -------"."""
+    from tools.data.chunking import blocks
+
+    text = ("---\ntitle: Front matter\nauthor: A\n---\nQUANTUM LDPC CODES\n\nOverview\n--------\n\nA code is "
+            "sparse.\n\nSummary\n=======\nIt is short.\n\n---\n\n- one item\n- two items\n---\nLast words.")
+    assert blocks(text) == [("", "QUANTUM LDPC CODES"), ("Overview", "A code is sparse."), ("Summary", "It is short."),
+                            ("Summary", "- one item\n- two items\nLast words.")]
 
 
 def test_a_negated_sentence_gives_a_no_answer():

@@ -18,6 +18,9 @@ from tools.text import normalise_whitespace, split_sentences
 
 TokenCounter = Callable[[str], int]
 _HEADING = re.compile(r"^#{1,6}\s")
+# a setext heading's underline ("Overview" over "--------" or "======"), or a thematic break when nothing is above it
+_UNDERLINE = re.compile(r"^(?:=+|-+)$")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(?:.*\n)*?---[ \t]*(?:\n|\Z)")
 _LIST_ITEM = re.compile(r"^(?:[-*•+]|\d{1,3}[.)])\s+")
 _TABLE_LINE = re.compile(r"^\|.*\|$")
 
@@ -57,22 +60,35 @@ def _join_block(lines: list[str]) -> str:
 
 def blocks(text: str) -> list[tuple[str, str]]:
     """(heading, block) pairs: blank-line separated blocks (paragraphs, lists), each tagged with its
-    nearest Markdown heading."""
+    nearest Markdown heading: an ATX one ("## Overview") or a setext one ("Overview" over a line of "-" or
+    "="; one line of text, the block's first, over the underline). Another underline (a thematic break) is
+    dropped, and so is YAML front matter at the top."""
     heading = ""
     found: list[tuple[str, str]] = []
-    for raw_block in re.split(r"\n\s*\n", text):
+    for raw_block in re.split(r"\n\s*\n", _FRONT_MATTER.sub("", text, count=1)):
         body: list[str] = []
         for line in (line.strip() for line in raw_block.strip().splitlines() if line.strip()):
-            if _HEADING.match(line):
-                if body:
-                    found.append((heading, _join_block(body)))
-                    body = []
-                heading = line.lstrip("#").strip()
+            underlined = _UNDERLINE.match(line)
+            if underlined and len(body) == 1 and not _is_structured(body[0]):
+                title = body.pop()
+            elif _HEADING.match(line):
+                title = line.lstrip("#").strip()
             else:
-                body.append(line)
+                if not underlined:
+                    body.append(line)
+                continue
+            if body:
+                found.append((heading, _join_block(body)))
+                body = []
+            heading = title
         if body:
             found.append((heading, _join_block(body)))
     return found
+
+
+def _is_structured(line: str) -> bool:
+    """A list item or a table row: a line under it of "-" is no setext underline."""
+    return bool(_LIST_ITEM.match(line) or _TABLE_LINE.match(line))
 
 
 def join_units(units: list[str]) -> str:

@@ -11,7 +11,9 @@ It rejects, with a named reason, what generators (rule-based or LLM) get wrong o
 - "no verb after the subject": "What do the increase?", "What does the decoder?",
 - "noun taken for a verb": "What does primary outcome measure?" (a bare noun compound before a word
   that is a noun as often as a verb),
-- "citation or markup in the question", "not a question", "too short", "too long".
+- "a clause asked as a thing": "What is why oscillators are attractive?" (a heading that is a clause),
+- "citation or markup in the question" (a heading's underline: "What is summary -------?"), "not a question",
+  "too short", "too long".
 The lexicon is lemminflect's (tools/questions.parts_of_speech)."""
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ _UNNAMED_SOURCES = re.compile(
 _DETERMINERS = {"the", "a", "an", "this", "that", "these", "those", "its", "their", "his", "her", "our",
                 "my", "your", "each", "every", "some", "any", "no"}
 _CITATION = re.compile(r"\[\d+(?:[,–-]\s*\d+)*\]|\bet al\b|\bdoi:|https?://|[{}]|</?[a-z]+>|\\[a-z]+")
+# a heading's underline or a rule ("What is summary -------?"), Markdown bold or heading marks
+_MARKUP_RUN = re.compile(r"-{3,}|={3,}|\*{2,}|#{2,}")
+# a clause where a noun phrase belongs: "What is why oscillators are attractive?"
+_CLAUSE_AS_NOUN = re.compile(r"^(?:what|which)\s+(?:is|are|was|were)\s+(?:why|how|whether|when|where)\b",
+                             re.IGNORECASE)
 _DO_QUESTION = re.compile(r"^(?:what|which|how|why|when|where|who)\s+(?:\w+\s+)?(?:do|does|did)\s+(?P<rest>.+?)\?$",
                           re.IGNORECASE)
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
@@ -115,8 +122,10 @@ def question_problem(question: str, min_words: int = 3, max_words: int = 45) -> 
         return "not a question"
     if not _QUESTION_START.match(text):
         return "not a question"
-    if _CITATION.search(text):
+    if _CITATION.search(text) or _MARKUP_RUN.search(text):
         return "citation or markup in the question"
+    if _CLAUSE_AS_NOUN.match(text):
+        return "a clause asked as a thing"
     if _doubled_word(text):
         return "doubled word"
     if _heading_run_in(text):

@@ -81,7 +81,15 @@ _DEFINITION = re.compile(r"^(?P<term>[A-Za-z0-9][\w\-/()' ]{1,60}?)\s+(?P<verb>i
 _ARTICLE = re.compile(r"^(?:a|an|the|one|any)\s")
 _GENERIC_HEADINGS = {"introduction", "overview", "summary", "notes", "background", "contents", "abstract",
                      "references", "appendix", "discussion", "conclusion", "conclusions", "see also",
-                     "further reading", "external links", "methods", "results", "details", "examples"}
+                     "further reading", "external links", "methods", "results", "details", "examples",
+                     "significance", "relevance", "performance", "challenges", "advantages", "disadvantages",
+                     "limitations", "applications", "motivation", "history", "outlook", "comparison", "evaluation",
+                     "analysis", "implementation", "definitions", "terminology", "acknowledgements",
+                     "acknowledgments", "funding", "keywords", "purpose", "objective", "objectives", "aims",
+                     "findings", "experiments", "future work", "related work", "open problems", "key points"}
+# words that leave a heading of section names still generic: "Advantages and disadvantages", "Relevance today"
+_GENERIC_FILLERS = {"and", "&", "the", "of", "today", "main", "key", "general", "other", "further", "future",
+                    "current", "practical", "some", "more"}
 
 
 @dataclass(frozen=True)
@@ -554,9 +562,22 @@ def heading_phrase(heading: str) -> str:
 
 def _names_an_activity(lowered: Sequence[str]) -> bool:
     """A heading that opens with a verb's -ing form and its object ("comparing the two codes", "choosing a
-    decoder"), not a noun ("decoding", "error correcting codes")."""
-    return len(lowered) >= 2 and lowered[0].endswith("ing") and "VERB" in parts_of_speech(lowered[0]) \
-        and lowered[1] in _DETERMINER_START
+    decoder", "comparing matching and union-find": a word the lexicon knows only as a verb), not a noun
+    ("decoding", "error correcting codes", "matching in practice")."""
+    if len(lowered) < 2 or not lowered[0].endswith("ing") or "VERB" not in parts_of_speech(lowered[0]):
+        return False
+    return lowered[1] in _DETERMINER_START or parts_of_speech(lowered[0]) == {"VERB"}
+
+
+def _generic_heading(words: Sequence[str]) -> bool:
+    """A heading that names a kind of section, not a thing: "Summary", "Advantages and disadvantages",
+    "Relevance today", "Historical background" (its last word)."""
+    lowered = [_core(w).lower() for w in words if _core(w)]
+    text = " ".join(lowered)
+    if not lowered or text in _GENERIC_HEADINGS or lowered[-1] in _GENERIC_HEADINGS:
+        return True
+    named = [w for w in lowered if w not in _GENERIC_FILLERS]
+    return bool(named) and all(w in _GENERIC_HEADINGS for w in named)
 
 
 def _common_word(word: str) -> bool:
@@ -569,12 +590,13 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
     section's first two sentences."""
     words = heading.split()
     sentences = [f for f in facts if f.kind == "sentence"]
-    if not sentences or not 1 <= len(words) <= 6 or heading.lower().strip(" :") in _GENERIC_HEADINGS \
-            or _core(words[-1]).lower() in _GENERIC_HEADINGS:  # "Historical background" names no thing
+    if not sentences or not 1 <= len(words) <= 6 or _generic_heading(words):
         return None
     if not _nounish(words) or heading.endswith("?") or re.search(r"\d+(?:\.\d+)+", heading):
         return None
-    lowered = [w.lower() for w in words]
+    lowered = [_core(w).lower() for w in words]
+    if lowered[0] in _CLAUSE_OPENERS:  # "Why oscillators are attractive" is a clause, not a thing
+        return None
     if _names_an_activity(lowered):  # "Comparing the two codes" names no thing to ask "what is" of
         return None
     # the head noun comes before the first preposition: "Uses of X", "Logical qubits in practice"
