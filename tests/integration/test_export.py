@@ -343,3 +343,21 @@ def test_gguf_out_ending_in_a_slash_is_a_folder(home: Path, tiny_model_dir: Path
                      "--out", str(tmp_path / "x" / "f32") + "/")
     assert code == 0, out
     assert (tmp_path / "x" / "f32" / f"{version.name}-f32.gguf").read_bytes()[:4] == b"GGUF"
+
+
+def test_the_embedded_gguf_converts_to_the_weights_and_tokenizer_transformers_reads(tmp_path: Path) -> None:
+    """convert_gguf parses the GGUF file once (gguf's reader memoised while it runs): the same weights and
+    tokens as transformers' own reading, and the reader is gguf's own again afterwards."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reader = gguf.GGUFReader
+    folder = convert_gguf(SMOLLM2.gguf_package, SMOLLM2.gguf_file, tmp_path / "smollm2")
+    assert gguf.GGUFReader is reader
+    source = _package_dir(SMOLLM2.gguf_package)
+    theirs = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=SMOLLM2.gguf_file).state_dict()
+    ours = AutoModelForCausalLM.from_pretrained(str(folder)).state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    text = "Logical qubits: the surface code's threshold is about 1%."
+    assert AutoTokenizer.from_pretrained(str(folder))(text)["input_ids"] == \
+        AutoTokenizer.from_pretrained(str(source), gguf_file=SMOLLM2.gguf_file)(text)["input_ids"]
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
