@@ -95,3 +95,16 @@ def test_curator_drops_planted_off_topic_documents(mixed_corpus, tmp_path):
     kept_docs = {r["doc_id"] for r in rows if r["kept"]}
     assert not (kept_docs & off_topic) and len(kept_docs) >= 10
     assert all(r["relevance"] >= spec.curation.chunk_relevance_threshold for r in rows if r["kept"])
+
+
+def test_repeated_texts_are_embedded_once_and_get_the_same_vector(shared_embedder):
+    """A fact's question forms share one answer: each distinct text goes to the model once, and every copy
+    gets its vector, in order."""
+    texts = ["The surface code has a threshold near 1%.", "Cat codes bias the noise.",
+             "The surface code has a threshold near 1%.", "Cat codes bias the noise.",
+             "GKP codes live in an oscillator."]
+    seen: list[int] = []
+    vectors = shared_embedder.embed(texts, progress=lambda done, total: seen.append(total))
+    alone = shared_embedder.embed(list(dict.fromkeys(texts)))
+    assert vectors.shape == (5, shared_embedder.dimension) and seen == [3]
+    assert (vectors[[0, 1, 4]] == alone).all() and (vectors[2] == vectors[0]).all() and (vectors[3] == vectors[1]).all()

@@ -42,16 +42,23 @@ class Embedder:
 
     def embed(self, texts: Sequence[str], batch_size: int = 64,
               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Normalised vectors of `texts`; `progress(done, total)` after each part of PROGRESS_PART texts."""
+        """Normalised vectors of `texts`, each distinct text encoded once (a generator's question forms of one
+        fact share its answer); `progress(done, total)` over the distinct texts, after each part of
+        PROGRESS_PART."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        texts, parts = list(texts), []
-        for start in range(0, len(texts), PROGRESS_PART):
-            parts.append(self._model.encode(texts[start : start + PROGRESS_PART], batch_size=batch_size,
+        distinct = list(dict.fromkeys(texts))
+        parts = []
+        for start in range(0, len(distinct), PROGRESS_PART):
+            parts.append(self._model.encode(distinct[start : start + PROGRESS_PART], batch_size=batch_size,
                                             normalize_embeddings=True, show_progress_bar=False))
             if progress is not None:
-                progress(min(start + PROGRESS_PART, len(texts)), len(texts))
-        return np.asarray(np.concatenate(parts), dtype=np.float32)
+                progress(min(start + PROGRESS_PART, len(distinct)), len(distinct))
+        vectors = np.asarray(np.concatenate(parts), dtype=np.float32)
+        if len(distinct) == len(texts):
+            return vectors
+        row = {text: i for i, text in enumerate(distinct)}
+        return vectors[[row[text] for text in texts]]
 
     @property
     def dimension(self) -> int:
