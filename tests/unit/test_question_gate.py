@@ -25,6 +25,7 @@ BAD = [
     ("What is challenges ----------?", "citation or markup in the question"),
     ("What is why oscillators are attractive?", "a clause asked as a thing"),
     ("What is why the classical idea needs modification?", "a clause asked as a thing"),
+    ("What the basis states as follows does the encoding map?", "an article after the question word"),
     ("The surface code is a stabilizer code.", "not a question"),
     ("Qubits are fragile?", "not a question"),
     ('How does the sentence "The unadjusted odds ratio (versus …" continue?', "unbalanced brackets or quotes"),

@@ -171,6 +171,11 @@ def test_a_fronted_phrase_is_never_taken_for_a_defined_term():
     ("Shor's algorithm", "What is Shor's algorithm?"),
     ("Logical operators and code distance", "What are logical operators and code distance?"),
     ("Logical qubits in practice", "What are logical qubits in practice?"),
+    # the demo corpus: "What is the threshold and error suppression?", "What are QUANTUM LDPC CODES?",
+    # "What is origins: the toric code?"
+    ("The threshold and error suppression", "What are the threshold and error suppression?"),
+    ("QUANTUM LDPC CODES", "What are quantum LDPC codes?"),
+    ("Origins: the toric code", "What is the toric code?"),
 ])
 def test_a_heading_is_asked_as_a_noun_phrase(heading, question):
     facts = passage_facts("The section explains the idea in two sentences. The second gives an example.", heading)
@@ -184,7 +189,8 @@ def test_a_heading_is_asked_as_a_noun_phrase(heading, question):
                                      "Comparing matching and union-find", "Why oscillators are attractive",
                                      "How decoders work",
                                      "Relevance today", "Advantages and disadvantages", "Performance", "Significance",
-                                     "Summary", "Historical background"])
+                                     "Summary", "Historical background", "Constructions",
+                                     "Why it matters: a longer label before the colon"])
 def test_a_heading_that_names_an_activity_a_clause_or_a_kind_of_section_gives_no_what_is_question(heading):
     facts = passage_facts("The section explains the idea in two sentences. The second gives an example.", heading)
     assert heading_question(heading, facts) is None
@@ -400,6 +406,8 @@ def test_what_is_a_heading_is_asked_only_where_its_section_opens():
     ("The surface code has three parts:", "What three parts does the surface code have?"),
     # read in the demo job's training set: 'What how many errors a code can handle does the distance determine?'
     ("The distance determines how many errors a code can handle:", "What does the distance determine?"),
+    # and 'What the basis states as follows does the encoding map?'
+    ("The encoding maps the basis states as follows:", "What does the encoding map?"),
 ])
 def test_a_list_is_asked_for_by_its_lead(lead, question):
     from tools.data.questions import list_question

@@ -12,6 +12,7 @@ It rejects, with a named reason, what generators (rule-based or LLM) get wrong o
 - "noun taken for a verb": "What does primary outcome measure?" (a bare noun compound before a word
   that is a noun as often as a verb),
 - "a clause asked as a thing": "What is why oscillators are attractive?" (a heading that is a clause),
+- "an article after the question word": "What the basis states as follows does the encoding map?",
 - "citation or markup in the question" (a heading's underline: "What is summary -------?"), "not a question",
   "too short", "too long".
 The lexicon is lemminflect's (tools/questions.parts_of_speech)."""
@@ -49,6 +50,8 @@ _DETERMINERS = {"the", "a", "an", "this", "that", "these", "those", "its", "thei
 _CITATION = re.compile(r"\[\d+(?:[,–-]\s*\d+)*\]|\bet al\b|\bdoi:|https?://|[{}]|</?[a-z]+>|\\[a-z]+")
 # a heading's underline or a rule ("What is summary -------?"), Markdown bold or heading marks
 _MARKUP_RUN = re.compile(r"-{3,}|={3,}|\*{2,}|#{2,}")
+# an article between the question word and its noun: "What the basis states as follows does the encoding map?"
+_ARTICLE_AFTER_WH = re.compile(r"^(?:what|which|how many)\s+(?:the|a|an)\s", re.IGNORECASE)
 # a clause where a noun phrase belongs: "What is why oscillators are attractive?"
 _CLAUSE_AS_NOUN = re.compile(r"^(?:what|which)\s+(?:is|are|was|were)\s+(?:why|how|whether|when|where)\b",
                              re.IGNORECASE)
@@ -126,6 +129,8 @@ def question_problem(question: str, min_words: int = 3, max_words: int = 45) -> 
         return "citation or markup in the question"
     if _CLAUSE_AS_NOUN.match(text):
         return "a clause asked as a thing"
+    if _ARTICLE_AFTER_WH.match(text):
+        return "an article after the question word"
     if _doubled_word(text):
         return "doubled word"
     if _heading_run_in(text):

@@ -34,6 +34,8 @@ AUXILIARIES = {"is", "are", "was", "were", "has", "have", "had", "can", "cannot"
                "will", "would", "should", "must", "does", "do", "did"}
 _DETERMINER_START = {"the", "a", "an", "this", "that", "these", "those", "its", "their", "each", "every",
                      "some", "any", "no", "all", "both", "more", "less", "most", "many", "several", "two", "three"}
+# words that cannot follow 'What' before a noun: "What the basis states does …"; "What three parts" can
+_ARTICLES_AND_POSSESSIVES = {"the", "a", "an", "this", "that", "these", "those", "its", "their", "our", "his", "her"}
 _BE = {"is", "are", "was", "were"}
 _PRONOUN_START = {"it", "this", "that", "these", "those", "they", "we", "our", "its", "their", "there",
                   "here", "he", "she", "his", "her", "such", "both", "each", "all", "one", "i", "you"}
@@ -86,7 +88,8 @@ _GENERIC_HEADINGS = {"introduction", "overview", "summary", "notes", "background
                      "limitations", "applications", "motivation", "history", "outlook", "comparison", "evaluation",
                      "analysis", "implementation", "definitions", "terminology", "acknowledgements",
                      "acknowledgments", "funding", "keywords", "purpose", "objective", "objectives", "aims",
-                     "findings", "experiments", "future work", "related work", "open problems", "key points"}
+                     "findings", "experiments", "future work", "related work", "open problems", "key points",
+                     "constructions", "origins", "variants", "properties"}
 # words that leave a heading of section names still generic: "Advantages and disadvantages", "Relevance today"
 _GENERIC_FILLERS = {"and", "&", "the", "of", "today", "main", "key", "general", "other", "further", "future",
                     "current", "practical", "some", "more"}
@@ -172,6 +175,7 @@ def _a_name(text: str) -> bool:
     return first[:1].isupper() and not parts_of_speech(first) and parse(text)[0].pos_ == "PROPN"
 
 
+_COORDINATORS = {"and", "or", "but"}
 _PREPOSITIONS = {"from", "in", "at", "on", "of", "for", "with", "without", "by", "during", "after", "before",
                  "between", "among", "to", "into", "through", "over", "under", "since", "until", "when", "if",
                  "while", "although", "because", "as", "than", "whether", "and", "or", "but", "out", "up",
@@ -549,6 +553,8 @@ def heading_phrase(heading: str) -> str:
     Demonstrations of X" -> "experimental demonstrations of X"), and "the" before a common noun that an
     of-phrase names ("Construction of the Shor code" -> "the construction of the Shor code")."""
     words = heading.split()
+    if len(words) >= 2 and heading.isupper():  # "QUANTUM LDPC CODES" -> "quantum LDPC codes"
+        words = [w.lower() if _common_word(w) else w for w in words]
     title_case = len(words) >= 2 and all(w[:1].isupper() for w in words if len(w) > 3)
     if title_case:
         words = [w if i == 0 or sum(c.isupper() for c in w) > 1 or not _common_word(w) else w.lower()
@@ -588,6 +594,11 @@ def _common_word(word: str) -> bool:
 def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tuple[int, ...]] | None:
     """'What is magic state distillation?' for a section whose heading names a thing; answered by the
     section's first two sentences."""
+    label, colon, named = heading.partition(": ")
+    if colon and len(label.split()) <= 2:  # "Origins: the toric code" names the toric code
+        heading = named
+    elif colon:
+        return None
     words = heading.split()
     sentences = [f for f in facts if f.kind == "sentence"]
     if not sentences or not 1 <= len(words) <= 6 or _generic_heading(words):
@@ -599,8 +610,10 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
         return None
     if _names_an_activity(lowered):  # "Comparing the two codes" names no thing to ask "what is" of
         return None
-    # the head noun comes before the first preposition: "Uses of X", "Logical qubits in practice"
-    before = next((i for i, w in enumerate(lowered[1:], start=1) if w in _PREPOSITIONS), len(words))
+    # the head noun comes before the first preposition: "Uses of X", "Logical qubits in practice"; two joined
+    # by "and" are plural ("The threshold and error suppression")
+    before = next((i for i, w in enumerate(lowered[1:], start=1) if w in _PREPOSITIONS - _COORDINATORS),
+                  len(words))
     head = _core(words[before - 1]).lower()
     plural = (head.endswith("s") and not head.endswith(("ss", "us", "sis"))) or "and" in lowered[:before]
     sentences = contiguous_facts(sentences, 2)
@@ -626,8 +639,10 @@ def list_question(fact: Fact) -> Question | None:
     if base and tense and clause.verb.lower() not in AUXILIARIES - {"has", "have", "had"} and clause.rest:
         auxiliary = {"past": "did", "third person": "does", "plain": "do"}[tense]
         rest = clause.rest.split()
-        # "determines how many errors a code can handle:" names no noun to ask 'What <noun> …' of
-        asked = "" if len(rest) > 6 or _core(rest[0]).lower() in _CLAUSE_OPENERS else f" {clause.rest}"
+        # "determines how many errors a code can handle:" names no noun to ask 'What <noun> …' of, and "maps the
+        # basis states as follows:" none to put after 'What' ("What the basis states … does the encoding map?")
+        opener = _core(rest[0]).lower()
+        asked = "" if len(rest) > 6 or opener in _CLAUSE_OPENERS | _ARTICLES_AND_POSSESSIVES else f" {clause.rest}"
         return Question(finish_question(f"What{asked} {auxiliary} {lower_first(clause.subject)} {base}"),
                         answer, "list")
     return None
