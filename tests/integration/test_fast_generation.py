@@ -103,7 +103,7 @@ def test_merged_bf16_weights_are_as_close_to_fp32_as_the_unmerged_bf16_path(tiny
     assert merged_error < 0.1 * adapter_effect  # the rounding is small next to what the adapter changes
 
 
-def test_auto_precision_decodes_in_fp32_on_a_cpu_unless_it_has_bf16_tiles_and_a_batch(monkeypatch) -> None:
+def test_auto_precision_decodes_in_fp32_on_a_cpu_unless_it_has_native_bf16_and_a_batch(monkeypatch) -> None:
     from tools import hardware
 
     if torch.cuda.is_available():
@@ -111,7 +111,7 @@ def test_auto_precision_decodes_in_fp32_on_a_cpu_unless_it_has_bf16_tiles_and_a_
     for flags in ({"avx2", "avx512_bf16"}, {"avx2"}, {"avx2", "avx512_bf16", "amx_bf16"}):
         monkeypatch.setattr(hardware, "_cpu_flags", lambda flags=flags: flags)
         assert inference_dtype("auto") == torch.float32  # one sequence at a time: ftagent ask, serve
-        batched = torch.bfloat16 if "amx_bf16" in flags else torch.float32
+        batched = torch.bfloat16 if "avx512_bf16" in flags else torch.float32
         assert inference_dtype("auto", rows=8) == batched, flags  # the evaluator's batches
     assert inference_dtype("fp32") == torch.float32 and inference_dtype("bf16") == torch.bfloat16
     with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32, int8, int4, not 'fp16'"):

@@ -9,19 +9,21 @@ INT4_GROUP_SIZE = 32  # input columns per int4 scale and offset (see tools/model
 
 INFERENCE_PRECISIONS = ("auto", "bf16", "fp32", "int8", "int4")
 QUANTIZED = ("int8", "int4")  # weight-only, CPU, need a merged adapter
-BATCHED_ROWS = 8  # sequences at a time from which bf16 pays on a CPU with bf16 matrix units
+BATCHED_ROWS = 8  # sequences at a time from which bf16 weights pay on a CPU with native bf16
 
 
 def inference_dtype(precision: str = "auto", rows: int = 1):
     """The floating-point dtype weights are loaded in for inference, for work of `rows` sequences at a
-    time. "auto" is bf16 on a CUDA GPU with bf16; on a CPU, bf16 only where it has bf16 matrix units
-    (AMX) and the work is batched (`rows` >= BATCHED_ROWS), else fp32, even with native bf16: generation
-    multiplies each sequence's vector by each weight matrix, and torch's CPU bf16 kernel for one row gains
-    little at one thread and loses at two (SmolLM2-135M shapes, 1536x576 weight, torch 2.13: on a 2-core
-    avx512_bf16 EPYC, 1 row fp32 0.09 ms, bf16 0.10 ms at 1 thread, 1.6 ms at 2 when the other core is
-    busy; on a 2-core AMX Xeon, 1 row fp32 0.034 ms, bf16 0.059 ms at 2 threads, 8 rows fp32 0.36 ms,
-    bf16 0.11 ms at 1 thread, 0.087 / 0.061 ms at 2). "bf16" asks for bf16 weights anyway; "int8" and
-    "int4" load fp32 weights, which `load_for_inference` then quantizes (`quantize_weights`)."""
+    time. "auto" is bf16 on a CUDA GPU with bf16; on a CPU, bf16 where it has native bf16 (avx512_bf16 or
+    AMX) and the work is batched (`rows` >= BATCHED_ROWS), else fp32: generation multiplies each sequence's
+    vector by each weight matrix, and torch's CPU bf16 kernel for one row gains little at one thread and
+    loses at two (SmolLM2-135M shapes, 1536x576 weight, torch 2.13: on a 2-core avx512_bf16 EPYC, 1 row fp32
+    0.09 ms, bf16 0.10 ms at 1 thread, 1.6 ms at 2 when the other core is busy; on a 2-core AMX Xeon, 1 row
+    fp32 0.034 ms, bf16 0.059 ms at 2 threads, 8 rows fp32 0.36 ms, bf16 0.11 ms at 1 thread, 0.087 / 0.061
+    ms at 2), while batches gain on both: the demo job's tuned model, 64 greedy tokens, on the EPYC (no AMX)
+    8 rows fp32 5.93 s, bf16 4.58 s; 16 rows 8.76 / 5.88 s; 48 rows 16.1-17.7 / 14.9 s. "bf16" asks for
+    bf16 weights anyway; "int8" and "int4" load fp32 weights, which `load_for_inference` then quantizes
+    (`quantize_weights`)."""
     import torch
 
     from tools.hardware import detect_hardware
@@ -32,16 +34,16 @@ def inference_dtype(precision: str = "auto", rows: int = 1):
         hardware = detect_hardware()
         if hardware.device == "cuda":
             return torch.bfloat16 if hardware.bf16 else torch.float32
-        return torch.bfloat16 if hardware.bf16_tiles and rows >= BATCHED_ROWS else torch.float32
+        return torch.bfloat16 if hardware.bf16 and rows >= BATCHED_ROWS else torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def scoring_precision(model, precision: str = "auto"):
     """The context teacher-forced scoring (answer NLL, perplexity: whole sequences, thousands of rows per
-    matrix product) runs in: with "auto", fp32 weights on a CPU with native bf16 compute in bf16 autocast
-    (the loss still in fp32), even without bf16 matrix units, where decoding stays fp32 (`inference_dtype`);
-    otherwise no change. On a 2-core avx512_bf16 EPYC, the demo job's tuned model: test answer NLL 11.2 ->
-    6.3 s (2.62527 -> 2.62582), general perplexity 6.6 -> 3.9 s (17.713 -> 17.725)."""
+    matrix product) runs in: with "auto", fp32 weights on a CPU with native bf16 (loaded so for one row at a
+    time, `inference_dtype`) compute in bf16 autocast (the loss still in fp32); otherwise no change. On a
+    2-core avx512_bf16 EPYC, the demo job's tuned model: test answer NLL 11.2 -> 6.3 s (2.62527 -> 2.62582),
+    general perplexity 6.6 -> 3.9 s (17.713 -> 17.725)."""
     import contextlib
 
     import torch
