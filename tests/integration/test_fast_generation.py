@@ -259,6 +259,35 @@ def test_the_hand_rolled_greedy_loop_gives_generates_tokens(tiny_model_dir: Path
     assert bool((batch["attention_mask"] == 0).any())  # the batch really is padded
 
 
+def test_rows_that_end_leave_the_batch_and_the_rest_decode_as_generate_does(tiny_model_dir: Path,
+                                                                            adapter: str) -> None:
+    """A stop token that one row writes early and another row does not: the row that ends leaves the
+    batch (fewer rows in the later forwards), and every row's tokens are still generate's."""
+    from tools.models.decoding import greedy_decode
+
+    model, tokenizer = load_for_inference(str(tiny_model_dir), adapter, merge=True)
+    tokenizer.padding_side = "left"
+    batch = tokenizer([tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                                     add_generation_prompt=True) for q in QUESTIONS],
+                      return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    free = greedy_decode(model, ids, mask, 20, None, tokenizer.pad_token_id).tolist()  # no stop: 20 each
+    stop = next(t for row in free for t in row[1:5] if any(t not in other[:12] for other in free))
+    rows: list[int] = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    try:
+        loop = greedy_decode(model, ids, mask, 20, stop, tokenizer.pad_token_id).tolist()
+    finally:
+        hook.remove()
+    with torch.inference_mode():
+        output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=20,
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=stop)
+    expected = output[:, ids.shape[1]:].tolist()
+    assert loop == [row[: len(loop[0])] for row in expected]
+    assert rows[0] == len(QUESTIONS) and min(rows) < len(QUESTIONS)
+
+
 @pytest.fixture(scope="module")
 def int4_model_dir(tmp_path_factory) -> Path:
     """The tiny model 64 wide: int4 groups (32 or more columns) divide every layer's input."""

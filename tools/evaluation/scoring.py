@@ -31,6 +31,7 @@ from tools.evaluation.metrics import (
     strip_template_tokens,
     token_f1,
 )
+from tools.models.decoding import greedy_decode
 from tools.models.loading import load_for_inference, scoring_precision
 from tools.package_data import GENERAL_SETS_DIR
 from tools.training.encoding import encode_chat
@@ -235,8 +236,9 @@ def _answer_loss_sum(model, ids, mask, labels):
 def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: int = 64,
                      batch_size: int = 8, raw: bool = False, progress: Progress | None = None) -> list[str]:
     """Greedy answers to each record's prompt (its messages without the assistant's reply), in the records'
-    order. Prompts decode `batch_size` at a time, left-padded and grouped by length (little padding); a
-    batched greedy answer equals the one-at-a-time answer (tests/integration/test_fast_generation.py). With `raw`,
+    order. Prompts decode `batch_size` at a time, left-padded and grouped by length (little padding), through
+    `greedy_decode` (a row that ends leaves the batch); a batched greedy answer equals the one-at-a-time
+    answer and `generate`'s (tests/integration/test_fast_generation.py). With `raw`,
     special tokens the model wrote before stopping are kept (format compliance looks for them).
     `progress(done, total)` before the first batch and after each."""
     import torch
@@ -249,6 +251,8 @@ def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: 
     batch_size = answer_rows(model, max(lengths, default=0) + max_new_tokens, batch_size)
     if progress is not None and prompts:
         progress(0, len(prompts))  # started (one batch may hold every answer)
+    config_stops = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    stops = config_stops if config_stops is not None else tokenizer.eos_token_id  # what generate stops at
     tokenizer.padding_side = "left"
     try:
         with torch.inference_mode():
@@ -256,9 +260,8 @@ def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: 
                 rows = order[start : start + batch_size]
                 batch = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True,
                                   add_special_tokens=False)
-                output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                        pad_token_id=tokenizer.pad_token_id)
-                new_tokens = output[:, batch["input_ids"].shape[1]:]
+                new_tokens = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
+                                           stops, tokenizer.pad_token_id)
                 answers |= {i: _decode(tokenizer, row, raw) for i, row in zip(rows, new_tokens.tolist(), strict=True)}
                 if progress is not None:
                     progress(len(answers), len(prompts))

@@ -23,7 +23,9 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any = None, max_ne
                   on_token: TokenSink | None = None, should_stop: StopCheck | None = None) -> Any:
     """The new tokens, [rows, up to max_new_tokens]: greedy, each row padded with `pad_token_id` after its
     end-of-sequence token; shorter when every row has ended. `attention_mask` (1 = real token) is needed
-    only for a left-padded batch. `on_token` sees a one-row decode's tokens as they come."""
+    only for a left-padded batch. `on_token` sees a one-row decode's tokens as they come. A row that ends
+    leaves the batch (its keys and values too), so the rows still decoding run without it: where answers
+    end at different lengths, the later steps multiply fewer rows."""
     import torch
     from transformers import DynamicCache
 
@@ -31,26 +33,31 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any = None, max_ne
     rows = input_ids.shape[0]
     padded = attention_mask is not None and not bool(attention_mask.all())
     positions = _positions(attention_mask) if padded else None
-    cache, chosen = DynamicCache(), []
-    ended = torch.zeros(rows, dtype=torch.bool)
-    step, cache_name = _next_tokens(model), _cache_argument(model)
+    cache, chosen = DynamicCache(), input_ids.new_full((rows, max_new_tokens), pad_token_id)
+    live = torch.arange(rows)  # the batch row of each row still decoding
+    step, cache_name, length = _next_tokens(model), _cache_argument(model), 0
     with torch.inference_mode():
         token = step(input_ids=input_ids, attention_mask=attention_mask if padded else None,
                      position_ids=positions, **{cache_name: cache})
-        for _ in range(max_new_tokens):
-            token = token.masked_fill(ended, pad_token_id)
-            chosen.append(token)
+        while length < max_new_tokens:
+            chosen[live, length] = token
+            length += 1
             if on_token is not None and rows == 1:
                 on_token(int(token[0]))
-            ended |= torch.isin(token, stops)
-            if bool(ended.all()) or len(chosen) == max_new_tokens or (should_stop and should_stop()):
+            ended = torch.isin(token, stops)
+            if bool(ended.all()) or length == max_new_tokens or (should_stop and should_stop()):
                 break
+            if bool(ended.any()):
+                keep = (~ended).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                live, token = live[keep], token[keep]
+                attention_mask, positions = (None, None) if not padded else (attention_mask[keep], positions[keep])
             if padded:
-                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(rows, 1)], dim=1)
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(live), 1)], dim=1)
                 positions = positions[:, -1:] + 1
             token = step(input_ids=token[:, None], attention_mask=attention_mask if padded else None,
                          position_ids=positions, **{cache_name: cache})
-    return torch.stack(chosen, dim=1) if chosen else input_ids.new_zeros(rows, 0)
+    return chosen[:, :length]
 
 
 def _cache_argument(model: Any) -> str:
