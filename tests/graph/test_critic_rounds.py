@@ -91,7 +91,7 @@ def test_weak_grounding_regenerates_the_data_with_a_stricter_gate(regression_job
     assert len(regenerated) < sum(second.dataset.counts.values())
     assert sum(third.dataset.counts.values()) == len(regenerated)
     floor = remedy.changes["min_semantic_support"]
-    assert all(r["metadata"]["quality"]["semantic_support"] >= floor or r["metadata"]["quality"]["verbatim"]
+    assert all(r["metadata"]["quality"]["verbatim"] or r["metadata"]["quality"]["semantic_support"] >= floor
                for r in regenerated)
     assert third.config["learning_rate"] == second.config["learning_rate"] and third.replay_examples > 0
     assert [r.round for r in state["rounds"]] == [1, 2, 3] and state["model"].status == "rejected"

@@ -129,6 +129,33 @@ def test_a_verbatim_answer_needs_no_embedding_agreement_a_paraphrase_does():
     assert not paraphrase.kept and paraphrase.reason == "answer not supported by its chunk"
 
 
+def test_only_answers_that_are_not_verbatim_are_embedded_for_their_support(embedder):
+    """The gate takes a verbatim answer as grounded whatever its embedding, so the generator embeds only the
+    others; a verbatim one keeps semantic_support None (JSON null) and passes as before."""
+    from graphs.nodes.generator import answer_support
+    from tools.data.examples import Example
+
+    source = ("Twelve patients showed virologic relapse (54.54%). The mean interval between discontinuation and "
+              "relapse was 6.38 months. Relapse was more frequent among patients treated with lamivudine alone.")
+    verbatim = Example("What was the mean interval between discontinuation and relapse?",
+                       "The mean interval between discontinuation and relapse was 6.38 months.", "c1", "d1", "value")
+    paraphrase = Example("When did relapse come after stopping treatment?",
+                         "Relapse came about six months after patients stopped their treatment.", "c1", "d1", "value")
+    embedded: list[list[str]] = []
+
+    class Counting:
+        def embed(self, texts):
+            embedded.append(list(texts))
+            return embedder.embed(texts)
+
+    support = answer_support(Counting(), [verbatim, paraphrase], {"c1": embedder.embed([source])[0]}, {"c1": source})
+    assert embedded == [[paraphrase.answer]] and support[0] is None and 0 < support[1] < 1
+    kept, _ = gate_examples([verbatim, paraphrase], {"c1": source}, support)
+    first = next(e for e in kept if e.answer == verbatim.answer)
+    assert first.metadata["quality"]["semantic_support"] is None and first.metadata["quality"]["verbatim"] == 1.0
+    assert json.loads(json.dumps(first.metadata))["quality"]["semantic_support"] is None
+
+
 def test_an_answer_without_its_statistical_asides_is_still_a_span_of_its_passage():
     source = ("Fourteen of 379 (3.7%) women in the intervention group and 17 of 340 (5.0%) in the control group had "
               "an EPDS score of 10 or more (p=0.46). Treatment with IMRT (intensity-modulated radiotherapy) helped.")

@@ -219,11 +219,15 @@ def _parts(question: str, answer: str, kind: str, lexical: float, semantic: floa
 WEIGHTS = {"coherence": 0.3, "factual_consistency": 0.3, "complexity": 0.2, "format": 0.2}
 
 
-def judge_example(question: str, answer: str, kind: str, source: str, semantic: float,
+def judge_example(question: str, answer: str, kind: str, source: str, semantic: float | None,
                   config: GateConfig = GateConfig()) -> Verdict:
-    """Score one example against its source chunk (`semantic`: cosine of answer and chunk embeddings)."""
+    """Score one example against its source chunk (`semantic`: cosine of answer and chunk embeddings; None
+    when not measured: a verbatim answer needs none, any other then counts as unsupported)."""
     lexical, verbatim = lexical_support(answer, source), verbatim_span(answer, source)
+    reported, semantic = semantic, 0.0 if semantic is None else semantic
     parts = _parts(question, answer, kind, lexical, semantic, config, verbatim)
+    if reported is None:
+        parts["semantic_support"] = None
     score = round(sum(parts[name] * weight for name, weight in WEIGHTS.items()), 3)
     level = difficulty(kind, answer)
     if failure := _hard_failure(question, answer, kind, lexical, semantic, config, verbatim):
@@ -268,17 +272,18 @@ def balance(labels: Sequence[tuple[str, str]], scores: Sequence[float], max_shar
     return dropped
 
 
-def gate_examples(examples: Sequence[Example], sources: Mapping[str, str], semantic: Sequence[float],
+def gate_examples(examples: Sequence[Example], sources: Mapping[str, str], semantic: Sequence[float | None],
                   config: GateConfig = GateConfig(), duplicate_threshold: float = 0.9,
                   max_share: float = 0.6) -> tuple[list[Example], Counter[str]]:
     """The examples that pass the gate (score, difficulty and verdict in their metadata), without
     near-duplicates, balanced by type and difficulty; and a count of every drop by reason.
-    `sources` maps chunk_id -> chunk text; `semantic[i]` is example i's answer/chunk cosine."""
+    `sources` maps chunk_id -> chunk text; `semantic[i]` is example i's answer/chunk cosine (None: not
+    measured, see `judge_example`)."""
     dropped: Counter[str] = Counter()
     passed: list[Example] = []
     for example, similarity in zip(examples, semantic, strict=True):
         verdict = judge_example(example.question, example.answer, example.type, sources[example.chunk_id],
-                                float(similarity), config)
+                                None if similarity is None else float(similarity), config)
         if not verdict.kept:
             dropped[verdict.reason] += 1
             continue
