@@ -288,6 +288,29 @@ def test_rows_that_end_leave_the_batch_and_the_rest_decode_as_generate_does(tiny
     assert rows[0] == len(QUESTIONS) and min(rows) < len(QUESTIONS)
 
 
+def test_a_generation_config_that_changes_the_logits_keeps_generates_answers(tiny_model_dir: Path) -> None:
+    """A base model whose generation_config.json sets a repetition penalty: the evaluator's answers are
+    generate's (which applies it), not the plain argmax loop's."""
+    from tools.evaluation.scoring import generate_answers
+
+    model, tokenizer = load_for_inference(str(tiny_model_dir))
+    records = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ""}]}
+               for q in QUESTIONS[:3]]
+    plain = generate_answers(model, tokenizer, records, max_new_tokens=16, batch_size=3, raw=True)
+    model.generation_config.repetition_penalty = 5.0
+    penalised = generate_answers(model, tokenizer, records, max_new_tokens=16, batch_size=3, raw=True)
+    alone = []
+    for record in records:
+        ids = tokenizer(tokenizer.apply_chat_template(record["messages"][:-1], tokenize=False,
+                                                      add_generation_prompt=True),
+                        return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                    max_new_tokens=16, pad_token_id=tokenizer.pad_token_id)
+        alone.append(tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=False).strip())
+    assert penalised != plain and penalised == [a.split(tokenizer.eos_token)[0].strip() for a in alone]
+
+
 @pytest.fixture(scope="module")
 def int4_model_dir(tmp_path_factory) -> Path:
     """The tiny model 64 wide: int4 groups (32 or more columns) divide every layer's input."""
