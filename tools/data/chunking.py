@@ -73,9 +73,10 @@ def blocks(text: str) -> list[tuple[str, str]]:
                 title = body.pop()
             elif _HEADING.match(line):
                 title = line.lstrip("#").strip()
+            elif underlined:  # a thematic break
+                continue
             else:
-                if not underlined:
-                    body.append(line)
+                body.append(line)
                 continue
             if body:
                 found.append((heading, _join_block(body)))

@@ -224,17 +224,17 @@ def judge_example(question: str, answer: str, kind: str, source: str, semantic: 
     """Score one example against its source chunk (`semantic`: cosine of answer and chunk embeddings; None
     when not measured: a verbatim answer needs none, any other then counts as unsupported)."""
     lexical, verbatim = lexical_support(answer, source), verbatim_span(answer, source)
-    reported, semantic = semantic, 0.0 if semantic is None else semantic
-    parts = _parts(question, answer, kind, lexical, semantic, config, verbatim)
-    if reported is None:
+    measured = 0.0 if semantic is None else semantic
+    parts = _parts(question, answer, kind, lexical, measured, config, verbatim)
+    if semantic is None:
         parts["semantic_support"] = None
     score = round(sum(parts[name] * weight for name, weight in WEIGHTS.items()), 3)
     level = difficulty(kind, answer)
-    if failure := _hard_failure(question, answer, kind, lexical, semantic, config, verbatim):
+    if failure := _hard_failure(question, answer, kind, lexical, measured, config, verbatim):
         return Verdict(False, score, failure, parts, level)
     if score >= config.keep_score:
         return Verdict(True, score, "kept", parts, level)
-    if score >= config.review_score and _passes_review(answer, lexical, semantic, config, verbatim):
+    if score >= config.review_score and _passes_review(answer, lexical, measured, config, verbatim):
         return Verdict(True, score, "kept after review", parts, level)
     return Verdict(False, score, "score below threshold", parts, level)
 

@@ -31,7 +31,7 @@ from tools.evaluation.metrics import (
     strip_template_tokens,
     token_f1,
 )
-from tools.models.decoding import greedy_decode
+from tools.models.decoding import greedy_decode, plain_argmax
 from tools.models.loading import load_for_inference, scoring_precision
 from tools.package_data import GENERAL_SETS_DIR
 from tools.training.encoding import encode_chat
@@ -233,22 +233,12 @@ def _answer_loss_sum(model, ids, mask, labels):
                                              ignore_index=-100, reduction="sum")
 
 
-# generation-config settings with which `generate`'s greedy tokens are not the plain argmax (a base model's
-# generation_config.json may set them: a repetition penalty, say); with any of them the answers come from generate
-# (each with the values that change nothing)
-LOGIT_CHANGING_SETTINGS = {"repetition_penalty": (None, 1.0), "encoder_repetition_penalty": (None, 1.0),
-                           "no_repeat_ngram_size": (None, 0), "min_new_tokens": (None, 0), "min_length": (None, 0),
-                           "bad_words_ids": (None,), "suppress_tokens": (None,), "begin_suppress_tokens": (None,),
-                           "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "sequence_bias": (None,),
-                           "exponential_decay_length_penalty": (None,)}
-
-
 def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: int = 64,
                      batch_size: int = 8, raw: bool = False, progress: Progress | None = None) -> list[str]:
     """Greedy answers to each record's prompt (its messages without the assistant's reply), in the records'
     order. Prompts decode `batch_size` at a time, left-padded and grouped by length (little padding), through
     `greedy_decode` (a row that ends leaves the batch; `generate` when the model's generation config changes
-    the logits, LOGIT_CHANGING_SETTINGS); a batched greedy answer equals the one-at-a-time answer and
+    the logits, `plain_argmax`); a batched greedy answer equals the one-at-a-time answer and
     `generate`'s (tests/integration/test_fast_generation.py). With `raw`,
     special tokens the model wrote before stopping are kept (format compliance looks for them).
     `progress(done, total)` before the first batch and after each."""
@@ -262,10 +252,9 @@ def generate_answers(model, tokenizer, records: Sequence[dict], max_new_tokens: 
     batch_size = answer_rows(model, max(lengths, default=0) + max_new_tokens, batch_size)
     if progress is not None and prompts:
         progress(0, len(prompts))  # started (one batch may hold every answer)
-    config = getattr(model, "generation_config", None)
-    config_stops = getattr(config, "eos_token_id", None)
+    config_stops = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     stops = config_stops if config_stops is not None else tokenizer.eos_token_id  # what generate stops at
-    plain_greedy = all(getattr(config, name, None) in neutral for name, neutral in LOGIT_CHANGING_SETTINGS.items())
+    plain_greedy = plain_argmax(model)
     tokenizer.padding_side = "left"
     try:
         with torch.inference_mode():

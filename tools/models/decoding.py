@@ -14,6 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+# generation-config settings with which `generate`'s greedy tokens are not the plain argmax (a base model's
+# generation_config.json may set them: a repetition penalty, say), each with the values that change nothing
+LOGIT_CHANGING_SETTINGS = {"repetition_penalty": (None, 1.0), "encoder_repetition_penalty": (None, 1.0),
+                           "no_repeat_ngram_size": (None, 0), "min_new_tokens": (None, 0), "min_length": (None, 0),
+                           "bad_words_ids": (None,), "suppress_tokens": (None,), "begin_suppress_tokens": (None,),
+                           "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "sequence_bias": (None,),
+                           "exponential_decay_length_penalty": (None,)}
+
 StopCheck = Callable[[], bool]  # True: stop after the current token (a cancelled stream)
 TokenSink = Callable[[int], None]  # each new token of a one-row decode, as it is chosen
 
@@ -51,13 +59,21 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any = None, max_ne
                 keep = (~ended).nonzero().squeeze(1)
                 cache.batch_select_indices(keep)
                 live, token = live[keep], token[keep]
-                attention_mask, positions = (None, None) if not padded else (attention_mask[keep], positions[keep])
+                if padded:
+                    attention_mask, positions = attention_mask[keep], positions[keep]
             if padded:
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(live), 1)], dim=1)
                 positions = positions[:, -1:] + 1
             token = step(input_ids=token[:, None], attention_mask=attention_mask if padded else None,
                          position_ids=positions, **{cache_name: cache})
     return chosen[:, :length]
+
+
+def plain_argmax(model: Any) -> bool:
+    """Whether `generate`'s greedy tokens for this model are the argmax `greedy_decode` takes: its generation
+    config sets none of LOGIT_CHANGING_SETTINGS (otherwise only `generate` applies them)."""
+    config = getattr(model, "generation_config", None)
+    return all(getattr(config, name, None) in neutral for name, neutral in LOGIT_CHANGING_SETTINGS.items())
 
 
 def _cache_argument(model: Any) -> str:
