@@ -92,24 +92,27 @@ def resolve_export_options(fmt: str, dtype: str | None) -> str:
 
 # -- merged safetensors --------------------------------------------------------------------------
 
-def merge_adapter(base_model_path: str, adapter_dir: str | Path, target: Path, dtype: str = "f32") -> Path:
+def merge_adapter(base_model_path: str, adapter_dir: str | Path | None, target: Path, dtype: str = "f32") -> Path:
     """The adapter folded into the base weights (peft merge_and_unload), saved with save_pretrained in
-    `dtype`, with the tokenizer (and its chat template) next to it. The one merge every caller uses."""
+    `dtype`, with the tokenizer (and its chat template) next to it. The one merge every caller uses.
+    Without an adapter, the base model alone is saved the same way (llama.cpp's base for GGUF LoRAs)."""
     import torch
 
     from tools.models.loading import load_for_inference
 
-    model, tokenizer = load_for_inference(base_model_path, str(adapter_dir))
-    merged = model.merge_and_unload().to(getattr(torch, SAFETENSORS_DTYPES[dtype]))
+    model, tokenizer = load_for_inference(base_model_path, str(adapter_dir) if adapter_dir is not None else None)
+    merged = model.merge_and_unload() if adapter_dir is not None else model
+    merged = merged.to(getattr(torch, SAFETENSORS_DTYPES[dtype]))
     merged.save_pretrained(str(target), safe_serialization=True)
     tokenizer.save_pretrained(str(target))
     return target
 
 
-def export_merged(base_model_path: str, adapter_dir: str | Path, target: Path, dtype: str = "f32",
+def export_merged(base_model_path: str, adapter_dir: str | Path | None, target: Path, dtype: str = "f32",
                   replace_unmarked: bool = False) -> Path:
     """A standalone model folder at `target`: merged weights, a config that says their dtype and carries no
-    quantization_config, generation_config.json, the tokenizer with its chat template. Written in a staging
+    quantization_config, generation_config.json, the tokenizer with its chat template (`adapter_dir` None: the
+    base model alone, checked the same way). Written in a staging
     folder and renamed into place; `target` may be new, empty or an earlier export of ours (see
     `check_folder_target`), never a folder of someone else's files. Raises ExportError for a target it must
     not replace, and listing every convention the folder breaks (see `export_problems`)."""

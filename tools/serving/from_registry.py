@@ -30,14 +30,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from tools.home import HomeLayout
-from tools.serving.server import ModelServer, ServedNames, ServingError, build_app
+from tools.serving.server import ChatEngine, ModelServer, ServedNames, ServingError, build_app
 from tools.stores.model_registry import ModelRegistry, ModelVersion
 
 logger = logging.getLogger("ftagent.serving")
@@ -137,10 +137,10 @@ def served_names(versions: Sequence[ModelVersion], ab_splits: Mapping[str, Mappi
 
 
 class RegistryFollower:
-    """Keeps a ModelServer in step with the registry: on request (`reload`) and, with a positive
-    interval, from a polling thread (see the module's policy)."""
+    """Keeps a serving engine (a ModelServer, or another ChatEngine) in step with the registry: on request
+    (`reload`) and, with a positive interval, from a polling thread (see the module's policy)."""
 
-    def __init__(self, server: ModelServer, registry: ModelRegistry, base_model_path: str,
+    def __init__(self, server: ChatEngine, registry: ModelRegistry, base_model_path: str,
                  names: Sequence[str] = (), ab_splits: Mapping[str, Mapping[str, float]] | None = None,
                  interval_s: float = 5.0) -> None:
         if interval_s < 0:
@@ -193,10 +193,13 @@ class RegistryFollower:
 
 def app_for_registry(registry: ModelRegistry, home: Path, names: Sequence[str] = (),
                      ab_splits: Mapping[str, Mapping[str, float]] | None = None, reload_interval_s: float = 5.0,
-                     api_key: str | None = None, **options: Any) -> FastAPI:
+                     api_key: str | None = None, engine: Callable[..., ChatEngine] = ModelServer,
+                     **options: Any) -> FastAPI:
     """Serve registered versions on their shared base and follow the registry while serving.
     Named versions must load (else an error); discovered ones that cannot are skipped with a reason.
-    Options are ModelServer's (context_length, max_batch_size, threads, ...)."""
+    `engine` builds the server from (base model folder, {}, base_name=..., **options): ModelServer (its
+    options: context_length, max_batch_size, threads, ...) or another ChatEngine taking that signature
+    (tools.serving.llamacpp_engine.LlamaCppServer)."""
     from tools.models.catalogue import model_key, resolve_base_model
 
     versions = servable_versions(registry, names)
@@ -207,7 +210,7 @@ def app_for_registry(registry: ModelRegistry, home: Path, names: Sequence[str] =
     if not Path(base_path).exists():
         base_path = str(resolve_base_model(first.base_model, Path(home)))
     options.setdefault("assignment_log", HomeLayout(Path(home)).serving_assignments)
-    server = ModelServer(base_path, {}, base_name=base_name, **options)
+    server = engine(base_path, {}, base_name=base_name, **options)
     follower = RegistryFollower(server, registry, first.base_model_path, names, ab_splits, reload_interval_s)
     try:
         follower.reload(strict=bool(names))

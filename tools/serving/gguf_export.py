@@ -20,6 +20,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,19 +91,30 @@ def write_gguf(merged_dir: Path, out_file: Path, dtype: str = "f16") -> Path:
         shape = LlamaShape.from_config(config)
     except KeyError as missing:
         raise ExportError(f"config.json in {merged_dir} lacks {missing}, which llama.cpp needs") from None
-    check_file_target(out_file, GGUF_MAGIC)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging_name = tempfile.mkstemp(prefix=f".{out_file.name}.", suffix=".partial", dir=out_file.parent)
-    os.close(handle)
-    staging = Path(staging_name)
-    writer = gguf.GGUFWriter(str(staging), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
-    try:
-        tensors = list(_gguf_tensors(merged_dir, shape, dtype))
+    def fill(writer: Any) -> None:
+        tensors = list(_gguf_tensors(merged_dir, shape, dtype))  # an unmappable name stops before any metadata
         _add_general(writer, merged_dir, dtype, _parameter_count(merged_dir))
         _add_hyperparameters(writer, shape)
         _add_tokenizer(writer, merged_dir, shape.vocab_size)
         for name, data, qtype in tensors:
             writer.add_tensor(name, data, raw_dtype=qtype if qtype == gguf.GGMLQuantizationType.Q8_0 else None)
+
+    return write_gguf_file(out_file, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA], fill)
+
+
+def write_gguf_file(out_file: Path, architecture: str, fill: Callable[[Any], None]) -> Path:
+    """One GGUF file at `out_file`, written by `fill(writer)` (metadata and tensors) into a staging file next
+    to it and renamed into place: a runtime never finds half a file, and only an earlier GGUF is replaced."""
+    import gguf
+
+    check_file_target(out_file, GGUF_MAGIC)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging_name = tempfile.mkstemp(prefix=f".{out_file.name}.", suffix=".partial", dir=out_file.parent)
+    os.close(handle)
+    staging = Path(staging_name)
+    writer = gguf.GGUFWriter(str(staging), architecture)
+    try:
+        fill(writer)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

@@ -202,41 +202,59 @@ class _EventStop:
         return self.event.is_set()
 
 
-class ModelServer:
-    """One base model with LoRA adapters, and the name → version → adapter mapping."""
+class ChatEngine:
+    """What every engine behind the OpenAI-compatible app shares (ModelServer here, and
+    tools.serving.llamacpp_engine): the names it answers (versions, aliases, A/B splits, each version's
+    system prompt), changing them while it serves, and a request made into a Generation under the context
+    policy. An engine puts adapters on and takes them off (`_load`, `_unload`), makes a prompt's token ids
+    (`_prompt_ids`), generates (`generate(job, streamer, stop)`, feeding the streamer as transformers'
+    generate does), and decodes answers with `tokenizer`."""
 
-    def __init__(self, base_model_path: str, adapters: Mapping[str, str], base_name: str | None = None,
-                 aliases: Mapping[str, str] | None = None, ab_splits: Mapping[str, Mapping[str, float]] | None = None,
-                 system_prompts: Mapping[str, str] | None = None, context_length: int | None = None,
-                 default_max_tokens: int = 256, assignment_log: Path | None = None,
-                 threads: int | None = None, max_batch_size: int = 8, batch_window_ms: float = 10.0,
-                 precision: str = "auto", merge_single_adapter: bool = True) -> None:
-        from tools.models.loading import QUANTIZED, load_for_inference
+    tokenizer: Any
+    batcher: MicroBatcher | None = None  # micro-batching of compatible requests, where the engine has it
 
-        self.base_name = base_name or Path(str(base_model_path).rstrip("/")).name
-        self.base_model_path, self.precision = str(base_model_path), precision
-        shared = "fp32" if precision in QUANTIZED else precision  # peft's LoRA layers need float weights
-        self.model, self.tokenizer = load_for_inference(str(base_model_path), None, threads, shared)
-        self.merge_single_adapter = merge_single_adapter
-        self.merged: MergedVersion | None = None  # the one served adapter merged into a copy of the weights
-        self.context_length = context_length or int(getattr(self.model.config, "max_position_embeddings", 2048))
+    def __init__(self, base_name: str, context_length: int, default_max_tokens: int = 256,
+                 assignment_log: Path | None = None) -> None:
+        self.base_name = base_name
+        self.context_length = context_length
         self.default_max_tokens = default_max_tokens
         self.assignment_log = assignment_log
-        self._lock = threading.Lock()  # the model: generation, loading and unloading adapters
         self._log_lock = threading.Lock()
         self._update_lock = threading.Lock()  # one change of names at a time
         self._adapter_count = 0
         self.catalog = Catalog({}, {}, {}, {})
-        names = ServedNames(dict(adapters), dict(aliases or {}),
-                            {name: dict(arms) for name, arms in (ab_splits or {}).items()}, dict(system_prompts or {}))
-        self.update(names, strict=True)
-        self.batcher = (MicroBatcher(self.generate_batch, self.context_length, max_batch_size, batch_window_ms / 1000)
-                        if max_batch_size > 1 else None)
 
     def close(self) -> None:
         """Stop the batching worker (queued requests still finish)."""
         if self.batcher is not None:
             self.batcher.close()
+
+    # what an engine does with its model
+    def _load(self, path: str) -> LoadedAdapter:
+        raise NotImplementedError
+
+    def _unload(self, adapters: Sequence[LoadedAdapter]) -> None:
+        raise NotImplementedError
+
+    def _catalog_changed(self, adapters: Mapping[str, LoadedAdapter]) -> None:
+        """Called after the names were swapped, before the adapters no longer named are unloaded."""
+
+    def _prompt_ids(self, messages: list[dict[str, str]]) -> Any:
+        """The chat-templated prompt's token ids, shape (1, prompt tokens)."""
+        raise NotImplementedError
+
+    def generate(self, job: Generation, streamer: Any = None,
+                 stop: threading.Event | None = None) -> GenerationResult:
+        raise NotImplementedError
+
+    def _holds(self, adapter_id: str) -> bool:
+        """Whether the adapter is on the model now."""
+        raise NotImplementedError
+
+    def _next_adapter_id(self) -> str:
+        """A short adapter id, never reused (registry names may hold dots, which peft refuses)."""
+        self._adapter_count += 1
+        return f"adapter{self._adapter_count}"
 
     # names
     def available(self) -> list[str]:
@@ -264,7 +282,7 @@ class ModelServer:
         self.catalog = Catalog(adapters, aliases, splits,
                                {n: p for n, p in names.system_prompts.items() if n in versions})
         gone = [loaded for name, loaded in old.adapters.items() if adapters.get(name) != loaded]
-        self._refresh_merged(adapters)
+        self._catalog_changed(adapters)
         self._unload(gone)
         report = {"loaded": sorted(n for n in adapters if old.adapters.get(n) != adapters[n]),
                   "unloaded": sorted(n for n, loaded in old.adapters.items() if adapters.get(n) != loaded),
@@ -294,7 +312,102 @@ class ModelServer:
             skipped[name] = problem
         return adapters, skipped
 
-    def _refresh_merged(self, adapters: Mapping[str, LoadedAdapter]) -> None:
+    # requests
+    def resolve(self, name: str, request_id: str | None) -> str:
+        """The version that answers a requested name (an A/B split picks one and logs it)."""
+        catalog = self.catalog
+        if name in catalog.splits:
+            rid = request_id or uuid.uuid4().hex
+            version = catalog.splits[name].choose(rid)
+            self._log_assignment(name, rid, version, generated_id=request_id is None)
+            return version
+        if name in catalog.aliases:
+            return catalog.aliases[name]
+        if name == self.base_name or name in catalog.adapters:
+            return name
+        available = self.available()
+        raise ServingError(404, f"model {name!r} is not served here; available: {', '.join(available)}",
+                           "model_not_found", "model", available=available)
+
+    def _log_assignment(self, split: str, request_id: str, version: str, generated_id: bool) -> None:
+        record = {"time": time.time(), "split": split, "request_id": request_id, "version": version,
+                  "request_id_generated": generated_id}
+        logger.info("ab_assignment %s", json.dumps(record))
+        if self.assignment_log is not None:
+            with self._log_lock, self.assignment_log.open("a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+
+    def prepare(self, request: ChatCompletionRequest, request_id: str | None) -> Generation:
+        """Resolve the model, build the prompt, and enforce the context policy."""
+        catalog = self.catalog
+        served = self.resolve(request.model, request_id)
+        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+        if served in catalog.system_prompts and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": catalog.system_prompts[served]})
+        input_ids = self._prompt_ids(messages)
+        room = self.context_length - int(input_ids.shape[1])
+        if room <= 0:
+            raise ServingError(400, f"the prompt is {input_ids.shape[1]} tokens but {request.model!r} has a "
+                                    f"context of {self.context_length} tokens; shorten the messages",
+                               "context_length_exceeded", "messages")
+        wanted = request.max_completion_tokens or request.max_tokens or self.default_max_tokens
+        adapter = catalog.adapters[served].adapter_id if served in catalog.adapters else None
+        return Generation(served, adapter, input_ids, min(wanted, room), request.temperature, request.top_p,
+                          request.seed, stream=request.stream)
+
+    async def complete(self, job: Generation) -> GenerationResult:
+        """A non-streamed answer: through the micro-batcher when the job can share a call, else alone."""
+        import asyncio
+
+        from starlette.concurrency import run_in_threadpool
+
+        if self.batcher is not None and batch_key(job) is not None:
+            return await asyncio.wrap_future(self.batcher.submit(job))
+        return await run_in_threadpool(self.generate, job)
+
+    def _check_still_served(self, job: Generation) -> None:
+        """Called under the lock: the job's adapter may have been unloaded while the job waited."""
+        if job.adapter is not None and not self._holds(job.adapter):
+            available = self.available()
+            raise ServingError(404, f"model {job.served_name!r} stopped being served while the request waited; "
+                                    f"available: {', '.join(available)}", "model_not_found", "model",
+                               available=available)
+
+    def _result(self, job: Generation, new_tokens: list[int]) -> GenerationResult:
+        tokens, ended = cut_answer(new_tokens, job.max_new_tokens, self.tokenizer.eos_token_id)
+        return GenerationResult(
+            text=self.tokenizer.decode(tokens, skip_special_tokens=True), prompt_tokens=job.prompt_tokens,
+            completion_tokens=len(tokens),
+            finish_reason="stop" if ended or len(tokens) < job.max_new_tokens else "length")
+
+
+class ModelServer(ChatEngine):
+    """One base model with LoRA adapters, and the name → version → adapter mapping."""
+
+    def __init__(self, base_model_path: str, adapters: Mapping[str, str], base_name: str | None = None,
+                 aliases: Mapping[str, str] | None = None, ab_splits: Mapping[str, Mapping[str, float]] | None = None,
+                 system_prompts: Mapping[str, str] | None = None, context_length: int | None = None,
+                 default_max_tokens: int = 256, assignment_log: Path | None = None,
+                 threads: int | None = None, max_batch_size: int = 8, batch_window_ms: float = 10.0,
+                 precision: str = "auto", merge_single_adapter: bool = True) -> None:
+        from tools.models.loading import QUANTIZED, load_for_inference
+
+        self.base_model_path, self.precision = str(base_model_path), precision
+        shared = "fp32" if precision in QUANTIZED else precision  # peft's LoRA layers need float weights
+        self.model, self.tokenizer = load_for_inference(str(base_model_path), None, threads, shared)
+        self.merge_single_adapter = merge_single_adapter
+        self.merged: MergedVersion | None = None  # the one served adapter merged into a copy of the weights
+        super().__init__(base_name or Path(str(base_model_path).rstrip("/")).name,
+                         context_length or int(getattr(self.model.config, "max_position_embeddings", 2048)),
+                         default_max_tokens, assignment_log)
+        self._lock = threading.Lock()  # the model: generation, loading and unloading adapters
+        names = ServedNames(dict(adapters), dict(aliases or {}),
+                            {name: dict(arms) for name, arms in (ab_splits or {}).items()}, dict(system_prompts or {}))
+        self.update(names, strict=True)
+        self.batcher = (MicroBatcher(self.generate_batch, self.context_length, max_batch_size, batch_window_ms / 1000)
+                        if max_batch_size > 1 else None)
+
+    def _catalog_changed(self, adapters: Mapping[str, LoadedAdapter]) -> None:
         """Keep a merged copy of the weights for the only served adapter; none when zero or several are."""
         from tools.models.loading import load_for_inference
 
@@ -313,8 +426,7 @@ class ModelServer:
 
         if not (Path(path) / "adapter_config.json").exists():
             raise ValueError(f"no LoRA adapter (adapter_config.json) in {path}")
-        self._adapter_count += 1
-        loaded = LoadedAdapter(f"adapter{self._adapter_count}", path)
+        loaded = LoadedAdapter(self._next_adapter_id(), path)
         with self._lock:
             if not isinstance(self.model, PeftModel):
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=loaded.adapter_id).eval()
@@ -341,59 +453,9 @@ class ModelServer:
             for adapter in adapters:
                 self.model.delete_adapter(adapter.adapter_id)
 
-    def resolve(self, name: str, request_id: str | None) -> str:
-        """The version that answers a requested name (an A/B split picks one and logs it)."""
-        catalog = self.catalog
-        if name in catalog.splits:
-            rid = request_id or uuid.uuid4().hex
-            version = catalog.splits[name].choose(rid)
-            self._log_assignment(name, rid, version, generated_id=request_id is None)
-            return version
-        if name in catalog.aliases:
-            return catalog.aliases[name]
-        if name == self.base_name or name in catalog.adapters:
-            return name
-        available = self.available()
-        raise ServingError(404, f"model {name!r} is not served here; available: {', '.join(available)}",
-                           "model_not_found", "model", available=available)
-
-    def _log_assignment(self, split: str, request_id: str, version: str, generated_id: bool) -> None:
-        record = {"time": time.time(), "split": split, "request_id": request_id, "version": version,
-                  "request_id_generated": generated_id}
-        logger.info("ab_assignment %s", json.dumps(record))
-        if self.assignment_log is not None:
-            with self._log_lock, self.assignment_log.open("a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
-
-    # requests
-    def prepare(self, request: ChatCompletionRequest, request_id: str | None) -> Generation:
-        """Resolve the model, build the prompt, and enforce the context policy."""
-        catalog = self.catalog
-        served = self.resolve(request.model, request_id)
-        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-        if served in catalog.system_prompts and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": catalog.system_prompts[served]})
+    def _prompt_ids(self, messages: list[dict[str, str]]) -> Any:
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        input_ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        room = self.context_length - int(input_ids.shape[1])
-        if room <= 0:
-            raise ServingError(400, f"the prompt is {input_ids.shape[1]} tokens but {request.model!r} has a "
-                                    f"context of {self.context_length} tokens; shorten the messages",
-                               "context_length_exceeded", "messages")
-        wanted = request.max_completion_tokens or request.max_tokens or self.default_max_tokens
-        adapter = catalog.adapters[served].adapter_id if served in catalog.adapters else None
-        return Generation(served, adapter, input_ids, min(wanted, room), request.temperature, request.top_p,
-                          request.seed, stream=request.stream)
-
-    async def complete(self, job: Generation) -> GenerationResult:
-        """A non-streamed answer: through the micro-batcher when the job can share a call, else alone."""
-        import asyncio
-
-        from starlette.concurrency import run_in_threadpool
-
-        if self.batcher is not None and batch_key(job) is not None:
-            return await asyncio.wrap_future(self.batcher.submit(job))
-        return await run_in_threadpool(self.generate, job)
+        return self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
 
     def generate(self, job: Generation, streamer: Any = None,
                  stop: threading.Event | None = None) -> GenerationResult:
@@ -478,13 +540,6 @@ class ModelServer:
             options.update(temperature=job.temperature, top_p=job.top_p, top_k=0)
         return options
 
-    def _result(self, job: Generation, new_tokens: list[int]) -> GenerationResult:
-        tokens, ended = cut_answer(new_tokens, job.max_new_tokens, self.tokenizer.eos_token_id)
-        return GenerationResult(
-            text=self.tokenizer.decode(tokens, skip_special_tokens=True), prompt_tokens=job.prompt_tokens,
-            completion_tokens=len(tokens),
-            finish_reason="stop" if ended or len(tokens) < job.max_new_tokens else "length")
-
     def _merged_for(self, rows: Sequence[Generation]) -> Any:
         """The merged copy of the weights when every row asks for the adapter it holds, else None."""
         merged = self.merged
@@ -495,13 +550,8 @@ class ModelServer:
     def _has_adapters(self) -> bool:
         return hasattr(self.model, "peft_config")
 
-    def _check_still_served(self, job: Generation) -> None:
-        """Called under the lock: the job's adapter may have been unloaded while the job waited."""
-        if job.adapter is not None and job.adapter not in getattr(self.model, "peft_config", {}):
-            available = self.available()
-            raise ServingError(404, f"model {job.served_name!r} stopped being served while the request waited; "
-                                    f"available: {', '.join(available)}", "model_not_found", "model",
-                               available=available)
+    def _holds(self, adapter_id: str) -> bool:
+        return adapter_id in getattr(self.model, "peft_config", {})
 
     def _adapter(self, adapter: str | None) -> contextlib.AbstractContextManager:
         if not self._has_adapters():
@@ -581,7 +631,7 @@ def _chunk(request_id: str, model: str, delta: dict[str, Any], finish_reason: st
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def _stream_events(server: ModelServer, job: Generation, request_id: str,
+async def _stream_events(server: ChatEngine, job: Generation, request_id: str,
                          include_usage: bool) -> AsyncIterator[str]:
     """SSE chunks while a background thread generates; the client going away stops generation."""
     import anyio
@@ -685,12 +735,12 @@ class ServingGuard:
         return None
 
 
-def build_app(server: ModelServer, reload: Callable[[], dict[str, Any]] | None = None,
+def build_app(server: ChatEngine, reload: Callable[[], dict[str, Any]] | None = None,
               on_close: Sequence[Callable[[], None]] = (), api_key: str | None = None) -> FastAPI:
-    """The FastAPI app around an already loaded ModelServer. `reload` answers ``POST /admin/reload``
-    (re-read what to serve; without it that endpoint is a 404); `on_close` stops background work
-    when the server shuts down (``close_app``); `api_key` guards /v1 and /admin (see the module's
-    "who may call")."""
+    """The FastAPI app around an already loaded engine (a ModelServer, or another ChatEngine). `reload`
+    answers ``POST /admin/reload`` (re-read what to serve; without it that endpoint is a 404); `on_close`
+    stops background work when the server shuts down (``close_app``); `api_key` guards /v1 and /admin (see
+    the module's "who may call")."""
     app = FastAPI(title="ftagent serving", version="1")
     app.state.api_key = api_key
     app.state.bound_host = None  # set by serve_forever / serve_in_background
