@@ -304,6 +304,8 @@ def _add_push_command(commands: Any) -> None:
 
 
 def _add_registry_commands(commands: Any) -> None:
+    from tools.serving.export import GGUF_DTYPES
+
     promote = commands.add_parser("promote", help="put a model version in production (archives the current one)")
     promote.add_argument("model")
     promote.add_argument("--force", action="store_true", help="promote even if it failed its quality gates")
@@ -320,9 +322,13 @@ def _add_registry_commands(commands: Any) -> None:
     serve.add_argument("--ab", dest="ab_splits", action="append", metavar="NAME=VERSION_A:W,VERSION_B:W",
                        help="answer NAME with an A/B split between served versions, by request id (repeatable; "
                             "weights optional = equal shares; overrides the config's serving_ab_splits)")
-    serve.add_argument("--engine", choices=("ftagent", "vllm"), default="ftagent",
+    serve.add_argument("--engine", choices=("ftagent", "vllm", "llamacpp"), default="ftagent",
                        help="ftagent: this project's server (default); vllm: vLLM's OpenAI-compatible server with "
-                            "the versions as LoRA modules (a CUDA machine with vllm installed)")
+                            "the versions as LoRA modules (a CUDA machine with vllm installed); llamacpp: the same "
+                            "API answered by llama.cpp from GGUF exports (pip install -e '.[llamacpp]', compiles)")
+    serve.add_argument("--gguf-dtype", choices=GGUF_DTYPES, default="f16",
+                       help="with --engine llamacpp: the base model's GGUF weights (f16 default; f32 exact, with an "
+                            "f32 KV cache; q8_0 half of f16)")
     serve.add_argument("--vllm-args", default="", metavar="'ARGS'",
                        help="more arguments for vLLM's server, e.g. '--gpu-memory-utilization 0.85'")
     serve.add_argument("--print-command", action="store_true",
@@ -700,6 +706,8 @@ def _push(service: JobService, console: Console, args: argparse.Namespace) -> in
 
 
 def _serve(service: JobService, console: Console, args: argparse.Namespace) -> int:
+    from tools.serving.export import ExportError
+    from tools.serving.llamacpp_engine import LlamaCppUnavailable
     from tools.serving.server import ServingError
 
     if args.engine == "vllm":
@@ -711,13 +719,30 @@ def _serve(service: JobService, console: Console, args: argparse.Namespace) -> i
         return EXIT_BAD_INPUT
     try:
         app = service.serving_app(tuple(args.models or ()), **options)
-    except ServingError as error:
-        console.print(f"[red]cannot serve:[/red] {escape(str(error))}", highlight=False)
-        return EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_INPUT
-    console.print(f"serving {', '.join(app.state.server.available())} at http://{args.host}:{args.port}/v1",
-                  highlight=False)
+    except (ServingError, LlamaCppUnavailable, ExportError) as error:
+        label, code = _serving_refusal(error)
+        console.print(f"[red]{label}:[/red] {escape(str(error))}", highlight=False)
+        return code
+    server = app.state.server
+    for gguf in getattr(server, "gguf_files", ()):
+        console.print(f"llama.cpp: {gguf.describe()}", highlight=False)
+    console.print(f"serving {', '.join(server.available())} at http://{args.host}:{args.port}/v1"
+                  + (" with llama.cpp" if args.engine == "llamacpp" else ""), highlight=False)
     service.serve(args.host, args.port, app=app)
     return 0
+
+
+def _serving_refusal(error: Exception) -> tuple[str, int]:
+    """(what could not be done, exit code) for a server that did not start: nothing to serve (404) or a bad
+    setup, llama-cpp-python missing or broken (the environment), a version llama.cpp's GGUF cannot hold."""
+    from tools.serving.llamacpp_engine import LlamaCppUnavailable
+    from tools.serving.server import ServingError
+
+    if isinstance(error, ServingError):
+        return "cannot serve", EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_INPUT
+    if isinstance(error, LlamaCppUnavailable):
+        return "cannot serve with llama.cpp", EXIT_ENVIRONMENT
+    return "cannot serve with llama.cpp", EXIT_BAD_INPUT
 
 
 def _serve_vllm(service: JobService, console: Console, args: argparse.Namespace) -> int:
@@ -770,8 +795,12 @@ def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.batch_window_ms < 0:
         raise ValueError(f"--batch-window-ms cannot be negative ({args.batch_window_ms})")
     key = args.api_key or (Path(args.api_key_file).expanduser().read_text().strip() if args.api_key_file else None)
-    return {"ab_splits": splits, "reload_interval_s": args.reload_interval, "max_batch_size": args.max_batch,
-            "batch_window_ms": args.batch_window_ms, "api_key": key,
+    common = {"ab_splits": splits, "reload_interval_s": args.reload_interval, "api_key": key}
+    if args.engine == "llamacpp":
+        if args.int8 or args.int4:
+            raise ValueError("--int8/--int4 quantize this project's engine; llama.cpp takes --gguf-dtype q8_0")
+        return {**common, "engine": "llamacpp", "gguf_dtype": args.gguf_dtype}
+    return {**common, "max_batch_size": args.max_batch, "batch_window_ms": args.batch_window_ms,
             **({"precision": "int4"} if args.int4 else {"precision": "int8"} if args.int8 else {})}
 
 

@@ -533,16 +533,26 @@ class JobService:
         return version
 
     def serving_app(self, names: tuple[str, ...] = (), ab_splits: dict[str, dict[str, float]] | None = None,
-                    api_key: str | None = None, **options: Any) -> Any:
+                    api_key: str | None = None, engine: str = "ftagent", **options: Any) -> Any:
         """The OpenAI-compatible app over the named versions (default: production and staging), following
         the registry while it serves. A/B splits: the config's `serving_ab_splits`, each overridden by
         an explicit split of the same name. `api_key`: explicit, else the `serving_api_key` setting.
-        Options: reload_interval_s, max_batch_size, batch_window_ms, precision (default: the setting;
-        "int8" as well, see tools.serving.server)."""
+        `engine` "ftagent" (options: reload_interval_s, max_batch_size, batch_window_ms, precision, default
+        the setting; "int8" as well, see tools.serving.server) or "llamacpp" (options: reload_interval_s,
+        gguf_dtype; GGUF files in <home>/gguf-cache, see tools.serving.llamacpp_engine; LlamaCppUnavailable
+        without llama-cpp-python)."""
         from tools.serving.from_registry import app_for_registry
 
         splits = {**self.settings.serving_ab_splits, **(ab_splits or {})}
-        options.setdefault("precision", self.settings.precision)
+        if engine == "llamacpp":
+            from tools.serving.llamacpp_engine import LlamaCppServer, load_llama_cpp
+
+            load_llama_cpp()  # refuse before the registry is read or anything is exported
+            options.update(engine=LlamaCppServer, cache_dir=self.settings.layout.gguf_cache)
+        elif engine == "ftagent":
+            options.setdefault("precision", self.settings.precision)
+        else:
+            raise ValueError(f"unknown serving engine {engine!r}: ftagent or llamacpp (vllm: vllm_server)")
         return app_for_registry(self.registry, self.settings.home, names, ab_splits=splits,
                                 threads=self.settings.threads, api_key=api_key or self.settings.serving_api_key,
                                 **options)

@@ -99,6 +99,12 @@ class HomeLayout:
         """A catalogue base model, converted or downloaded once."""
         return self.models / "base" / key
 
+    @property
+    def gguf_cache(self) -> Path:
+        """What `ftagent serve --engine llamacpp` serves: each base model and each version's LoRA adapter
+        (or merged model) as GGUF, written on first use and reused while its source is unchanged."""
+        return self.root / "gguf-cache"
+
     def feedback_export(self, model: str) -> Path:
         return self.root / "feedback" / f"{model}.jsonl"
 
