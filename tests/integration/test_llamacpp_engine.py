@@ -149,6 +149,7 @@ def test_the_gguf_cache_reuses_current_files_and_serves_unrepresentable_adapters
     (rslora / "adapter_config.json").write_text(json.dumps({**config, "use_rslora": True}))
     merged = cache.version(str(rslora), str(tiny_model_dir))
     assert merged.role == "merged" and _fields(gguf.GGUFReader(str(merged.path)))["general.type"] == "model"
+    assert "served merged, since" in merged.describe() and "rsLoRA" in merged.describe()
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no scratch folder left
     base = cache.base(str(tiny_model_dir))
     template = _fields(gguf.GGUFReader(str(base.path)))["tokenizer.chat_template"]
@@ -164,8 +165,9 @@ def _request(model: str, question: str, max_tokens: int):
 
 
 def _same_greedy_answers(base_dir: Path, adapter_dir: Path, cache: Path, names: tuple[str, ...],
-                         max_tokens: int) -> list[tuple[str, str]]:
-    """(llama.cpp's answer, ours) for every question and name, after checking the prompts tokenize alike."""
+                         max_tokens: int, served_as: str = "lora") -> list[tuple[str, str]]:
+    """(llama.cpp's answer, ours) for every question and name, after checking the prompts tokenize alike and
+    that the version is served `served_as` (a GGUF LoRA on the base GGUF, or merged)."""
     from tools.serving.llamacpp_engine import LlamaCppServer
     from tools.serving.server import ModelServer
 
@@ -173,7 +175,7 @@ def _same_greedy_answers(base_dir: Path, adapter_dir: Path, cache: Path, names: 
                        precision="fp32")
     theirs = LlamaCppServer(str(base_dir), {"ft": str(adapter_dir)}, cache_dir=cache, base_name="base",
                             gguf_dtype="f32")
-    assert [g.role for g in theirs.gguf_files] == ["base", "lora"]
+    assert [g.role for g in theirs.gguf_files] == ["base", served_as]
     pairs = []
     try:
         for name in names:
@@ -195,6 +197,17 @@ def test_llama_cpp_with_the_gguf_lora_answers_as_our_engine_on_the_tiny_model(
     assert all(theirs == ours for theirs, ours in pairs), pairs
     tuned, base = [ours.text for _, ours in pairs[:3]], [ours.text for _, ours in pairs[3:]]
     assert tuned != base  # the adapter was applied, not ignored
+
+
+@pytest.mark.llamacpp
+def test_an_adapter_the_gguf_lora_cannot_hold_is_served_merged_with_our_answers(
+        tiny_model_dir: Path, adapter: Path, tmp_path: Path) -> None:
+    """rsLoRA scales by alpha/sqrt(r), which a GGUF LoRA (alpha/r) cannot say: llama.cpp serves the merged GGUF."""
+    rslora = shutil.copytree(adapter, tmp_path / "rslora")
+    config = json.loads((rslora / "adapter_config.json").read_text())
+    (rslora / "adapter_config.json").write_text(json.dumps({**config, "use_rslora": True}))
+    pairs = _same_greedy_answers(tiny_model_dir, rslora, tmp_path / "cache", ("ft",), 24, served_as="merged")
+    assert all(theirs == ours for theirs, ours in pairs), pairs
 
 
 @pytest.mark.llamacpp

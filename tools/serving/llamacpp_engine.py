@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +87,11 @@ class GgufFile:
     path: Path
     written: bool  # False: an earlier file was still current and reused
     seconds: float
+    why: str = ""  # for a merged version: why its adapter is not a GGUF LoRA
 
     def describe(self) -> str:
         done = f"wrote in {self.seconds:.1f} s" if self.written else "reused"
-        return f"{self.role} GGUF {self.path} ({done}, from {self.source})"
+        return f"{self.role} GGUF {self.path} ({done}, from {self.source})" + (f": {self.why}" if self.why else "")
 
 
 class GgufCache:
@@ -121,10 +122,12 @@ class GgufCache:
             return self._ensure("lora", adapter_dir, lora,
                                 lambda _: write_gguf_lora(Path(adapter_dir), Path(base_model_path), lora))
         except AdapterNotRepresentable as reason:
-            logger.warning("llama.cpp: serving %s merged: %s", adapter_dir, reason)
+            why = f"served merged, since {reason}"
+            logger.warning("llama.cpp: %s %s", adapter_dir, why)
         merged = self._path("merged", adapter_dir, self.dtype)
-        return self._ensure("merged", adapter_dir, merged, lambda folder: write_gguf(folder, merged, self.dtype),
+        made = self._ensure("merged", adapter_dir, merged, lambda folder: write_gguf(folder, merged, self.dtype),
                             merge_from=(base_model_path, adapter_dir))
+        return replace(made, why=why)
 
     def _path(self, role: str, source: str, dtype: str) -> Path:
         resolved = str(Path(source).resolve())
