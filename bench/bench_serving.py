@@ -6,10 +6,12 @@ official `openai` client sends a fixed number of greedy chat requests from 1 and
 clients, with micro-batching off (`max_batch_size=1`: one generate call at a time, 4 clients queue)
 and on (concurrent greedy requests decode as one left-padded batch). Without HTTP, the same questions go,
 taking turns question by question (so a drift in load hits all alike), to our fast path (the adapter merged
-into a copy of the weights, in the server's `--precision`, in bf16, int8 and int4), and to plain transformers
-`generate` on a PeftModel of the same adapter (fp32, unmerged: what a user would write): one line each with
-tokens per wall second and per CPU second (the steadier figure on a shared machine), and one comparison
-line per engine of ours (`{"event":"comparison","vs":"transformers-generate","tokens_per_s_ratio":R}`).
+into a copy of the weights, in the server's `--precision`, in bf16, int8 and int4), with llama-cpp-python
+installed to llama.cpp (tools.serving.llamacpp_engine: the base as GGUF of each `--llamacpp-dtypes`, the
+adapter as a GGUF LoRA, as many threads as torch's; without it one line says it was skipped and why), and to
+plain transformers `generate` on a PeftModel of the same adapter (fp32, unmerged: what a user would write):
+one line each with tokens per wall second and per CPU second (the steadier figure on a shared machine), and
+one comparison line per other engine (`{"event":"comparison","vs":"transformers-generate","tokens_per_s_ratio":R}`).
 Then one line per (batching, concurrency) level (requests/s, generated tokens/s, latencies, and how many
 generate calls of each batch size ran), one with batching on where the 4 clients alternate between the
 adapter and the base model (peft's mixed-adapter rows), one for streaming time to first token. Each
@@ -19,8 +21,9 @@ first run converts the GGUF into the home, ~45 s), else the tiny random test mod
 says which.
 
 Run: `.venv/bin/python bench/bench_serving.py [--home DIR] [--requests 8] [--max-tokens 48] [--threads 1]
-[--precision auto|fp32|bf16|int8|int4] [--engines bf16,int8,int4] [--direct-only]`; on a shared machine
-pin it (`taskset -c 1 ... --threads 1`): the lines say which CPUs it was allowed (`pinned_cpus`).
+[--precision auto|fp32|bf16|int8|int4] [--engines bf16,int8,int4] [--llamacpp-dtypes f16] [--direct-only]`;
+on a shared machine pin it (`taskset -c 1 ... --threads 1`): the lines say which CPUs it was allowed
+(`pinned_cpus`).
 """
 
 from __future__ import annotations
@@ -208,12 +211,45 @@ def comparison(engine: DirectEngine, baseline: DirectEngine, http_single: dict[s
     return {**line, "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
-def llama_cpp_line() -> dict[str, Any]:
-    """llama.cpp is an optional engine (llama-cpp-python builds from source): say whether it is here."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        return {"engine": "llama.cpp", "skipped": "llama-cpp-python is not installed (optional: it compiles "
-                                                   "llama.cpp from source on install)"}
-    return {"engine": "llama.cpp", "skipped": "installed, but this benchmark does not drive it yet"}
+@dataclass
+class LlamaCppEngine(DirectEngine):
+    """llama.cpp through our llama.cpp engine (tools.serving.llamacpp_engine.LlamaCppServer, held in `model`)
+    without HTTP: the base model as GGUF and the adapter as a GGUF LoRA, greedy."""
+
+    def generate(self, index: int, new_tokens: int, count: bool = True) -> None:
+        from tools.serving.server import ChatCompletionRequest
+
+        request = ChatCompletionRequest(model="bench-adapter", temperature=0, max_tokens=new_tokens,
+                                        messages=[{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}])
+        job = self.model.prepare(request, None)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        result = self.model.generate(job)
+        if count:
+            self.seconds += time.perf_counter() - started
+            self.cpu_seconds += time.process_time() - cpu_started
+            self.tokens += result.completion_tokens
+            self.requests += 1
+
+
+def llama_cpp_engines(base: Path, adapter: Path, cache: Path, dtypes: list[str],
+                      threads: int) -> tuple[list[DirectEngine], dict[str, Any] | None]:
+    """(llama.cpp engines, None), one per GGUF dtype of the base; or ([], a line saying why there are none):
+    llama-cpp-python is an optional extra (it compiles llama.cpp from source on install)."""
+    from tools.serving.llamacpp_engine import LlamaCppServer, LlamaCppUnavailable, load_llama_cpp
+
+    try:
+        version = load_llama_cpp().__version__
+    except LlamaCppUnavailable as missing:
+        return [], {"engine": "llama.cpp", "skipped": str(missing)}
+    engines: list[DirectEngine] = []
+    for dtype in dtypes:
+        server = LlamaCppServer(str(base), {"bench-adapter": str(adapter)}, cache_dir=cache, base_name="base",
+                                threads=threads, gguf_dtype=dtype)
+        kinds = {gguf.role for gguf in server.gguf_files}
+        adapter_kind = "GGUF LoRA f32" if "lora" in kinds else "merged into the GGUF"
+        engines.append(LlamaCppEngine(f"llama.cpp (llama-cpp-python {version}; base GGUF {dtype}, adapter as "
+                                      f"{adapter_kind}; {threads} threads)", server, None))
+    return engines, None
 
 
 def main() -> None:
@@ -230,6 +266,9 @@ def main() -> None:
     parser.add_argument("--direct-only", action="store_true", help="only the engines without HTTP")
     parser.add_argument("--engines", default="bf16,int8,int4",
                         help="precisions of our direct engines besides the server's (comma-separated)")
+    parser.add_argument("--llamacpp-dtypes", default="f16",
+                        help="with llama-cpp-python installed: the base GGUF dtypes of the llama.cpp engine, one "
+                             "line each (comma-separated: f16, f32, q8_0)")
     args = parser.parse_args()
     import torch
 
@@ -245,13 +284,18 @@ def main() -> None:
                   "load_average_1m": round(os.getloadavg()[0], 2)}
         print(json.dumps({**machine_report(), "pinned_cpus": sorted(os.sched_getaffinity(0))}), flush=True)
         precisions = dict.fromkeys([args.precision, *filter(None, args.engines.split(","))])
-        engines = [*(ours(base, adapter, precision) for precision in precisions), transformers_generate(base, adapter)]
+        llama_cpp, skipped = llama_cpp_engines(base, adapter, Path(scratch) / "gguf",
+                                               list(filter(None, args.llamacpp_dtypes.split(","))),
+                                               torch.get_num_threads())
+        engines = [*(ours(base, adapter, precision) for precision in precisions), *llama_cpp,
+                   transformers_generate(base, adapter)]
         side_by_side(engines, args.max_tokens, args.direct_requests)
         for engine in engines:
             print(json.dumps({**common, **engine.line()}), flush=True)
         *our_engines, plain = engines
         del engines
-        print(json.dumps({**common, **llama_cpp_line()}), flush=True)
+        if skipped:
+            print(json.dumps({**common, **skipped}), flush=True)
         http_single = None if args.direct_only else serve_levels(base, adapter, common, args)
         for engine in our_engines:
             print(json.dumps(comparison(engine, plain, http_single if engine is our_engines[0] else None)),
