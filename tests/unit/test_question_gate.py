@@ -40,6 +40,11 @@ BAD = [
     ("Was significantly less drainage noted in group 2?", "leans on missing context"),
     ("Why was the total procedure time nearly double in group B than in group A?", "leans on missing context"),
     ("What was the mean age of the patients in this group?", "leans on missing context"),
+    # subject questions from the demo job's training set that say too little to have one answer
+    ("What takes a different approach?", "names too little to have one answer"),
+    ("What must keep up with the hardware?", "names too little to have one answer"),
+    ("What must be measured repeatedly and reliably?", "names too little to have one answer"),
+    ("What lives in a space of dimension 2 n?", "names too little to have one answer"),
 ]
 GOOD = [
     "What does the decoder use?",
@@ -59,6 +64,13 @@ GOOD = [
     "How does the surface code compare with the Steane code?",
     "Why are magic states needed for universal quantum computation?",
     "What was the mean age of the participants?",
+    # subject questions whose predicate names enough, or that ask for a cause
+    "What requires interactions between qubits that are not neighbours on a planar grid?",
+    "What must be measured repeatedly by a physical circuit?",
+    "What was used to evaluate the facial function?",
+    "What causes malaria?",
+    "What increases the risk of stroke?",
+    "What type of cells are affected?",
 ]
 
 

@@ -13,6 +13,9 @@ It rejects, with a named reason, what generators (rule-based or LLM) get wrong o
   that is a noun as often as a verb),
 - "a clause asked as a thing": "What is why oscillators are attractive?" (a heading that is a clause),
 - "an article after the question word": "What the basis states as follows does the encoding map?",
+- "names too little to have one answer": a subject question with three words of content or fewer ("What takes a
+  different approach?", "What must keep up with the hardware?"); questions that ask for a cause ("What causes
+  malaria?", "What increases the risk of stroke?") are exempt,
 - "citation or markup in the question" (a heading's underline: "What is summary -------?"), "not a question",
   "too short", "too long".
 The lexicon is lemminflect's (tools/questions.parts_of_speech)."""
@@ -58,6 +61,19 @@ _CLAUSE_AS_NOUN = re.compile(r"^(?:what|which)\s+(?:is|are|was|were)\s+(?:why|ho
 _DO_QUESTION = re.compile(r"^(?:what|which|how|why|when|where|who)\s+(?:\w+\s+)?(?:do|does|did)\s+(?P<rest>.+?)\?$",
                           re.IGNORECASE)
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
+# a subject question ("What takes a different approach?") must say enough of its predicate for one answer
+_MODALS = {"can", "could", "may", "might", "must", "shall", "should", "will", "would"}
+_NOT_A_SUBJECT_VERB = {"is", "are", "was", "were", "do", "does", "did", "has", "have", "had", "kind", "type",
+                       "types", "kinds", "sort", "part", "parts", "role", "number", "percentage", "proportion"}
+# "What causes malaria?", "What increases the risk of stroke?" ask for a cause: a few words name it
+_CAUSE_VERBS = {"cause", "causes", "caused", "determines", "determined", "explains", "explained", "increases",
+                "increased", "reduces", "reduced", "decreases", "decreased", "prevents", "prevented", "improves",
+                "improved", "predicts", "predicted", "triggers", "triggered"}
+_THIN_WORDS = {"a", "an", "the", "and", "or", "of", "on", "in", "for", "to", "with", "up", "out", "by", "at", "as",
+               "from", "be", "been", "being", "it", "its", "their", "there", "that", "which", "not", "than",
+               "more", "most", "less", "very", "also", "often", "usually", "different", "other", "same",
+               "certain", "some", "many", "much", "such", "one", "two"} | _MODALS
+MIN_SUBJECT_QUESTION_WORDS = 3  # content words after "What" (the verb among them)
 
 
 def _doubled_word(text: str) -> bool:
@@ -112,6 +128,22 @@ def _verb_missing(text: str) -> str | None:
     return None
 
 
+def _subject_question_too_thin(text: str) -> bool:
+    """A question that asks for a subject and says too little about it to have one answer: "What takes a
+    different approach?", "What must keep up with the hardware?", "What lives in a space of dimension 2 n?"
+    (seen in the demo job's training set). Its predicate needs more than three words of content."""
+    tokens = [t.strip(",;:\"'()?").lower() for t in _QUOTED.sub(" X ", text).split()]
+    if len(tokens) < 2 or tokens[0] != "what" or tokens[1] in _NOT_A_SUBJECT_VERB:
+        return False
+    verb_at = 2 if tokens[1] in _MODALS and len(tokens) > 2 else 1
+    if tokens[verb_at] in _CAUSE_VERBS or "VERB" not in parts_of_speech(tokens[verb_at]):
+        return False
+    if verb_at == 2 and tokens[2] in _DETERMINERS:  # "What can a code of distance d correct?" asks an object
+        return False
+    content = [t for t in tokens[1:] if t.isalpha() and len(t) > 2 and t not in _THIN_WORDS]
+    return len(content) <= MIN_SUBJECT_QUESTION_WORDS
+
+
 def question_problem(question: str, min_words: int = 3, max_words: int = 45) -> str | None:
     """Why a question is not one a reader could ask, or None when it is fine."""
     text = question.strip()
@@ -141,6 +173,8 @@ def question_problem(question: str, min_words: int = 3, max_words: int = 45) -> 
         return "leans on missing context"
     if text.count("(") != text.count(")") or text.count('"') % 2:
         return "unbalanced brackets or quotes"
+    if _subject_question_too_thin(text):
+        return "names too little to have one answer"
     return _verb_missing(text)
 
 
