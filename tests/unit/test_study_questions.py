@@ -11,6 +11,7 @@ from tools.data.quality import verbatim_span
 from tools.data.question_gate import question_problem
 from tools.data.study import (
     aim_questions,
+    inferred_role,
     open_question,
     section_questions,
     short_phrase,
@@ -278,3 +279,25 @@ def test_an_aim_is_never_cut_after_an_adjective_or_an_article():
                       "X-inactivation and recurrent spontaneous abortion")
     assert study_questions(facts) == [("Is there an association between skewed X-inactivation and recurrent "
                                       "spontaneous abortion?")]
+
+
+def test_a_tutorial_that_states_a_purpose_is_no_study() -> None:
+    """'The purpose of the encoding is to …' (the demo corpus's logical-qubits text) made a study of a tutorial:
+    "What was the objective of the study 'Logical Qubits and Code Distance'?"."""
+    text = ("A logical qubit is encoded in many physical qubits. The purpose of the encoding is to make the logical "
+            "qubit far more reliable than any of the physical qubits that compose it. The distance of a code is the "
+            "minimum weight of a logical operator.")
+    chunks = chunk_by_tokens(Document("local", "lq", "Logical Qubits and Code Distance", text, "file://x"))
+    context = document_context(chunks, "Logical Qubits and Code Distance")
+    assert context.study is None
+    assert not [q for c in chunks for q, _ in candidate_questions(c, "Logical Qubits and Code Distance",
+                                                                 context=context) if q.form in ("findings", "section")]
+
+
+@pytest.mark.parametrize("sentence", [
+    "Our aim was to assess the effect of CPAP on sleep in IPF patients with OSA.",
+    "The aim of this prospective, randomized study was to compare the hemodynamic performance of two valves.",
+    "The purpose of the present study was to determine whether trauma training affects femoral version.",
+])
+def test_a_stated_aim_makes_an_unlabelled_sentence_the_objective(sentence: str) -> None:
+    assert inferred_role(passage_facts(sentence)[0]) == "objective"

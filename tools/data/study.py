@@ -372,7 +372,11 @@ def study_questions(facts: Sequence[Fact]) -> list[str]:
 
 
 # -- its sections -----------------------------------------------------------------------------------------
-_STUDY_AIM_START = re.compile(rf"^(?:(?:The|Our) (?:main |primary )?(?:aims?|purposes?|objectives?|goals?) of|"
+# "The purpose of this study …", "Our aim was to …"; not "The purpose of the encoding is to …" (a tutorial's
+# sentence, which made a study of it: "What was the objective of the study 'Logical Qubits and Code Distance'?")
+_STUDY_AIM_START = re.compile(rf"^(?:(?:The|Our) (?:main |primary )?(?:aims?|purposes?|objectives?|goals?) "
+                              rf"(?:of (?:this|the|our|the present|the current) (?:[\w,-]+ ){{0,4}}?{_WORK}\b|"
+                              r"(?:was|were|is|are) to\b)|"
                               rf"(?:This|The present|The current|Our) {_WORK} (?:aimed|aims|sought|seeks|was "
                               r"designed|is designed) to|We (?:aimed|sought|set out|wanted|intended) to|To "
                               rf"{AIM_VERBS}\b)", re.IGNORECASE)
