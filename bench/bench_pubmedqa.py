@@ -92,13 +92,38 @@ def expert_records(records: dict[str, Any], pmids: list[str], system: str) -> li
                                      {"role": "assistant", "content": records[p]["LONG_ANSWER"]}]} for p in pmids]
 
 
-def score(model: Any, tokenizer: Any, records: list[dict[str, Any]], generate: int, max_new_tokens: int) -> dict:
+def split_of_abstracts(dataset_paths: dict[str, str]) -> dict[str, str]:
+    """PubMed id -> the split its QA rows went to ("train", "val", "test"); an abstract with no row is absent."""
+    found: dict[str, str] = {}
+    for name in ("train", "val", "test"):
+        for line in Path(dataset_paths[name]).read_text().splitlines():
+            source = json.loads(line)["metadata"].get("source", "")
+            found.setdefault(source.split()[-1] if source.startswith("pubmed ") else "", name)
+    return found
+
+
+def nll_by_split(model: Any, tokenizer: Any, records: list[dict[str, Any]], splits: dict[str, str]) -> dict:
+    """The experts' answer NLL of the abstracts the model was asked about in training ("trained") and of those
+    it only read as document rows ("held_out": the job's validation and test documents): what a job teaches
+    about its own documents against what it teaches about the subject and the register."""
+    kinds = {"trained": [r for r in records if splits.get(r["pmid"]) == "train"],
+             "held_out": [r for r in records if splits.get(r["pmid"]) in ("val", "test")]}
+    return {kind: round(answer_nll(model, tokenizer, chosen), 4) for kind, chosen in kinds.items() if chosen}
+
+
+def score(model: Any, tokenizer: Any, records: list[dict[str, Any]], generate: int, max_new_tokens: int,
+          splits: dict[str, str]) -> dict:
     answers = generate_answers(model, tokenizer, records[:generate], max_new_tokens)
     references = [r["messages"][-1]["content"] for r in records[:generate]]
     rouge = [rouge_l(a, r) for a, r in zip(answers, references, strict=True)]
     return {"answer_nll": round(answer_nll(model, tokenizer, records), 4),
+            "by_split": nll_by_split(model, tokenizer, records, splits),
             "rouge_l": round(sum(rouge) / len(rouge), 4) if rouge else None,
             "sample_answer": answers[0] if answers else None}
+
+
+def drop(base: float, tuned: float) -> float:
+    return round((base - tuned) / base, 4)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -152,12 +177,17 @@ def run_group(service: JobService, records: dict[str, Any], term: str, pmids: li
     experts = expert_records(records, pmids, system)
     model, tokenizer = load_for_inference(training["base_model_path"], training["adapter_dir"],
                                           service.settings.threads)
-    tuned = score(model, tokenizer, experts, args.generate, args.max_new_tokens)
+    splits = split_of_abstracts(state["dataset"]["paths"])
+    tuned = score(model, tokenizer, experts, args.generate, args.max_new_tokens, splits)
     with model.disable_adapter():
-        base = score(model, tokenizer, experts, args.generate, args.max_new_tokens)
-    drop = (base["answer_nll"] - tuned["answer_nll"]) / base["answer_nll"]
+        base = score(model, tokenizer, experts, args.generate, args.max_new_tokens, splits)
+    by_split = {kind: {"base": base["by_split"][kind], "tuned": value, "drop": drop(base["by_split"][kind], value),
+                       "abstracts": sum(1 for r in experts if (splits.get(r["pmid"]) == "train") == (kind == "trained")
+                                        and r["pmid"] in splits)}
+                for kind, value in tuned["by_split"].items()}
     return {"bench": "pubmedqa_group", "mesh": term, "abstracts": len(pmids), "expert_questions": len(experts),
-            "expert_answer_nll": {"base": base["answer_nll"], "tuned": tuned["answer_nll"], "drop": round(drop, 4)},
+            "expert_answer_nll": {"base": base["answer_nll"], "tuned": tuned["answer_nll"],
+                                  "drop": drop(base["answer_nll"], tuned["answer_nll"]), "by_split": by_split},
             "expert_rouge_l": {"base": base["rouge_l"], "tuned": tuned["rouge_l"],
                                "generated": min(args.generate, len(experts))},
             "samples": {"base": base["sample_answer"], "tuned": tuned["sample_answer"]}, **figures,

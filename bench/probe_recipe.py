@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench_pubmedqa import PUBMEDQA, expert_records, mesh_groups, score
+from bench_pubmedqa import PUBMEDQA, drop, expert_records, mesh_groups, nll_by_split, score, split_of_abstracts
 
 from graphs.spec import Training
 from tools.data.dataset import read_jsonl
@@ -96,8 +96,9 @@ def with_study_headers(documents: list[dict], train: list[dict]) -> list[dict]:
     return headed
 
 
-def expert_curve(model, tokenizer, experts: list[dict], checkpoints: Path) -> dict[int, float]:
-    """The experts' answer NLL with the adapter of each kept checkpoint (the model's adapter replaced)."""
+def expert_curve(model, tokenizer, experts: list[dict], checkpoints: Path, splits: dict[str, str]) -> dict[int, dict]:
+    """The experts' answer NLL (all, and by split) with the adapter of each kept checkpoint (the model's
+    adapter replaced)."""
     import torch
     from peft import set_peft_model_state_dict
 
@@ -105,7 +106,8 @@ def expert_curve(model, tokenizer, experts: list[dict], checkpoints: Path) -> di
     for folder in sorted(checkpoints.glob("step-*")):
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
         set_peft_model_state_dict(model, state["adapter"])
-        curve[state["step"]] = round(answer_nll(model, tokenizer, experts), 4)
+        curve[state["step"]] = {"all": round(answer_nll(model, tokenizer, experts), 4),
+                                **nll_by_split(model, tokenizer, experts, splits)}
     return curve
 
 
@@ -151,18 +153,24 @@ def main() -> None:
     model, tokenizer = load_for_inference(base_path, result.adapter_dir, threads)
     texts = general_texts(30)
     tuned, tuned_ppl = answer_nll(model, tokenizer, experts), perplexity(model, tokenizer, texts)
-    rouge = {"tuned": score(model, tokenizer, experts, args.generate, 64)["rouge_l"]} if args.generate else {}
+    splits = split_of_abstracts({name: str(dataset / f"{name}.jsonl") for name in ("train", "val", "test")})
+    tuned_split = nll_by_split(model, tokenizer, experts, splits)
+    rouge = {"tuned": score(model, tokenizer, experts, args.generate, 64, splits)["rouge_l"]} if args.generate else {}
     with model.disable_adapter():
         base, base_ppl = answer_nll(model, tokenizer, experts), perplexity(model, tokenizer, texts)
+        base_split = nll_by_split(model, tokenizer, experts, splits)
         if args.generate:
-            rouge["base"] = score(model, tokenizer, experts, args.generate, 64)["rouge_l"]
-    curve = expert_curve(model, tokenizer, experts, out / "ckpt") if args.curve else None
+            rouge["base"] = score(model, tokenizer, experts, args.generate, 64, splits)["rouge_l"]
+    curve = expert_curve(model, tokenizer, experts, out / "ckpt", splits) if args.curve else None
     print(json.dumps({"bench": "recipe_probe", "name": args.name, "group": args.group, "qa_rows": len(train),
                       "document_rows": len(documents), "forms": dict(Counter(map(form_of, train))),
                       "overrides": overrides, "steps": result.steps,
                       "val_history": [round(v, 3) for v in result.val_history],
                       "expert_answer_nll": {"base": round(base, 4), "tuned": round(tuned, 4),
-                                            "drop": round((base - tuned) / base, 4)},
+                                            "drop": round((base - tuned) / base, 4),
+                                            "by_split": {k: {"base": base_split[k], "tuned": v,
+                                                             "drop": drop(base_split[k], v)}
+                                                         for k, v in tuned_split.items()}},
                       "general_perplexity": {"base": round(base_ppl, 2), "tuned": round(tuned_ppl, 2)},
                       **({"expert_rouge_l": rouge} if rouge else {}),
                       **({"expert_nll_by_step": curve} if curve else {}),
