@@ -40,6 +40,11 @@ BAD = [
     ("Was significantly less drainage noted in group 2?", "leans on missing context"),
     ("Why was the total procedure time nearly double in group B than in group A?", "leans on missing context"),
     ("What was the mean age of the patients in this group?", "leans on missing context"),
+    # continuation items whose quoted opening points back (the demo job's training set)
+    ('How does the sentence "It was developed by Daniel Gottesman in the mid-1990s, and …" continue?',
+     "leans on missing context"),
+    ('How does the sentence "It demonstrated that quantum information can be protected despite the …" continue?',
+     "leans on missing context"),
     # subject questions from the demo job's training set that say too little to have one answer
     ("What takes a different approach?", "names too little to have one answer"),
     ("What must keep up with the hardware?", "names too little to have one answer"),
@@ -71,6 +76,7 @@ GOOD = [
     "What causes malaria?",
     "What increases the risk of stroke?",
     "What type of cells are affected?",
+    'How does the sentence "A further advantage is that the entire Clifford group can …" continue?',
 ]
 
 

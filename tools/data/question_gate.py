@@ -7,7 +7,8 @@ It rejects, with a named reason, what generators (rule-based or LLM) get wrong o
 - "leans on missing context": "the corresponding model", "this study" with no name, "these results",
   "the above", a pronoun where the thing should be named; a count of people, or a group by its label
   ("group II"), with no study named ("How many patients had radical surgery?": only one passage knows);
-  unnamed sources asked for with nothing else ("What did some studies find?"),
+  unnamed sources asked for with nothing else ("What did some studies find?"); a continuation item whose
+  quoted opening points back ('How does the sentence "It was developed by …" continue?'),
 - "no verb after the subject": "What do the increase?", "What does the decoder?",
 - "noun taken for a verb": "What does primary outcome measure?" (a bare noun compound before a word
   that is a noun as often as a verb),
@@ -74,6 +75,11 @@ _THIN_WORDS = {"a", "an", "the", "and", "or", "of", "on", "in", "for", "to", "wi
                "more", "most", "less", "very", "also", "often", "usually", "different", "other", "same",
                "certain", "some", "many", "much", "such", "one", "two"} | _MODALS
 MIN_SUBJECT_QUESTION_WORDS = 3  # content words after "What" (the verb among them)
+# a continuation item quotes its sentence's opening; one that opens by pointing back ("It was developed by …")
+# cannot be read without the sentence before it
+_CLOZE_STEM = re.compile(r'^How does the sentence "(?P<stem>[^"]*)" continue\?$')
+_POINTS_BACK = {"it", "its", "they", "their", "them", "this", "these", "that", "those", "he", "she", "his", "her",
+                "such", "both"}
 
 
 def _doubled_word(text: str) -> bool:
@@ -168,6 +174,9 @@ def question_problem(question: str, min_words: int = 3, max_words: int = 45) -> 
     if _heading_run_in(text):
         return "heading run into a sentence"
     unquoted = _QUOTED.sub(" ", text)
+    if (cloze := _CLOZE_STEM.match(text)) and cloze["stem"].split()[:1] and \
+            cloze["stem"].split()[0].lower().strip(",") in _POINTS_BACK:
+        return "leans on missing context"
     if _MISSING_CONTEXT.search(unquoted) or _UNNAMED_SOURCES.match(text) or (
             _ONE_STUDYS.search(unquoted) and not _NAMES_A_STUDY.search(text)):
         return "leans on missing context"
