@@ -158,6 +158,21 @@ def job_figures(state: dict[str, Any], seconds: float) -> dict[str, Any]:
             "registered": (state.get("model") or {}).get("name"), "job_seconds": round(seconds, 1)}
 
 
+def compare_on_experts(model: Any, tokenizer: Any, experts: list[dict[str, Any]], splits: dict[str, str],
+                       args: Any) -> tuple[dict, dict, dict]:
+    """Base and tuned scores on the experts' questions (the adapter off, then on) and the answer NLL line: all
+    abstracts, and by what the job did with each (trained / held out)."""
+    tuned = score(model, tokenizer, experts, args.generate, args.max_new_tokens, splits)
+    with model.disable_adapter():
+        base = score(model, tokenizer, experts, args.generate, args.max_new_tokens, splits)
+    counts = Counter("trained" if splits.get(r["pmid"]) == "train" else "held_out" for r in experts
+                     if r["pmid"] in splits)
+    by_split = {kind: {"base": base["by_split"][kind], "tuned": value, "drop": drop(base["by_split"][kind], value),
+                       "abstracts": counts[kind]} for kind, value in tuned["by_split"].items()}
+    return base, tuned, {"base": base["answer_nll"], "tuned": tuned["answer_nll"],
+                         "drop": drop(base["answer_nll"], tuned["answer_nll"]), "by_split": by_split}
+
+
 def run_group(service: JobService, records: dict[str, Any], term: str, pmids: list[str], args: Any,
               extra: dict[str, Any]) -> dict[str, Any]:
     # one folder per group at a fixed path: a local document's id comes from its path, and the split
@@ -177,17 +192,10 @@ def run_group(service: JobService, records: dict[str, Any], term: str, pmids: li
     experts = expert_records(records, pmids, system)
     model, tokenizer = load_for_inference(training["base_model_path"], training["adapter_dir"],
                                           service.settings.threads)
-    splits = split_of_abstracts(state["dataset"]["paths"])
-    tuned = score(model, tokenizer, experts, args.generate, args.max_new_tokens, splits)
-    with model.disable_adapter():
-        base = score(model, tokenizer, experts, args.generate, args.max_new_tokens, splits)
-    by_split = {kind: {"base": base["by_split"][kind], "tuned": value, "drop": drop(base["by_split"][kind], value),
-                       "abstracts": sum(1 for r in experts if (splits.get(r["pmid"]) == "train") == (kind == "trained")
-                                        and r["pmid"] in splits)}
-                for kind, value in tuned["by_split"].items()}
+    base, tuned, nll = compare_on_experts(model, tokenizer, experts, split_of_abstracts(state["dataset"]["paths"]),
+                                          args)
     return {"bench": "pubmedqa_group", "mesh": term, "abstracts": len(pmids), "expert_questions": len(experts),
-            "expert_answer_nll": {"base": base["answer_nll"], "tuned": tuned["answer_nll"],
-                                  "drop": drop(base["answer_nll"], tuned["answer_nll"]), "by_split": by_split},
+            "expert_answer_nll": nll,
             "expert_rouge_l": {"base": base["rouge_l"], "tuned": tuned["rouge_l"],
                                "generated": min(args.generate, len(experts))},
             "samples": {"base": base["sample_answer"], "tuned": tuned["sample_answer"]}, **figures,
