@@ -134,6 +134,13 @@ def _verb_missing(text: str) -> str | None:
     return None
 
 
+def _cloze_points_back(text: str) -> bool:
+    """A continuation item whose quoted opening starts with a word that points back ("It was developed by …")."""
+    stem = _CLOZE_STEM.match(text)
+    first = stem["stem"].split()[:1] if stem else []
+    return bool(first) and first[0].lower().strip(",") in _POINTS_BACK
+
+
 def _subject_question_too_thin(text: str) -> bool:
     """A question that asks for a subject and says too little about it to have one answer: "What takes a
     different approach?", "What must keep up with the hardware?", "What lives in a space of dimension 2 n?"
@@ -174,10 +181,7 @@ def question_problem(question: str, min_words: int = 3, max_words: int = 45) -> 
     if _heading_run_in(text):
         return "heading run into a sentence"
     unquoted = _QUOTED.sub(" ", text)
-    if (cloze := _CLOZE_STEM.match(text)) and cloze["stem"].split()[:1] and \
-            cloze["stem"].split()[0].lower().strip(",") in _POINTS_BACK:
-        return "leans on missing context"
-    if _MISSING_CONTEXT.search(unquoted) or _UNNAMED_SOURCES.match(text) or (
+    if _MISSING_CONTEXT.search(unquoted) or _UNNAMED_SOURCES.match(text) or _cloze_points_back(text) or (
             _ONE_STUDYS.search(unquoted) and not _NAMES_A_STUDY.search(text)):
         return "leans on missing context"
     if text.count("(") != text.count(")") or text.count('"') % 2:
