@@ -1,5 +1,6 @@
 """Extraction, chunking, dedup, extractive QA and splits on real files."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,15 @@ def test_local_source_reads_every_supported_file(tmp_path):
     assert len(references) == len([p for p in DEMO.iterdir() if p.is_file()])
     with pytest.raises(SourceError, match="no such file or folder"):
         LocalFolderSource(tmp_path / "missing").search("x", 10)
+
+
+def test_local_documents_keep_their_ids_when_the_folder_moves(tmp_path):
+    """A document is named by its path inside the docs folder, not on the disk: a copy elsewhere splits alike."""
+    copies = [shutil.copytree(DEMO, tmp_path / place / "docs") for place in ("here", "there")]
+    found = [LocalFolderSource(copy).search("anything", 100) for copy in copies]
+    documents = [LocalFolderSource(copy).fetch(references[0]) for copy, references in zip(copies, found, strict=True)]
+    assert [r.native_id for r in found[0]] == [r.native_id for r in found[1]]
+    assert documents[0].doc_id == documents[1].doc_id and documents[0].text == documents[1].text
 
 
 def _document(name: str) -> Document:

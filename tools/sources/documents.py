@@ -12,7 +12,7 @@ class Reference:
     """A search hit: enough to fetch the document later and to say where it came from."""
 
     source: str  # "local", "arxiv", "pubmed", "wikipedia", "web"
-    native_id: str  # the source's own id: a path, an arXiv id, a PMID, a page title, a URL
+    native_id: str  # the source's own id: a path in the docs folder, an arXiv id, a PMID, a page title, a URL
     title: str = ""
     uri: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)

@@ -40,7 +40,8 @@ class LocalFolderSource:
                 skipped.append((str(path), problem))
             else:
                 kept.append(path.resolve())
-        references = [Reference(source=self.name, native_id=str(p), title=p.stem, uri=p.as_uri()) for p in kept]
+        references = [Reference(source=self.name, native_id=self._native_id(p), title=p.stem, uri=p.as_uri())
+                      for p in kept]
         self.last_report = SearchReport(self.name, query, total=len(files), returned=min(len(references), limit),
                                         skipped=tuple(skipped))
         return references[:limit]
@@ -56,8 +57,17 @@ class LocalFolderSource:
                     "file: not read")
         return ""
 
+    def _native_id(self, path: Path) -> str:
+        """The file's path inside the docs folder (its name when the root is the file): the document ids, and
+        so the job's split and its data set, must not depend on where the folder lies (a test's or a user's
+        copy elsewhere split the same documents differently)."""
+        return path.name if self.root.is_file() else path.relative_to(self.root.resolve()).as_posix()
+
+    def _path(self, native_id: str) -> Path:
+        return self.root.resolve() if self.root.is_file() else self.root.resolve() / native_id
+
     def fetch(self, reference: Reference) -> Document:
-        path = Path(reference.native_id)
+        path = self._path(reference.native_id)
         text, title = extract_file(path)
         return Document(
             source=self.name,
