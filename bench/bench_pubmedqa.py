@@ -175,8 +175,8 @@ def compare_on_experts(model: Any, tokenizer: Any, experts: list[dict[str, Any]]
 
 def run_group(service: JobService, records: dict[str, Any], term: str, pmids: list[str], args: Any,
               extra: dict[str, Any]) -> dict[str, Any]:
-    # one folder per group at a fixed path: a local document's id comes from its path, and the split
-    # by document from the ids, so two runs (two homes, two settings) train and test on the same split
+    # one folder per group: a local document's id comes from its file name in the folder and the split by
+    # document from the ids, so two runs (two homes, two settings) train and test on the same split
     docs = write_documents(records, pmids, Path(args.docs) / re.sub(r"\W+", "-", term.lower()).strip("-"))
     options = {"docs_path": str(docs), "max_rounds": args.max_rounds,
                "curation": {"doc_relevance_threshold": 0.05, "chunk_relevance_threshold": 0.0}, **extra}
