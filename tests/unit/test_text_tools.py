@@ -130,6 +130,23 @@ def test_a_participle_before_a_noun_is_not_the_verb(sentence, questions):
     assert questions <= asked and not any("rotate " in q or "infect " in q or "this reason" in q for q in asked)
 
 
+@pytest.mark.parametrize(("sentence", "wrong"), [
+    # read in the demo job's training set: "needed" is a participle inside the subject, "grows" the verb
+    (("As a result, the total overhead needed to reach a target logical error rate epsilon grows only "
+      "polylogarithmically in 1/epsilon."), "What needed to reach a target logical error rate epsilon?"),
+    ("The model trained on the abstracts is better than the base.", "What trained on the abstracts?"),
+])
+def test_a_participle_inside_the_subject_is_not_asked_as_the_verb(sentence, wrong):
+    asked = [q.question for q in sentence_questions(sentence)]
+    assert wrong not in asked
+    assert not any(q.startswith(("Did the total overhead", "Did the model train")) for q in asked)
+
+
+def test_a_past_verb_with_no_later_finite_verb_is_still_the_verb():
+    asked = {q.question for q in sentence_questions("The team needed to reach a consensus before the vote.")}
+    assert "Did the team need to reach a consensus before the vote?" in asked
+
+
 def test_questions_read_in_a_pubmed_training_set_are_asked_right():
     asked = {q.question for q in sentence_questions("The patients involved were schizophrenic or bipolar, mostly "
                                                       "young men.")}

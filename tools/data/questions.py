@@ -240,8 +240,42 @@ def read_clause(sentence: str) -> Clause | None:
     clause = _lexicon_clause(sentence)
     if clause is None or _second_clause(clause.rest):
         clause = _parsed_clause(sentence) or clause
-    return None if clause is None or _BARE_NUMBER.match(clause.subject) or _THE_WORK_ITSELF.match(clause.subject) \
-        else clause
+    if clause is None or _BARE_NUMBER.match(clause.subject) or _THE_WORK_ITSELF.match(clause.subject):
+        return None
+    return None if _participle_before_finite_verb(sentence, clause) else clause
+
+
+# words that end the clause a verb belongs to: a finite verb after one of them is another clause's
+_CLAUSE_BOUNDARIES = {"and", "or", "but", "that", "which", "who", "whom", "whose", "when", "where", "while",
+                      "whereas", "if", "because", "since", "although", "though", "as", "than", "so", "unless"}
+
+
+def _participle_before_finite_verb(sentence: str, clause: Clause) -> bool:
+    """Whether the clause's verb is a participle inside the subject, the finite verb coming later in the same
+    clause: "the total overhead needed to reach a target rate grows …" read as "the total overhead" +
+    "needed" would ask "What needed to reach a target rate?"."""
+    verb = clause.verb.lower()
+    if verb in AUXILIARIES or verb_tense(verb) != "past":
+        return False
+    _, found, after = sentence.partition(f"{clause.subject} {clause.verb} ")
+    previous = ""
+    for token in after.split() if found else ():
+        word = _core(token).lower()
+        if word in _CLAUSE_BOUNDARIES or word in _PRONOUN_START or token.startswith(("(", "[")):
+            return False  # another clause, reported speech ("said they would …") or an aside begins
+        if previous != "to" and _finite_verb(word, last=token.endswith(".")):
+            return True
+        if token.endswith((",", ";", ":", ".", ")")):
+            return False
+        previous = word
+    return False
+
+
+def _finite_verb(word: str, last: bool) -> bool:
+    """An auxiliary, or a verb in the third person that does not end the sentence (the lexicon takes some
+    sentence-final plural nouns, "questionnaires", for verbs)."""
+    return word in AUXILIARIES - {"do"} or (not last and verb_tense(word) == "third person"
+                                            and parts_of_speech(word) == {"VERB"})
 
 
 # "The present study aims to …", "The purpose of this study was …": the text speaks of itself; a question
