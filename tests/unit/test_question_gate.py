@@ -50,6 +50,10 @@ BAD = [
     ("What must keep up with the hardware?", "names too little to have one answer"),
     ("What must be measured repeatedly and reliably?", "names too little to have one answer"),
     ("What lives in a space of dimension 2 n?", "names too little to have one answer"),
+    # the sentence splitter took "b." for an abbreviation and kept two sentences of the demo corpus together
+    (("Is the error syndrome the information that identifies which error occurred without revealing the encoded "
+      "amplitudes a and b. For the bit-flip code, the syndrome consists of two parity checks?"),
+     "two sentences in one question"),
 ]
 GOOD = [
     "What does the decoder use?",
@@ -77,6 +81,8 @@ GOOD = [
     "What increases the risk of stroke?",
     "What type of cells are affected?",
     'How does the sentence "A further advantage is that the entire Clifford group can …" continue?',
+    # a full stop mid-question that is an abbreviation's, or inside a number
+    "Did Dr. Smith's trial compare drug A vs. Placebo in 2.5 years of follow-up?",
 ]
 
 

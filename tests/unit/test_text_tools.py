@@ -142,6 +142,18 @@ def test_a_participle_inside_the_subject_is_not_asked_as_the_verb(sentence, wron
     assert not any(q.startswith(("Did the total overhead", "Did the model train")) for q in asked)
 
 
+def test_a_question_never_ends_in_a_full_stop_before_its_question_mark():
+    # read in the demo job's training set: the splitter took "b." for an abbreviation and kept two sentences
+    # together; the clause ended at "b."
+    passage = ("The error syndrome is the information that identifies which error occurred without revealing the "
+               "encoded amplitudes a and b. For the bit-flip code, the syndrome consists of two parity checks: "
+               "the parity of qubits 1 and 2, and the parity of qubits 2 and 3.")
+    asked = [q.question for q in sentence_questions(passage)]
+    assert asked and not any(".?" in q for q in asked)
+    assert ("Is the error syndrome the information that identifies which error occurred without revealing the "
+            "encoded amplitudes a and b?") in asked
+
+
 def test_a_past_verb_with_no_later_finite_verb_is_still_the_verb():
     asked = {q.question for q in sentence_questions("The team needed to reach a consensus before the vote.")}
     assert "Did the team need to reach a consensus before the vote?" in asked

@@ -17,6 +17,8 @@ It rejects, with a named reason, what generators (rule-based or LLM) get wrong o
 - "names too little to have one answer": a subject question with three words of content or fewer ("What takes a
   different approach?", "What must keep up with the hardware?"); questions that ask for a cause ("What causes
   malaria?", "What increases the risk of stroke?") are exempt,
+- "two sentences in one question": a full stop and a capitalised word mid-question, where the sentence
+  splitter took a full stop for an abbreviation's ("… the encoded amplitudes a and b. For the bit-flip code …?"),
 - "citation or markup in the question" (a heading's underline: "What is summary -------?"), "not a question",
   "too short", "too long".
 The lexicon is lemminflect's (tools/questions.parts_of_speech)."""
@@ -134,6 +136,17 @@ def _verb_missing(text: str) -> str | None:
     return None
 
 
+# a word, a full stop, then a capitalised word: where one sentence ends and the next begins ("a and b. For the …")
+_SENTENCE_BREAK = re.compile(r"(?P<word>[\w)]+)\. [A-Z][a-z]")
+_ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "prof", "st", "vs", "al", "approx", "fig", "figs", "eq", "no", "vol",
+                  "ref", "sec", "ch", "jr", "sr", "inc", "ltd", "co", "dept", "univ"}
+
+
+def _two_sentences(text: str) -> bool:
+    """A full stop followed by a capitalised word inside the question, after a word that is no abbreviation."""
+    return any(m["word"].lower() not in _ABBREVIATIONS for m in _SENTENCE_BREAK.finditer(_QUOTED.sub(" ", text)))
+
+
 def _cloze_points_back(text: str) -> bool:
     """A continuation item whose quoted opening starts with a word that points back ("It was developed by …")."""
     stem = _CLOZE_STEM.match(text)
@@ -180,6 +193,8 @@ def question_problem(question: str, min_words: int = 3, max_words: int = 45) -> 
         return "doubled word"
     if _heading_run_in(text):
         return "heading run into a sentence"
+    if _two_sentences(text):
+        return "two sentences in one question"
     unquoted = _QUOTED.sub(" ", text)
     if _MISSING_CONTEXT.search(unquoted) or _UNNAMED_SOURCES.match(text) or _cloze_points_back(text) or (
             _ONE_STUDYS.search(unquoted) and not _NAMES_A_STUDY.search(text)):

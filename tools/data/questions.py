@@ -362,8 +362,12 @@ def _second_clause(rest: str) -> bool:
 
 
 def finish_question(text: str) -> str:
-    """A question's text tidied (no space before punctuation, no trailing comma) and ended with '?'."""
-    return re.sub(r"\s+([,;?])", r"\1", text.strip().rstrip(",;:")) + "?"
+    """A question's text tidied (no space before punctuation, no trailing comma, no full stop: a clause that
+    ends where the sentence splitter saw an abbreviation, "… amplitudes a and b.") and ended with '?'. An
+    abbreviation's own stops stay ("the U.S.?")."""
+    text = re.sub(r"\s+([,;?])", r"\1", text.strip().rstrip(",;:"))
+    last = text.rsplit(maxsplit=1)[-1] if text else ""
+    return (text[:-1] if last.endswith(".") and "." not in last[:-1] else text) + "?"
 
 
 def _with_fronted(question: str, fronted: str) -> str:
