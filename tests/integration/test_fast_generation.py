@@ -366,8 +366,10 @@ def test_the_rescored_int4_head_picks_the_int8_heads_greedy_token(int4_model_dir
 
 def test_an_int4_server_decodes_greedy_requests_through_the_rescored_head(int4_model_dir: Path,
                                                                          tmp_path: Path, monkeypatch) -> None:
-    """The merged int4 copy answers greedy requests with greedy_decode (alone and in a batch, the same
-    answers); the shared model for base requests stays fp32."""
+    """The merged int4 copy answers greedy requests with greedy_decode; the shared model for base requests
+    stays fp32. Through transformers' layers a request alone and in a batch gets the same answer; alone it
+    goes through the one-row decoder (fp32 residual stream, tests/integration/test_one_row_decoder.py),
+    whose rounding differs from the layers' bf16."""
     from tools.models import decoding
 
     adapter = str(random_adapter(int4_model_dir, tmp_path / "adapter", seed=3))
@@ -379,8 +381,40 @@ def test_an_int4_server_decodes_greedy_requests_through_the_rescored_head(int4_m
     real = decoding.greedy_decode
     monkeypatch.setattr(decoding, "greedy_decode", lambda *a, **k: calls.append(a[1].shape[0]) or real(*a, **k))
     answers = _answers(server, "ft-v1")
-    assert answers[:3] == answers[3:] and all(answers) and calls == [1, 1, 1, 3]
+    assert all(answers) and calls == [1, 1, 1, 3]
     assert _answers(server, "tiny-base") != answers and len(calls) == 4  # base requests: generate
+    one_row, server.merged.model.one_row_decoder = server.merged.model.one_row_decoder, None
+    layers = _answers(server, "ft-v1")
+    assert one_row is not None and layers[:3] == layers[3:] == answers[3:]
+
+
+def test_an_int4_server_streams_greedy_requests_through_the_same_decoder(int4_model_dir: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """A streamed greedy request to the int4 copy decodes through greedy_decode too (not generate), feeding
+    the streamer token by token: the streamed text is the plain answer."""
+    import threading
+
+    from transformers import TextIteratorStreamer
+
+    from tools.models import decoding
+
+    adapter = str(random_adapter(int4_model_dir, tmp_path / "adapter", seed=3))
+    server = ModelServer(str(int4_model_dir), {"ft-v1": adapter}, base_name="tiny-base", max_batch_size=1,
+                         precision="int4")
+    request = ChatCompletionRequest(model="ft-v1", messages=[{"role": "user", "content": QUESTIONS[0]}],
+                                    max_tokens=10, temperature=0)
+    plain = server.generate(server.prepare(request, None)).text
+    calls, results = [], []
+    real = decoding.greedy_decode
+    monkeypatch.setattr(decoding, "greedy_decode", lambda *a, **k: calls.append(a[1].shape[0]) or real(*a, **k))
+    streamer = TextIteratorStreamer(server.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    thread = threading.Thread(target=lambda: results.append(server.generate(server.prepare(request, None), streamer,
+                                                                            threading.Event())))
+    thread.start()
+    pieces = list(streamer)
+    thread.join()
+    assert plain and "".join(pieces).strip() == plain.strip() == results[0].text.strip()
+    assert calls == [1] and len(pieces) > 1
 
 
 @pytest.mark.parametrize(("flags", "precision"), [(["--int4"], "int4"), (["--int8"], "int8"), ([], None)])

@@ -40,6 +40,10 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any = None, max_ne
     stops = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or []))
     rows = input_ids.shape[0]
     padded = attention_mask is not None and not bool(attention_mask.all())
+    one_row = getattr(model, "one_row_decoder", None)
+    if one_row is not None and rows == 1 and not padded:
+        tokens = one_row.decode(input_ids, max_new_tokens, set(stops.tolist()), on_token, should_stop)
+        return input_ids.new_tensor([tokens])
     positions = _positions(attention_mask) if padded else None
     cache, chosen = DynamicCache(), input_ids.new_full((rows, max_new_tokens), pad_token_id)
     live = torch.arange(rows)  # the batch row of each row still decoding

@@ -36,8 +36,10 @@ Policies, decided here so every front door behaves the same:
   mix versions, and every request while several adapters share the base take peft's unmerged path.
   ``precision="int8"`` (CPU) makes that merged copy int8 weight-only (``tools.models.int8``: 1.4-1.6x
   the tokens per CPU second, answers close to fp32's but not equal); ``precision="int4"`` int4 in groups
-  of 32 with an int8 head (``tools.models.int4``), whose greedy requests decode with
-  ``tools.models.decoding.greedy_decode`` through the rescored int4 head; the shared model stays fp32.
+  of 32 with an int8 head (``tools.models.int4``), whose greedy requests (streamed ones too) decode with
+  ``tools.models.decoding.greedy_decode`` through the rescored int4 head, a request alone through the
+  one-row decoder of a Llama-family model (``tools.models.llama_decoder``: 1.5x transformers' int4 layers
+  on SmolLM2-135M); the shared model stays fp32.
 - **System prompt.** A served name may carry the system prompt its adapter was trained with; it
   is prepended only when the request has no system message of its own.
 - **Who may call.** With an API key (``api_key``: ``ftagent serve --api-key-file``, the
@@ -491,8 +493,8 @@ class ModelServer(ChatEngine):
         if stop is not None:
             options["stopping_criteria"] = StoppingCriteriaList([_EventStop(stop)])
         merged = self._merged_for([job])
-        if _has_greedy_head(merged) and job.temperature == 0 and streamer is None:
-            return self._result(job, self._greedy(merged, job.input_ids, None, job.max_new_tokens, stop)[0])
+        if _has_greedy_head(merged) and job.temperature == 0:
+            return self._result(job, self._greedy(merged, job.input_ids, None, job.max_new_tokens, stop, streamer)[0])
         with self._adapter(job.adapter) if merged is None else contextlib.nullcontext(), torch.inference_mode():
             if job.seed is not None:
                 torch.manual_seed(job.seed)
@@ -524,12 +526,21 @@ class ModelServer(ChatEngine):
         return [self._result(job, output[row, width:].tolist()) for row, job in enumerate(rows)]
 
     def _greedy(self, model: Any, input_ids: Any, mask: Any, max_new_tokens: int,
-                stop: threading.Event | None) -> list[list[int]]:
-        """Greedy rows through `greedy_decode` (a model with a rescored int4 head; the caller holds the lock)."""
+                stop: threading.Event | None, streamer: Any = None) -> list[list[int]]:
+        """Greedy rows through `greedy_decode` (a model with a rescored int4 head; the caller holds the lock).
+        A streamer (one row) is fed as `generate` feeds it: the prompt, each new token, then the end."""
         from tools.models.decoding import greedy_decode
 
-        tokens = greedy_decode(model, input_ids, mask, max_new_tokens, self.tokenizer.eos_token_id,
-                               self.tokenizer.pad_token_id, should_stop=stop.is_set if stop else None)
+        if streamer is not None:
+            streamer.put(input_ids)
+        try:
+            tokens = greedy_decode(model, input_ids, mask, max_new_tokens, self.tokenizer.eos_token_id,
+                                   self.tokenizer.pad_token_id, should_stop=stop.is_set if stop else None,
+                                   on_token=(lambda token: streamer.put(input_ids.new_tensor([token])))
+                                   if streamer is not None else None)
+        finally:
+            if streamer is not None:
+                streamer.end()
         return tokens.tolist()
 
     def _decoding_options(self, job: Generation, max_new_tokens: int) -> dict[str, Any]:
