@@ -297,10 +297,20 @@ def main() -> None:
         del engines
         if skipped:
             print(json.dumps({**common, **skipped}), flush=True)
-        http_single = None if args.direct_only else serve_levels(base, adapter, common, args)
+        http_single = None if args.direct_only else serve_levels_apart(base, adapter, common, args)
         for engine in our_engines:
             print(json.dumps(comparison(engine, plain, http_single if engine is our_engines[0] else None)),
                   flush=True)
+
+
+def serve_levels_apart(base: Path, adapter: Path, common: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """`serve_levels` in a child process, as `ftagent serve` runs beside its clients: this process has run
+    torch on its main thread (the engines above), and a second thread running torch in one process slows
+    every one of them (tools/serving/model_thread.py)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(serve_levels, (base, adapter, common, args))
 
 
 def serve_levels(base: Path, adapter: Path, common: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

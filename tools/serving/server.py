@@ -83,6 +83,7 @@ from tools.serving.batch import (
     cut_answer,
     left_pad,
 )
+from tools.serving.model_thread import ModelThread, on_model_thread
 
 logger = logging.getLogger("ftagent.serving")
 _STREAM_END = object()
@@ -395,8 +396,10 @@ class ModelServer(ChatEngine):
         from tools.models.loading import QUANTIZED, load_for_inference
 
         self.base_model_path, self.precision = str(base_model_path), precision
+        self.model_thread = ModelThread()  # every call that touches the model runs there (see its module)
         shared = "fp32" if precision in QUANTIZED else precision  # peft's LoRA layers need float weights
-        self.model, self.tokenizer = load_for_inference(str(base_model_path), None, threads, shared)
+        self.model, self.tokenizer = self.model_thread.run(load_for_inference, str(base_model_path), None, threads,
+                                                           shared)
         self.merge_single_adapter = merge_single_adapter
         self.merged: MergedVersion | None = None  # the one served adapter merged into a copy of the weights
         super().__init__(base_name or Path(str(base_model_path).rstrip("/")).name,
@@ -409,6 +412,7 @@ class ModelServer(ChatEngine):
         self.batcher = (MicroBatcher(self.generate_batch, self.context_length, max_batch_size, batch_window_ms / 1000)
                         if max_batch_size > 1 else None)
 
+    @on_model_thread
     def _catalog_changed(self, adapters: Mapping[str, LoadedAdapter]) -> None:
         """Keep a merged copy of the weights for the only served adapter; none when zero or several are."""
         from tools.models.loading import load_for_inference
@@ -422,6 +426,7 @@ class ModelServer(ChatEngine):
             with self._lock:
                 self.merged = merged
 
+    @on_model_thread
     def _load(self, path: str) -> LoadedAdapter:
         """Put one adapter on the shared model (the first one wraps the base in a PeftModel)."""
         from peft import PeftModel
@@ -442,6 +447,7 @@ class ModelServer(ChatEngine):
             self.model.eval()
         return loaded
 
+    @on_model_thread
     def _unload(self, adapters: Sequence[LoadedAdapter]) -> None:
         """Remove adapters from the model; without any left, the plain base model comes back."""
         if not adapters:
@@ -455,10 +461,15 @@ class ModelServer(ChatEngine):
             for adapter in adapters:
                 self.model.delete_adapter(adapter.adapter_id)
 
+    def close(self) -> None:
+        super().close()
+        self.model_thread.close()
+
     def _prompt_ids(self, messages: list[dict[str, str]]) -> Any:
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
 
+    @on_model_thread
     def generate(self, job: Generation, streamer: Any = None,
                  stop: threading.Event | None = None) -> GenerationResult:
         """Run one generation under the lock with the job's adapter selected."""
@@ -466,6 +477,7 @@ class ModelServer(ChatEngine):
             self._check_still_served(job)
             return self._decode_alone(job, streamer, stop)
 
+    @on_model_thread
     def generate_batch(self, jobs: list[Generation]) -> list[GenerationResult | Exception]:
         """Decode compatible jobs (same batch_key) in one call under the lock; a job whose version was
         withdrawn while it waited gets its 404 instead."""
