@@ -50,6 +50,8 @@ BAD = [
     ("What must keep up with the hardware?", "names too little to have one answer"),
     ("What must be measured repeatedly and reliably?", "names too little to have one answer"),
     ("What lives in a space of dimension 2 n?", "names too little to have one answer"),
+    # "Only one patient died (group IV, 1%)." in the PubMedQA Treatment Outcome job: a singular count, no study
+    ("How many patient died?", "leans on missing context"),
     # the sentence splitter took "b." for an abbreviation and kept two sentences of the demo corpus together
     (("Is the error syndrome the information that identifies which error occurred without revealing the encoded "
       "amplitudes a and b. For the bit-flip code, the syndrome consists of two parity checks?"),

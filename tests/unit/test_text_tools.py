@@ -154,6 +154,16 @@ def test_a_question_never_ends_in_a_full_stop_before_its_question_mark():
             "encoded amplitudes a and b?") in asked
 
 
+def test_a_second_clause_whose_subject_the_parse_took_for_an_object_is_not_cut_in_half():
+    # the PubMedQA Treatment Outcome job: "What received an average dose of 60 Gy and the contralateral
+    # low-risk neck?" (the parse read "neck" as a second object and "received" as a verb with no subject)
+    asked = [q.question for q in sentence_questions(
+        "Ipsilateral high-risk neck nodes received an average dose of 60 Gy and the contralateral low-risk neck "
+        "received a dose of 54-56 Gy.")]
+    assert not any(q.endswith("low-risk neck?") for q in asked)
+    assert "What did ipsilateral high-risk neck nodes receive?" in asked
+
+
 def test_a_past_verb_with_no_later_finite_verb_is_still_the_verb():
     asked = {q.question for q in sentence_questions("The team needed to reach a consensus before the vote.")}
     assert "Did the team need to reach a consensus before the vote?" in asked

@@ -75,6 +75,18 @@ def _clause_end(doc: Any, head: Any, verb_index: int) -> int:
     return end
 
 
+def _subjectless_conjunct(head: Any) -> bool:
+    """A coordinated verb right after a noun, with no subject of its own, in a clause with an object: the
+    parse hung the second clause's subject on the first clause's object ("… received a dose of 60 Gy and
+    the contralateral neck received …", "neck" read as a second object), so where the first clause ends
+    is not known."""
+    if not any(child.dep_ in ("dobj", "obj", "attr") for child in head.rights):
+        return False
+    return any(child.dep_ == "conj" and child.pos_ in ("VERB", "AUX") and _subject(child) is None
+               and child.left_edge.i == child.i > 0 and child.doc[child.i - 1].pos_ in ("NOUN", "PROPN")
+               for child in head.rights)
+
+
 def _verb(head: Any, subject_end: int) -> Any | None:
     """The clause's finite verb: its first auxiliary after the subject, else the head when it is finite."""
     auxiliaries = [c for c in head.lefts if c.dep_ in ("aux", "auxpass") and c.i > subject_end]
@@ -100,7 +112,7 @@ def parsed_clause(sentence: str) -> tuple[str, str, str, str, bool] | None:
     if subject_end + 1 - start > _MAX_SUBJECT_TOKENS or not _fronted_ok(doc, head, start):
         return None
     end = _clause_end(doc, head, verb.i)
-    if end <= verb.i + 1:
+    if end <= verb.i + 1 or _subjectless_conjunct(head):
         return None
     fronted = doc[:start].text.strip().rstrip(",").strip() if start else ""
     if fronted and all(t.dep_ in ("advmod", "punct") for t in doc[:start]):

@@ -44,8 +44,9 @@ _MISSING_CONTEXT = re.compile(
     r"\b(?:fig\.|figure|table|eq\.|equation) \d", re.IGNORECASE)
 # what only one study can answer, unless the question names the study
 _ONE_STUDYS = re.compile(
-    r"\bhow many (?:[\w-]+ ){0,3}?(?:patients|participants|subjects|cases|children|women|men|individuals|people|"
-    r"respondents|infants|families|volunteers|physicians|doctors|nurses|students|controls)\b|"
+    r"\bhow many (?:[\w-]+ ){0,3}?(?:patients?|participants?|subjects?|cases?|children|child|women|woman|men|man|"
+    r"individuals?|people|person|respondents?|infants?|families|family|volunteers?|physicians?|doctors?|nurses?|"
+    r"students?|controls?)\b|"
     r"\bgroups? (?:[IVX]+|[A-D]|\d)\b", re.IGNORECASE)
 _NAMES_A_STUDY = re.compile(r"\b(?:study|trial|survey|review|meta-analysis|audit)\b", re.IGNORECASE)
 _UNNAMED_SOURCES = re.compile(
