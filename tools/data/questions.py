@@ -462,7 +462,7 @@ def subject_question(clause: Clause) -> str | None:
         return None
     if _counted(clause.subject) or _UNNAMED_SOURCES.match(clause.subject):
         return None
-    passive = re.match(r"^(?:\w+ly\s+)?(?:been\s+|being\s+)?\w+(?:ed|en|wn|ung|ought|eld|ept|ound|ade)\b", clause.rest)
+    passive = _passive(clause.rest, after_be=clause.verb.lower() in _BE)
     if (clause.verb.lower() in _BE | {"has", "have", "had"} and not passive) or ":" in clause.rest \
             or _ANAPHORA.search(clause.subject) or not 3 <= len(clause.rest.split()) <= 30 \
             or _second_clause(clause.rest):
@@ -476,6 +476,22 @@ def subject_question(clause: Clause) -> str | None:
     elif verb.lower() not in AUXILIARIES and verb_tense(verb) == "plain":  # "What protects …", not "What protect"
         verb = _third_person(verb)
     return finish_question(_with_fronted(f"{wh} {verb} {clause.rest}", clause.fronted))
+
+
+_PARTICIPLE = re.compile(r"^(?:\w+ly\s+)?(?:been\s+|being\s+)?\w+(?:ed|en|wn|ung|ought|eld|ept|ound|ade)\b[,;]?")
+
+
+def _passive(rest: str, after_be: bool) -> bool:
+    """Whether the words after the verb open with a participle: a passive after a form of "be" ("represented
+    by edges", "encoded with the phase-flip code"), a perfect after "has". After "be", not a participle used
+    as an adjective before its noun ("strongly biased noise": "What is strongly biased noise?" would ask for a
+    definition the sentence does not give); a noun is a word the lexicon knows as a noun and not as an
+    adjective ("noise", "data"; not "specific", "due")."""
+    if not (match := _PARTICIPLE.match(rest)):
+        return False
+    following = [_core(w).lower() for w in rest[match.end():].split()[:1]]
+    tags = parts_of_speech(following[0]) if following else frozenset()
+    return not (after_be and "NOUN" in tags and "ADJ" not in tags and following[0] not in _PREPOSITIONS)
 
 
 _MODALS = {"can", "could", "may", "might", "will", "would", "should", "must"}
@@ -629,6 +645,9 @@ def _common_word(word: str) -> bool:
     return bool(tags & {"NOUN", "ADJ", "VERB"}) and "PROPN" not in tags
 
 
+_RUNNING_HEAD = re.compile(r"\b(?:page|p\.)\s*\d+\b|\b\d+\s*(?:of|/)\s*\d+\s*$", re.IGNORECASE)
+
+
 def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tuple[int, ...]] | None:
     """'What is magic state distillation?' for a section whose heading names a thing; answered by the
     section's first two sentences."""
@@ -642,6 +661,8 @@ def heading_question(heading: str, facts: Sequence[Fact]) -> tuple[Question, tup
     if not sentences or not 1 <= len(words) <= 6 or _generic_heading(words):
         return None
     if not _nounish(words) or heading.endswith("?") or re.search(r"\d+(?:\.\d+)+", heading):
+        return None
+    if _RUNNING_HEAD.search(heading):  # a PDF page's running head: "Fault-Tolerant Quantum Computing - page 2"
         return None
     lowered = [_core(w).lower() for w in words]
     if lowered[0] in _CLAUSE_OPENERS:  # "Why oscillators are attractive" is a clause, not a thing
