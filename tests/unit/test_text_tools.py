@@ -11,6 +11,7 @@ from tools.data.dedup import find_duplicates
 from tools.data.facts import passage_facts
 from tools.data.qa_extractive import generate_examples
 from tools.data.questions import heading_question, read_clause, sentence_questions
+from tools.sources.common import join_pages
 from tools.sources.documents import Document, SourceError
 from tools.sources.local import LocalFolderSource
 from tools.sources.text_extraction import extract_file
@@ -31,6 +32,18 @@ def test_bad_files_raise_with_a_reason(name, reason):
 def test_latin1_text_is_decoded():
     text, _ = extract_file(CORRUPT / "latin1.txt")
     assert "é" in text or "ñ" in text or "ü" in text
+
+
+def test_a_pdfs_running_foot_is_left_out_and_a_sentence_runs_on_across_the_page_break():
+    # the demo corpus' lecture handout ends every page with "Fault-tolerant quantum computing - page N", and
+    # page 1 ends mid-sentence: the foot cut the sentence and read as a heading ("What is fault-tolerant
+    # quantum computing - page 2?" was a training question)
+    text, _ = extract_file(DEMO / "threshold-theorem.pdf")
+    assert "page 1" not in text and "page 2" not in text
+    assert "levels of concatenation the\nlogical failure rate becomes" in text
+    pages = ["Report 2024\nFirst page ends mid", "Report 2024\nsentence here. Done.", "Report 2024\nThird."]
+    assert join_pages(pages) == "First page ends mid\nsentence here. Done.\n\nThird."
+    assert join_pages(["Only one page\nof text."]) == "Only one page\nof text."
 
 
 def test_pdf_and_html_give_clean_text():

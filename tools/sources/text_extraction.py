@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tools.sources.common import join_pages
 from tools.sources.documents import SourceError
 
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf")
@@ -98,7 +99,7 @@ def pdf_to_text(path: Path) -> str:
         raise SourceError(str(path), f"corrupt PDF: {error}") from error
     except Exception as error:  # a malformed PDF trips pypdf in many ways; recorded per file
         raise SourceError(str(path), f"unreadable PDF ({type(error).__name__}: {error})") from error
-    return "\n\n".join(pages)
+    return join_pages(pages)
 
 
 def extract_file(path: Path) -> tuple[str, str]:
