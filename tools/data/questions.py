@@ -478,7 +478,7 @@ def subject_question(clause: Clause) -> str | None:
     return finish_question(_with_fronted(f"{wh} {verb} {clause.rest}", clause.fronted))
 
 
-_PARTICIPLE = re.compile(r"^(?:\w+ly\s+)?(?:been\s+|being\s+)?\w+(?:ed|en|wn|ung|ought|eld|ept|ound|ade)\b[,;]?")
+_PARTICIPLE = re.compile(r"^(?:\w+ly\s+)?(?:been\s+|being\s+)?\w+(?:ed|en|wn|ung|ought|eld|ept|ound|ade)\b")
 
 
 def _passive(rest: str, after_be: bool) -> bool:
