@@ -240,10 +240,13 @@ def _generate(model, tokenizer, ids, mask, max_new_tokens: int) -> list[list[int
 def test_the_hand_rolled_greedy_loop_gives_generates_tokens(tiny_model_dir: Path, adapter: str,
                                                              precision: str) -> None:
     """One row and a left-padded batch: the same tokens as transformers generate, padding after each
-    row's end-of-sequence token included."""
+    row's end-of-sequence token included. (An int8 row alone goes through the one-row decoder, whose fp32
+    residual stream rounds otherwise than transformers' bf16 one: tests/integration/test_one_row_decoder.py;
+    set aside here, the loop is what is tested.)"""
     from tools.models.decoding import greedy_decode
 
     model, tokenizer = load_for_inference(str(tiny_model_dir), adapter, precision=precision, merge=True)
+    model.one_row_decoder = None
     for ids in _prompt_ids(tokenizer):
         ones = torch.ones_like(ids)
         assert greedy_decode(model, ids, None, 20, tokenizer.eos_token_id, tokenizer.pad_token_id).tolist() \
@@ -364,18 +367,19 @@ def test_the_rescored_int4_head_picks_the_int8_heads_greedy_token(int4_model_dir
         model.greedy_head = head
 
 
-def test_an_int4_server_decodes_greedy_requests_through_the_rescored_head(int4_model_dir: Path,
-                                                                         tmp_path: Path, monkeypatch) -> None:
-    """The merged int4 copy answers greedy requests with greedy_decode; the shared model for base requests
-    stays fp32. Through transformers' layers a request alone and in a batch gets the same answer; alone it
-    goes through the one-row decoder (fp32 residual stream, tests/integration/test_one_row_decoder.py),
-    whose rounding differs from the layers' bf16."""
+@pytest.mark.parametrize("precision", ["int4", "int8"])
+def test_a_quantized_server_decodes_greedy_requests_through_greedy_decode(int4_model_dir: Path, tmp_path: Path,
+                                                                          monkeypatch, precision: str) -> None:
+    """The merged int4 (rescored head) or int8 copy answers greedy requests with greedy_decode; the shared
+    model for base requests stays fp32. Through transformers' layers a request alone and in a batch gets the
+    same answer; alone it goes through the one-row decoder (fp32 residual stream,
+    tests/integration/test_one_row_decoder.py), whose rounding differs from the layers' bf16."""
     from tools.models import decoding
 
     adapter = str(random_adapter(int4_model_dir, tmp_path / "adapter", seed=3))
     server = ModelServer(str(int4_model_dir), {"ft-v1": adapter}, base_name="tiny-base", max_batch_size=1,
-                         precision="int4")
-    assert server.merged.model.greedy_head is not None
+                         precision=precision)
+    assert (getattr(server.merged.model, "greedy_head", None) is not None) == (precision == "int4")
     assert next(server.model.parameters()).dtype == torch.float32
     calls = []
     real = decoding.greedy_decode

@@ -1,7 +1,8 @@
 """The one-row decoder (tools.models.llama_decoder): a Llama model's layers in few operations for one greedy
-sequence, what `serve --int4` and `ask --int4` decode through. In fp32 it is transformers' arithmetic with
-q/k/v and gate/up stacked and the rotary embedding as a complex product: the same greedy tokens. In int4 it
-keeps the residual stream in fp32 where transformers' int4 path runs bf16, so the two differ by rounding."""
+sequence, what `serve --int4|--int8` and `ask --int4|--int8` decode through. In fp32 it is transformers' arithmetic with
+q/k/v and gate/up stacked and the rotary embedding as a complex product: the same greedy tokens. In int4 and
+int8 it keeps the residual stream in fp32 where transformers' quantized path runs bf16, so the two differ by
+rounding."""
 
 from __future__ import annotations
 
@@ -53,10 +54,13 @@ def test_in_fp32_it_gives_transformers_greedy_tokens_and_hidden_states(model_dir
         assert tokens == _layers_path(model, prompt, tokenizer)[:len(tokens)] and len(tokens) > 1
 
 
-def test_int4_weights_decode_one_row_through_it_close_to_transformers_int4_layers(model_dir: Path) -> None:
-    """The int4 model carries the decoder; greedy_decode takes it for one unpadded row (not for batches).
-    Its last hidden state is transformers' int4 one up to bf16 rounding of the residual stream."""
-    model, tokenizer = load_for_inference(str(model_dir), precision="int4")
+@pytest.mark.parametrize("precision", ["int4", "int8"])
+def test_quantized_weights_decode_one_row_through_it_close_to_transformers_layers(model_dir: Path,
+                                                                                precision: str) -> None:
+    """An int4 or int8 model carries the decoder; greedy_decode takes it for one unpadded row (not for
+    batches). Its last hidden state is transformers' one with the same quantized weights up to bf16 rounding
+    of the residual stream."""
+    model, tokenizer = load_for_inference(str(model_dir), precision=precision)
     assert isinstance(model.one_row_decoder, LlamaDecoder)
     for prompt in _prompts(tokenizer):
         with torch.inference_mode():

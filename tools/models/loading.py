@@ -91,8 +91,9 @@ def quantize_weights(model, precision: str, group_size: int = INT4_GROUP_SIZE, h
     row); "int4": `Int4Linear` in groups of `group_size` input columns (a layer no allowed group divides
     stays int8), the output head int8 (in int4 SmolLM2-135M's general-text perplexity goes from 19.2 to
     20.4, with an int8 head it stays at 19.2) plus `model.greedy_head`, an int4 copy that greedy
-    decoding reads and rescores (`RescoredHead`), and `model.one_row_decoder` (a Llama-family model's layers
-    in few operations, `tools.models.llama_decoder`; None for other architectures) for one greedy sequence.
+    decoding reads and rescores (`RescoredHead`). Both carry `model.one_row_decoder` (a Llama-family model's
+    layers in few operations, `tools.models.llama_decoder`; None for other architectures) for one greedy
+    sequence.
     `head` ("int8" | "int4") overrides the head's. Decoding one token reads every weight once, so fewer bytes
     per weight is what makes it faster; see `Int8Linear` and `Int4Linear` for the figures and for why not
     torch's dynamic quantization."""
@@ -104,7 +105,7 @@ def quantize_weights(model, precision: str, group_size: int = INT4_GROUP_SIZE, h
     model = model.float()
     head_layer = model.get_output_embeddings()
     head = head or ("int8" if precision == "int4" else precision)
-    one_row = _one_row_decoder(model, precision, group_size) if precision == "int4" else None
+    one_row = _one_row_decoder(model, precision, group_size)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, torch.nn.Linear):

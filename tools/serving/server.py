@@ -34,12 +34,12 @@ Policies, decided here so every front door behaves the same:
   exactly one adapter is served, its requests run on a second copy of the weights with that adapter
   merged in (``merge_single_adapter``): no LoRA layers per token. Base requests, rows of a batch that
   mix versions, and every request while several adapters share the base take peft's unmerged path.
-  ``precision="int8"`` (CPU) makes that merged copy int8 weight-only (``tools.models.int8``: 1.4-1.6x
-  the tokens per CPU second, answers close to fp32's but not equal); ``precision="int4"`` int4 in groups
-  of 32 with an int8 head (``tools.models.int4``), whose greedy requests (streamed ones too) decode with
-  ``tools.models.decoding.greedy_decode`` through the rescored int4 head, a request alone through the
-  one-row decoder of a Llama-family model (``tools.models.llama_decoder``: 1.5x transformers' int4 layers
-  on SmolLM2-135M); the shared model stays fp32.
+  ``precision="int8"`` (CPU) makes that merged copy int8 weight-only (``tools.models.int8``, answers close
+  to fp32's but not equal); ``precision="int4"`` int4 in groups of 32 with an int8 head
+  (``tools.models.int4``) and an int4 copy of the head that greedy decoding rescores. Greedy requests to
+  either (streamed ones too) decode with ``tools.models.decoding.greedy_decode``, a request alone through
+  the one-row decoder of a Llama-family model (``tools.models.llama_decoder``: 1.5x transformers' int4
+  layers on SmolLM2-135M); the shared model stays fp32.
 - **System prompt.** A served name may carry the system prompt its adapter was trained with; it
   is prepended only when the request has no system message of its own.
 - **Who may call.** With an API key (``api_key``: ``ftagent serve --api-key-file``, the
@@ -505,7 +505,7 @@ class ModelServer(ChatEngine):
         if stop is not None:
             options["stopping_criteria"] = StoppingCriteriaList([_EventStop(stop)])
         merged = self._merged_for([job])
-        if _has_greedy_head(merged) and job.temperature == 0:
+        if _has_greedy_path(merged) and job.temperature == 0:
             return self._result(job, self._greedy(merged, job.input_ids, None, job.max_new_tokens, stop, streamer)[0])
         with self._adapter(job.adapter) if merged is None else contextlib.nullcontext(), torch.inference_mode():
             if job.seed is not None:
@@ -527,7 +527,7 @@ class ModelServer(ChatEngine):
         options = self._decoding_options(rows[0], max(job.max_new_tokens for job in rows))
         options["stopping_criteria"] = StoppingCriteriaList([RowLimits(width, [job.max_new_tokens for job in rows])])
         merged = self._merged_for(rows)
-        if _has_greedy_head(merged) and all(job.temperature == 0 for job in rows):
+        if _has_greedy_path(merged) and all(job.temperature == 0 for job in rows):
             limit = max(job.max_new_tokens for job in rows)
             decoded = self._greedy(merged, input_ids, mask, limit, None)
             return [self._result(job, tokens) for job, tokens in zip(rows, decoded, strict=True)]
@@ -539,7 +539,7 @@ class ModelServer(ChatEngine):
 
     def _greedy(self, model: Any, input_ids: Any, mask: Any, max_new_tokens: int,
                 stop: threading.Event | None, streamer: Any = None) -> list[list[int]]:
-        """Greedy rows through `greedy_decode` (a model with a rescored int4 head; the caller holds the lock).
+        """Greedy rows through `greedy_decode` (a quantized model, `_has_greedy_path`; the caller holds the lock).
         A streamer (one row) is fed as `generate` feeds it: the prompt, each new token, then the end."""
         from tools.models.decoding import greedy_decode
 
@@ -585,9 +585,14 @@ class ModelServer(ChatEngine):
         return contextlib.nullcontext()
 
 
-def _has_greedy_head(model: Any) -> bool:
-    """Whether a merged model decodes greedy rows through `greedy_decode` (int4: its rescored head)."""
-    return getattr(model, "greedy_head", None) is not None
+def _has_greedy_path(model: Any) -> bool:
+    """Whether a merged model decodes greedy rows through `greedy_decode`: a quantized one (int4: its rescored
+    head; int8 and int4: the one-row decoder of a Llama-family model), unless its generation config changes
+    the logits (`plain_argmax`; then `generate` applies it)."""
+    from tools.models.decoding import plain_argmax
+
+    fast = getattr(model, "greedy_head", None) is not None or getattr(model, "one_row_decoder", None) is not None
+    return fast and plain_argmax(model)
 
 
 def _names_for(versions: set[str], names: ServedNames,
