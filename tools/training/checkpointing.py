@@ -7,6 +7,7 @@ uninterrupted run. (The job graph's own checkpoints are tools/stores/checkpoints
 
 from __future__ import annotations
 
+import copy
 import pickle
 import random
 import shutil
@@ -35,14 +36,15 @@ class Progress:
     stopped_early: bool = False
     rollbacks: int = 0
     lr_scale: float = 1.0
-    loss_ema: float | None = None
     grad_ema: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> Progress:
-        """Read a checkpoint's progress (older checkpoints lack the newer keys)."""
+        """Read a checkpoint's progress (older checkpoints lack the newer keys, and may hold ones no
+        longer kept, such as `loss_ema`), as a copy: the run appends to its lists, and the initial state
+        a rollback restores is read more than once."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return cls(**copy.deepcopy(known))
 
 
 def refused_checkpoint_message(checkpoint: Path, error: Exception) -> str:

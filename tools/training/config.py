@@ -78,9 +78,9 @@ class TrainingConfig(LoraHyperparameters):
     )
     threads: int | None = None
     max_rollbacks: int = Field(2, ge=0)
-    spike_factor: float = Field(3.0, gt=1)  # loss above this x its moving average is an anomaly
+    spike_factor: float = Field(3.0, gt=1)  # loss above this x the recent steps' highest is an anomaly
     grad_spike_factor: float = Field(10.0, gt=1)  # grad norm above this x its moving average too
-    anomaly_warmup_steps: int = Field(10, ge=1)  # moving averages settle before spikes count
+    anomaly_warmup_steps: int = Field(10, ge=1)  # accepted steps before spikes count
     rollback_lr_factor: float = Field(0.5, gt=0, lt=1)
     inject_nan_at_step: int | None = Field(None, ge=1)  # test hook: NaN loss once at this step
 
