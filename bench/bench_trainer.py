@@ -2,9 +2,12 @@
 
 Each trainer runs in its own child process (so peak RSS is its own) for the same number of optimizer
 steps of 8 examples; prints JSON lines: the machine's load and matmul rates, one line per trainer, and a
-comparison line. Effective tokens are non-padding tokens. Model FLOPs per token for LoRA training are
-taken as 4 x params (forward 2N + activation gradients 2N, no weight gradients for frozen weights)
-+ 8 x layers x mean_seq_len x hidden (attention scores and values, forward and backward).
+comparison line. Both do the same work in the timed span: training steps only (ours gets no validation
+set, so it runs no validation passes and keeps its last adapter, as TRL with no eval set does), and both
+final adapters are measured the same way afterwards (`supervised_val_loss`, fp32). Effective tokens are
+non-padding tokens. Model FLOPs per token for LoRA training are taken as 4 x params (forward 2N +
+activation gradients 2N, no weight gradients for frozen weights) + 8 x layers x mean_seq_len x hidden
+(attention scores and values, forward and backward).
 
     .venv/bin/python bench/bench_trainer.py [--steps 20] [--home /tmp/ftagent-bench] [--dataset train.jsonl]
 """
@@ -98,15 +101,27 @@ def run_ours(base: Path, train: list[dict], val: list[dict], args) -> dict:
                             target_modules="all-linear", checkpoint_every=10_000, precision=args.precision,
                             threads=args.threads, warmup_ratio=0.03, learning_rate=2e-4)
     steps = []
-    result = train_lora(config, train, val, on_step=steps.append)
-    last = steps[-1]
+    result = train_lora(config, train, [], on_step=steps.append)  # no validation passes in the timed span
+    last, peak = steps[-1], peak_rss_mb()  # training's peak, before a model is loaded to measure the adapter
     return {"trainer": "ftagent", "steps": result.steps, "effective_tokens": result.train_tokens,
             "train_seconds": round(last.elapsed_seconds, 2),
             "effective_tokens_per_s": round(result.train_tokens / last.elapsed_seconds, 1),
-            "val_loss": round(result.val_loss, 4), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "val_loss": round(adapter_val_loss(base, result.adapter_dir, val, args.max_length), 4),
+            "peak_rss_mb": round(peak, 1),
             "precision": result.precision, "micro_batch": result.micro_batch, "base_weights": result.precision,
             "gradient_accumulation": result.gradient_accumulation,
             "gradient_checkpointing": result.gradient_checkpointing}
+
+
+def adapter_val_loss(base: Path, adapter_dir: str, val: list[dict], max_len: int) -> float:
+    """`supervised_val_loss` of a saved adapter on the fp32 base, as TRL's trained model is measured."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32),
+                                      adapter_dir)
+    return supervised_val_loss(model, AutoTokenizer.from_pretrained(str(base)), val, max_len)
 
 
 def run_trl(base: Path, train: list[dict], val: list[dict], args) -> dict:
