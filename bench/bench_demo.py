@@ -26,21 +26,33 @@ REPO = Path(__file__).resolve().parents[1]
 PHASE_ORDER = ("intake", "researcher", "curator", "generator", "trainer", "evaluator", "critic", "deployer")
 
 
-def phase_seconds(events: list[dict], started: float, ended: float) -> dict[str, float]:
-    """Seconds spent in each phase: from its first event to the next phase's first event."""
-    marks: list[tuple[float, str]] = []
-    for event in events:
-        if event["phase"] in PHASE_ORDER and (not marks or marks[-1][1] != event["phase"]):
-            marks.append((event["ts"], event["phase"]))
+def phase_totals(marks: list[tuple[str, float]], started: float, ended: float) -> dict[str, float]:
+    """Each phase's share of [started, ended], from (phase, clock reading) at each of its events in order.
+    A run of one phase's events ends at its last event and begins where the run before it ended: the
+    researcher, curator and generator emit their "phase" event when they finish, the trainer and evaluator
+    when they start as well, so a phase's first event is no start time. What follows the last event (the
+    job's end) goes to the last phase."""
+    runs: list[tuple[str, float]] = []  # (phase, clock at its run's last event)
+    for phase, reading in marks:
+        if runs and runs[-1][0] == phase:
+            runs[-1] = (phase, reading)
+        else:
+            runs.append((phase, reading))
+    if runs:
+        runs[-1] = (runs[-1][0], ended)
     totals: dict[str, float] = {}
-    boundaries = [started] + [ts for ts, _ in marks[1:]] + [ended]
-    for (_, phase), begin, end in zip(marks, boundaries, boundaries[1:], strict=False):
+    for (phase, end), begin in zip(runs, [started] + [end for _, end in runs[:-1]], strict=True):
         totals[phase] = round(totals.get(phase, 0.0) + end - begin, 1)
     return totals
 
 
+def phase_seconds(events: list[dict], started: float, ended: float) -> dict[str, float]:
+    """Wall seconds spent in each phase (see `phase_totals`)."""
+    return phase_totals([(e["phase"], e["ts"]) for e in events if e["phase"] in PHASE_ORDER], started, ended)
+
+
 class CpuClock:
-    """An event listener: this process's CPU seconds (children's too) at each phase change, and the CPU
+    """An event listener: this process's CPU seconds (children's too) at each event of a phase, and the CPU
     seconds from the first to the last progress tick of each task (a task's own cost, without the phase's
     other work)."""
 
@@ -55,17 +67,14 @@ class CpuClock:
 
     def __call__(self, event: dict[str, Any]) -> None:
         phase, now = event.get("phase"), self.now()
-        if phase in PHASE_ORDER and (not self.marks or self.marks[-1][0] != phase):
+        if phase in PHASE_ORDER:
             self.marks.append((phase, now))
         if event.get("kind") == "progress":
             span = self.tasks.setdefault(f"{phase}: {event['message']}", [now, now])
             span[1] = now
 
-    def phase_cpu_seconds(self, ended: float) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for (phase, begin), end in zip(self.marks, [m[1] for m in self.marks[1:]] + [ended], strict=True):
-            totals[phase] = round(totals.get(phase, 0.0) + end - begin, 1)
-        return totals
+    def phase_cpu_seconds(self, started: float, ended: float) -> dict[str, float]:
+        return phase_totals(self.marks, started, ended)
 
     def task_cpu_seconds(self) -> dict[str, float]:
         return {task: round(end - begin, 1) for task, (begin, end) in self.tasks.items()}
@@ -91,7 +100,8 @@ def main() -> None:
     print(json.dumps({
         "bench": "demo_job", "job_id": record.job_id, "wall_seconds": round(ended - started, 1),
         "phases_seconds": phase_seconds(events, started, ended),
-        "cpu_seconds": round(cpu_ended - cpu_started, 1), "phases_cpu_seconds": clock.phase_cpu_seconds(cpu_ended),
+        "cpu_seconds": round(cpu_ended - cpu_started, 1),
+        "phases_cpu_seconds": clock.phase_cpu_seconds(cpu_started, cpu_ended),
         "tasks_cpu_seconds": clock.task_cpu_seconds(),
         "load_average_1m": {"start": load_before, "end": round(os.getloadavg()[0], 2)},
         "pinned_cpus": sorted(os.sched_getaffinity(0)), "threads": service.settings.threads,
