@@ -170,11 +170,12 @@ def ours(base: Path, adapter: Path, precision: str) -> DirectEngine:
     into a copy of the weights, in `precision` ("auto" is what the server runs for one version); int4 and
     int8 decode with our greedy loop as the server does (int4's rescored head needs it), one row through the
     one-row decoder (tools.models.llama_decoder) where the architecture has one."""
+    from tools.models.decoding import has_greedy_path
     from tools.models.loading import inference_dtype, load_for_inference
 
     model, tokenizer = load_for_inference(str(base), str(adapter), precision=precision, merge=True)
     weights = WEIGHTS.get(precision) or str(inference_dtype(precision))[6:]
-    loop = any(getattr(model, name, None) is not None for name in ("greedy_head", "one_row_decoder"))
+    loop = has_greedy_path(model)
     path = ", one-row decoder" if getattr(model, "one_row_decoder", None) else ", greedy loop" if loop else ""
     return DirectEngine(f"ftagent (merged, {precision}: {weights}{path})", model, tokenizer, greedy_loop=loop)
 

@@ -187,7 +187,7 @@ def test_batches_that_differ_in_what_they_hold_are_no_spike(tmp_path) -> None:
                 guard.check(step, 11.0, 0.8, progress)
         guard.check(step, loss, 0.8, progress)
         progress.loss_history.append(loss)
-        guard.update_averages(progress, 0.8)
+        guard.update_grad_average(progress, 0.8)
 
 
 def test_a_rollback_to_the_start_starts_from_an_empty_history() -> None:

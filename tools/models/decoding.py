@@ -73,6 +73,14 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any = None, max_ne
     return chosen[:, :length]
 
 
+def has_greedy_path(model: Any) -> bool:
+    """Whether greedy rows of this model go through `greedy_decode` rather than `generate`: it has a rescored
+    int4 head (`greedy_head`) or a one-row decoder (int8 and int4 weights of a Llama-family model), and its
+    generation config leaves the argmax alone (`plain_argmax`; otherwise `generate` applies that config)."""
+    fast = getattr(model, "greedy_head", None) is not None or getattr(model, "one_row_decoder", None) is not None
+    return fast and plain_argmax(model)
+
+
 def plain_argmax(model: Any) -> bool:
     """Whether `generate`'s greedy tokens for this model are the argmax `greedy_decode` takes: its generation
     config sets none of LOGIT_CHANGING_SETTINGS (otherwise only `generate` applies them)."""

@@ -74,6 +74,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tools.models.decoding import has_greedy_path
 from tools.serving.batch import (
     Generation,
     GenerationResult,
@@ -505,7 +506,7 @@ class ModelServer(ChatEngine):
         if stop is not None:
             options["stopping_criteria"] = StoppingCriteriaList([_EventStop(stop)])
         merged = self._merged_for([job])
-        if _has_greedy_path(merged) and job.temperature == 0:
+        if has_greedy_path(merged) and job.temperature == 0:
             return self._result(job, self._greedy(merged, job.input_ids, None, job.max_new_tokens, stop, streamer)[0])
         with self._adapter(job.adapter) if merged is None else contextlib.nullcontext(), torch.inference_mode():
             if job.seed is not None:
@@ -527,7 +528,7 @@ class ModelServer(ChatEngine):
         options = self._decoding_options(rows[0], max(job.max_new_tokens for job in rows))
         options["stopping_criteria"] = StoppingCriteriaList([RowLimits(width, [job.max_new_tokens for job in rows])])
         merged = self._merged_for(rows)
-        if _has_greedy_path(merged) and all(job.temperature == 0 for job in rows):
+        if has_greedy_path(merged) and all(job.temperature == 0 for job in rows):
             limit = max(job.max_new_tokens for job in rows)
             decoded = self._greedy(merged, input_ids, mask, limit, None)
             return [self._result(job, tokens) for job, tokens in zip(rows, decoded, strict=True)]
@@ -539,7 +540,7 @@ class ModelServer(ChatEngine):
 
     def _greedy(self, model: Any, input_ids: Any, mask: Any, max_new_tokens: int,
                 stop: threading.Event | None, streamer: Any = None) -> list[list[int]]:
-        """Greedy rows through `greedy_decode` (a quantized model, `_has_greedy_path`; the caller holds the lock).
+        """Greedy rows through `greedy_decode` (a model with `has_greedy_path`; the caller holds the lock).
         A streamer (one row) is fed as `generate` feeds it: the prompt, each new token, then the end."""
         from tools.models.decoding import greedy_decode
 
@@ -583,16 +584,6 @@ class ModelServer(ChatEngine):
             return self.model.disable_adapter()
         self.model.set_adapter(adapter)
         return contextlib.nullcontext()
-
-
-def _has_greedy_path(model: Any) -> bool:
-    """Whether a merged model decodes greedy rows through `greedy_decode`: a quantized one (int4: its rescored
-    head; int8 and int4: the one-row decoder of a Llama-family model), unless its generation config changes
-    the logits (`plain_argmax`; then `generate` applies it)."""
-    from tools.models.decoding import plain_argmax
-
-    fast = getattr(model, "greedy_head", None) is not None or getattr(model, "one_row_decoder", None) is not None
-    return fast and plain_argmax(model)
 
 
 def _names_for(versions: set[str], names: ServedNames,

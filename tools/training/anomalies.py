@@ -59,7 +59,7 @@ class AnomalyGuard:
             )
 
     @staticmethod
-    def update_averages(progress: Progress, grad_norm: float, decay: float = 0.9) -> None:
+    def update_grad_average(progress: Progress, grad_norm: float, decay: float = 0.9) -> None:
         """The gradient norm's moving average (what exploding gradients are measured against), after
         an accepted step; its loss goes to `progress.loss_history`."""
         progress.grad_ema = (

@@ -275,7 +275,7 @@ class LoraRecipe:
                     continue
                 self._apply_update()
                 step += 1
-                self.anomalies.update_averages(progress, grad_norm)
+                self.anomalies.update_grad_average(progress, grad_norm)
                 progress.train_tokens += tokens
                 progress.loss_history.append(loss)
                 report.step(step, loss, self.scheduler.get_last_lr()[0], grad_norm, tokens)
