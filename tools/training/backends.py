@@ -97,6 +97,9 @@ class UnslothRecipe(LoraRecipe):
     def _adapter_dtype(self):
         return None  # Unsloth's LoRA kernels pick their own dtypes
 
+    def _fusion_blocker(self):
+        return "Unsloth's own kernels"
+
     def _attach_adapter(self, model):
         unsloth = importlib.import_module("unsloth")
         cfg = self.config

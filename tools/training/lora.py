@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tools.hardware import Hardware, detect_hardware, resolve_precision
+from tools.hardware import Hardware, detect_hardware, resolve_precision, return_freed_memory
 from tools.training.anomalies import AnomalyGuard, TrainingAnomaly
 from tools.training.base_model import (
     attach_lora,
@@ -37,13 +37,10 @@ from tools.training.config import (
     TrainingResult,
 )
 from tools.training.encoding import EncodedExample, collate, encode_records, padded_width
-from tools.training.memory import plan_step_memory
+from tools.training.memory import EAGER_ATTENTION_MAX_TOKENS, plan_step_memory
 from tools.training.outputs import StepReporter, loss_plot_path, write_adapter, write_loss_plot
 from tools.training.validation import Validator
 
-# the longest (padded) example for which a CPU run trains with eager attention: its scores for a micro-batch of
-# CPU_MICRO_BATCH_TOKENS stay a few MB a layer (SmolLM2-135M: 9 heads x 512 x 512 x 2 bytes); longer, SDPA
-EAGER_ATTENTION_MAX_TOKENS = 512
 
 class LoraRecipe:
     """peft + transformers LoRA on CPU, MPS or CUDA (QLoRA on CUDA)."""
@@ -89,8 +86,11 @@ class LoraRecipe:
         if self.parallel.world > 1:  # the same adapter everywhere, then each rank its own dropout masks
             torch.manual_seed(cfg.seed + 1000 * self.parallel.rank)
         self._encode_data(train, val)
+        self.fusion_blocker = self._fusion_blocker()
         self._apply_memory_plan(model)
         self._choose_attention(model)
+        self._fuse_layers()
+        return_freed_memory()  # what loading the model freed, before training's activations
         self.batches = StepBatches(self.train_set, cfg.batch_size, cfg.seed, self.micro_batch, self.micro_tokens,
                                    self.parallel)
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
@@ -149,7 +149,8 @@ class LoraRecipe:
         """Split the step's batch into micro-batches that fit, and checkpoint activations only if needed."""
         per_rank = math.ceil(self.config.batch_size / self.parallel.world)  # each rank's share of a step's batch
         longest = padded_width(max(len(e.input_ids) for e in self.train_set))
-        plan = plan_step_memory(model, longest, per_rank, self.config, self.bf16, self.device)
+        plan = plan_step_memory(model, longest, per_rank, self.config, self.bf16, self.device,
+                                fused=self.fusion_blocker is None)
         self.micro_batch, self.accumulation = plan.micro_batch, plan.gradient_accumulation
         self.micro_tokens = plan.micro_batch_tokens
         self.gradient_checkpointing = plan.gradient_checkpointing
@@ -174,6 +175,26 @@ class LoraRecipe:
         model.set_attn_implementation("eager")
         self.on_event("attention", {"implementation": "eager", "was": current,
                                     "why": f"CPU, examples of at most {longest} tokens: eager attention is faster"})
+
+    def _fusion_blocker(self) -> str | None:
+        """Why this run cannot train through the fused decoder layers (None: it can); the hook a backend
+        with its own kernels overrides."""
+        from tools.training.fused_decoder import fusion_blocker
+
+        cfg = self.config
+        return fusion_blocker(self.model, device=self.device, strategy=self.parallel.strategy, qlora=cfg.qlora,
+                              lora_dropout=cfg.lora_dropout)
+
+    def _fuse_layers(self) -> None:
+        """The fused training forward (tools.training.fused_decoder) where it applies; an event either way."""
+        if self.fusion_blocker:
+            self.on_event("training layers", {"fused": 0, "why": self.fusion_blocker})
+            return
+        from tools.training.fused_decoder import fuse_decoder_layers
+
+        count = fuse_decoder_layers(self.model)
+        self.on_event("training layers", {"fused": count, "why": "stacked projections and adapters, grouped "
+                                          "attention (tools.training.fused_decoder)"})
 
     def _build_optimizer(self) -> None:
         import torch

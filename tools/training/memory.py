@@ -10,19 +10,30 @@ from typing import Any
 from tools.hardware import MemoryPlan, ModelShape, available_memory_bytes, plan_memory
 from tools.training.config import TrainingConfig, TrainingError
 
-# Padded tokens per micro-batch on a CPU: its matrix products run near their full rate from a few
-# hundred rows, so bigger micro-batches would only hold more activations.
+# Padded tokens per micro-batch on a CPU through transformers' layers: bigger micro-batches ran a little
+# faster but held more activations (eager attention's fp32 and bf16 probabilities; SmolLM2-135M, batch 8
+# of <=400 tokens: 3.0 GB at 1024).
 CPU_MICRO_BATCH_TOKENS = 512
+# Through the fused layers (tools.training.fused_decoder), which keep fewer activations: their products
+# run 15-20% faster at 1024 rows than at 512 (SmolLM2-135M, bf16, 2-core AMX Xeon: 466 -> 554 effective
+# tokens/s, peak RSS 2.8 GB); 2048 gained 6% more for 1 GB more.
+CPU_FUSED_MICRO_BATCH_TOKENS = 1024
+# the longest (padded) example for which a CPU run trains with eager attention (transformers' or the fused
+# layers' own): its scores stay a few MB a layer (SmolLM2-135M: 9 heads x 512 x 512 x 2 bytes); longer, SDPA
+EAGER_ATTENTION_MAX_TOKENS = 512
 
 
-def micro_token_target(device: str) -> int | None:
-    """The micro-batch size in padded tokens when none is set: CPU_MICRO_BATCH_TOKENS on a CPU; a
-    GPU takes what memory allows (None)."""
-    return CPU_MICRO_BATCH_TOKENS if device == "cpu" else None
+def micro_token_target(device: str, fused: bool = False) -> int | None:
+    """The micro-batch size in padded tokens when none is set: on a CPU CPU_MICRO_BATCH_TOKENS, or
+    CPU_FUSED_MICRO_BATCH_TOKENS through the fused layers; a GPU takes what memory allows (None)."""
+    if device != "cpu":
+        return None
+    return CPU_FUSED_MICRO_BATCH_TOKENS if fused else CPU_MICRO_BATCH_TOKENS
 
 
 def plan_step_memory(
-    model: Any, longest: int, per_rank: int, config: TrainingConfig, bf16: bool, device: str
+    model: Any, longest: int, per_rank: int, config: TrainingConfig, bf16: bool, device: str,
+    fused: bool = False,
 ) -> MemoryPlan:
     """The plan for `per_rank` examples of at most `longest` tokens per step in the memory free now;
     a TrainingError when nothing fits and the accumulation was not set by hand."""
@@ -37,7 +48,7 @@ def plan_step_memory(
         config.gradient_checkpointing,
         value_bytes=2 if bf16 else 4,
         head_chunk_rows=DEFAULT_CHUNK_ROWS,
-        max_micro_tokens=config.micro_batch_tokens or micro_token_target(device),
+        max_micro_tokens=config.micro_batch_tokens or micro_token_target(device, fused),
     )
     if not plan.fits and config.gradient_accumulation is None:
         raise TrainingError(f"not enough memory to train: {plan.note}")
