@@ -134,11 +134,11 @@ def _chat(i: int) -> dict:
                          {"role": "assistant", "content": f"Code {i} protects {i % 5 + 1} logical qubits."}]}
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_the_recipe_fuses_where_it_can_and_says_why_not(tiny_model_dir, tmp_path, dropout) -> None:
+@pytest.mark.parametrize(("dropout", "precision"), [(0.0, "bf16"), (0.0, "fp32"), (0.1, "bf16")])
+def test_the_recipe_fuses_where_it_can_and_says_why_not(tiny_model_dir, tmp_path, dropout, precision) -> None:
     events = []
     recipe = LoraRecipe(TrainingConfig(base_model_path=str(tiny_model_dir), output_dir=str(tmp_path / "a"),
-                                       checkpoint_dir=str(tmp_path / "c"), precision="fp32", threads=1,
+                                       checkpoint_dir=str(tmp_path / "c"), precision=precision, threads=1,
                                        lora_dropout=dropout),
                         on_event=lambda message, data: events.append((message, data)))
     long_answer = {"messages": [*_chat(0)["messages"][:1], {"role": "assistant", "content": "qubits " * 120}]}
@@ -150,6 +150,7 @@ def test_the_recipe_fuses_where_it_can_and_says_why_not(tiny_model_dir, tmp_path
         assert plan["micro_batch_tokens"] == 512  # CPU_MICRO_BATCH_TOKENS
     else:
         assert layers["fused"] == 2
-        assert plan["micro_batch_tokens"] == 1024  # CPU_FUSED_MICRO_BATCH_TOKENS
+        # CPU_FUSED_MICRO_BATCH_TOKENS in bf16; fp32 values take twice the bytes
+        assert plan["micro_batch_tokens"] == (1024 if precision == "bf16" else 512)
     result = recipe.train()
     assert result.steps == recipe.total_steps and all(math.isfinite(loss) for loss in result.loss_history)

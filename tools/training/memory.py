@@ -14,21 +14,22 @@ from tools.training.config import TrainingConfig, TrainingError
 # faster but held more activations (eager attention's fp32 and bf16 probabilities; SmolLM2-135M, batch 8
 # of <=400 tokens: 3.0 GB at 1024).
 CPU_MICRO_BATCH_TOKENS = 512
-# Through the fused layers (tools.training.fused_decoder), which keep fewer activations: their products
-# run 15-20% faster at 1024 rows than at 512 (SmolLM2-135M, bf16, 2-core AMX Xeon: 466 -> 554 effective
-# tokens/s, peak RSS 2.8 GB); 2048 gained 6% more for 1 GB more.
+# Through the fused layers (tools.training.fused_decoder), which keep fewer activations, in bf16: their
+# products run 15-20% faster at 1024 rows than at 512 (SmolLM2-135M, 2-core AMX Xeon: 466 -> 554 effective
+# tokens/s, peak RSS 2.8 GB); 2048 gained 6% more for 1 GB more. fp32 values take twice the bytes, so an
+# fp32 run keeps 512 (at 1024 its peak RSS was 4.2 GB).
 CPU_FUSED_MICRO_BATCH_TOKENS = 1024
 # the longest (padded) example for which a CPU run trains with eager attention (transformers' or the fused
 # layers' own): its scores stay a few MB a layer (SmolLM2-135M: 9 heads x 512 x 512 x 2 bytes); longer, SDPA
 EAGER_ATTENTION_MAX_TOKENS = 512
 
 
-def micro_token_target(device: str, fused: bool = False) -> int | None:
+def micro_token_target(device: str, fused: bool = False, bf16: bool = False) -> int | None:
     """The micro-batch size in padded tokens when none is set: on a CPU CPU_MICRO_BATCH_TOKENS, or
-    CPU_FUSED_MICRO_BATCH_TOKENS through the fused layers; a GPU takes what memory allows (None)."""
+    CPU_FUSED_MICRO_BATCH_TOKENS through the fused layers in bf16; a GPU takes what memory allows (None)."""
     if device != "cpu":
         return None
-    return CPU_FUSED_MICRO_BATCH_TOKENS if fused else CPU_MICRO_BATCH_TOKENS
+    return CPU_FUSED_MICRO_BATCH_TOKENS if fused and bf16 else CPU_MICRO_BATCH_TOKENS
 
 
 def plan_step_memory(
@@ -48,7 +49,7 @@ def plan_step_memory(
         config.gradient_checkpointing,
         value_bytes=2 if bf16 else 4,
         head_chunk_rows=DEFAULT_CHUNK_ROWS,
-        max_micro_tokens=config.micro_batch_tokens or micro_token_target(device, fused),
+        max_micro_tokens=config.micro_batch_tokens or micro_token_target(device, fused, bf16),
     )
     if not plan.fits and config.gradient_accumulation is None:
         raise TrainingError(f"not enough memory to train: {plan.note}")
