@@ -60,7 +60,8 @@ class TrainingConfig(LoraHyperparameters):
     # None: from free memory and sequence length
     gradient_accumulation: int | None = Field(None, ge=1)
     gradient_checkpointing: bool | None = None  # None: only when memory needs it
-    # None: CPU_MICRO_BATCH_TOKENS (tools/training/memory.py) on a CPU, what memory allows on a GPU
+    # None: on a CPU CPU_MICRO_BATCH_TOKENS, or CPU_FUSED_MICRO_BATCH_TOKENS through the fused layers in
+    # bf16 (tools/training/memory.py); what memory allows on a GPU
     micro_batch_tokens: int | None = Field(None, ge=16)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = 0.0

@@ -157,18 +157,18 @@ class StackedProjection:
     def _stacked_adapter(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The stacked A (rank rows per adapted projection) and the block-diagonal, scaled B (zero rows for a
         projection without an adapter)."""
-        a_blocks, b_blocks = [], []
-        for projection in self.adapted:
-            if projection is not None:
-                name = projection.active_adapters[0]
-                a_blocks.append(projection.lora_A[name].weight)
-                b_blocks.append(projection.lora_B[name].weight * projection.scaling[name])
-        if not a_blocks:
+        adapted = [p for p in self.adapted if p is not None]
+        if not adapted:
             return None, None
-        dtype = b_blocks[0].dtype
-        blocks = iter(b_blocks)
-        b_blocks = [next(blocks) if p is not None else torch.zeros(size, 0, dtype=dtype)
-                    for p, size in zip(self.adapted, self.sizes)]
+        dtype = adapted[0].lora_B[adapted[0].active_adapters[0]].weight.dtype
+        a_blocks, b_blocks = [], []
+        for projection, size in zip(self.adapted, self.sizes):
+            if projection is None:
+                b_blocks.append(torch.zeros(size, 0, dtype=dtype))
+                continue
+            name = projection.active_adapters[0]
+            a_blocks.append(projection.lora_A[name].weight)
+            b_blocks.append(projection.lora_B[name].weight * projection.scaling[name])
         return torch.cat(a_blocks), torch.block_diag(*b_blocks)
 
 
